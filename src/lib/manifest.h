@@ -1,0 +1,117 @@
+/* manifest.h - the description of a file tree, and its codec.
+ *
+ * The source walks a tree (rootfs, a volume, the CRIU image directory) and
+ * builds a manifest: every entry's type, mode, owner, size, times, xattrs,
+ * symlink target and hard links.  The target decodes it, checks every path,
+ * and materialises a skeleton: directories, empty sparse files of the right
+ * size, symlinks, device nodes, fifos, hard links.  File data follows
+ * separately (transfer.h) and the final metadata (times, modes of
+ * directories) is applied last.
+ *
+ * Encoding (all integers big-endian):
+ *   u32 magic "VYMF" (0x56594d46), u16 version (1), u16 reserved (0),
+ *   u32 entry count, then per entry:
+ *     u8 type, u8 reserved(0), u16 path_len, path bytes
+ *     u32 mode, u32 uid, u32 gid, u64 size, u64 rdev,
+ *     i64 atime_ns, i64 mtime_ns,
+ *     u32 link_of (entry index of the first name of a hard link, or
+ *                  VY_NO_LINK),
+ *     u16 target_len, target bytes (symlinks only),
+ *     u16 xattr_count, then per xattr: u16 name_len, name, u32 value_len,
+ *     value
+ *
+ * Entry 0 is the root directory itself, with path "".  Every other path is
+ * relative: components separated by '/', none empty, none "." or "..", no
+ * NUL, no leading '/', at most VY_PATH_MAX bytes.  A parent comes before its
+ * children.  vy_manifest_decode() is the only parser of these bytes; it
+ * rejects truncated input, oversized fields and any path that could escape
+ * the root, and it is also a fuzz target.
+ */
+#ifndef VY_MANIFEST_H
+#define VY_MANIFEST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+
+#define VY_MANIFEST_MAGIC 0x56594d46u
+#define VY_MANIFEST_VERSION 1
+#define VY_PATH_MAX 4095
+#define VY_XATTR_NAME_MAX 255
+#define VY_XATTR_VALUE_MAX 65536
+#define VY_XATTR_COUNT_MAX 256
+#define VY_MANIFEST_MAX_ENTRIES (16u * 1024 * 1024)
+#define VY_NO_LINK 0xffffffffu
+
+enum vy_entry_type {
+	VY_ENTRY_DIR = 1,
+	VY_ENTRY_REG = 2,
+	VY_ENTRY_SYMLINK = 3,
+	VY_ENTRY_CHR = 4,
+	VY_ENTRY_BLK = 5,
+	VY_ENTRY_FIFO = 6,
+	VY_ENTRY_SOCK = 7,
+};
+
+struct vy_xattr {
+	char *name;
+	uint8_t *value;
+	uint32_t len;
+};
+
+struct vy_entry {
+	char *path;          /* relative; "" for the root */
+	uint8_t type;        /* enum vy_entry_type */
+	uint32_t mode;       /* permission bits incl. suid/sgid/sticky (no S_IFMT) */
+	uint32_t uid, gid;
+	uint64_t size;       /* regular files: bytes; symlinks: target length */
+	uint64_t rdev;       /* devices */
+	int64_t atime_ns, mtime_ns;
+	uint32_t link_of;    /* VY_NO_LINK, or index of first name (type REG) */
+	char *target;        /* symlinks */
+	uint16_t nxattr;
+	struct vy_xattr *xattrs;
+};
+
+struct vy_manifest {
+	struct vy_entry *entries;
+	uint32_t count;
+	uint32_t cap;
+	uint64_t data_bytes; /* sum of sizes of regular files, counted once per inode */
+};
+
+/* Walk the tree at root (a directory, not followed if a symlink) without
+ * following symlinks and without crossing into other mounts.  Sockets are
+ * recorded but carry no data. */
+int vy_manifest_scan(const char *root, struct vy_manifest *m, vy_error *err);
+
+int vy_manifest_encode(const struct vy_manifest *m, uint8_t **buf,
+		       size_t *len, vy_error *err);
+int vy_manifest_decode(const uint8_t *buf, size_t len, struct vy_manifest *m,
+		       vy_error *err);
+
+/* true when rel is a safe relative path as described above ("" allowed). */
+bool vy_path_is_safe(const char *rel, size_t len);
+
+/* Create the skeleton under rootfd (an O_PATH or O_DIRECTORY fd of an
+ * existing, empty directory).  All lookups stay beneath rootfd and never
+ * follow a symlink (openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS).  Regular
+ * files are created empty and truncated to their size (sparse).  Owners,
+ * modes and xattrs are applied; times are applied by vy_manifest_finish(). */
+int vy_manifest_materialise(const struct vy_manifest *m, int rootfd,
+			    vy_error *err);
+
+/* After file data is written: apply times to every entry (symlinks too,
+ * with AT_SYMLINK_NOFOLLOW) and the final mode of directories. */
+int vy_manifest_finish(const struct vy_manifest *m, int rootfd, vy_error *err);
+
+/* Open entry's path beneath rootfd (no symlinks followed), flags as open(2);
+ * always adds O_CLOEXEC|O_NOFOLLOW. */
+int vy_manifest_open_entry(int rootfd, const char *path, int flags,
+			   vy_error *err);
+
+void vy_manifest_free(struct vy_manifest *m);
+
+#endif

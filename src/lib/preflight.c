@@ -1,0 +1,1 @@
+/* preflight.c - placeholder, being written. */

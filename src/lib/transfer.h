@@ -1,0 +1,56 @@
+/* transfer.h - moving a tree's file contents over a channel.
+ *
+ * Sender: for each regular file of a manifest (each inode once), sends its
+ * data regions (holes are skipped with SEEK_DATA/SEEK_HOLE) as DATA frames
+ * in increasing offset order, then FILE_END with the SHA-256 of the whole
+ * content (holes hash as zeros), and finally TREE_END.
+ *
+ * Receiver (a sink): writes each chunk into the skeleton made by
+ * vy_manifest_materialise(), hashes as it goes (gaps hash as zeros, since
+ * data arrives in offset order), and on FILE_END checks size and hash.  A
+ * chunk for an unknown entry, past the file's size, or out of order, is an
+ * error.  vy_tree_sink_finish() fails unless every file was ended and
+ * verified, then applies final metadata.
+ */
+#ifndef VY_TRANSFER_H
+#define VY_TRANSFER_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include <json-c/json.h>
+
+#include "channel.h"
+#include "error.h"
+#include "manifest.h"
+
+#define VY_CHUNK_SIZE (256 * 1024)
+
+/* Shared progress counter, read by another thread for progress reports. */
+struct vy_progress {
+	_Atomic uint64_t bytes; /* file data bytes moved */
+	_Atomic uint64_t files; /* files completed */
+};
+
+int vy_tree_send(vy_channel *ch, uint32_t stream, int rootfd,
+		 const struct vy_manifest *m, struct vy_progress *progress,
+		 vy_error *err);
+
+struct vy_tree_sink;
+
+/* rootfd is borrowed and must stay open until vy_tree_sink_free(). */
+int vy_tree_sink_new(int rootfd, const struct vy_manifest *m, uint32_t stream,
+		     struct vy_tree_sink **out, vy_error *err);
+int vy_tree_sink_data(struct vy_tree_sink *s, const struct vy_data_chunk *c,
+		      vy_error *err);
+/* obj is the parsed FILE_END JSON: {"stream", "entry", "size", "sha256"}. */
+int vy_tree_sink_file_end(struct vy_tree_sink *s, json_object *obj,
+			  vy_error *err);
+int vy_tree_sink_finish(struct vy_tree_sink *s, vy_error *err);
+uint64_t vy_tree_sink_bytes(const struct vy_tree_sink *s);
+void vy_tree_sink_free(struct vy_tree_sink *s);
+
+/* Hex SHA-256 helper (out must hold 65 bytes). */
+void vy_sha256_hex(const uint8_t digest[32], char out[65]);
+
+#endif
