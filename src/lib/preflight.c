@@ -1,1 +1,172 @@
-/* preflight.c - placeholder, being written. */
+/* preflight.c - see preflight.h. */
+#include "preflight.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "util.h"
+
+int vy_parse_criu_version(const char *text, int *major, int *minor, int *patch)
+{
+	const char *v = strstr(text, "Version:");
+	if (!v)
+		return -1;
+	v += strlen("Version:");
+	*major = *minor = *patch = 0;
+	int n = sscanf(v, " %d.%d.%d", major, minor, patch);
+	return n >= 2 ? 0 : -1;
+}
+
+int vy_criu_version(int *major, int *minor, int *patch, vy_error *err)
+{
+	char *argv[] = { "criu", "--version", NULL };
+	struct vy_cmd_result res;
+	if (vy_cmd_run(argv, 10000, &res, err) < 0)
+		return vy_error_wrap(err, "CRIU is not installed (scripts/install-deps.sh installs 4.2)");
+	int rc = vy_parse_criu_version(res.out, major, minor, patch);
+	vy_cmd_result_free(&res);
+	if (rc < 0)
+		return vy_error_set(err, EINVAL, "cannot parse `criu --version`");
+	return 0;
+}
+
+static int check_criu(json_object *facts, vy_error *err)
+{
+	int maj, min, pat;
+	if (vy_criu_version(&maj, &min, &pat, err) < 0)
+		return -1;
+	char v[32];
+	snprintf(v, sizeof(v), "%d.%d.%d", maj, min, pat);
+	json_object_object_add(facts, "criu_version", json_object_new_string(v));
+	if (maj < VY_CRIU_MIN_MAJOR || (maj == VY_CRIU_MIN_MAJOR && min < VY_CRIU_MIN_MINOR))
+		return vy_error_set(err, ENOTSUP,
+				    "CRIU %s is too old: Voyager needs >= %d.%d (on kernels >= 6.16 "
+				    "older CRIU cannot dump TCP sockets); scripts/install-deps.sh "
+				    "installs it from Debian forky",
+				    v, VY_CRIU_MIN_MAJOR, VY_CRIU_MIN_MINOR);
+	return 0;
+}
+
+static int check_kernel(json_object *facts, vy_error *err)
+{
+	struct utsname u;
+	uname(&u);
+	json_object_object_add(facts, "kernel", json_object_new_string(u.release));
+	json_object_object_add(facts, "arch", json_object_new_string(u.machine));
+	static const char *const need[] = { "/proc/self/ns/net", "/proc/self/ns/mnt",
+					    "/proc/self/ns/pid", "/proc/self/ns/ipc",
+					    "/proc/self/ns/uts" };
+	for (size_t i = 0; i < sizeof(need) / sizeof(need[0]); i++)
+		if (access(need[i], F_OK) != 0)
+			return vy_error_set(err, ENOTSUP,
+					    "kernel lacks a namespace CRIU needs (%s missing)", need[i]);
+	if (access("/proc/sys/vm/unprivileged_userfaultfd", F_OK) == 0 ||
+	    access("/dev/userfaultfd", F_OK) == 0)
+		json_object_object_add(facts, "userfaultfd", json_object_new_boolean(1));
+	if (geteuid() != 0)
+		return vy_error_set(err, EPERM, "voyagerd must run as root (CRIU needs it)");
+	return 0;
+}
+
+int vy_preflight_host(const struct vy_runtime *rt, json_object **facts,
+		      vy_error *err)
+{
+	json_object *f = json_object_new_object();
+	char ver[256];
+	if (check_criu(f, err) < 0 || check_kernel(f, err) < 0)
+		goto fail;
+	if (vy_runtime_version(rt, ver, sizeof(ver), err) < 0)
+		goto fail;
+	json_object_object_add(f, "runtime", json_object_new_string(rt->name));
+	json_object_object_add(f, "runtime_version", json_object_new_string(ver));
+	char host[256] = "";
+	gethostname(host, sizeof(host) - 1);
+	json_object_object_add(f, "hostname", json_object_new_string(host));
+	*facts = f;
+	return 0;
+fail:
+	json_object_put(f);
+	return vy_error_wrap(err, "pre-flight on this host");
+}
+
+static int run_criu(char **argv, const char *what, vy_error *err)
+{
+	struct vy_cmd_result res;
+	if (vy_cmd_run(argv, 30000, &res, err) < 0)
+		return -1;
+	int rc = 0;
+	if (res.status != 0) {
+		const char *msg = res.errout[0] ? res.errout : res.out;
+		rc = vy_error_set(err, EINVAL, "%s: %s", what, msg[0] ? msg : "failed");
+	}
+	vy_cmd_result_free(&res);
+	return rc;
+}
+
+int vy_criu_cpuinfo_dump(const char *dir, vy_error *err)
+{
+	char *argv[] = { "criu", "cpuinfo", "dump", "--images-dir", (char *)dir, NULL };
+	return run_criu(argv, "criu cpuinfo dump", err);
+}
+
+int vy_criu_cpuinfo_check(const char *dir, vy_error *err)
+{
+	char *argv[] = { "criu", "cpuinfo", "check", "--images-dir", (char *)dir, NULL };
+	if (run_criu(argv, "criu cpuinfo check", err) < 0)
+		return vy_error_wrap(err, "the target's CPU cannot run what the source's CPU ran");
+	return 0;
+}
+
+static int pid_uid(int pid)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/status", pid);
+	cleanup_fclose FILE *f = fopen(path, "re");
+	if (!f)
+		return -1;
+	char line[256];
+	while (fgets(line, sizeof(line), f)) {
+		int r, e;
+		if (sscanf(line, "Uid: %d %d", &r, &e) == 2)
+			return r ? r : e;
+	}
+	return -1;
+}
+
+int vy_container_first_nonroot_uid(int pid)
+{
+	/* The container's processes share its pid namespace: walk /proc and
+	 * keep those whose pid-namespace link matches PID 1's. */
+	char nspath[64], want[128], got[128];
+	snprintf(nspath, sizeof(nspath), "/proc/%d/ns/pid", pid);
+	ssize_t n = readlink(nspath, want, sizeof(want) - 1);
+	if (n < 0)
+		return -1;
+	want[n] = '\0';
+	cleanup_closedir DIR *d = opendir("/proc");
+	if (!d)
+		return -1;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		int p = atoi(de->d_name);
+		if (p <= 0)
+			continue;
+		snprintf(nspath, sizeof(nspath), "/proc/%d/ns/pid", p);
+		ssize_t m = readlink(nspath, got, sizeof(got) - 1);
+		if (m < 0)
+			continue;
+		got[m] = '\0';
+		if (strcmp(got, want) != 0)
+			continue;
+		int uid = pid_uid(p);
+		if (uid > 0)
+			return uid;
+	}
+	return 0;
+}

@@ -1,0 +1,34 @@
+/* preflight.h - what must hold before a migration touches anything.
+ *
+ * Each host checks itself (CRIU present and new enough, kernel features,
+ * runtime present) and describes itself in a JSON "facts" object that the
+ * peer checks too.  CPU compatibility uses CRIU's own cpuinfo images.
+ */
+#ifndef VY_PREFLIGHT_H
+#define VY_PREFLIGHT_H
+
+#include <json-c/json.h>
+
+#include "error.h"
+#include "runtime.h"
+
+#define VY_CRIU_MIN_MAJOR 4
+#define VY_CRIU_MIN_MINOR 2
+
+/* Parse "Version: 4.2.1" style output into numbers. */
+int vy_parse_criu_version(const char *text, int *major, int *minor, int *patch);
+int vy_criu_version(int *major, int *minor, int *patch, vy_error *err);
+
+/* Check this host; on success *facts describes it (caller puts). */
+int vy_preflight_host(const struct vy_runtime *rt, json_object **facts,
+		      vy_error *err);
+
+/* Run `criu cpuinfo dump` into dir, and `criu cpuinfo check` against it. */
+int vy_criu_cpuinfo_dump(const char *dir, vy_error *err);
+int vy_criu_cpuinfo_check(const char *dir, vy_error *err);
+
+/* Non-zero uids in /proc/PID/status of every process in the container.
+ * Returns the first non-root uid found, 0 if all root, -1 on error. */
+int vy_container_first_nonroot_uid(int pid);
+
+#endif

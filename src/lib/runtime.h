@@ -1,0 +1,60 @@
+/* runtime.h - driving the OCI runtime (runc or crun).
+ *
+ * Voyager never checkpoints a process itself: the runtime knows the
+ * container's mounts, cgroups and namespaces, and drives CRIU for us.  This
+ * module runs the runtime's own verbs and turns a failure into an error
+ * that carries the runtime's stderr and the last lines of CRIU's log.
+ */
+#ifndef VY_RUNTIME_H
+#define VY_RUNTIME_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "error.h"
+
+struct vy_runtime {
+	char name[16];       /* "runc" or "crun" */
+	char path[PATH_MAX]; /* absolute path of the binary */
+	char root[PATH_MAX]; /* --root, "" for the runtime's default */
+};
+
+struct vy_container_state {
+	char status[32]; /* "running", "paused", "stopped", "created" or "absent" */
+	pid_t pid;
+	char bundle[PATH_MAX];
+};
+
+struct vy_checkpoint_opts {
+	bool tcp_established;
+	bool leave_running;
+	bool file_locks;
+	bool ext_unix_sk;
+	const char *manage_cgroups_mode; /* NULL: runtime default */
+};
+
+/* Find the runtime binary (name "runc" or "crun"); fails with a clear
+ * message if it is unknown or missing. */
+int vy_runtime_open(struct vy_runtime *rt, const char *name, const char *root,
+		    vy_error *err);
+/* First line of `RUNTIME --version`, e.g. "runc version 1.1.15+ds1". */
+int vy_runtime_version(const struct vy_runtime *rt, char *out, size_t outlen,
+		       vy_error *err);
+int vy_runtime_state(const struct vy_runtime *rt, const char *id,
+		     struct vy_container_state *st, vy_error *err);
+/* Checkpoint into image_dir (must exist), CRIU work files into work_dir. */
+int vy_runtime_checkpoint(const struct vy_runtime *rt, const char *id,
+			  const char *image_dir, const char *work_dir,
+			  const struct vy_checkpoint_opts *opts, vy_error *err);
+/* Restore detached, with stdio on /dev/null. */
+int vy_runtime_restore(const struct vy_runtime *rt, const char *id,
+		       const char *bundle, const char *image_dir,
+		       const char *work_dir,
+		       const struct vy_checkpoint_opts *opts, vy_error *err);
+int vy_runtime_delete(const struct vy_runtime *rt, const char *id, bool force,
+		      vy_error *err);
+int vy_runtime_pause(const struct vy_runtime *rt, const char *id, vy_error *err);
+int vy_runtime_resume(const struct vy_runtime *rt, const char *id, vy_error *err);
+
+#endif

@@ -1,0 +1,58 @@
+/* util.h - small helpers shared by the agent, the CLI and the tests:
+ * running a command and capturing its output, clocks, ids, files. */
+#ifndef VY_UTIL_H
+#define VY_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <json-c/json.h>
+
+#include "error.h"
+
+/* Output of a finished command. */
+struct vy_cmd_result {
+	int status;   /* exit code, or 128+signal */
+	char *out;    /* stdout, NUL-terminated (malloc'd) */
+	char *errout; /* stderr, NUL-terminated (malloc'd) */
+};
+
+/* Run argv[0] (searched in PATH) with stdin from /dev/null, capturing
+ * stdout and stderr (each kept up to 1 MiB).  Returns -1 only when the
+ * command could not be run at all; a non-zero exit is reported in
+ * res->status.  timeout_ms 0 means no limit; past it the child is killed. */
+int vy_cmd_run(char *const argv[], int timeout_ms, struct vy_cmd_result *res,
+	       vy_error *err);
+void vy_cmd_result_free(struct vy_cmd_result *res);
+/* "argv0 arg1 ..." for messages (static buffer per thread). */
+const char *vy_cmd_string(char *const argv[]);
+
+/* Find an executable in PATH; writes its absolute path to out. */
+int vy_find_executable(const char *name, char *out, size_t outlen);
+
+uint64_t vy_now_ms(void);      /* CLOCK_MONOTONIC */
+uint64_t vy_wall_ms(void);     /* CLOCK_REALTIME */
+void vy_random_id(char out[17]);
+
+int vy_mkdir_p(const char *path, unsigned mode, vy_error *err);
+/* Remove a tree without following symlinks or crossing mounts. */
+int vy_rm_rf(const char *path, vy_error *err);
+/* Write data to path via a temporary file, fsync, rename, fsync dir. */
+int vy_write_file_atomic(const char *path, const void *data, size_t len,
+			 unsigned mode, vy_error *err);
+int vy_read_file(const char *path, size_t max, char **out, size_t *len,
+		 vy_error *err);
+/* The last n lines of a text file, or "" (malloc'd). */
+char *vy_file_tail(const char *path, int lines);
+/* Free bytes available to root on the filesystem holding path. */
+int vy_free_bytes(const char *path, uint64_t *out, vy_error *err);
+
+/* A container name as runc accepts it, also safe as a path component. */
+bool vy_name_is_safe(const char *name);
+
+/* json helpers: return the member or a default when missing/wrong type */
+const char *vy_json_str(json_object *o, const char *key, const char *def);
+int64_t vy_json_int(json_object *o, const char *key, int64_t def);
+
+#endif
