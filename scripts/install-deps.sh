@@ -66,7 +66,7 @@ apt-get update -q
 pkgs=(
 	build-essential meson ninja-build pkg-config
 	libssl-dev libjson-c-dev libzstd-dev libfuse3-dev fuse3
-	runc crun criu iptables nftables iproute2 procps
+	runc crun criu libcriu2 iptables nftables iproute2 procps
 	busybox-static redis-server redis-tools
 	util-linux attr acl kmod psmisc
 	python3 fio iperf3 gnuplot-nox
