@@ -123,27 +123,31 @@ int vy_criu_cpuinfo_check(const char *dir, vy_error *err)
 	return 0;
 }
 
-static int pid_uid(int pid)
+static void pid_facts(int pid, int *uid, uint64_t *rss)
 {
 	char path[64];
 	snprintf(path, sizeof(path), "/proc/%d/status", pid);
+	*uid = -1;
+	*rss = 0;
 	cleanup_fclose FILE *f = fopen(path, "re");
 	if (!f)
-		return -1;
+		return;
 	char line[256];
 	while (fgets(line, sizeof(line), f)) {
 		int r, e;
+		unsigned long long kb;
 		if (sscanf(line, "Uid: %d %d", &r, &e) == 2)
-			return r ? r : e;
+			*uid = r ? r : e;
+		else if (sscanf(line, "VmRSS: %llu kB", &kb) == 1)
+			*rss = (uint64_t)kb * 1024;
 	}
-	return -1;
 }
 
-int vy_container_first_nonroot_uid(int pid)
+int vy_container_processes(int pid, int *nonroot_uid, uint64_t *rss_bytes)
 {
-	/* The container's processes share its pid namespace: walk /proc and
-	 * keep those whose pid-namespace link matches PID 1's. */
 	char nspath[64], want[128], got[128];
+	*nonroot_uid = 0;
+	*rss_bytes = 0;
 	snprintf(nspath, sizeof(nspath), "/proc/%d/ns/pid", pid);
 	ssize_t n = readlink(nspath, want, sizeof(want) - 1);
 	if (n < 0)
@@ -164,9 +168,12 @@ int vy_container_first_nonroot_uid(int pid)
 		got[m] = '\0';
 		if (strcmp(got, want) != 0)
 			continue;
-		int uid = pid_uid(p);
-		if (uid > 0)
-			return uid;
+		int uid;
+		uint64_t rss;
+		pid_facts(p, &uid, &rss);
+		if (uid > 0 && !*nonroot_uid)
+			*nonroot_uid = uid;
+		*rss_bytes += rss;
 	}
 	return 0;
 }

@@ -7,6 +7,8 @@
 #ifndef VY_PREFLIGHT_H
 #define VY_PREFLIGHT_H
 
+#include <stdint.h>
+
 #include <json-c/json.h>
 
 #include "error.h"
@@ -27,8 +29,8 @@ int vy_preflight_host(const struct vy_runtime *rt, json_object **facts,
 int vy_criu_cpuinfo_dump(const char *dir, vy_error *err);
 int vy_criu_cpuinfo_check(const char *dir, vy_error *err);
 
-/* Non-zero uids in /proc/PID/status of every process in the container.
- * Returns the first non-root uid found, 0 if all root, -1 on error. */
-int vy_container_first_nonroot_uid(int pid);
+/* Walk the processes that share PID's pid namespace (the container's):
+ * the first non-root uid among them (0 if none) and their summed RSS. */
+int vy_container_processes(int pid, int *nonroot_uid, uint64_t *rss_bytes);
 
 #endif

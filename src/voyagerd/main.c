@@ -1,1 +1,148 @@
-int main(void) { return 1; }
+/* main.c - voyagerd, the host agent: flags, start-up checks, recovery, and
+ * then the server loop (server.c). */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "control.h"
+#include "daemon.h"
+#include "log.h"
+#include "preflight.h"
+#include "util.h"
+
+volatile sig_atomic_t vy_stop_requested;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	vy_stop_requested = 1;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"Usage: voyagerd [OPTIONS]\n"
+		"The Voyager host agent: sends and receives container migrations.\n\n"
+		"  -l, --listen ADDR:PORT     peer (TLS) address (default 0.0.0.0:%d)\n"
+		"  -d, --state-dir DIR        journals, checkpoints, received bundles\n"
+		"                             (default %s)\n"
+		"  -k, --key FILE             cluster secret (default %s)\n"
+		"  -r, --runtime runc|crun    OCI runtime (default runc)\n"
+		"  -R, --runtime-root DIR     the runtime's --root (default: its own)\n"
+		"  -s, --socket PATH          control socket, mode 0600 (default %s)\n"
+		"  -c, --cgroup-parent NAME   restore received containers under cgroup\n"
+		"                             /NAME/<container> (default: keep the source's path)\n"
+		"  -t, --peer-timeout SEC     give up on a silent peer after SEC (default 30)\n"
+		"  -v, --verbose              debug logging\n"
+		"  -h, --help                 this help\n"
+		"  -V, --version              print the version\n",
+		VY_DEFAULT_PORT, VY_DEFAULT_STATE_DIR, VY_DEFAULT_KEY, VY_DEFAULT_SOCKET);
+}
+
+static int parse_args(struct vy_daemon *d, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "listen", required_argument, 0, 'l' },
+		{ "state-dir", required_argument, 0, 'd' },
+		{ "key", required_argument, 0, 'k' },
+		{ "runtime", required_argument, 0, 'r' },
+		{ "runtime-root", required_argument, 0, 'R' },
+		{ "socket", required_argument, 0, 's' },
+		{ "cgroup-parent", required_argument, 0, 'c' },
+		{ "peer-timeout", required_argument, 0, 't' },
+		{ "verbose", no_argument, 0, 'v' },
+		{ "help", no_argument, 0, 'h' },
+		{ "version", no_argument, 0, 'V' },
+		{ 0, 0, 0, 0 },
+	};
+	const char *runtime = "runc", *root = "";
+	snprintf(d->listen, sizeof(d->listen), "0.0.0.0:%d", VY_DEFAULT_PORT);
+	snprintf(d->state_dir, sizeof(d->state_dir), "%s", VY_DEFAULT_STATE_DIR);
+	snprintf(d->key_path, sizeof(d->key_path), "%s", VY_DEFAULT_KEY);
+	snprintf(d->socket_path, sizeof(d->socket_path), "%s", VY_DEFAULT_SOCKET);
+	d->peer_timeout_ms = 30000;
+	int c;
+	while ((c = getopt_long(argc, argv, "l:d:k:r:R:s:c:t:vhV", opts, NULL)) != -1) {
+		switch (c) {
+		case 'l': snprintf(d->listen, sizeof(d->listen), "%s", optarg); break;
+		case 'd': snprintf(d->state_dir, sizeof(d->state_dir), "%s", optarg); break;
+		case 'k': snprintf(d->key_path, sizeof(d->key_path), "%s", optarg); break;
+		case 'r': runtime = optarg; break;
+		case 'R': root = optarg; break;
+		case 's': snprintf(d->socket_path, sizeof(d->socket_path), "%s", optarg); break;
+		case 'c':
+			if (!vy_name_is_safe(optarg)) {
+				fprintf(stderr, "voyagerd: invalid --cgroup-parent '%s'\n", optarg);
+				return 2;
+			}
+			snprintf(d->cgroup_parent, sizeof(d->cgroup_parent), "%s", optarg);
+			break;
+		case 't': d->peer_timeout_ms = atoi(optarg) * 1000; break;
+		case 'v': vy_log_set_level(VY_LOG_DEBUG); break;
+		case 'h': usage(stdout); exit(0);
+		case 'V': printf("voyagerd %s\n", VOYAGER_VERSION); exit(0);
+		default: usage(stderr); return 2;
+		}
+	}
+	if (optind != argc) {
+		fprintf(stderr, "voyagerd: unexpected argument '%s'\n", argv[optind]);
+		return 2;
+	}
+	if (d->peer_timeout_ms <= 0)
+		d->peer_timeout_ms = 30000;
+	vy_error err;
+	if (vy_runtime_open(&d->rt, runtime, root, &err) < 0) {
+		if (err.code != ENOENT) {
+			fprintf(stderr, "voyagerd: %s\n", err.msg);
+			return 2;
+		}
+		/* Keep running: peers get a clear pre-flight error instead. */
+		vy_warn("%s", err.msg);
+		snprintf(d->rt.name, sizeof(d->rt.name), "%s", runtime);
+		snprintf(d->rt.root, sizeof(d->rt.root), "%s", root);
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct vy_daemon d = { 0 };
+	vy_log_set_tag("voyagerd");
+	int rc = parse_args(&d, argc, argv);
+	if (rc)
+		return rc;
+	vy_error err;
+	if (vy_key_load(d.key_path, d.key, &err) < 0) {
+		fprintf(stderr, "voyagerd: cluster key: %s (create one with `voyager keygen`)\n",
+			err.msg);
+		return 1;
+	}
+	if (d.rt.path[0] && vy_preflight_host(&d.rt, &d.facts, &err) < 0) {
+		fprintf(stderr, "voyagerd: %s\n", err.msg);
+		return 1;
+	}
+	if (!d.facts)
+		d.facts = json_object_new_object();
+	if (vy_mkdir_p(d.state_dir, 0700, &err) < 0) {
+		fprintf(stderr, "voyagerd: state dir: %s\n", err.msg);
+		return 1;
+	}
+	struct sigaction sa = { .sa_handler = on_signal };
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	vy_info("voyagerd %s: runtime %s, state %s, criu %s", VOYAGER_VERSION, d.rt.name,
+		d.state_dir, vy_json_str(d.facts, "criu_version", "?"));
+	vy_recover(&d);
+	if (vy_server_run(&d, &err) < 0) {
+		fprintf(stderr, "voyagerd: %s\n", err.msg);
+		return 1;
+	}
+	json_object_put(d.facts);
+	return 0;
+}

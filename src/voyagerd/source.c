@@ -1,1 +1,655 @@
-/* placeholder */
+/* source.c - migrating a container out of this host (stop-and-copy).
+ *
+ * The order of events is what keeps the container alive on exactly one
+ * host:
+ *   preflight   both hosts checked; nothing touched yet
+ *   checkpoint  the runtime checkpoints and stops the container
+ *   transfer    CRIU images, rootfs and volumes, each with its manifest
+ *   restore     the target restores and answers RESTORED
+ *   commit      the decision "committed" is fsync'd in our journal, and only
+ *               then COMMIT is sent; the target owns the container now
+ *   cleanup     our checkpoint (and a bundle we had received) is deleted
+ * Any failure after the checkpoint and before the decision rolls back: the
+ * decision "rolled-back" is recorded first, the target is told to drop what
+ * it has, and the container is restored here from our own checkpoint.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "bundle.h"
+#include "cleanup.h"
+#include "daemon.h"
+#include "log.h"
+#include "manifest.h"
+#include "preflight.h"
+#include "util.h"
+
+#define MANIFEST_FRAME (4u << 20)
+
+struct migration {
+	struct vy_daemon *d;
+	struct vy_events *ev;
+	struct vy_active *act;
+	struct vy_journal *j;
+	vy_channel *ch;
+	char id[17];
+	char container[160];
+	char to[256];
+	char bundle[PATH_MAX];
+	char rootfs[PATH_MAX];
+	char dir[PATH_MAX];    /* STATE/migrations/ID */
+	char images[PATH_MAX];
+	char work[PATH_MAX];
+	json_object *config;
+	struct vy_volume vols[VY_MAX_VOLUMES];
+	int nvol;
+	struct vy_checkpoint_opts opts;
+	const char *phase;
+	uint64_t t_start, t_phase, t_freeze, t_running;
+	uint64_t bytes_memory, bytes_rootfs, bytes_volumes, need_bytes;
+	json_object *phases_ms;
+	bool checkpointed;
+	bool progress_stop;
+	pthread_t progress_thread;
+	bool progress_running;
+};
+
+static void phase_begin(struct migration *m, const char *phase)
+{
+	uint64_t now = vy_now_ms();
+	if (m->phase)
+		json_object_object_add(m->phases_ms, m->phase,
+				       json_object_new_int64((int64_t)(now - m->t_phase)));
+	m->phase = phase;
+	m->t_phase = now;
+	vy_active_phase(m->act, phase);
+	if (m->j)
+		vy_journal_phase(m->j, phase, NULL);
+	json_object *e = json_object_new_object();
+	json_object_object_add(e, "event", json_object_new_string("phase"));
+	json_object_object_add(e, "phase", json_object_new_string(phase));
+	vy_events_send(m->ev, e);
+	json_object_put(e);
+	vy_info("migration %s (%s): %s", m->id, m->container, phase);
+}
+
+static void *progress_loop(void *arg)
+{
+	struct migration *m = arg;
+	uint64_t last_bytes = 0, last_t = vy_now_ms();
+	double rate = 0;
+	while (!m->progress_stop) {
+		usleep(200 * 1000);
+		uint64_t b = atomic_load(&m->act->progress.bytes), t = vy_now_ms();
+		if (t > last_t) {
+			double inst = (double)(b - last_bytes) * 1000.0 / (double)(t - last_t);
+			rate = rate ? 0.7 * rate + 0.3 * inst : inst;
+		}
+		last_bytes = b;
+		last_t = t;
+		json_object *e = json_object_new_object();
+		json_object_object_add(e, "event", json_object_new_string("progress"));
+		json_object_object_add(e, "phase", json_object_new_string(m->phase ? m->phase : ""));
+		json_object_object_add(e, "bytes", json_object_new_int64((int64_t)b));
+		json_object_object_add(e, "total", json_object_new_int64((int64_t)m->act->total_bytes));
+		json_object_object_add(e, "rate_bps", json_object_new_int64((int64_t)rate));
+		vy_events_send(m->ev, e);
+		json_object_put(e);
+	}
+	return NULL;
+}
+
+static void progress_start(struct migration *m)
+{
+	m->progress_stop = false;
+	if (m->act && pthread_create(&m->progress_thread, NULL, progress_loop, m) == 0)
+		m->progress_running = true;
+}
+
+static void progress_stop(struct migration *m)
+{
+	if (!m->progress_running)
+		return;
+	m->progress_stop = true;
+	pthread_join(m->progress_thread, NULL);
+	m->progress_running = false;
+}
+
+/* When a send fails, the target has usually said why before closing. */
+static int explain_send_failure(struct migration *m, vy_error *err)
+{
+	struct vy_message msg = { 0 };
+	vy_error peer;
+	vy_channel_set_timeout(m->ch, 2000, NULL);
+	if (vy_channel_recv(m->ch, &msg, &peer) == 0 && msg.type == VY_MSG_ERROR) {
+		json_object *o = NULL;
+		if (vy_message_json(&msg, &o, NULL) == 0)
+			vy_error_set(err, EIO, "target: %s", vy_json_str(o, "error", "unknown error"));
+		json_object_put(o);
+	}
+	vy_message_free(&msg);
+	return -1;
+}
+
+static int load_container(struct migration *m, vy_error *err)
+{
+	struct vy_container_state st;
+	if (vy_runtime_state(&m->d->rt, m->container, &st, err) < 0)
+		return -1;
+	if (strcmp(st.status, "running") != 0)
+		return vy_error_set(err, ENOENT,
+				    "container %s is not running under %s --root %s (state: %s)",
+				    m->container, m->d->rt.name,
+				    m->d->rt.root[0] ? m->d->rt.root : "(default)", st.status);
+	snprintf(m->bundle, sizeof(m->bundle), "%s", st.bundle);
+	if (vy_bundle_load(m->bundle, &m->config, err) < 0 ||
+	    vy_bundle_rootfs(m->config, m->bundle, m->rootfs, sizeof(m->rootfs), err) < 0 ||
+	    vy_bundle_volumes(m->config, m->vols, &m->nvol, err) < 0)
+		return vy_error_wrap(err, "bundle %s", m->bundle);
+	int uid = 0;
+	uint64_t rss = 0;
+	vy_container_processes(st.pid, &uid, &rss);
+	m->need_bytes = rss;
+	if (uid > 0)
+		vy_warn("container %s runs processes as uid %d; CRIU needs CAP_SYS_RESOURCE "
+			"to dump them (prlimit on another uid)", m->container, uid);
+	return 0;
+}
+
+static uint64_t tree_size(const char *path, bool is_dir)
+{
+	struct stat st;
+	if (!is_dir)
+		return stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
+	struct vy_manifest man = { 0 };
+	uint64_t n = 0;
+	if (vy_manifest_scan(path, &man, NULL) == 0)
+		n = man.data_bytes;
+	vy_manifest_free(&man);
+	return n;
+}
+
+static char *cpuinfo_base64(struct migration *m, vy_error *err)
+{
+	char dir[PATH_MAX], img[PATH_MAX];
+	snprintf(dir, sizeof(dir), "%s/cpuinfo", m->dir);
+	if (vy_mkdir_p(dir, 0700, err) < 0 || vy_criu_cpuinfo_dump(dir, err) < 0)
+		return NULL;
+	snprintf(img, sizeof(img), "%s/cpuinfo.img", dir);
+	cleanup_free char *raw = NULL;
+	size_t len;
+	if (vy_read_file(img, 1u << 20, &raw, &len, err) < 0)
+		return NULL;
+	char *b64 = malloc(4 * ((len + 2) / 3) + 1);
+	if (!b64) {
+		vy_error_set(err, ENOMEM, "out of memory");
+		return NULL;
+	}
+	EVP_EncodeBlock((unsigned char *)b64, (unsigned char *)raw, (int)len);
+	return b64;
+}
+
+static json_object *preflight_request(struct migration *m, vy_error *err)
+{
+	cleanup_free char *cpu = cpuinfo_base64(m, err);
+	if (!cpu)
+		return NULL;
+	json_object *facts = m->d->facts;
+	json_object *o = json_object_new_object();
+	json_object_object_add(o, "version", json_object_new_int(VY_PROTOCOL_VERSION));
+	json_object_object_add(o, "id", json_object_new_string(m->id));
+	json_object_object_add(o, "container", json_object_new_string(m->container));
+	json_object_object_add(o, "mode", json_object_new_string("stop-copy"));
+	json_object_object_add(o, "runtime", json_object_new_string(m->d->rt.name));
+	json_object_object_add(o, "criu_version",
+			       json_object_new_string(vy_json_str(facts, "criu_version", "")));
+	json_object_object_add(o, "arch", json_object_new_string(vy_json_str(facts, "arch", "")));
+	json_object_object_add(o, "cpuinfo", json_object_new_string(cpu));
+	json_object_object_add(o, "need_bytes", json_object_new_int64((int64_t)m->need_bytes));
+	json_object_object_add(o, "source_listen", json_object_new_string(m->d->listen));
+	json_object *vols = json_object_new_array();
+	for (int i = 0; i < m->nvol; i++) {
+		json_object *v = json_object_new_object();
+		const char *base = strrchr(m->vols[i].host_path, '/');
+		json_object_object_add(v, "index", json_object_new_int(i));
+		json_object_object_add(v, "destination", json_object_new_string(m->vols[i].ctr_path));
+		json_object_object_add(v, "is_dir", json_object_new_boolean(m->vols[i].is_dir));
+		json_object_object_add(v, "name", json_object_new_string(base ? base + 1 : "volume"));
+		json_object_array_add(vols, v);
+	}
+	json_object_object_add(o, "volumes", vols);
+	return o;
+}
+
+static int run_preflight(struct migration *m, vy_error *err)
+{
+	if (load_container(m, err) < 0)
+		return -1;
+	m->need_bytes += tree_size(m->rootfs, true);
+	for (int i = 0; i < m->nvol; i++)
+		m->need_bytes += tree_size(m->vols[i].host_path, m->vols[i].is_dir);
+	if (vy_mkdir_p(m->dir, 0700, err) < 0)
+		return -1;
+	json_object *req = preflight_request(m, err);
+	if (!req)
+		return -1;
+	int rc = vy_channel_connect(m->to, m->d->key, 5000, &m->ch, err);
+	if (rc == 0) {
+		vy_channel_set_timeout(m->ch, 60000, NULL);
+		rc = vy_channel_send_json(m->ch, VY_MSG_PREFLIGHT, req, err);
+	}
+	json_object_put(req);
+	if (rc < 0)
+		return vy_error_wrap(err, "target %s", m->to);
+	struct vy_message msg = { 0 };
+	if (vy_channel_expect(m->ch, VY_MSG_PREFLIGHT_OK, &msg, err) < 0)
+		return vy_error_wrap(err, "target %s refused", m->to);
+	vy_message_free(&msg);
+	return 0;
+}
+
+static int checkpoint(struct migration *m, vy_error *err)
+{
+	snprintf(m->images, sizeof(m->images), "%s/images", m->dir);
+	snprintf(m->work, sizeof(m->work), "%s/work", m->dir);
+	if (vy_mkdir_p(m->images, 0700, err) < 0 || vy_mkdir_p(m->work, 0700, err) < 0)
+		return -1;
+	vy_journal_set(m->j, "bundle", json_object_new_string(m->bundle));
+	m->t_freeze = vy_now_ms();
+	if (vy_runtime_checkpoint(&m->d->rt, m->container, m->images, m->work, &m->opts, err) < 0) {
+		char log[PATH_MAX + 16];
+		snprintf(log, sizeof(log), "%s/dump.log", m->work);
+		cleanup_free char *tail = vy_file_tail(log, 200);
+		if (strstr(tail, "Can't get rlimit"))
+			vy_error_wrap(err, "CRIU lacks CAP_SYS_RESOURCE here, so it cannot dump a "
+				      "process whose uid is not 0; run the container's processes as "
+				      "root on this host, or grant CAP_SYS_RESOURCE");
+		return -1;
+	}
+	m->checkpointed = true;
+	vy_journal_set(m->j, "checkpointed", json_object_new_boolean(1));
+	return vy_journal_phase(m->j, "checkpointed", err);
+}
+
+/* A manifest for a single-file volume: the root, and the file. */
+static int single_file_manifest(const char *path, struct vy_manifest *man, vy_error *err)
+{
+	struct stat st;
+	if (lstat(path, &st) < 0)
+		return vy_error_sys(err, errno, "stat %s", path);
+	const char *base = strrchr(path, '/');
+	base = base ? base + 1 : path;
+	man->entries = calloc(2, sizeof(*man->entries));
+	if (!man->entries)
+		return vy_error_set(err, ENOMEM, "out of memory");
+	man->count = man->cap = 2;
+	struct vy_entry *root = &man->entries[0], *f = &man->entries[1];
+	root->path = strdup("");
+	root->type = VY_ENTRY_DIR;
+	root->mode = 0755;
+	root->link_of = f->link_of = VY_NO_LINK;
+	f->path = strdup(base);
+	f->type = VY_ENTRY_REG;
+	f->mode = st.st_mode & 07777;
+	f->uid = st.st_uid;
+	f->gid = st.st_gid;
+	f->size = (uint64_t)st.st_size;
+	f->atime_ns = (int64_t)st.st_atim.tv_sec * 1000000000 + st.st_atim.tv_nsec;
+	f->mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+	man->data_bytes = f->size;
+	if (!root->path || !f->path)
+		return vy_error_set(err, ENOMEM, "out of memory");
+	return 0;
+}
+
+static int send_manifest(struct migration *m, uint32_t stream, const char *kind, int index,
+			 const struct vy_manifest *man, vy_error *err)
+{
+	cleanup_free uint8_t *buf = NULL;
+	size_t len;
+	if (vy_manifest_encode(man, &buf, &len, err) < 0)
+		return -1;
+	json_object *t = json_object_new_object();
+	json_object_object_add(t, "stream", json_object_new_int64(stream));
+	json_object_object_add(t, "kind", json_object_new_string(kind));
+	json_object_object_add(t, "index", json_object_new_int(index));
+	json_object_object_add(t, "manifest_bytes", json_object_new_int64((int64_t)len));
+	json_object_object_add(t, "data_bytes", json_object_new_int64((int64_t)man->data_bytes));
+	json_object_object_add(t, "entries", json_object_new_int64(man->count));
+	int rc = vy_channel_send_json(m->ch, VY_MSG_TREE, t, err);
+	json_object_put(t);
+	for (size_t off = 0; rc == 0 && off < len; off += MANIFEST_FRAME) {
+		size_t n = len - off < MANIFEST_FRAME ? len - off : MANIFEST_FRAME;
+		rc = vy_channel_send(m->ch, VY_MSG_MANIFEST, buf + off, n, err);
+	}
+	return rc;
+}
+
+static int send_tree(struct migration *m, uint32_t stream, const char *kind, int index,
+		     const char *path, bool is_dir, uint64_t *bytes, vy_error *err)
+{
+	struct vy_manifest man = { 0 };
+	int rc = is_dir ? vy_manifest_scan(path, &man, err) : single_file_manifest(path, &man, err);
+	cleanup_close int rootfd = -1;
+	if (rc == 0) {
+		char dir[PATH_MAX];
+		snprintf(dir, sizeof(dir), "%s", path);
+		if (!is_dir) {
+			char *slash = strrchr(dir, '/');
+			if (slash)
+				*(slash == dir ? slash + 1 : slash) = '\0';
+		}
+		rootfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (rootfd < 0)
+			rc = vy_error_sys(err, errno, "open %s", dir);
+	}
+	if (rc == 0)
+		rc = send_manifest(m, stream, kind, index, &man, err);
+	if (rc == 0)
+		rc = vy_tree_send(m->ch, stream, rootfd, &man, &m->act->progress, err);
+	if (rc == 0)
+		*bytes += man.data_bytes;
+	vy_manifest_free(&man);
+	if (rc < 0)
+		return vy_error_wrap(err, "send %s %s", kind, path);
+	return 0;
+}
+
+static int transfer(struct migration *m, vy_error *err)
+{
+	m->act->total_bytes = tree_size(m->images, true) + tree_size(m->rootfs, true);
+	for (int i = 0; i < m->nvol; i++)
+		m->act->total_bytes += tree_size(m->vols[i].host_path, m->vols[i].is_dir);
+	progress_start(m);
+	int rc = send_tree(m, 0, "memory", 0, m->images, true, &m->bytes_memory, err);
+	if (rc == 0)
+		rc = send_tree(m, 1, "rootfs", 0, m->rootfs, true, &m->bytes_rootfs, err);
+	for (int i = 0; rc == 0 && i < m->nvol; i++)
+		rc = send_tree(m, 2 + (uint32_t)i, "volume", i, m->vols[i].host_path,
+			       m->vols[i].is_dir, &m->bytes_volumes, err);
+	progress_stop(m);
+	if (rc < 0)
+		return explain_send_failure(m, err);
+	return 0;
+}
+
+static int restore_remote(struct migration *m, vy_error *err)
+{
+	json_object *r = json_object_new_object();
+	json_object_object_add(r, "id", json_object_new_string(m->id));
+	json_object_object_add(r, "config", json_object_get(m->config));
+	json_object_object_add(r, "tcp_established", json_object_new_boolean(m->opts.tcp_established));
+	int rc = vy_channel_send_json(m->ch, VY_MSG_RESTORE, r, err);
+	json_object_put(r);
+	if (rc < 0)
+		return explain_send_failure(m, err);
+	vy_channel_set_timeout(m->ch, 10 * 60 * 1000, NULL);
+	struct vy_message msg = { 0 };
+	if (vy_channel_expect(m->ch, VY_MSG_RESTORED, &msg, err) < 0)
+		return -1;
+	vy_message_free(&msg);
+	m->t_running = vy_now_ms();
+	return 0;
+}
+
+/* The point of no return: persist the decision before telling anyone. */
+static int commit(struct migration *m, vy_error *err)
+{
+	vy_journal_set(m->j, "decision", json_object_new_string("committed"));
+	if (vy_journal_phase(m->j, "committed", err) < 0)
+		return -1;
+	json_object *c = json_object_new_object();
+	json_object_object_add(c, "id", json_object_new_string(m->id));
+	vy_error ack;
+	struct vy_message msg = { 0 };
+	vy_channel_set_timeout(m->ch, 10000, NULL);
+	if (vy_channel_send_json(m->ch, VY_MSG_COMMIT, c, &ack) < 0 ||
+	    vy_channel_expect(m->ch, VY_MSG_COMMIT_ACK, &msg, &ack) < 0)
+		vy_warn("migration %s: commit not acknowledged (%s); the target will ask us",
+			m->id, ack.msg);
+	vy_message_free(&msg);
+	json_object_put(c);
+	return 0;
+}
+
+static void cleanup_source(struct migration *m)
+{
+	vy_error err;
+	if (vy_rm_rf(m->dir, &err) < 0)
+		vy_warn("migration %s: %s", m->id, err.msg);
+	/* A bundle that we received in an earlier migration is ours to delete;
+	 * an operator's bundle is left where it was. */
+	char ours[PATH_MAX];
+	snprintf(ours, sizeof(ours), "%s/containers/%s/bundle", m->d->state_dir, m->container);
+	if (!strcmp(m->bundle, ours)) {
+		snprintf(ours, sizeof(ours), "%s/containers/%s", m->d->state_dir, m->container);
+		if (vy_rm_rf(ours, &err) < 0)
+			vy_warn("migration %s: %s", m->id, err.msg);
+	}
+}
+
+/* Tell the target to drop the migration: on the open channel if it still
+ * works, else on a fresh connection.  Best effort: if the target cannot be
+ * reached it asks us later and hears "rolled-back". */
+static void tell_target_abort(struct migration *m, const char *reason)
+{
+	json_object *a = json_object_new_object();
+	json_object_object_add(a, "id", json_object_new_string(m->id));
+	json_object_object_add(a, "reason", json_object_new_string(reason));
+	vy_error err;
+	struct vy_message msg = { 0 };
+	vy_channel *ch = NULL;
+	if (m->ch)
+		vy_channel_close(m->ch);
+	m->ch = NULL;
+	if (vy_channel_connect(m->to, m->d->key, 3000, &ch, &err) == 0) {
+		vy_channel_set_timeout(ch, 15000, NULL);
+		if (vy_channel_send_json(ch, VY_MSG_ABORT, a, &err) < 0 ||
+		    vy_channel_expect(ch, VY_MSG_ABORT_ACK, &msg, &err) < 0)
+			vy_warn("migration %s: target did not confirm the abort: %s", m->id, err.msg);
+		vy_message_free(&msg);
+		vy_channel_close(ch);
+	} else {
+		vy_warn("migration %s: cannot reach the target to abort: %s", m->id, err.msg);
+	}
+	json_object_put(a);
+}
+
+static int rollback(struct migration *m, const char *reason, vy_error *err)
+{
+	phase_begin(m, "rollback");
+	vy_journal_set(m->j, "decision", json_object_new_string("rolled-back"));
+	if (vy_journal_save(m->j, err) < 0)
+		return -1;
+	tell_target_abort(m, reason);
+	char work[PATH_MAX];
+	snprintf(work, sizeof(work), "%s/work-rollback", m->dir);
+	if (vy_mkdir_p(work, 0700, err) < 0)
+		return -1;
+	struct vy_container_state st;
+	if (vy_runtime_state(&m->d->rt, m->container, &st, err) == 0 &&
+	    strcmp(st.status, "absent") != 0 && strcmp(st.status, "stopped") != 0)
+		return vy_error_set(err, EEXIST, "container %s is unexpectedly %s here",
+				    m->container, st.status);
+	if (!strcmp(st.status, "stopped"))
+		vy_runtime_delete(&m->d->rt, m->container, true, NULL);
+	if (vy_runtime_restore(&m->d->rt, m->container, m->bundle, m->images, work,
+			       &m->opts, err) < 0)
+		return -1;
+	vy_info("migration %s: rolled back, %s runs here again", m->id, m->container);
+	vy_rm_rf(m->dir, NULL);
+	return 0;
+}
+
+static json_object *build_report(struct migration *m, const char *result,
+				  const char *err_phase, const char *err_msg)
+{
+	uint64_t now = vy_now_ms();
+	json_object *r = json_object_new_object();
+	json_object_object_add(r, "result", json_object_new_string(result));
+	json_object_object_add(r, "id", json_object_new_string(m->id));
+	json_object_object_add(r, "container", json_object_new_string(m->container));
+	json_object_object_add(r, "to", json_object_new_string(m->to));
+	json_object_object_add(r, "mode", json_object_new_string("stop-copy"));
+	json_object_object_add(r, "runtime", json_object_new_string(m->d->rt.name));
+	if (m->t_running && m->t_freeze)
+		json_object_object_add(r, "downtime_ms",
+				       json_object_new_int64((int64_t)(m->t_running - m->t_freeze)));
+	else if (m->t_freeze)
+		json_object_object_add(r, "downtime_ms",
+				       json_object_new_int64((int64_t)(now - m->t_freeze)));
+	json_object_object_add(r, "total_ms", json_object_new_int64((int64_t)(now - m->t_start)));
+	json_object *b = json_object_new_object();
+	json_object_object_add(b, "memory", json_object_new_int64((int64_t)m->bytes_memory));
+	json_object_object_add(b, "rootfs", json_object_new_int64((int64_t)m->bytes_rootfs));
+	json_object_object_add(b, "volumes", json_object_new_int64((int64_t)m->bytes_volumes));
+	json_object_object_add(b, "wire", json_object_new_int64(
+		m->ch ? (int64_t)vy_channel_bytes_sent(m->ch) : (int64_t)m->bytes_memory +
+		(int64_t)m->bytes_rootfs + (int64_t)m->bytes_volumes));
+	json_object_object_add(r, "bytes", b);
+	json_object_object_add(r, "phases_ms", json_object_get(m->phases_ms));
+	if (err_msg) {
+		json_object *e = json_object_new_object();
+		json_object_object_add(e, "phase", json_object_new_string(err_phase));
+		json_object_object_add(e, "message", json_object_new_string(err_msg));
+		json_object_object_add(r, "error", e);
+	}
+	return r;
+}
+
+static const char *run_migration(struct migration *m, vy_error *err)
+{
+	phase_begin(m, "preflight");
+	if (run_preflight(m, err) < 0)
+		return "failed";
+	phase_begin(m, "checkpoint");
+	if (checkpoint(m, err) < 0)
+		return "failed";
+	phase_begin(m, "transfer");
+	if (transfer(m, err) < 0)
+		return "rollback";
+	phase_begin(m, "restore");
+	if (restore_remote(m, err) < 0)
+		return "rollback";
+	phase_begin(m, "commit");
+	if (commit(m, err) < 0)
+		return "rollback";
+	phase_begin(m, "cleanup");
+	cleanup_source(m);
+	return "migrated";
+}
+
+static int parse_request(struct migration *m, json_object *req, vy_error *err)
+{
+	const char *c = vy_json_str(req, "container", "");
+	const char *to = vy_json_str(req, "to", "");
+	const char *mode = vy_json_str(req, "mode", "stop-copy");
+	if (!vy_name_is_safe(c))
+		return vy_error_set(err, EINVAL, "invalid container name '%.64s'", c);
+	if (!*to || strlen(to) >= sizeof(m->to))
+		return vy_error_set(err, EINVAL, "missing or invalid --to address");
+	if (strcmp(mode, "stop-copy") != 0)
+		return vy_error_set(err, ENOTSUP, "mode '%.32s' is not available yet (only stop-copy)",
+				    mode);
+	if (vy_active_has_container(c))
+		return vy_error_set(err, EBUSY, "container %s is already being migrated", c);
+	snprintf(m->container, sizeof(m->container), "%s", c);
+	snprintf(m->to, sizeof(m->to), "%s", to);
+	m->opts.tcp_established = true;
+	m->opts.file_locks = true;
+	return 0;
+}
+
+static void finish(struct migration *m, const char *result, const char *msg)
+{
+	if (m->j) {
+		if (!strcmp(result, "failed") && m->checkpointed)
+			vy_journal_set(m->j, "decision", json_object_new_string("rolled-back"));
+		vy_journal_finish(m->j, result, msg, NULL);
+	}
+}
+
+json_object *vy_source_migrate(struct vy_daemon *d, json_object *req,
+			       struct vy_events *ev)
+{
+	struct migration mm = { .d = d, .ev = ev }, *m = &mm;
+	vy_error err = { 0 };
+	m->t_start = vy_now_ms();
+	m->phases_ms = json_object_new_object();
+	vy_random_id(m->id);
+	const char *result = "failed";
+	const char *err_phase = "request";
+	char msg[VY_ERROR_MSG_MAX] = "";
+	if (parse_request(m, req, &err) < 0)
+		goto report;
+	snprintf(m->dir, sizeof(m->dir), "%s/migrations/%s", d->state_dir, m->id);
+	m->act = vy_active_add(m->id, m->container, "source", m->to);
+	if (!m->act || vy_journal_create(d->state_dir, m->id, "source", m->container, m->to,
+					 &m->j, &err) < 0)
+		goto report;
+	vy_journal_set(m->j, "mode", json_object_new_string("stop-copy"));
+	vy_journal_set(m->j, "source_dir", json_object_new_string(m->dir));
+	result = run_migration(m, &err);
+	err_phase = m->phase;
+	if (!strcmp(result, "rollback")) {
+		snprintf(msg, sizeof(msg), "%s", err.msg);
+		vy_error rb;
+		if (rollback(m, err.msg, &rb) == 0) {
+			result = "rolled-back";
+		} else {
+			result = "failed";
+			vy_err("migration %s: ROLLBACK FAILED: %s", m->id, rb.msg);
+			snprintf(msg + strlen(msg), sizeof(msg) - strlen(msg),
+				 "; rollback failed: %s", rb.msg);
+		}
+		snprintf(err.msg, sizeof(err.msg), "%s", msg);
+	} else if (!strcmp(result, "failed") && m->checkpointed) {
+		/* commit could not be recorded: the target never heard COMMIT */
+		snprintf(msg, sizeof(msg), "%s", err.msg);
+		vy_error rb;
+		result = rollback(m, err.msg, &rb) == 0 ? "rolled-back" : "failed";
+	}
+report:;
+	bool ok = !strcmp(result, "migrated");
+	json_object *r = build_report(m, result, err_phase, ok ? NULL : err.msg);
+	if (!ok)
+		vy_warn("migration %s of %s: %s in %s: %s", m->id, m->container, result,
+			err_phase, err.msg);
+	finish(m, result, ok ? NULL : err.msg);
+	if (m->j)
+		vy_journal_set(m->j, "report", json_object_get(r)), vy_journal_save(m->j, NULL);
+	progress_stop(m);
+	if (m->ch)
+		vy_channel_close(m->ch);
+	json_object_put(m->config);
+	json_object_put(m->phases_ms);
+	vy_journal_free(m->j);
+	vy_active_remove(m->act);
+	return r;
+}
+
+const char *vy_source_decision(struct vy_daemon *d, const char *id)
+{
+	json_object *j;
+	if (vy_journal_load(d->state_dir, id, &j, NULL) < 0)
+		return "unknown";
+	const char *dec = vy_json_str(j, "decision", NULL);
+	const char *res = vy_json_str(j, "result", NULL);
+	const char *out = "pending";
+	if (dec && !strcmp(dec, "committed"))
+		out = "committed";
+	else if (dec && !strcmp(dec, "rolled-back"))
+		out = "rolled-back";
+	else if (res)
+		out = "rolled-back"; /* finished without ever committing */
+	json_object_put(j);
+	return out;
+}

@@ -1,1 +1,580 @@
-/* placeholder */
+/* target.c - receiving a container on this host.
+ *
+ * The session answers the source's pre-flight, materialises each tree it is
+ * sent (manifest first, then verified data), writes a bundle whose paths are
+ * this host's own, restores through the runtime and reports RESTORED.  It
+ * then waits for the source's decision.  If the link dies before COMMIT,
+ * the container is paused and the source is asked what it decided: the
+ * source's journal is the authority, so the container never runs on both
+ * hosts for longer than it takes to ask.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "bundle.h"
+#include "cleanup.h"
+#include "daemon.h"
+#include "log.h"
+#include "manifest.h"
+#include "preflight.h"
+#include "util.h"
+
+#define MAX_MANIFEST_BYTES (2ull << 30)
+#define MAX_STREAMS (2 + VY_MAX_VOLUMES)
+
+struct session {
+	struct vy_daemon *d;
+	vy_channel *ch;
+	struct vy_active *act;
+	struct vy_journal *j;
+	char id[17];
+	char container[160];
+	char source_addr[300];
+	char mig_dir[PATH_MAX];  /* STATE/migrations/ID */
+	char ctr_dir[PATH_MAX];  /* STATE/containers/NAME */
+	json_object *volumes;    /* from the pre-flight */
+	bool seen[MAX_STREAMS];
+	bool restored;
+	bool tcp_established;
+	const char *phase;
+};
+
+static void send_error(struct session *s, const char *phase, const char *msg)
+{
+	json_object *o = json_object_new_object();
+	json_object_object_add(o, "phase", json_object_new_string(phase));
+	json_object_object_add(o, "error", json_object_new_string(msg));
+	vy_channel_send_json(s->ch, VY_MSG_ERROR, o, NULL);
+	json_object_put(o);
+}
+
+static int check_cpu(struct session *s, const char *b64, vy_error *err)
+{
+	char dir[PATH_MAX], img[PATH_MAX];
+	snprintf(dir, sizeof(dir), "%s/cpuinfo", s->mig_dir);
+	snprintf(img, sizeof(img), "%s/cpuinfo.img", dir);
+	size_t n = strlen(b64);
+	if (n == 0 || n > (1u << 20) || n % 4)
+		return vy_error_set(err, EINVAL, "malformed cpuinfo in pre-flight");
+	cleanup_free unsigned char *raw = malloc(n);
+	if (!raw)
+		return vy_error_set(err, ENOMEM, "out of memory");
+	int len = EVP_DecodeBlock(raw, (const unsigned char *)b64, (int)n);
+	if (len < 0)
+		return vy_error_set(err, EINVAL, "malformed cpuinfo in pre-flight");
+	while (n && b64[--n] == '=')
+		len--;
+	if (vy_mkdir_p(dir, 0700, err) < 0 ||
+	    vy_write_file_atomic(img, raw, (size_t)len, 0600, err) < 0)
+		return -1;
+	return vy_criu_cpuinfo_check(dir, err);
+}
+
+static int version_cmp(const char *a, const char *b)
+{
+	int x[3] = { 0 }, y[3] = { 0 };
+	sscanf(a, "%d.%d.%d", &x[0], &x[1], &x[2]);
+	sscanf(b, "%d.%d.%d", &y[0], &y[1], &y[2]);
+	for (int i = 0; i < 3; i++)
+		if (x[i] != y[i])
+			return x[i] < y[i] ? -1 : 1;
+	return 0;
+}
+
+static int check_versions(struct session *s, json_object *req, vy_error *err)
+{
+	json_object *facts = NULL;
+	if (!s->d->rt.path[0])
+		return vy_error_set(err, ENOENT, "runtime %s is not installed on this host",
+				    s->d->rt.name);
+	if (vy_preflight_host(&s->d->rt, &facts, err) < 0)
+		return -1;
+	const char *want_rt = vy_json_str(req, "runtime", "");
+	const char *src_criu = vy_json_str(req, "criu_version", "");
+	const char *my_criu = vy_json_str(facts, "criu_version", "");
+	const char *arch = vy_json_str(req, "arch", "");
+	int rc = 0;
+	if (strcmp(want_rt, s->d->rt.name) != 0)
+		rc = vy_error_set(err, ENOTSUP, "the source checkpoints with %.16s, this host "
+				  "restores with %s", want_rt, s->d->rt.name);
+	else if (version_cmp(my_criu, src_criu) < 0)
+		rc = vy_error_set(err, ENOTSUP, "CRIU %s here is older than the source's %.16s",
+				  my_criu, src_criu);
+	else if (strcmp(arch, vy_json_str(facts, "arch", "")) != 0)
+		rc = vy_error_set(err, ENOTSUP, "architecture %.16s differs from this host's %s",
+				  arch, vy_json_str(facts, "arch", ""));
+	json_object_put(facts);
+	return rc;
+}
+
+static int check_name_free(struct session *s, vy_error *err)
+{
+	struct vy_container_state st;
+	if (vy_runtime_state(&s->d->rt, s->container, &st, err) < 0)
+		return -1;
+	if (strcmp(st.status, "absent") != 0)
+		return vy_error_set(err, EEXIST, "a container named %s already exists on this "
+				    "host (%s)", s->container, st.status);
+	if (vy_active_has_container(s->container))
+		return vy_error_set(err, EBUSY, "container %s is being migrated here already",
+				    s->container);
+	if (access(s->ctr_dir, F_OK) == 0)
+		return vy_error_set(err, EEXIST, "%s already exists on this host", s->ctr_dir);
+	return 0;
+}
+
+static int check_room(struct session *s, json_object *req, vy_error *err)
+{
+	uint64_t need = (uint64_t)vy_json_int(req, "need_bytes", 0), have;
+	if (vy_free_bytes(s->d->state_dir, &have, err) < 0)
+		return -1;
+	uint64_t want = need + need / 20 + (64u << 20);
+	if (have < want)
+		return vy_error_set(err, ENOSPC, "not enough room in %s: %llu MiB free, %llu MiB "
+				    "needed", s->d->state_dir, (unsigned long long)(have >> 20),
+				    (unsigned long long)(want >> 20));
+	return 0;
+}
+
+static int check_volumes(struct session *s, json_object *req, vy_error *err)
+{
+	json_object *vols;
+	if (!json_object_object_get_ex(req, "volumes", &vols) ||
+	    !json_object_is_type(vols, json_type_array))
+		return vy_error_set(err, EINVAL, "pre-flight has no volume list");
+	size_t n = json_object_array_length(vols);
+	if (n > VY_MAX_VOLUMES)
+		return vy_error_set(err, E2BIG, "too many volumes (%zu)", n);
+	for (size_t i = 0; i < n; i++) {
+		json_object *v = json_object_array_get_idx(vols, i);
+		const char *name = vy_json_str(v, "name", "");
+		const char *dst = vy_json_str(v, "destination", "");
+		if (vy_json_int(v, "index", -1) != (int64_t)i || dst[0] != '/' ||
+		    !vy_path_is_safe(name, strlen(name)) || !name[0] || strchr(name, '/'))
+			return vy_error_set(err, EINVAL, "volume %zu cannot be mapped on this host "
+					    "(name '%.64s', destination '%.64s')", i, name, dst);
+	}
+	s->volumes = json_object_get(vols);
+	return 0;
+}
+
+static int target_preflight(struct session *s, json_object *req, vy_error *err)
+{
+	const char *id = vy_json_str(req, "id", "");
+	const char *c = vy_json_str(req, "container", "");
+	if (vy_json_int(req, "version", 0) != VY_PROTOCOL_VERSION)
+		return vy_error_set(err, EPROTO, "protocol version mismatch");
+	if (!vy_journal_id_is_valid(id))
+		return vy_error_set(err, EINVAL, "invalid migration id");
+	if (!vy_name_is_safe(c))
+		return vy_error_set(err, EINVAL, "invalid container name");
+	snprintf(s->id, sizeof(s->id), "%s", id);
+	snprintf(s->container, sizeof(s->container), "%s", c);
+	snprintf(s->mig_dir, sizeof(s->mig_dir), "%s/migrations/%s", s->d->state_dir, id);
+	snprintf(s->ctr_dir, sizeof(s->ctr_dir), "%s/containers/%s", s->d->state_dir, c);
+	if (strcmp(vy_json_str(req, "mode", ""), "stop-copy") != 0)
+		return vy_error_set(err, ENOTSUP, "unknown migration mode");
+	if (check_versions(s, req, err) < 0 || check_name_free(s, err) < 0 ||
+	    check_room(s, req, err) < 0 || check_volumes(s, req, err) < 0)
+		return -1;
+	if (access(s->mig_dir, F_OK) == 0)
+		return vy_error_set(err, EEXIST, "migration %s is already known here", id);
+	if (vy_mkdir_p(s->mig_dir, 0700, err) < 0 ||
+	    check_cpu(s, vy_json_str(req, "cpuinfo", ""), err) < 0)
+		return -1;
+	return 0;
+}
+
+/* The directory a stream lands in. */
+static int stream_dir(struct session *s, json_object *t, char *out, size_t len,
+		      vy_error *err)
+{
+	int64_t stream = vy_json_int(t, "stream", -1);
+	int64_t index = vy_json_int(t, "index", -1);
+	const char *kind = vy_json_str(t, "kind", "");
+	if (stream < 0 || stream >= MAX_STREAMS || s->seen[stream])
+		return vy_error_set(err, EPROTO, "bad or repeated stream %lld", (long long)stream);
+	s->seen[stream] = true;
+	if (!strcmp(kind, "memory") && stream == 0)
+		snprintf(out, len, "%s/images", s->mig_dir);
+	else if (!strcmp(kind, "rootfs") && stream == 1)
+		snprintf(out, len, "%s/bundle/rootfs", s->ctr_dir);
+	else if (!strcmp(kind, "volume") && index >= 0 && stream == 2 + index &&
+		 (size_t)index < json_object_array_length(s->volumes))
+		snprintf(out, len, "%s/volumes/%lld", s->ctr_dir, (long long)index);
+	else
+		return vy_error_set(err, EPROTO, "unexpected tree kind '%.16s' on stream %lld",
+				    kind, (long long)stream);
+	return 0;
+}
+
+static int recv_manifest(struct session *s, uint64_t total, struct vy_manifest *man,
+			 vy_error *err)
+{
+	if (total == 0 || total > MAX_MANIFEST_BYTES)
+		return vy_error_set(err, EPROTO, "manifest size %llu out of range",
+				    (unsigned long long)total);
+	cleanup_free uint8_t *buf = malloc(total);
+	if (!buf)
+		return vy_error_set(err, ENOMEM, "no memory for a %llu-byte manifest",
+				    (unsigned long long)total);
+	uint64_t have = 0;
+	while (have < total) {
+		struct vy_message msg = { 0 };
+		if (vy_channel_expect(s->ch, VY_MSG_MANIFEST, &msg, err) < 0)
+			return -1;
+		if (msg.length > total - have) {
+			vy_message_free(&msg);
+			return vy_error_set(err, EPROTO, "manifest longer than announced");
+		}
+		memcpy(buf + have, msg.payload, msg.length);
+		have += msg.length;
+		vy_message_free(&msg);
+	}
+	return vy_manifest_decode(buf, total, man, err);
+}
+
+static int recv_data(struct session *s, struct vy_tree_sink *sink, vy_error *err)
+{
+	for (;;) {
+		struct vy_message msg = { 0 };
+		if (vy_channel_recv(s->ch, &msg, err) < 0)
+			return -1;
+		int rc = 0;
+		json_object *o = NULL;
+		if (msg.type == VY_MSG_DATA) {
+			struct vy_data_chunk c;
+			rc = vy_wire_parse_data(msg.payload, msg.length, &c, err);
+			if (rc == 0)
+				rc = vy_tree_sink_data(sink, &c, err);
+			if (rc == 0 && s->act)
+				atomic_fetch_add(&s->act->progress.bytes, c.len);
+		} else if (msg.type == VY_MSG_FILE_END) {
+			rc = vy_message_json(&msg, &o, err);
+			if (rc == 0)
+				rc = vy_tree_sink_file_end(sink, o, err);
+		} else if (msg.type == VY_MSG_TREE_END) {
+			vy_message_free(&msg);
+			return vy_tree_sink_finish(sink, err);
+		} else if (msg.type == VY_MSG_ERROR) {
+			rc = vy_message_json(&msg, &o, err);
+			if (rc == 0)
+				rc = vy_error_set(err, ECONNABORTED, "source: %s",
+						  vy_json_str(o, "error", "error"));
+		} else {
+			rc = vy_error_set(err, EPROTO, "unexpected %s during a tree",
+					  vy_msg_type_name(msg.type));
+		}
+		json_object_put(o);
+		vy_message_free(&msg);
+		if (rc < 0)
+			return -1;
+	}
+}
+
+static int recv_tree(struct session *s, struct vy_message *first, vy_error *err)
+{
+	json_object *t = NULL;
+	char dir[PATH_MAX];
+	if (vy_message_json(first, &t, err) < 0)
+		return -1;
+	int rc = stream_dir(s, t, dir, sizeof(dir), err);
+	uint32_t stream = (uint32_t)vy_json_int(t, "stream", 0);
+	uint64_t mbytes = (uint64_t)vy_json_int(t, "manifest_bytes", 0);
+	json_object_put(t);
+	if (rc < 0)
+		return -1;
+	struct vy_manifest man = { 0 };
+	struct vy_tree_sink *sink = NULL;
+	cleanup_close int rootfd = -1;
+	rc = recv_manifest(s, mbytes, &man, err);
+	if (rc == 0)
+		rc = vy_mkdir_p(dir, 0700, err);
+	if (rc == 0 && (rootfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+		rc = vy_error_sys(err, errno, "open %s", dir);
+	if (rc == 0)
+		rc = vy_manifest_materialise(&man, rootfd, err);
+	if (rc == 0)
+		rc = vy_tree_sink_new(rootfd, &man, stream, &sink, err);
+	if (rc == 0)
+		rc = recv_data(s, sink, err);
+	vy_tree_sink_free(sink);
+	vy_manifest_free(&man);
+	if (rc < 0)
+		return vy_error_wrap(err, "receive into %s", dir);
+	return 0;
+}
+
+static int write_bundle(struct session *s, json_object *config, char *bundle,
+			size_t blen, vy_error *err)
+{
+	struct vy_volume vols[VY_MAX_VOLUMES];
+	int nvol = 0;
+	size_t n = json_object_array_length(s->volumes);
+	json_object *mounts = NULL;
+	json_object_object_get_ex(config, "mounts", &mounts);
+	/* Volumes are found in the config the same way the source found them. */
+	for (size_t i = 0, mi = 0; mounts && i < n; i++) {
+		json_object *v = json_object_array_get_idx(s->volumes, i);
+		const char *dst = vy_json_str(v, "destination", "");
+		for (; mi < json_object_array_length(mounts); mi++)
+			if (!strcmp(vy_json_str(json_object_array_get_idx(mounts, mi),
+						"destination", ""), dst))
+				break;
+		if (mi == json_object_array_length(mounts))
+			return vy_error_set(err, EINVAL, "volume %s has no mount in config", dst);
+		vols[nvol].mount_index = (int)mi++;
+		vols[nvol].is_dir = json_object_get_boolean(json_object_object_get(v, "is_dir"));
+		if (vols[nvol].is_dir)
+			snprintf(vols[nvol].host_path, PATH_MAX, "%s/volumes/%zu", s->ctr_dir, i);
+		else
+			snprintf(vols[nvol].host_path, PATH_MAX, "%s/volumes/%zu/%s", s->ctr_dir, i,
+				 vy_json_str(v, "name", "file"));
+		nvol++;
+	}
+	char rootfs[PATH_MAX], cg[512];
+	snprintf(bundle, blen, "%s/bundle", s->ctr_dir);
+	snprintf(rootfs, sizeof(rootfs), "%s/rootfs", bundle);
+	snprintf(cg, sizeof(cg), "/%s/%s", s->d->cgroup_parent, s->container);
+	if (vy_bundle_rewrite(config, rootfs, vols, nvol,
+			      s->d->cgroup_parent[0] ? cg : NULL, err) < 0)
+		return -1;
+	return vy_bundle_save(config, bundle, err);
+}
+
+static int restore_here(struct session *s, struct vy_message *msg, vy_error *err)
+{
+	json_object *r = NULL, *config;
+	char bundle[PATH_MAX], images[PATH_MAX], work[PATH_MAX];
+	if (vy_message_json(msg, &r, err) < 0)
+		return -1;
+	int rc = 0;
+	if (!s->seen[0] || !s->seen[1])
+		rc = vy_error_set(err, EPROTO, "restore requested before memory and rootfs arrived");
+	else if (!json_object_object_get_ex(r, "config", &config) ||
+		 !json_object_is_type(config, json_type_object))
+		rc = vy_error_set(err, EINVAL, "restore request has no config");
+	else
+		rc = write_bundle(s, config, bundle, sizeof(bundle), err);
+	s->tcp_established = json_object_get_boolean(json_object_object_get(r, "tcp_established"));
+	json_object_put(r);
+	if (rc < 0)
+		return -1;
+	snprintf(images, sizeof(images), "%s/images", s->mig_dir);
+	snprintf(work, sizeof(work), "%s/work", s->mig_dir);
+	if (vy_mkdir_p(work, 0700, err) < 0)
+		return -1;
+	struct vy_checkpoint_opts o = { .tcp_established = s->tcp_established, .file_locks = true };
+	vy_journal_phase(s->j, "restoring", NULL);
+	uint64_t t0 = vy_now_ms();
+	if (vy_runtime_restore(&s->d->rt, s->container, bundle, images, work, &o, err) < 0)
+		return -1;
+	s->restored = true;
+	vy_journal_set(s->j, "restored", json_object_new_boolean(1));
+	if (vy_journal_phase(s->j, "restored", err) < 0)
+		return -1;
+	json_object *ok = json_object_new_object();
+	json_object_object_add(ok, "restore_ms", json_object_new_int64((int64_t)(vy_now_ms() - t0)));
+	rc = vy_channel_send_json(s->ch, VY_MSG_RESTORED, ok, err);
+	json_object_put(ok);
+	return rc;
+}
+
+/* Drop everything this session made, the restored container included. */
+static void discard(struct session *s, const char *why)
+{
+	if (s->restored) {
+		vy_error err;
+		if (vy_runtime_delete(&s->d->rt, s->container, true, &err) < 0)
+			vy_err("migration %s: cannot delete the restored %s: %s", s->id,
+			       s->container, err.msg);
+		s->restored = false;
+	}
+	if (s->mig_dir[0])
+		vy_rm_rf(s->mig_dir, NULL);
+	if (s->ctr_dir[0])
+		vy_rm_rf(s->ctr_dir, NULL);
+	if (s->j)
+		vy_journal_finish(s->j, "aborted", why, NULL);
+	vy_info("migration %s: dropped (%s)", s->id, why);
+}
+
+static void committed(struct session *s)
+{
+	vy_journal_phase(s->j, "committed", NULL);
+	vy_journal_finish(s->j, "migrated", NULL, NULL);
+	vy_rm_rf(s->mig_dir, NULL);
+	vy_info("migration %s: %s now runs here", s->id, s->container);
+}
+
+/* Ask the source what it decided, until it knows. */
+const char *vy_target_ask_source(struct vy_daemon *d, const char *addr, const char *id)
+{
+	vy_channel *ch;
+	vy_error err;
+	if (vy_channel_connect(addr, d->key, 3000, &ch, &err) < 0)
+		return "unreachable";
+	json_object *q = json_object_new_object();
+	json_object_object_add(q, "id", json_object_new_string(id));
+	struct vy_message msg = { 0 };
+	json_object *o = NULL;
+	static const char *const answers[] = { "committed", "rolled-back", "pending", "unknown" };
+	const char *dec = "unreachable";
+	vy_channel_set_timeout(ch, 5000, NULL);
+	if (vy_channel_send_json(ch, VY_MSG_QUERY, q, &err) == 0 &&
+	    vy_channel_expect(ch, VY_MSG_DECISION, &msg, &err) == 0 &&
+	    vy_message_json(&msg, &o, &err) == 0) {
+		const char *got = vy_json_str(o, "decision", "unknown");
+		for (size_t i = 0; i < 4; i++)
+			if (!strcmp(got, answers[i]))
+				dec = answers[i];
+	}
+	json_object_put(o);
+	json_object_put(q);
+	vy_message_free(&msg);
+	vy_channel_close(ch);
+	return dec;
+}
+
+static void await_decision(struct session *s)
+{
+	vy_error err;
+	if (vy_runtime_pause(&s->d->rt, s->container, &err) < 0)
+		vy_warn("migration %s: cannot pause %s: %s", s->id, s->container, err.msg);
+	vy_journal_phase(s->j, "awaiting-decision", NULL);
+	for (int attempt = 0;; attempt++) {
+		const char *dec = vy_target_ask_source(s->d, s->source_addr, s->id);
+		if (!strcmp(dec, "committed")) {
+			vy_runtime_resume(&s->d->rt, s->container, NULL);
+			committed(s);
+			return;
+		}
+		if (!strcmp(dec, "rolled-back") || !strcmp(dec, "unknown")) {
+			discard(s, "the source rolled back");
+			return;
+		}
+		vy_warn("migration %s: source decision %s; asking again", s->id, dec);
+		sleep(attempt < 10 ? 1 : 5);
+	}
+}
+
+static void source_address(struct session *s, json_object *req)
+{
+	/* The source's listen port, at the address it connected from. */
+	const char *listen = vy_json_str(req, "source_listen", "");
+	const char *colon = strrchr(listen, ':');
+	const char *peer = vy_channel_peer(s->ch);
+	char host[256];
+	snprintf(host, sizeof(host), "%s", peer);
+	char *pc = strrchr(host, ':');
+	if (pc)
+		*pc = '\0';
+	snprintf(s->source_addr, sizeof(s->source_addr), "%s:%s", host,
+		 colon ? colon + 1 : "7600");
+}
+
+static void run_session(struct session *s)
+{
+	vy_error err;
+	for (;;) {
+		struct vy_message msg = { 0 };
+		if (vy_channel_recv(s->ch, &msg, &err) < 0) {
+			if (s->restored)
+				await_decision(s);
+			else
+				discard(s, err.msg);
+			return;
+		}
+		int rc = 0;
+		if (msg.type == VY_MSG_TREE) {
+			s->phase = "transfer";
+			rc = recv_tree(s, &msg, &err);
+		} else if (msg.type == VY_MSG_RESTORE) {
+			s->phase = "restore";
+			rc = restore_here(s, &msg, &err);
+		} else if (msg.type == VY_MSG_COMMIT && s->restored) {
+			committed(s);
+			json_object *a = json_object_new_object();
+			json_object_object_add(a, "id", json_object_new_string(s->id));
+			vy_channel_send_json(s->ch, VY_MSG_COMMIT_ACK, a, NULL);
+			json_object_put(a);
+			vy_message_free(&msg);
+			return;
+		} else if (msg.type == VY_MSG_ABORT) {
+			discard(s, "the source aborted");
+			vy_message_free(&msg);
+			return;
+		} else {
+			rc = vy_error_set(&err, EPROTO, "unexpected %s", vy_msg_type_name(msg.type));
+		}
+		vy_message_free(&msg);
+		if (rc < 0) {
+			vy_warn("migration %s: %s failed: %s", s->id, s->phase, err.msg);
+			send_error(s, s->phase, err.msg);
+			discard(s, err.msg);
+			return;
+		}
+	}
+}
+
+void vy_target_session(struct vy_daemon *d, vy_channel *ch, struct vy_message *first)
+{
+	struct session ss = { .d = d, .ch = ch, .phase = "preflight" }, *s = &ss;
+	vy_error err;
+	json_object *req = NULL;
+	if (vy_message_json(first, &req, &err) < 0 || target_preflight(s, req, &err) < 0) {
+		vy_warn("refused a migration from %s: %s", vy_channel_peer(ch), err.msg);
+		send_error(s, "preflight", err.msg);
+		if (s->mig_dir[0] && err.code != EEXIST)
+			vy_rm_rf(s->mig_dir, NULL);
+		json_object_put(req);
+		json_object_put(s->volumes);
+		return;
+	}
+	source_address(s, req);
+	json_object_put(req);
+	s->act = vy_active_add(s->id, s->container, "target", vy_channel_peer(ch));
+	if (vy_journal_create(d->state_dir, s->id, "target", s->container, s->source_addr,
+			      &s->j, &err) < 0) {
+		send_error(s, "preflight", err.msg);
+		vy_rm_rf(s->mig_dir, NULL);
+	} else {
+		vy_journal_set(s->j, "target_dirs", json_object_new_string(s->ctr_dir));
+		vy_journal_phase(s->j, "receiving", NULL);
+		json_object *ok = json_object_new_object();
+		json_object_object_add(ok, "host", json_object_get(d->facts));
+		if (vy_channel_send_json(ch, VY_MSG_PREFLIGHT_OK, ok, &err) < 0)
+			discard(s, err.msg);
+		else
+			run_session(s);
+		json_object_put(ok);
+	}
+	vy_journal_free(s->j);
+	json_object_put(s->volumes);
+	vy_active_remove(s->act);
+}
+
+int vy_target_abort(struct vy_daemon *d, const char *id, vy_error *err)
+{
+	/* The session notices its channel die and asks the source, which has
+	 * already recorded "rolled-back"; wait for that to settle here. */
+	for (int i = 0; i < 150; i++) {
+		json_object *l = vy_active_list();
+		bool busy = false;
+		for (size_t k = 0; k < json_object_array_length(l); k++)
+			if (!strcmp(vy_json_str(json_object_array_get_idx(l, k), "id", ""), id))
+				busy = true;
+		json_object_put(l);
+		if (!busy)
+			return 0;
+		usleep(100 * 1000);
+	}
+	return vy_error_set(err, ETIMEDOUT, "migration %s is still being dropped", id);
+}

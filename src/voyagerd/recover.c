@@ -1,0 +1,136 @@
+/* recover.c - what a restarted agent does with migrations its previous run
+ * left unfinished, read from the journals.
+ *
+ * As source: a migration that was committed only lacks its cleanup; one
+ * that checkpointed but never committed is rolled back (the container is
+ * restored here from our checkpoint); one that never checkpointed did not
+ * touch the container.  As target: a migration that restored but had not
+ * heard COMMIT asks the source; anything earlier is dropped.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "daemon.h"
+#include "log.h"
+#include "util.h"
+
+static void finish_journal(struct vy_daemon *d, json_object *j, const char *result,
+			   const char *why)
+{
+	json_object_object_add(j, "result", json_object_new_string(result));
+	if (why)
+		json_object_object_add(j, "error", json_object_new_string(why));
+	json_object_object_add(j, "recovered", json_object_new_boolean(1));
+	json_object_object_add(j, "finished_ms", json_object_new_int64((int64_t)vy_wall_ms()));
+	char path[PATH_MAX];
+	snprintf(path, sizeof(path), "%s/journal/%s.json", d->state_dir, vy_json_str(j, "id", ""));
+	const char *s = json_object_to_json_string_ext(j, JSON_C_TO_STRING_PRETTY);
+	vy_write_file_atomic(path, s, strlen(s), 0600, NULL);
+}
+
+static void recover_source(struct vy_daemon *d, json_object *j)
+{
+	const char *id = vy_json_str(j, "id", "");
+	const char *container = vy_json_str(j, "container", "");
+	const char *dir = vy_json_str(j, "source_dir", "");
+	const char *dec = vy_json_str(j, "decision", "");
+	vy_error err;
+	if (!strcmp(dec, "committed")) {
+		vy_rm_rf(dir, NULL);
+		finish_journal(d, j, "migrated", NULL);
+		return;
+	}
+	if (!json_object_get_boolean(json_object_object_get(j, "checkpointed"))) {
+		finish_journal(d, j, "failed", "agent restarted before the checkpoint");
+		return;
+	}
+	json_object_object_add(j, "decision", json_object_new_string("rolled-back"));
+	finish_journal(d, j, "rolled-back", "agent restarted mid-migration");
+	struct vy_container_state st;
+	if (vy_runtime_state(&d->rt, container, &st, &err) == 0 && !strcmp(st.status, "absent")) {
+		char images[PATH_MAX], work[PATH_MAX];
+		json_object *rep = json_object_object_get(j, "bundle");
+		snprintf(images, sizeof(images), "%s/images", dir);
+		snprintf(work, sizeof(work), "%s/work-recover", dir);
+		vy_mkdir_p(work, 0700, NULL);
+		const char *bundle = rep ? json_object_get_string(rep) : "";
+		if (vy_runtime_restore(&d->rt, container, bundle, images, work, NULL, &err) < 0)
+			vy_err("recover %s: cannot restore %s: %s", id, container, err.msg);
+		else
+			vy_info("recover %s: rolled back, %s runs here again", id, container);
+	}
+}
+
+static void *recover_target(void *arg)
+{
+	void **a = arg;
+	struct vy_daemon *d = a[0];
+	json_object *j = a[1];
+	free(a);
+	const char *container = vy_json_str(j, "container", "");
+	const char *dirs = vy_json_str(j, "target_dirs", "");
+	const char *id = vy_json_str(j, "id", "");
+	char mig[PATH_MAX];
+	snprintf(mig, sizeof(mig), "%s/migrations/%s", d->state_dir, id);
+	if (json_object_get_boolean(json_object_object_get(j, "restored"))) {
+		vy_runtime_pause(&d->rt, container, NULL);
+		vy_warn("recover %s: %s was restored but not committed; asking the source", id,
+			container);
+		for (int i = 0;; i++) {
+			const char *dec = vy_target_ask_source(d, vy_json_str(j, "peer", ""), id);
+			if (!strcmp(dec, "committed")) {
+				vy_runtime_resume(&d->rt, container, NULL);
+				vy_rm_rf(mig, NULL);
+				finish_journal(d, j, "migrated", NULL);
+				break;
+			}
+			if (!strcmp(dec, "rolled-back") || !strcmp(dec, "unknown")) {
+				vy_runtime_delete(&d->rt, container, true, NULL);
+				vy_rm_rf(mig, NULL);
+				vy_rm_rf(dirs, NULL);
+				finish_journal(d, j, "aborted", "the source rolled back");
+				break;
+			}
+			sleep(i < 10 ? 1 : 5);
+		}
+	} else {
+		vy_rm_rf(mig, NULL);
+		if (dirs[0])
+			vy_rm_rf(dirs, NULL);
+		finish_journal(d, j, "aborted", "agent restarted before restore");
+	}
+	json_object_put(j);
+	return NULL;
+}
+
+void vy_recover(struct vy_daemon *d)
+{
+	json_object *all;
+	if (vy_journal_load_all(d->state_dir, &all, NULL) < 0)
+		return;
+	for (size_t i = 0; i < json_object_array_length(all); i++) {
+		json_object *j = json_object_array_get_idx(all, i);
+		if (json_object_object_get(j, "result"))
+			continue;
+		const char *role = vy_json_str(j, "role", "");
+		vy_info("recovering migration %s (%s, %s, phase %s)", vy_json_str(j, "id", ""),
+			role, vy_json_str(j, "container", ""), vy_json_str(j, "phase", ""));
+		if (!strcmp(role, "source")) {
+			recover_source(d, j);
+		} else if (!strcmp(role, "target")) {
+			void **a = malloc(2 * sizeof(void *));
+			pthread_t t;
+			if (!a)
+				continue;
+			a[0] = d;
+			a[1] = json_object_get(j);
+			if (pthread_create(&t, NULL, recover_target, a) == 0)
+				pthread_detach(t);
+		}
+	}
+	json_object_put(all);
+}
