@@ -1,1 +1,129 @@
-/* placeholder */
+/* cmd_migrate.c - `voyager migrate CONTAINER --to ADDR[:PORT]`.
+ *
+ * Asks the local agent to migrate, shows a progress bar on a terminal, and
+ * prints the report (or, with --json, one JSON object).  Exits 0 only when
+ * the container runs on the target.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "util.h"
+
+struct view {
+	int tty;
+	int drawn;
+};
+
+static void draw(json_object *ev, void *arg)
+{
+	struct view *v = arg;
+	if (!v->tty)
+		return;
+	const char *kind = vy_json_str(ev, "event", "");
+	const char *phase = vy_json_str(ev, "phase", "");
+	if (!strcmp(kind, "phase")) {
+		fprintf(stderr, "%s[%s]\033[K", v->drawn ? "\r" : "", phase);
+		v->drawn = 1;
+	} else if (!strcmp(kind, "progress")) {
+		unsigned long long b = (unsigned long long)vy_json_int(ev, "bytes", 0);
+		unsigned long long t = (unsigned long long)vy_json_int(ev, "total", 0);
+		unsigned long long r = (unsigned long long)vy_json_int(ev, "rate_bps", 0);
+		char bs[32], ts[32], rs[32], bar[31];
+		int fill = t ? (int)(b * 30 / (t ? t : 1)) : 0;
+		if (fill > 30)
+			fill = 30;
+		memset(bar, '#', (size_t)fill);
+		memset(bar + fill, '.', (size_t)(30 - fill));
+		bar[30] = '\0';
+		cli_format_bytes(b, bs, sizeof(bs));
+		cli_format_bytes(t, ts, sizeof(ts));
+		cli_format_bytes(r, rs, sizeof(rs));
+		fprintf(stderr, "\r[%-10s] %s %3d%%  %s / %s  %s/s\033[K", phase, bar,
+			t ? (int)(b * 100 / t) : 0, bs, ts, rs);
+		v->drawn = 1;
+	}
+	fflush(stderr);
+}
+
+static void print_report(json_object *r)
+{
+	const char *result = vy_json_str(r, "result", "failed");
+	char mem[32], root[32], vols[32], wire[32];
+	json_object *b = json_object_object_get(r, "bytes");
+	cli_format_bytes((unsigned long long)vy_json_int(b, "memory", 0), mem, sizeof(mem));
+	cli_format_bytes((unsigned long long)vy_json_int(b, "rootfs", 0), root, sizeof(root));
+	cli_format_bytes((unsigned long long)vy_json_int(b, "volumes", 0), vols, sizeof(vols));
+	cli_format_bytes((unsigned long long)vy_json_int(b, "wire", 0), wire, sizeof(wire));
+	printf("%s: %s -> %s  (migration %s, %s)\n", result, vy_json_str(r, "container", "?"),
+	       vy_json_str(r, "to", "?"), vy_json_str(r, "id", "-"), vy_json_str(r, "mode", "?"));
+	if (json_object_object_get(r, "downtime_ms"))
+		printf("  downtime  %lld ms\n", (long long)vy_json_int(r, "downtime_ms", 0));
+	printf("  total     %lld ms\n", (long long)vy_json_int(r, "total_ms", 0));
+	printf("  bytes     memory %s, rootfs %s, volumes %s; on the wire %s\n", mem, root, vols,
+	       wire);
+	json_object *ph = json_object_object_get(r, "phases_ms");
+	if (ph) {
+		printf("  phases   ");
+		json_object_object_foreach(ph, k, val)
+			printf(" %s %lld ms;", k, (long long)json_object_get_int64(val));
+		printf("\n");
+	}
+	json_object *e = json_object_object_get(r, "error");
+	if (e)
+		fprintf(stderr, "error in %s: %s\n", vy_json_str(e, "phase", "?"),
+			vy_json_str(e, "message", "?"));
+}
+
+int cmd_migrate(struct cli_globals *g, int argc, char **argv)
+{
+	static const struct option opts[] = { { "to", required_argument, 0, 't' },
+					      { "mode", required_argument, 0, 'm' },
+					      { "json", no_argument, 0, 'j' },
+					      { "help", no_argument, 0, 'h' },
+					      { 0, 0, 0, 0 } };
+	const char *to = NULL, *mode = "stop-copy";
+	int c;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "t:m:jh", opts, NULL)) != -1) {
+		switch (c) {
+		case 't': to = optarg; break;
+		case 'm': mode = optarg; break;
+		case 'j': g->json = 1; break;
+		case 'h':
+			printf("Usage: voyager migrate CONTAINER --to ADDR[:PORT] [--mode stop-copy] [--json]\n");
+			return 0;
+		default: return 2;
+		}
+	}
+	if (optind + 1 != argc || !to) {
+		fprintf(stderr, "Usage: voyager migrate CONTAINER --to ADDR[:PORT] [--json]\n");
+		return 2;
+	}
+	json_object *req = json_object_new_object(), *res = NULL;
+	json_object_object_add(req, "cmd", json_object_new_string("migrate"));
+	json_object_object_add(req, "container", json_object_new_string(argv[optind]));
+	json_object_object_add(req, "to", json_object_new_string(to));
+	json_object_object_add(req, "mode", json_object_new_string(mode));
+	struct view v = { .tty = !g->json && isatty(STDERR_FILENO) };
+	vy_error err;
+	int rc = cli_request(g, req, draw, &v, &res, &err);
+	json_object_put(req);
+	if (v.drawn)
+		fprintf(stderr, "\r\033[K");
+	if (rc < 0) {
+		fprintf(stderr, "voyager migrate: %s\n", err.msg);
+		return 1;
+	}
+	json_object_object_del(res, "event");
+	if (g->json)
+		printf("%s\n", json_object_to_json_string_ext(res, JSON_C_TO_STRING_PLAIN |
+								    JSON_C_TO_STRING_NOSLASHESCAPE));
+	else
+		print_report(res);
+	int ok = !strcmp(vy_json_str(res, "result", ""), "migrated");
+	json_object_put(res);
+	return ok ? 0 : 1;
+}
