@@ -302,6 +302,13 @@ lab_down() { # NAME ; idempotent, works on a half-built lab
 		[[ $ns =~ ^$name-[A-Za-z0-9_]+$ ]] || continue
 		pids+=($(ip netns pids "$ns" 2>/dev/null))
 	done
+	# Containers whose root is inside the lab (one restored by crun 1.21
+	# may sit in the root cgroup and in a netns of its own).
+	for p in /proc/[0-9]*; do
+		case "$(readlink "$p/root" 2>/dev/null)/" in
+		"$LAB_VAR_BASE/$name/"*) pids+=("${p#/proc/}") ;;
+		esac
+	done
 	if [ ${#pids[@]} -gt 0 ]; then
 		_lab_kill_pids $(printf '%s\n' "${pids[@]}" | sort -un)
 	fi
