@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -58,6 +59,8 @@ struct migration {
 	json_object *phases_ms;
 	bool checkpointed;
 	bool progress_stop;
+	pthread_mutex_t progress_lock;
+	pthread_cond_t progress_cond;
 	pthread_t progress_thread;
 	bool progress_running;
 };
@@ -86,8 +89,21 @@ static void *progress_loop(void *arg)
 	struct migration *m = arg;
 	uint64_t last_bytes = 0, last_t = vy_now_ms();
 	double rate = 0;
-	while (!m->progress_stop) {
-		usleep(200 * 1000);
+	for (;;) {
+		struct timespec until;
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_nsec += 200 * 1000000L;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		pthread_mutex_lock(&m->progress_lock);
+		if (!m->progress_stop)
+			pthread_cond_timedwait(&m->progress_cond, &m->progress_lock, &until);
+		bool stop = m->progress_stop;
+		pthread_mutex_unlock(&m->progress_lock);
+		if (stop)
+			break;
 		uint64_t b = atomic_load(&m->act->progress.bytes), t = vy_now_ms();
 		if (t > last_t) {
 			double inst = (double)(b - last_bytes) * 1000.0 / (double)(t - last_t);
@@ -110,6 +126,8 @@ static void *progress_loop(void *arg)
 static void progress_start(struct migration *m)
 {
 	m->progress_stop = false;
+	pthread_mutex_init(&m->progress_lock, NULL);
+	pthread_cond_init(&m->progress_cond, NULL);
 	if (m->act && pthread_create(&m->progress_thread, NULL, progress_loop, m) == 0)
 		m->progress_running = true;
 }
@@ -118,7 +136,10 @@ static void progress_stop(struct migration *m)
 {
 	if (!m->progress_running)
 		return;
+	pthread_mutex_lock(&m->progress_lock);
 	m->progress_stop = true;
+	pthread_cond_signal(&m->progress_cond);
+	pthread_mutex_unlock(&m->progress_lock);
 	pthread_join(m->progress_thread, NULL);
 	m->progress_running = false;
 }
@@ -544,6 +565,7 @@ static const char *run_migration(struct migration *m, vy_error *err)
 		return "rollback";
 	phase_begin(m, "cleanup");
 	cleanup_source(m);
+	phase_begin(m, "done");
 	return "migrated";
 }
 
