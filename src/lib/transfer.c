@@ -1,1 +1,468 @@
-/* transfer.c - placeholder, being written. */
+/* transfer.c - moving a tree's file contents over a channel.
+ *
+ * After the manifest (manifest.c) has been sent and materialised as a
+ * skeleton, vy_tree_send() streams the data of each regular file, each inode
+ * once, and a tree sink on the target writes it into the skeleton.  Holes
+ * are never sent: the skeleton's files are already sparse at the right
+ * size.  Each file ends with its SHA-256 over the whole logical content
+ * (holes hash as zeros), which the sink checks against what it wrote, so
+ * corruption anywhere between the source's disk and the target's shows up
+ * as an error naming the file, not as a container that misbehaves later.
+ */
+#include "transfer.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "cleanup.h"
+#include "log.h"
+
+#define ZERO_BLOCK (64 * 1024)
+
+/* Holes hash as zeros; one static block serves every hole. */
+static const uint8_t zeros[ZERO_BLOCK];
+
+void vy_sha256_hex(const uint8_t digest[32], char out[65])
+{
+	static const char hex[] = "0123456789abcdef";
+	for (int i = 0; i < 32; i++) {
+		out[2 * i] = hex[digest[i] >> 4];
+		out[2 * i + 1] = hex[digest[i] & 15];
+	}
+	out[64] = '\0';
+}
+
+static int hash_zeros(EVP_MD_CTX *ctx, uint64_t n)
+{
+	while (n > 0) {
+		size_t take = n < ZERO_BLOCK ? (size_t)n : ZERO_BLOCK;
+		if (!EVP_DigestUpdate(ctx, zeros, take))
+			return -1;
+		n -= take;
+	}
+	return 0;
+}
+
+static void hash_final_hex(EVP_MD_CTX *ctx, char hex[65])
+{
+	uint8_t digest[32];
+	unsigned int len = 0;
+	EVP_DigestFinal_ex(ctx, digest, &len);
+	vy_sha256_hex(digest, hex);
+}
+
+static bool entry_has_data(const struct vy_entry *e)
+{
+	return e->type == VY_ENTRY_REG && e->link_of == VY_NO_LINK;
+}
+
+/* ---- sending ---- */
+
+struct sender {
+	vy_channel *ch;
+	uint32_t stream;
+	struct vy_progress *progress;
+	EVP_MD_CTX *ctx;
+	uint8_t *buf;
+};
+
+/* The next data region at or after off, as [*data, *hole), both clamped to
+ * size.  A file system without SEEK_DATA is treated as all data. */
+static int next_data_region(int fd, uint64_t off, uint64_t size,
+			    bool *can_seek, uint64_t *data, uint64_t *hole)
+{
+	*data = off;
+	*hole = size;
+	if (!*can_seek)
+		return 0;
+	off_t d = lseek(fd, (off_t)off, SEEK_DATA);
+	if (d < 0 && errno == ENXIO) {
+		*data = size; /* only a hole remains */
+		return 0;
+	}
+	if (d < 0 && (errno == EINVAL || errno == EOPNOTSUPP)) {
+		*can_seek = false;
+		return 0;
+	}
+	if (d < 0)
+		return -1;
+	off_t h = lseek(fd, d, SEEK_HOLE);
+	if (h < 0)
+		return -1;
+	*data = (uint64_t)d < size ? (uint64_t)d : size;
+	*hole = (uint64_t)h < size ? (uint64_t)h : size;
+	if (*hole <= *data && *data < size)
+		*hole = size; /* never loop without progress */
+	return 0;
+}
+
+static int send_region(struct sender *s, int fd, uint32_t index,
+		       const struct vy_entry *e, uint64_t start, uint64_t end,
+		       vy_error *err)
+{
+	for (uint64_t off = start; off < end;) {
+		size_t want = end - off < VY_CHUNK_SIZE ? (size_t)(end - off)
+							: VY_CHUNK_SIZE;
+		ssize_t got = pread(fd, s->buf, want, (off_t)off);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got < 0)
+			return vy_error_sys(err, errno, "'%s': read at %llu", e->path,
+					    (unsigned long long)off);
+		if (got == 0)
+			return vy_error_set(err, EIO,
+					    "'%s' shrank while being sent (end at %llu, expected %llu)",
+					    e->path, (unsigned long long)off,
+					    (unsigned long long)e->size);
+		if (!EVP_DigestUpdate(s->ctx, s->buf, (size_t)got))
+			return vy_error_set(err, EIO, "'%s': sha256 failed", e->path);
+		if (vy_channel_send_data(s->ch, s->stream, index, off, s->buf,
+					 (size_t)got, err) < 0)
+			return vy_error_wrap(err, "'%s'", e->path);
+		off += (uint64_t)got;
+		if (s->progress)
+			atomic_fetch_add_explicit(&s->progress->bytes, (uint64_t)got,
+						  memory_order_relaxed);
+	}
+	return 0;
+}
+
+static int send_file_end(struct sender *s, uint32_t index,
+			 const struct vy_entry *e, const char *hex,
+			 vy_error *err)
+{
+	json_object *obj = json_object_new_object();
+	if (!obj)
+		return vy_error_sys(err, ENOMEM, "FILE_END");
+	json_object_object_add(obj, "stream", json_object_new_int64(s->stream));
+	json_object_object_add(obj, "entry", json_object_new_int64(index));
+	json_object_object_add(obj, "size", json_object_new_int64((int64_t)e->size));
+	json_object_object_add(obj, "sha256", json_object_new_string(hex));
+	int rc = vy_channel_send_json(s->ch, VY_MSG_FILE_END, obj, err);
+	json_object_put(obj);
+	if (rc < 0)
+		return vy_error_wrap(err, "'%s': FILE_END", e->path);
+	if (s->progress)
+		atomic_fetch_add_explicit(&s->progress->files, 1,
+					  memory_order_relaxed);
+	return 0;
+}
+
+static int check_size(int fd, const struct vy_entry *e, const char *when,
+		      vy_error *err)
+{
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return vy_error_sys(err, errno, "'%s': fstat", e->path);
+	if (!S_ISREG(st.st_mode))
+		return vy_error_set(err, EINVAL, "'%s' is no longer a regular file",
+				    e->path);
+	if ((uint64_t)st.st_size != e->size)
+		return vy_error_set(err, EBUSY,
+				    "'%s' changed size %s (manifest %llu, now %llu)",
+				    e->path, when, (unsigned long long)e->size,
+				    (unsigned long long)st.st_size);
+	return 0;
+}
+
+static int send_file(struct sender *s, int rootfd, uint32_t index,
+		     const struct vy_entry *e, vy_error *err)
+{
+	cleanup_close int fd =
+		vy_manifest_open_entry(rootfd, e->path, O_RDONLY, err);
+	if (fd < 0)
+		return -1;
+	if (check_size(fd, e, "since the scan", err) < 0)
+		return -1;
+	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+	if (!EVP_DigestInit_ex(s->ctx, EVP_sha256(), NULL))
+		return vy_error_set(err, EIO, "sha256 init failed");
+	bool can_seek = true;
+	for (uint64_t off = 0; off < e->size;) {
+		uint64_t data, hole;
+		if (next_data_region(fd, off, e->size, &can_seek, &data, &hole) < 0)
+			return vy_error_sys(err, errno, "'%s': lseek", e->path);
+		if (hash_zeros(s->ctx, data - off) < 0)
+			return vy_error_set(err, EIO, "sha256 failed");
+		if (send_region(s, fd, index, e, data, hole, err) < 0)
+			return -1;
+		off = hole > data ? hole : data;
+	}
+	if (check_size(fd, e, "while being sent", err) < 0)
+		return -1;
+	char hex[65];
+	hash_final_hex(s->ctx, hex);
+	return send_file_end(s, index, e, hex, err);
+}
+
+int vy_tree_send(vy_channel *ch, uint32_t stream, int rootfd,
+		 const struct vy_manifest *m, struct vy_progress *progress,
+		 vy_error *err)
+{
+	struct sender s = { .ch = ch, .stream = stream, .progress = progress };
+	s.ctx = EVP_MD_CTX_new();
+	s.buf = malloc(VY_CHUNK_SIZE);
+	int rc = 0;
+	if (!s.ctx || !s.buf)
+		rc = vy_error_sys(err, ENOMEM, "send tree");
+	for (uint32_t i = 0; rc == 0 && i < m->count; i++) {
+		if (entry_has_data(&m->entries[i]))
+			rc = send_file(&s, rootfd, i, &m->entries[i], err);
+	}
+	if (rc == 0) {
+		json_object *obj = json_object_new_object();
+		json_object_object_add(obj, "stream", json_object_new_int64(stream));
+		rc = vy_channel_send_json(ch, VY_MSG_TREE_END, obj, err);
+		json_object_put(obj);
+	}
+	EVP_MD_CTX_free(s.ctx);
+	free(s.buf);
+	return rc < 0 ? vy_error_wrap(err, "send tree %u", stream) : 0;
+}
+
+/* ---- receiving ---- */
+
+/* Files arrive one at a time, each in increasing offset order: `current`
+ * is the file being written and `next_offset` how much of it is hashed. */
+struct vy_tree_sink {
+	int rootfd;
+	const struct vy_manifest *m;
+	uint32_t stream;
+	uint8_t *ended;       /* per entry: FILE_END received and verified */
+	uint32_t current;     /* entry index, or VY_NO_LINK between files */
+	int fd;               /* current file, opened at its first chunk */
+	uint64_t next_offset;
+	EVP_MD_CTX *ctx;
+	uint64_t bytes;
+};
+
+int vy_tree_sink_new(int rootfd, const struct vy_manifest *m, uint32_t stream,
+		     struct vy_tree_sink **out, vy_error *err)
+{
+	struct vy_tree_sink *s = calloc(1, sizeof(*s));
+	if (!s)
+		return vy_error_sys(err, ENOMEM, "tree sink");
+	s->rootfd = rootfd;
+	s->m = m;
+	s->stream = stream;
+	s->current = VY_NO_LINK;
+	s->fd = -1;
+	s->ended = calloc(m->count ? m->count : 1, 1);
+	s->ctx = EVP_MD_CTX_new();
+	if (!s->ended || !s->ctx) {
+		vy_tree_sink_free(s);
+		return vy_error_sys(err, ENOMEM, "tree sink");
+	}
+	*out = s;
+	return 0;
+}
+
+/* The manifest entry a DATA or FILE_END names, if it may carry data now. */
+static const struct vy_entry *sink_entry(struct vy_tree_sink *s,
+					 uint32_t stream, uint32_t index,
+					 const char *what, vy_error *err)
+{
+	if (stream != s->stream) {
+		vy_error_set(err, EPROTO, "%s for stream %u on stream %u", what,
+			     stream, s->stream);
+		return NULL;
+	}
+	if (index >= s->m->count) {
+		vy_error_set(err, EPROTO, "%s for unknown entry %u", what, index);
+		return NULL;
+	}
+	const struct vy_entry *e = &s->m->entries[index];
+	if (e->type != VY_ENTRY_REG) {
+		vy_error_set(err, EPROTO, "%s for '%s', which is not a regular file",
+			     what, e->path);
+		return NULL;
+	}
+	if (e->link_of != VY_NO_LINK) {
+		vy_error_set(err, EPROTO,
+			     "%s for '%s', a second name of a hard link (its data goes to entry %u)",
+			     what, e->path, e->link_of);
+		return NULL;
+	}
+	if (s->ended[index]) {
+		vy_error_set(err, EPROTO, "%s for '%s' after its FILE_END", what,
+			     e->path);
+		return NULL;
+	}
+	if (s->current != VY_NO_LINK && s->current != index) {
+		vy_error_set(err, EPROTO, "%s for '%s' before '%s' was ended",
+			     what, e->path, s->m->entries[s->current].path);
+		return NULL;
+	}
+	if (s->current != index) {
+		s->current = index;
+		s->next_offset = 0;
+		if (!EVP_DigestInit_ex(s->ctx, EVP_sha256(), NULL)) {
+			vy_error_set(err, EIO, "sha256 init failed");
+			return NULL;
+		}
+	}
+	return e;
+}
+
+static int sink_open(struct vy_tree_sink *s, const struct vy_entry *e,
+		     vy_error *err)
+{
+	s->fd = vy_manifest_open_entry(s->rootfd, e->path, O_WRONLY, err);
+	if (s->fd < 0)
+		return -1;
+	struct stat st;
+	if (fstat(s->fd, &st) < 0)
+		return vy_error_sys(err, errno, "'%s': fstat", e->path);
+	if (!S_ISREG(st.st_mode))
+		return vy_error_set(err, EINVAL, "'%s' is not a regular file",
+				    e->path);
+	return 0;
+}
+
+static int sink_write(struct vy_tree_sink *s, const struct vy_entry *e,
+		      const uint8_t *data, size_t len, uint64_t off,
+		      vy_error *err)
+{
+	while (len > 0) {
+		ssize_t n = pwrite(s->fd, data, len, (off_t)off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == ENOSPC || errno == EDQUOT))
+			return vy_error_sys(err, errno,
+					    "target disk is full: cannot write '%s' at offset %llu",
+					    e->path, (unsigned long long)off);
+		if (n <= 0)
+			return vy_error_sys(err, n < 0 ? errno : EIO,
+					    "'%s': write at offset %llu", e->path,
+					    (unsigned long long)off);
+		data += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+int vy_tree_sink_data(struct vy_tree_sink *s, const struct vy_data_chunk *c,
+		      vy_error *err)
+{
+	const struct vy_entry *e = sink_entry(s, c->stream, c->entry, "data", err);
+	if (!e)
+		return -1;
+	if (c->len > e->size || c->offset > e->size - c->len)
+		return vy_error_set(err, EPROTO,
+				    "'%s': data at %llu+%zu past its size %llu",
+				    e->path, (unsigned long long)c->offset, c->len,
+				    (unsigned long long)e->size);
+	if (c->offset < s->next_offset)
+		return vy_error_set(err, EPROTO,
+				    "'%s': data at %llu out of order (expected at least %llu)",
+				    e->path, (unsigned long long)c->offset,
+				    (unsigned long long)s->next_offset);
+	if (s->fd < 0 && sink_open(s, e, err) < 0)
+		return -1;
+	if (hash_zeros(s->ctx, c->offset - s->next_offset) < 0 ||
+	    !EVP_DigestUpdate(s->ctx, c->data, c->len))
+		return vy_error_set(err, EIO, "'%s': sha256 failed", e->path);
+	if (sink_write(s, e, c->data, c->len, c->offset, err) < 0)
+		return -1;
+	s->next_offset = c->offset + c->len;
+	s->bytes += c->len;
+	return 0;
+}
+
+static bool json_get_u64(json_object *obj, const char *key, uint64_t *out)
+{
+	json_object *v;
+	if (!json_object_object_get_ex(obj, key, &v) ||
+	    !json_object_is_type(v, json_type_int))
+		return false;
+	int64_t n = json_object_get_int64(v);
+	if (n < 0)
+		return false;
+	*out = (uint64_t)n;
+	return true;
+}
+
+int vy_tree_sink_file_end(struct vy_tree_sink *s, json_object *obj,
+			  vy_error *err)
+{
+	uint64_t stream, index, size;
+	json_object *hv;
+	if (!json_get_u64(obj, "stream", &stream) || stream > UINT32_MAX ||
+	    !json_get_u64(obj, "entry", &index) || index > UINT32_MAX ||
+	    !json_get_u64(obj, "size", &size) ||
+	    !json_object_object_get_ex(obj, "sha256", &hv) ||
+	    !json_object_is_type(hv, json_type_string) ||
+	    json_object_get_string_len(hv) != 64)
+		return vy_error_set(err, EPROTO, "malformed FILE_END");
+	const struct vy_entry *e =
+		sink_entry(s, (uint32_t)stream, (uint32_t)index, "FILE_END", err);
+	if (!e)
+		return -1;
+	if (size != e->size)
+		return vy_error_set(err, EPROTO,
+				    "'%s': FILE_END says %llu bytes, manifest %llu",
+				    e->path, (unsigned long long)size,
+				    (unsigned long long)e->size);
+	if (hash_zeros(s->ctx, e->size - s->next_offset) < 0)
+		return vy_error_set(err, EIO, "'%s': sha256 failed", e->path);
+	char hex[65];
+	hash_final_hex(s->ctx, hex);
+	const char *sent = json_object_get_string(hv);
+	s->current = VY_NO_LINK; /* the hash is spent either way */
+	int fd = take_fd(s->fd);
+	if (strcasecmp(sent, hex) != 0) {
+		if (fd >= 0)
+			close(fd);
+		return vy_error_set(err, EIO,
+				    "'%s': content hash mismatch: sender %s, written %s",
+				    e->path, sent, hex);
+	}
+	if (fd >= 0 && close(fd) < 0)
+		return vy_error_sys(err, errno, "'%s': close", e->path);
+	s->ended[index] = 1;
+	return 0;
+}
+
+int vy_tree_sink_finish(struct vy_tree_sink *s, vy_error *err)
+{
+	uint32_t missing = 0, first = VY_NO_LINK;
+	for (uint32_t i = 0; i < s->m->count; i++) {
+		if (entry_has_data(&s->m->entries[i]) && !s->ended[i]) {
+			if (first == VY_NO_LINK)
+				first = i;
+			missing++;
+		}
+	}
+	if (missing)
+		return vy_error_set(err, EPROTO,
+				    "tree %u incomplete: %u files never ended, first '%s'",
+				    s->stream, missing, s->m->entries[first].path);
+	if (vy_manifest_finish(s->m, s->rootfd, err) < 0)
+		return vy_error_wrap(err, "tree %u", s->stream);
+	return 0;
+}
+
+uint64_t vy_tree_sink_bytes(const struct vy_tree_sink *s)
+{
+	return s->bytes;
+}
+
+void vy_tree_sink_free(struct vy_tree_sink *s)
+{
+	if (!s)
+		return;
+	if (s->fd >= 0)
+		close(s->fd);
+	EVP_MD_CTX_free(s->ctx);
+	free(s->ended);
+	free(s);
+}
