@@ -1,0 +1,104 @@
+# stopcopy_common.sh - the stop-and-copy migration test, for one runtime
+# (RUNTIME=runc|crun, set by the t_*.sh that sources this).
+#
+# Host A runs the counter workload with a rich fixture tree in its rootfs,
+# a directory volume and a single-file volume.  It migrates to B.  Then:
+# the counter went on from where it was (same incarnation, larger value),
+# the container runs on B and not on A, every file, mode, owner, xattr,
+# symlink and hard link is identical, and status/list tell the story.
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+. "$here/lib.sh"
+. "$here/agents.sh"
+
+[ "$RUNTIME" = crun ] && { crun_prepare || { t_fail "crun set-up (hugetlb v1)"; t_done; }; }
+e2e_setup a b || { t_fail "lab set-up"; t_done; }
+vy_key_init "$(host_dir a)/../../keys" || { t_fail "keygen"; t_done; }
+vy_agent_start "$LAB" a "$RUNTIME" && vy_agent_start "$LAB" b "$RUNTIME" ||
+	{ t_fail "agents start"; t_done; }
+
+ID=${LAB}c
+A=$(host_dir a)
+B=$(host_dir b)
+mkdir -p "$A/vol" && python3 "$here/fixture.py" make "$A/vol"
+echo "setting=42" >"$A/app.conf"
+"$BUNDLE_SH" create "$A/bundles/$ID" busybox --id "$ID" \
+	--cgroup-parent "$(lab_cgroup_parent "$LAB" a)" \
+	--volume "$A/vol:/vol" --volume "$A/app.conf:/etc/app.conf" -- /sbin/counter >/dev/null ||
+	{ t_fail "bundle"; t_done; }
+mkdir -p "$A/bundles/$ID/rootfs/fixture"
+python3 "$here/fixture.py" make "$A/bundles/$ID/rootfs/fixture"
+python3 "$here/fixture.py" list "$A/bundles/$ID/rootfs/fixture" >"$A/fixture.before"
+python3 "$here/fixture.py" list "$A/vol" >"$A/vol.before"
+
+ctr_run a "$RUNTIME" "$ID" "$A/bundles/$ID" || { t_fail "container start"; t_done; }
+wait_until 10 test -s "$A/bundles/$ID/rootfs/data/counter" || { t_fail "counter runs"; t_done; }
+sleep 0.5
+read -r tok_before cnt_before <"$A/bundles/$ID/rootfs/data/counter"
+
+out=$(vy_cli "$LAB" a migrate "$ID" --to "$(lab_ip "$LAB" b)" --json)
+rc=$?
+echo "report: $out"
+[ $rc = 0 ] && [ "$(vy_json_get "$out" result)" = migrated ] &&
+	t_ok "$RUNTIME: migrate exits 0 with result migrated" ||
+	t_fail "$RUNTIME: migrate exits 0 with result migrated" "rc=$rc"
+
+for k in downtime_ms total_ms bytes.memory bytes.rootfs bytes.volumes phases_ms.checkpoint \
+	phases_ms.transfer phases_ms.restore id; do
+	[ -n "$(vy_json_get "$out" "$k")" ] || missing="$missing $k"
+done
+[ -z "${missing:-}" ] && t_ok "report has downtime, total, bytes per kind, phase times" ||
+	t_fail "report fields" "missing:$missing"
+[ "$(vy_json_get "$out" bytes.volumes)" -gt 60000000 ] 2>/dev/null &&
+	t_ok "volume bytes counted" || t_fail "volume bytes counted" "$(vy_json_get "$out" bytes.volumes)"
+
+[ "$(ctr_state b "$RUNTIME" "$ID")" = running ] && t_ok "runs on B" || t_fail "runs on B"
+[ "$(ctr_state a "$RUNTIME" "$ID")" = absent ] && t_ok "gone from A" || t_fail "gone from A" \
+	"$(ctr_state a "$RUNTIME" "$ID")"
+
+RB="$B/state/containers/$ID/bundle/rootfs"
+sleep 0.5
+read -r tok_after cnt_after <"$RB/data/counter"
+[ "$tok_after" = "$tok_before" ] && [ "$cnt_after" -gt "$cnt_before" ] &&
+	t_ok "counter continued ($cnt_before -> $cnt_after, same incarnation)" ||
+	t_fail "counter continued" "before $tok_before $cnt_before, after $tok_after $cnt_after"
+sleep 0.3
+read -r _ cnt_later <"$RB/data/counter"
+[ "$cnt_later" -gt "$cnt_after" ] && t_ok "counter still advancing on B" ||
+	t_fail "counter still advancing on B"
+
+python3 "$here/fixture.py" list "$RB/fixture" >"$B/fixture.after"
+diff -u "$A/fixture.before" "$B/fixture.after" >"$B/fixture.diff" &&
+	t_ok "rootfs: every file, mode, owner, time, xattr, symlink, hard link identical" ||
+	{ t_fail "rootfs identical" "see diff"; cat "$B/fixture.diff"; }
+python3 "$here/fixture.py" list "$B/state/containers/$ID/volumes/0" >"$B/vol.after"
+diff -u "$A/vol.before" "$B/vol.after" >"$B/vol.diff" &&
+	t_ok "directory volume identical" || { t_fail "directory volume identical"; cat "$B/vol.diff"; }
+[ "$(ctr_cat b "$RUNTIME" "$ID" /etc/app.conf)" = "setting=42" ] &&
+	t_ok "file volume mounted on B" || t_fail "file volume mounted on B"
+[ "$(ctr_cat b "$RUNTIME" "$ID" /vol/plain.txt | head -1)" = "hello from the source host" ] &&
+	t_ok "directory volume mounted on B" || t_fail "directory volume mounted on B"
+
+lst=$(vy_cli "$LAB" a list)
+echo "$lst"
+grep -q "source.*$ID.*migrated" <<<"$lst" && t_ok "list on A shows the migration" ||
+	t_fail "list on A"
+grep -q "target.*$ID.*committed.*migrated" <<<"$(vy_cli "$LAB" b list)" &&
+	t_ok "list on B shows it committed" || t_fail "list on B"
+mid=$(vy_json_get "$out" id)
+st=$(vy_cli "$LAB" a --json status "$mid")
+[ "$(vy_json_get "$st" migration.decision)" = committed ] && t_ok "status ID shows the decision" ||
+	t_fail "status ID" "$st"
+[ ! -e "$A/state/migrations/$mid" ] && t_ok "source checkpoint deleted after commit" ||
+	t_fail "source checkpoint deleted after commit"
+
+# And back again: B's received bundle is B's to delete once A has it.
+out2=$(vy_cli "$LAB" b migrate "$ID" --to "$(lab_ip "$LAB" a)" --json)
+[ "$(vy_json_get "$out2" result)" = migrated ] && [ "$(ctr_state a "$RUNTIME" "$ID")" = running ] &&
+	[ "$(ctr_state b "$RUNTIME" "$ID")" = absent ] && t_ok "migrates back to A" ||
+	t_fail "migrates back to A" "$out2"
+[ ! -e "$B/state/containers/$ID" ] && t_ok "B deleted its received copy" ||
+	t_fail "B deleted its received copy"
+read -r tok_back cnt_back <"$A/state/containers/$ID/bundle/rootfs/data/counter"
+[ "$tok_back" = "$tok_before" ] && [ "$cnt_back" -gt "$cnt_later" ] &&
+	t_ok "counter continued after the round trip" || t_fail "counter after round trip"
+t_done
