@@ -403,7 +403,8 @@ static int read_names(DIR *d, char ***out, size_t *count, vy_error *err)
 		free(names);
 		return vy_error_sys(err, saved, "readdir");
 	}
-	qsort(names, n, sizeof(*names), compare_names);
+	if (n > 1)
+		qsort(names, n, sizeof(*names), compare_names);
 	*out = names;
 	*count = n;
 	return 0;
