@@ -8,9 +8,9 @@
  * does not decrypt recorded traffic.  There are no certificates.
  *
  * On top of TLS the channel moves the frames of wire.h: a 12-byte header and
- * a payload, read and written whole.  This file also owns the pieces every
- * caller of a channel needs first: loading and generating key files and
- * parsing "host:port" specs.
+ * a payload, read and written whole.  Key files are key.c's business, and
+ * addresses and plain TCP sockets are net.c's; this file starts from a
+ * connected socket and a key.
  *
  * Each vy_channel is used by one thread at a time; different channels may be
  * used from different threads concurrently (the SSL_CTXs are shared,
@@ -18,14 +18,8 @@
  */
 #include "channel.h"
 
-#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <limits.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -33,12 +27,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <time.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
-#include <openssl/rand.h>
 #include <openssl/ssl.h>
 
 #include "cleanup.h"
@@ -54,11 +46,6 @@
  * PSK, failing the handshake for no visible reason. */
 #define CLUSTER_CIPHERSUITES "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256"
 
-#define PEER_NAME_MAX (INET6_ADDRSTRLEN + 16)
-
-static int parse_hostport(const char *spec, bool allow_port_zero, char *host,
-			  size_t hostlen, uint16_t *port, vy_error *err);
-
 struct vy_channel {
 	int fd;
 	SSL *ssl;
@@ -70,7 +57,7 @@ struct vy_channel {
 	uint64_t bytes_sent;
 	uint64_t bytes_received;
 	uint8_t key[VY_KEY_LEN];
-	char peer[PEER_NAME_MAX];
+	char peer[VY_PEER_NAME_MAX];
 };
 
 static void channel_closep(vy_channel **ch)
@@ -190,75 +177,6 @@ static SSL_CTX *cluster_context(bool server, vy_error *err)
 	return ctx;
 }
 
-/* ---- Sockets and time ------------------------------------------------- */
-
-static int64_t monotonic_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* Milliseconds left until deadline for poll(): -1 means no deadline. */
-static int remaining_ms(int64_t deadline)
-{
-	if (deadline < 0)
-		return -1;
-	int64_t left = deadline - monotonic_ms();
-	if (left <= 0)
-		return 0;
-	return left > INT_MAX ? INT_MAX : (int)left;
-}
-
-static int64_t deadline_after(int timeout_ms)
-{
-	return timeout_ms > 0 ? monotonic_ms() + timeout_ms : -1;
-}
-
-static int set_nonblocking(int fd, bool on)
-{
-	int flags = fcntl(fd, F_GETFL);
-	if (flags < 0)
-		return -1;
-	flags = on ? flags | O_NONBLOCK : flags & ~O_NONBLOCK;
-	return fcntl(fd, F_SETFL, flags);
-}
-
-static void format_sockaddr(const struct sockaddr *sa, char *out, size_t len)
-{
-	char addr[INET6_ADDRSTRLEN];
-	if (sa->sa_family == AF_INET) {
-		const struct sockaddr_in *in = (const void *)sa;
-		inet_ntop(AF_INET, &in->sin_addr, addr, sizeof(addr));
-		snprintf(out, len, "%s:%u", addr, ntohs(in->sin_port));
-	} else if (sa->sa_family == AF_INET6) {
-		const struct sockaddr_in6 *in6 = (const void *)sa;
-		inet_ntop(AF_INET6, &in6->sin6_addr, addr, sizeof(addr));
-		snprintf(out, len, "[%s]:%u", addr, ntohs(in6->sin6_port));
-	} else {
-		snprintf(out, len, "local peer");
-	}
-}
-
-/* Name the peer of a connected socket for messages, and switch on
- * TCP_NODELAY where it is TCP: frames are written whole, and a small
- * control message must not wait for a delayed ACK. */
-static void prepare_connected_socket(int fd, char *peer, size_t peerlen)
-{
-	struct sockaddr_storage ss;
-	socklen_t sslen = sizeof(ss);
-	fcntl(fd, F_SETFD, FD_CLOEXEC);
-	if (getpeername(fd, (struct sockaddr *)&ss, &sslen) < 0) {
-		snprintf(peer, peerlen, "unknown peer");
-		return;
-	}
-	format_sockaddr((struct sockaddr *)&ss, peer, peerlen);
-	if (ss.ss_family == AF_INET || ss.ss_family == AF_INET6) {
-		int one = 1;
-		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	}
-}
-
 /* ---- OpenSSL errors in words ------------------------------------------ */
 
 /* The earliest error on this thread's OpenSSL queue is the root cause; the
@@ -362,7 +280,7 @@ static int handshake_error(vy_channel *ch, bool server, int ssl_err,
 static int run_handshake(vy_channel *ch, bool server, int64_t deadline,
 			 int timeout_ms, vy_error *err)
 {
-	if (set_nonblocking(ch->fd, true) < 0)
+	if (vy_net_set_nonblocking(ch->fd, true) < 0)
 		return vy_error_sys(err, errno, "fcntl O_NONBLOCK on %s",
 				    ch->peer);
 	for (;;) {
@@ -382,7 +300,7 @@ static int run_handshake(vy_channel *ch, bool server, int64_t deadline,
 			.events = ssl_err == SSL_ERROR_WANT_READ ? POLLIN
 								 : POLLOUT,
 		};
-		int n = poll(&pfd, 1, remaining_ms(deadline));
+		int n = poll(&pfd, 1, vy_net_remaining_ms(deadline));
 		if (n < 0 && errno != EINTR)
 			return vy_error_sys(err, errno, "poll on %s", ch->peer);
 		if (n == 0) {
@@ -393,7 +311,7 @@ static int run_handshake(vy_channel *ch, bool server, int64_t deadline,
 					   ch->peer, timeout_ms);
 		}
 	}
-	if (set_nonblocking(ch->fd, false) < 0)
+	if (vy_net_set_nonblocking(ch->fd, false) < 0)
 		return vy_error_sys(err, errno, "fcntl ~O_NONBLOCK on %s",
 				    ch->peer);
 	return 0;
@@ -413,7 +331,7 @@ static int establish_channel(int fd_in, const uint8_t key[VY_KEY_LEN],
 		return vy_error_sys(err, ENOMEM, "allocating a channel");
 	ch->fd = take_fd(fd);
 	memcpy(ch->key, key, VY_KEY_LEN);
-	prepare_connected_socket(ch->fd, ch->peer, sizeof(ch->peer));
+	vy_net_prepare_connected(ch->fd, ch->peer, sizeof(ch->peer));
 
 	ERR_clear_error();
 	ch->ssl = SSL_new(ctx);
@@ -438,142 +356,35 @@ static int establish_channel(int fd_in, const uint8_t key[VY_KEY_LEN],
 int vy_channel_accept(int fd, const uint8_t key[VY_KEY_LEN], int timeout_ms,
 		      vy_channel **out, vy_error *err)
 {
-	return establish_channel(fd, key, true, deadline_after(timeout_ms),
+	return establish_channel(fd, key, true, vy_net_deadline_after(timeout_ms),
 				 timeout_ms, out, err);
 }
 
 int vy_channel_client_fd(int fd, const uint8_t key[VY_KEY_LEN], int timeout_ms,
 			 vy_channel **out, vy_error *err)
 {
-	return establish_channel(fd, key, false, deadline_after(timeout_ms),
+	return establish_channel(fd, key, false, vy_net_deadline_after(timeout_ms),
 				 timeout_ms, out, err);
 }
 
 /* ---- Connecting and listening ----------------------------------------- */
 
-/* Non-blocking connect to one address, waiting at most until deadline. */
-static int connect_one(const struct addrinfo *ai, int64_t deadline,
-		       int timeout_ms, const char *name, int *fd_out,
-		       vy_error *err)
-{
-	cleanup_close int fd = socket(ai->ai_family,
-				      ai->ai_socktype | SOCK_CLOEXEC |
-					      SOCK_NONBLOCK,
-				      ai->ai_protocol);
-	if (fd < 0)
-		return vy_error_sys(err, errno, "socket for %s", name);
-	if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
-		if (errno != EINPROGRESS)
-			return vy_error_sys(err, errno, "connect to %s", name);
-		struct pollfd pfd = { .fd = fd, .events = POLLOUT };
-		int n;
-		do
-			n = poll(&pfd, 1, remaining_ms(deadline));
-		while (n < 0 && errno == EINTR);
-		if (n < 0)
-			return vy_error_sys(err, errno, "poll connecting to %s",
-					    name);
-		if (n == 0)
-			return vy_error_set(err, ETIMEDOUT,
-					   "connect to %s timed out after %d ms",
-					   name, timeout_ms);
-		int so_error = 0;
-		socklen_t len = sizeof(so_error);
-		getsockopt(fd, SOL_SOCKET, SO_ERROR, &so_error, &len);
-		if (so_error)
-			return vy_error_sys(err, so_error, "connect to %s",
-					    name);
-	}
-	if (set_nonblocking(fd, false) < 0)
-		return vy_error_sys(err, errno, "fcntl on socket to %s", name);
-	*fd_out = take_fd(fd);
-	return 0;
-}
-
-static int resolve(const char *host, uint16_t port, bool passive,
-		   struct addrinfo **res, vy_error *err)
-{
-	char service[8];
-	snprintf(service, sizeof(service), "%u", port);
-	struct addrinfo hints = {
-		.ai_family = AF_UNSPEC,
-		.ai_socktype = SOCK_STREAM,
-		.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0),
-	};
-	int rc = getaddrinfo(host, service, &hints, res);
-	if (rc == EAI_SYSTEM)
-		return vy_error_sys(err, errno, "resolving %s", host);
-	if (rc != 0)
-		return vy_error_set(err, EHOSTUNREACH, "resolving %s: %s", host,
-				   gai_strerror(rc));
-	return 0;
-}
-
 int vy_channel_connect(const char *spec, const uint8_t key[VY_KEY_LEN],
 		       int timeout_ms, vy_channel **out, vy_error *err)
 {
-	char host[256];
-	uint16_t port;
-	if (vy_parse_hostport(spec, host, sizeof(host), &port, err) < 0)
-		return -1;
-	int64_t deadline = deadline_after(timeout_ms);
-	struct addrinfo *res = NULL;
-	if (resolve(host, port, false, &res, err) < 0)
-		return vy_error_wrap(err, "connecting to %s", spec);
-
-	/* Try each address in the resolver's order; report the last failure
-	 * if none answers. */
+	int64_t deadline = vy_net_deadline_after(timeout_ms);
 	int fd = -1;
-	for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
-		char name[PEER_NAME_MAX];
-		format_sockaddr(ai->ai_addr, name, sizeof(name));
-		if (connect_one(ai, deadline, timeout_ms, name, &fd, err) < 0 &&
-		    remaining_ms(deadline) == 0)
-			break;
-	}
-	freeaddrinfo(res);
-	if (fd < 0)
-		return vy_error_wrap(err, "connecting to %s", spec);
+	if (vy_net_connect(spec, deadline, timeout_ms, &fd, err) < 0)
+		return -1;
 	if (establish_channel(fd, key, false, deadline, timeout_ms, out,
 			      err) < 0)
 		return vy_error_wrap(err, "connecting to %s", spec);
 	return 0;
 }
 
-static int listen_on(const struct addrinfo *ai, int *fd_out, vy_error *err)
-{
-	char name[PEER_NAME_MAX];
-	format_sockaddr(ai->ai_addr, name, sizeof(name));
-	cleanup_close int fd = socket(ai->ai_family,
-				      ai->ai_socktype | SOCK_CLOEXEC,
-				      ai->ai_protocol);
-	if (fd < 0)
-		return vy_error_sys(err, errno, "socket for %s", name);
-	int one = 1;
-	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0)
-		return vy_error_sys(err, errno, "SO_REUSEADDR on %s", name);
-	if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0)
-		return vy_error_sys(err, errno, "bind %s", name);
-	if (listen(fd, 64) < 0)
-		return vy_error_sys(err, errno, "listen on %s", name);
-	*fd_out = take_fd(fd);
-	return 0;
-}
-
 int vy_channel_listen(const char *spec, int *fd_out, vy_error *err)
 {
-	char host[256];
-	uint16_t port;
-	if (parse_hostport(spec, true, host, sizeof(host), &port, err) < 0)
-		return -1;
-	struct addrinfo *res = NULL;
-	if (resolve(host, port, true, &res, err) < 0)
-		return vy_error_wrap(err, "listening on %s", spec);
-	int rc = -1;
-	for (struct addrinfo *ai = res; ai && rc < 0; ai = ai->ai_next)
-		rc = listen_on(ai, fd_out, err);
-	freeaddrinfo(res);
-	return rc;
+	return vy_net_listen(spec, fd_out, err);
 }
 
 /* ---- Frames ----------------------------------------------------------- */
@@ -887,7 +698,7 @@ void vy_channel_close(vy_channel *ch)
 		 * close must not block on a peer that stopped reading. */
 		if (!ch->broken && !ch->send_failed &&
 		    SSL_is_init_finished(ch->ssl) &&
-		    set_nonblocking(ch->fd, true) == 0)
+		    vy_net_set_nonblocking(ch->fd, true) == 0)
 			SSL_shutdown(ch->ssl);
 		SSL_free(ch->ssl);
 		ERR_clear_error();
@@ -896,243 +707,4 @@ void vy_channel_close(vy_channel *ch)
 		close(ch->fd);
 	OPENSSL_cleanse(ch->key, sizeof(ch->key));
 	free(ch);
-}
-
-/* ---- Keys and addresses ----------------------------------------------- */
-
-static int hex_value(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-/* Decode exactly 2*VY_KEY_LEN hex digits followed by nothing but
- * whitespace. */
-static int decode_key_text(const char *path, const char *text, size_t len,
-			   uint8_t key[VY_KEY_LEN], vy_error *err)
-{
-	size_t digits = 0;
-	while (digits < len && hex_value(text[digits]) >= 0)
-		digits++;
-	size_t rest = digits;
-	while (rest < len && isspace((unsigned char)text[rest]))
-		rest++;
-	if (rest != len)
-		return vy_error_set(err, EINVAL,
-				   "key file %s: unexpected character at "
-				   "offset %zu (expected %d hex digits)",
-				   path, rest, 2 * VY_KEY_LEN);
-	if (digits != 2 * VY_KEY_LEN)
-		return vy_error_set(err, EINVAL,
-				   "key file %s: found %zu hex digits, expected "
-				   "%d (a 32-byte key)",
-				   path, digits, 2 * VY_KEY_LEN);
-	for (size_t i = 0; i < VY_KEY_LEN; i++)
-		key[i] = (uint8_t)(hex_value(text[2 * i]) << 4 |
-				   hex_value(text[2 * i + 1]));
-	return 0;
-}
-
-int vy_key_load(const char *path, uint8_t key[VY_KEY_LEN], vy_error *err)
-{
-	cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return vy_error_sys(err, errno, "opening key file %s", path);
-	struct stat st;
-	if (fstat(fd, &st) < 0)
-		return vy_error_sys(err, errno, "stat key file %s", path);
-	if (!S_ISREG(st.st_mode))
-		return vy_error_set(err, EINVAL, "key file %s is not a regular "
-						 "file",
-				   path);
-	/* A key others can read is a key others hold: refuse it rather than
-	 * run a cluster whose secret is not secret. */
-	if (st.st_mode & 077)
-		return vy_error_set(err, EPERM,
-				   "key file %s has mode %04o, readable by group "
-				   "or others; run: chmod 600 %s",
-				   path, (unsigned)(st.st_mode & 07777), path);
-
-	char text[4 * VY_KEY_LEN]; /* room for the key and generous slack */
-	ssize_t n;
-	do
-		n = read(fd, text, sizeof(text));
-	while (n < 0 && errno == EINTR);
-	if (n < 0)
-		return vy_error_sys(err, errno, "reading key file %s", path);
-	int rc;
-	if ((size_t)n == sizeof(text))
-		rc = vy_error_set(err, EINVAL, "key file %s is too long for a "
-					       "%d-byte key",
-				  path, VY_KEY_LEN);
-	else
-		rc = decode_key_text(path, text, (size_t)n, key, err);
-	OPENSSL_cleanse(text, sizeof(text));
-	return rc;
-}
-
-/* mkdir -p for the directory that will hold the key; new levels are 0700
- * because they hold a secret. */
-static int make_key_directory(const char *path, vy_error *err)
-{
-	cleanup_free char *dir = strdup(path);
-	if (!dir)
-		return vy_error_sys(err, ENOMEM, "copying path");
-	char *slash = strrchr(dir, '/');
-	if (!slash || slash == dir)
-		return 0;
-	*slash = '\0';
-	for (char *p = dir + 1; ; p++) {
-		bool last = *p == '\0';
-		if (*p != '/' && !last)
-			continue;
-		*p = '\0';
-		if (mkdir(dir, 0700) < 0 && errno != EEXIST)
-			return vy_error_sys(err, errno, "creating directory %s",
-					    dir);
-		if (last)
-			return 0;
-		*p = '/';
-	}
-}
-
-static int write_key_file(int fd, const char *path, vy_error *err)
-{
-	uint8_t key[VY_KEY_LEN];
-	char text[2 * VY_KEY_LEN + 1];
-	int rc = 0;
-	if (RAND_bytes(key, sizeof(key)) != 1) {
-		rc = vy_error_set(err, EIO, "generating a random key: %s",
-				  ERR_reason_error_string(ERR_get_error()));
-	} else {
-		for (size_t i = 0; i < VY_KEY_LEN; i++)
-			snprintf(text + 2 * i, 3, "%02x", key[i]);
-		text[2 * VY_KEY_LEN] = '\n';
-		ssize_t n = write(fd, text, sizeof(text));
-		if (n != (ssize_t)sizeof(text))
-			rc = vy_error_sys(err, n < 0 ? errno : EIO,
-					  "writing key file %s", path);
-		else if (fsync(fd) < 0)
-			rc = vy_error_sys(err, errno, "fsync key file %s", path);
-	}
-	OPENSSL_cleanse(key, sizeof(key));
-	OPENSSL_cleanse(text, sizeof(text));
-	return rc;
-}
-
-int vy_key_generate(const char *path, vy_error *err)
-{
-	if (make_key_directory(path, err) < 0)
-		return vy_error_wrap(err, "generating key %s", path);
-	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
-		      0600);
-	if (fd < 0 && errno == EEXIST)
-		return vy_error_set(err, EEXIST,
-				   "key file %s already exists; refusing to "
-				   "overwrite it (every agent holding the old "
-				   "key would be locked out)",
-				   path);
-	if (fd < 0)
-		return vy_error_sys(err, errno, "creating key file %s", path);
-	int rc = write_key_file(fd, path, err);
-	if (close(fd) < 0 && rc == 0)
-		rc = vy_error_sys(err, errno, "closing key file %s", path);
-	/* A half-written key must not be mistaken for a key later. */
-	if (rc < 0)
-		unlink(path);
-	return rc;
-}
-
-static int parse_port(const char *spec, const char *text, bool allow_zero,
-		      uint16_t *port, vy_error *err)
-{
-	unsigned long value = 0;
-	size_t digits = strspn(text, "0123456789");
-	if (digits == 0 || digits > 5 || text[digits] != '\0')
-		return vy_error_set(err, EINVAL, "address %s: port \"%s\" is "
-						 "not a number",
-				   spec, text);
-	value = strtoul(text, NULL, 10);
-	if ((value == 0 && !allow_zero) || value > 65535)
-		return vy_error_set(err, EINVAL, "address %s: port %lu is out "
-						 "of range 1-65535",
-				   spec, value);
-	*port = (uint16_t)value;
-	return 0;
-}
-
-static bool host_chars_ok(const char *host, size_t len, bool bracketed)
-{
-	const char *allowed = bracketed ? "0123456789abcdefABCDEF:."
-					: "abcdefghijklmnopqrstuvwxyz"
-					  "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-					  "0123456789.-_";
-	for (size_t i = 0; i < len; i++)
-		if (!strchr(allowed, host[i]))
-			return false;
-	return len > 0;
-}
-
-/* Port 0 only makes sense to listen on ("any free port"), so only
- * vy_channel_listen() allows it. */
-static int parse_hostport(const char *spec, bool allow_port_zero, char *host,
-			  size_t hostlen, uint16_t *port, vy_error *err)
-{
-	if (!spec || !*spec)
-		return vy_error_set(err, EINVAL, "empty address");
-	const char *start = spec, *end, *port_text = NULL;
-	bool bracketed = spec[0] == '[';
-	if (bracketed) {
-		start = spec + 1;
-		end = strchr(start, ']');
-		if (!end)
-			return vy_error_set(err, EINVAL, "address %s: missing "
-							 "']'",
-					   spec);
-		if (end[1] == ':')
-			port_text = end + 2;
-		else if (end[1] != '\0')
-			return vy_error_set(err, EINVAL, "address %s: expected "
-							 "':PORT' after ']'",
-					   spec);
-	} else {
-		end = strchr(spec, ':');
-		if (end && strchr(end + 1, ':'))
-			return vy_error_set(err, EINVAL,
-					   "address %s: write IPv6 addresses "
-					   "in brackets, e.g. [::1]:%d",
-					   spec, VY_DEFAULT_PORT);
-		if (end)
-			port_text = end + 1;
-		else
-			end = spec + strlen(spec);
-	}
-	size_t len = (size_t)(end - start);
-	if (!host_chars_ok(start, len, bracketed))
-		return vy_error_set(err, EINVAL, "address %s: \"%.*s\" is not a "
-						 "host name or IP address",
-				   spec, (int)len, start);
-	if (len >= hostlen)
-		return vy_error_set(err, ENAMETOOLONG, "address %s: host name "
-						       "too long",
-				   spec);
-	uint16_t p = VY_DEFAULT_PORT;
-	if (port_text &&
-	    parse_port(spec, port_text, allow_port_zero, &p, err) < 0)
-		return -1;
-	memcpy(host, start, len);
-	host[len] = '\0';
-	*port = p;
-	return 0;
-}
-
-int vy_parse_hostport(const char *spec, char *host, size_t hostlen,
-		      uint16_t *port, vy_error *err)
-{
-	return parse_hostport(spec, false, host, hostlen, port, err);
 }

@@ -15,10 +15,9 @@
 #include <json-c/json.h>
 
 #include "error.h"
+#include "key.h" /* VY_KEY_LEN, vy_key_load(), vy_key_generate() */
+#include "net.h" /* VY_DEFAULT_PORT, vy_parse_hostport() */
 #include "wire.h"
-
-#define VY_KEY_LEN 32
-#define VY_DEFAULT_PORT 7600
 
 typedef struct vy_channel vy_channel;
 
@@ -28,17 +27,7 @@ struct vy_message {
 	uint8_t *payload; /* malloc'd, NUL-terminated for convenience (length excludes it) */
 };
 
-/* Read a key file: 64 hex characters (optionally followed by a newline).
- * Refuses a file readable by group or others. */
-int vy_key_load(const char *path, uint8_t key[VY_KEY_LEN], vy_error *err);
-/* Write a fresh random key, mode 0600, refusing to overwrite. */
-int vy_key_generate(const char *path, vy_error *err);
-
-/* Parse "ADDR:PORT", "ADDR" (default port), or "[v6]:PORT". */
-int vy_parse_hostport(const char *spec, char *host, size_t hostlen,
-		      uint16_t *port, vy_error *err);
-
-/* Listening socket (O_CLOEXEC, SO_REUSEADDR). */
+/* Listening socket (O_CLOEXEC, SO_REUSEADDR); see vy_net_listen(). */
 int vy_channel_listen(const char *spec, int *fd_out, vy_error *err);
 
 /* Connect with a timeout, then TLS handshake as client. */
