@@ -32,6 +32,7 @@ struct vy_daemon {
 	char key_path[PATH_MAX];
 	char socket_path[PATH_MAX];
 	char cgroup_parent[128];
+	char pid_file[PATH_MAX];
 	uint8_t key[VY_KEY_LEN];
 	struct vy_runtime rt;
 	json_object *facts; /* this host's pre-flight facts */

@@ -38,6 +38,7 @@ static void usage(FILE *f)
 		"  -c, --cgroup-parent NAME   restore received containers under cgroup\n"
 		"                             /NAME/<container> (default: keep the source's path)\n"
 		"  -t, --peer-timeout SEC     give up on a silent peer after SEC (default 30)\n"
+		"  -p, --pid-file PATH        write the agent's PID there once it listens\n"
 		"  -v, --verbose              debug logging\n"
 		"  -h, --help                 this help\n"
 		"  -V, --version              print the version\n",
@@ -55,6 +56,7 @@ static int parse_args(struct vy_daemon *d, int argc, char **argv)
 		{ "socket", required_argument, 0, 's' },
 		{ "cgroup-parent", required_argument, 0, 'c' },
 		{ "peer-timeout", required_argument, 0, 't' },
+		{ "pid-file", required_argument, 0, 'p' },
 		{ "verbose", no_argument, 0, 'v' },
 		{ "help", no_argument, 0, 'h' },
 		{ "version", no_argument, 0, 'V' },
@@ -67,7 +69,7 @@ static int parse_args(struct vy_daemon *d, int argc, char **argv)
 	snprintf(d->socket_path, sizeof(d->socket_path), "%s", VY_DEFAULT_SOCKET);
 	d->peer_timeout_ms = 30000;
 	int c;
-	while ((c = getopt_long(argc, argv, "l:d:k:r:R:s:c:t:vhV", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "l:d:k:r:R:s:c:t:p:vhV", opts, NULL)) != -1) {
 		switch (c) {
 		case 'l': snprintf(d->listen, sizeof(d->listen), "%s", optarg); break;
 		case 'd': snprintf(d->state_dir, sizeof(d->state_dir), "%s", optarg); break;
@@ -83,6 +85,7 @@ static int parse_args(struct vy_daemon *d, int argc, char **argv)
 			snprintf(d->cgroup_parent, sizeof(d->cgroup_parent), "%s", optarg);
 			break;
 		case 't': d->peer_timeout_ms = atoi(optarg) * 1000; break;
+		case 'p': snprintf(d->pid_file, sizeof(d->pid_file), "%s", optarg); break;
 		case 'v': vy_log_set_level(VY_LOG_DEBUG); break;
 		case 'h': usage(stdout); exit(0);
 		case 'V': printf("voyagerd %s\n", VOYAGER_VERSION); exit(0);

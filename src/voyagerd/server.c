@@ -296,6 +296,12 @@ int vy_server_run(struct vy_daemon *d, vy_error *err)
 		return vy_error_wrap(err, "listen on %s", d->listen);
 	vy_info("listening on %s (peers, TLS 1.3) and %s (control)", d->listen,
 		d->socket_path);
+	if (d->pid_file[0]) {
+		char pid[32];
+		int n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+		if (vy_write_file_atomic(d->pid_file, pid, (size_t)n, 0644, err) < 0)
+			return vy_error_wrap(err, "pid file");
+	}
 	while (!vy_stop_requested) {
 		struct pollfd p[2] = { { ctl, POLLIN, 0 }, { peer, POLLIN, 0 } };
 		int n = poll(p, 2, 500);
@@ -315,6 +321,8 @@ int vy_server_run(struct vy_daemon *d, vy_error *err)
 		}
 	}
 	unlink(d->socket_path);
+	if (d->pid_file[0])
+		unlink(d->pid_file);
 	vy_info("stopping");
 	return 0;
 }

@@ -58,6 +58,7 @@ struct migration {
 	uint64_t bytes_memory, bytes_rootfs, bytes_volumes, need_bytes;
 	json_object *phases_ms;
 	bool checkpointed;
+	bool target_durable;
 	bool progress_stop;
 	pthread_mutex_t progress_lock;
 	pthread_cond_t progress_cond;
@@ -264,7 +265,7 @@ static int run_preflight(struct migration *m, vy_error *err)
 		return -1;
 	int rc = vy_channel_connect(m->to, m->d->key, 5000, &m->ch, err);
 	if (rc == 0) {
-		vy_channel_set_timeout(m->ch, 60000, NULL);
+		vy_channel_set_timeout(m->ch, m->d->peer_timeout_ms, NULL);
 		rc = vy_channel_send_json(m->ch, VY_MSG_PREFLIGHT, req, err);
 	}
 	json_object_put(req);
@@ -432,10 +433,15 @@ static int commit(struct migration *m, vy_error *err)
 	vy_error ack;
 	struct vy_message msg = { 0 };
 	vy_channel_set_timeout(m->ch, 10000, NULL);
+	json_object *a = NULL;
 	if (vy_channel_send_json(m->ch, VY_MSG_COMMIT, c, &ack) < 0 ||
-	    vy_channel_expect(m->ch, VY_MSG_COMMIT_ACK, &msg, &ack) < 0)
+	    vy_channel_expect(m->ch, VY_MSG_COMMIT_ACK, &msg, &ack) < 0 ||
+	    vy_message_json(&msg, &a, &ack) < 0)
 		vy_warn("migration %s: commit not acknowledged (%s); the target will ask us",
 			m->id, ack.msg);
+	/* Our checkpoint is the last copy until the target's data is on disk. */
+	m->target_durable = a && json_object_get_boolean(json_object_object_get(a, "durable"));
+	json_object_put(a);
 	vy_message_free(&msg);
 	json_object_put(c);
 	return 0;
@@ -444,6 +450,12 @@ static int commit(struct migration *m, vy_error *err)
 static void cleanup_source(struct migration *m)
 {
 	vy_error err;
+	if (!m->target_durable) {
+		vy_warn("migration %s: the target has not confirmed its copy is on disk; keeping "
+			"our checkpoint in %s", m->id, m->dir);
+		vy_journal_set(m->j, "checkpoint_kept", json_object_new_string(m->dir));
+		return;
+	}
 	if (vy_rm_rf(m->dir, &err) < 0)
 		vy_warn("migration %s: %s", m->id, err.msg);
 	/* A bundle that we received in an earlier migration is ours to delete;

@@ -390,6 +390,14 @@ static int restore_here(struct session *s, struct vy_message *msg, vy_error *err
 /* Drop everything this session made, the restored container included. */
 static void discard(struct session *s, const char *why)
 {
+	struct vy_container_state st;
+	char ours[PATH_MAX];
+	snprintf(ours, sizeof(ours), "%s/bundle", s->ctr_dir);
+	/* A failed restore may leave the runtime holding a half-made container. */
+	if (!s->restored && s->container[0] &&
+	    vy_runtime_state(&s->d->rt, s->container, &st, NULL) == 0 &&
+	    strcmp(st.status, "absent") != 0 && !strcmp(st.bundle, ours))
+		s->restored = true;
 	if (s->restored) {
 		vy_error err;
 		if (vy_runtime_delete(&s->d->rt, s->container, true, &err) < 0)
@@ -404,6 +412,19 @@ static void discard(struct session *s, const char *why)
 	if (s->j)
 		vy_journal_finish(s->j, "aborted", why, NULL);
 	vy_info("migration %s: dropped (%s)", s->id, why);
+}
+
+/* The received bundle must be on disk before the source deletes its copy. */
+static bool sync_received(struct session *s)
+{
+	int fd = open(s->ctr_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	int rc = syncfs(fd);
+	close(fd);
+	if (rc < 0)
+		vy_err("migration %s: syncfs %s: %s", s->id, s->ctr_dir, strerror(errno));
+	return rc == 0;
 }
 
 static void committed(struct session *s)
@@ -503,6 +524,7 @@ static void run_session(struct session *s)
 			committed(s);
 			json_object *a = json_object_new_object();
 			json_object_object_add(a, "id", json_object_new_string(s->id));
+			json_object_object_add(a, "durable", json_object_new_boolean(sync_received(s)));
 			vy_channel_send_json(s->ch, VY_MSG_COMMIT_ACK, a, NULL);
 			json_object_put(a);
 			vy_message_free(&msg);

@@ -3,6 +3,8 @@
 #
 #   vy_key_init DIR                 make a cluster key at DIR/cluster.key
 #   vy_agent_start LAB HOST [RUNTIME] [voyagerd args...]
+#                                   (VY_AGENT_KEY: another key file;
+#                                    VY_AGENT_ENV: one VAR=value for it)
 #   vy_agent_stop LAB HOST          SIGTERM, wait
 #   vy_agent_kill LAB HOST          SIGKILL (a crash)
 #   vy_agent_pid LAB HOST
@@ -34,19 +36,18 @@ vy_agent_start() {
 	dir=$(lab_dir "$lab" "$host")
 	key=${VY_AGENT_KEY:-$VY_KEY}
 	install -m 600 "$key" "$dir/cluster.key"
-	rm -f "$dir/run/voyagerd.sock"
-	lab_exec "$lab" "$host" setsid "${VY_AGENT_WRAPPER[@]}" "$VY_BUILD/voyagerd" \
+	rm -f "$dir/run/voyagerd.sock" "$dir/voyagerd.pid"
+	lab_exec "$lab" "$host" setsid ${VY_AGENT_ENV:+env "$VY_AGENT_ENV"} "$VY_BUILD/voyagerd" \
 		--listen "$(lab_ip "$lab" "$host"):7600" \
 		--state-dir "$dir/state" --key "$dir/cluster.key" \
 		--runtime "$runtime" --runtime-root "$dir/runtime/$runtime" \
-		--socket "$dir/run/voyagerd.sock" \
+		--socket "$dir/run/voyagerd.sock" --pid-file "$dir/voyagerd.pid" \
 		--cgroup-parent "$(lab_cgroup_parent "$lab" "$host")" "$@" \
 		>>"$dir/voyagerd.log" 2>&1 </dev/null &
-	echo $! >"$dir/voyagerd.pid"
-	local i
+	local launcher=$! i
 	for i in $(seq 1 100); do
-		[ -S "$dir/run/voyagerd.sock" ] && return 0
-		kill -0 "$(cat "$dir/voyagerd.pid")" 2>/dev/null || break
+		[ -S "$dir/run/voyagerd.sock" ] && [ -s "$dir/voyagerd.pid" ] && return 0
+		kill -0 "$launcher" 2>/dev/null || [ -s "$dir/voyagerd.pid" ] || break
 		sleep 0.05
 	done
 	echo "voyagerd on $host did not start; log:" >&2
