@@ -129,6 +129,11 @@ int main(int argc, char **argv)
 		fprintf(stderr, "voyagerd: %s\n", err.msg);
 		return 1;
 	}
+	int maj, min, pat;
+	if (!d.rt.path[0] && vy_criu_version(&maj, &min, &pat, &err) < 0) {
+		fprintf(stderr, "voyagerd: %s\n", err.msg);
+		return 1;
+	}
 	if (!d.facts)
 		d.facts = json_object_new_object();
 	if (vy_mkdir_p(d.state_dir, 0700, &err) < 0) {

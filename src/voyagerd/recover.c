@@ -40,8 +40,11 @@ static void recover_source(struct vy_daemon *d, json_object *j)
 	const char *dec = vy_json_str(j, "decision", "");
 	vy_error err;
 	if (!strcmp(dec, "committed")) {
-		vy_rm_rf(dir, NULL);
+		/* We do not know whether the target confirmed its copy is on
+		 * disk, so our checkpoint stays until an operator removes it. */
+		json_object_object_add(j, "checkpoint_kept", json_object_new_string(dir));
 		finish_journal(d, j, "migrated", NULL);
+		vy_warn("recover %s: committed; checkpoint kept in %s", id, dir);
 		return;
 	}
 	if (!json_object_get_boolean(json_object_object_get(j, "checkpointed"))) {

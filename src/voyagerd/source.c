@@ -56,6 +56,7 @@ struct migration {
 	const char *phase;
 	uint64_t t_start, t_phase, t_freeze, t_running;
 	uint64_t bytes_memory, bytes_rootfs, bytes_volumes, need_bytes;
+	uint64_t wire_bytes; /* of a channel that is already closed */
 	json_object *phases_ms;
 	bool checkpointed;
 	bool target_durable;
@@ -480,8 +481,10 @@ static void tell_target_abort(struct migration *m, const char *reason)
 	vy_error err;
 	struct vy_message msg = { 0 };
 	vy_channel *ch = NULL;
-	if (m->ch)
+	if (m->ch) {
+		m->wire_bytes = vy_channel_bytes_sent(m->ch);
 		vy_channel_close(m->ch);
+	}
 	m->ch = NULL;
 	if (vy_channel_connect(m->to, m->d->key, 3000, &ch, &err) == 0) {
 		vy_channel_set_timeout(ch, 15000, NULL);
@@ -545,8 +548,7 @@ static json_object *build_report(struct migration *m, const char *result,
 	json_object_object_add(b, "rootfs", json_object_new_int64((int64_t)m->bytes_rootfs));
 	json_object_object_add(b, "volumes", json_object_new_int64((int64_t)m->bytes_volumes));
 	json_object_object_add(b, "wire", json_object_new_int64(
-		m->ch ? (int64_t)vy_channel_bytes_sent(m->ch) : (int64_t)m->bytes_memory +
-		(int64_t)m->bytes_rootfs + (int64_t)m->bytes_volumes));
+		(int64_t)(m->ch ? vy_channel_bytes_sent(m->ch) : m->wire_bytes)));
 	json_object_object_add(r, "bytes", b);
 	json_object_object_add(r, "phases_ms", json_object_get(m->phases_ms));
 	if (err_msg) {
