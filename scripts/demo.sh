@@ -171,6 +171,8 @@ rcli a SET demo:counter 0 >/dev/null
 n=$(rcli a DBSIZE)
 [ "$n" = $((KEYS + 1)) ] || die "DBSIZE on a is '$n', expected $((KEYS + 1))"
 info "DBSIZE on host a: $n ($KEYS keys + demo:counter)"
+RUNID=$(rcli a INFO server | tr -d '\r' | sed -n 's/^run_id://p')
+info "redis run_id $RUNID (a restarted redis would get a new one)"
 
 # The client: INCR demo:counter over and over, on whichever host runs the
 # container.  Each acknowledged value goes to acked (last one wins);
@@ -244,6 +246,8 @@ sa=$(rt a state "$ID" 2>/dev/null | python3 -c 'import json,sys; print(json.load
 sb=$(rt b state "$ID" 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])' 2>/dev/null)
 [ "$sb" = running ]; check $? "container runs on host b (runc state: ${sb:-absent})"
 [ -z "$sa" ]; check $? "container is gone from host a (runc state: ${sa:-absent})"
+rid=$(rcli b INFO server | tr -d '\r' | sed -n 's/^run_id://p')
+[ -n "$RUNID" ] && [ "$rid" = "$RUNID" ]; check $? "same redis process on b, not a restart (run_id ${rid:-?})"
 n=$(rcli b DBSIZE)
 [ "$n" = $((KEYS + 1)) ]; check $? "DBSIZE on b: ${n:-?} (expected $((KEYS + 1)))"
 # Every key, checked inside redis on b against the same formula.
