@@ -39,7 +39,12 @@ static void recover_source(struct vy_daemon *d, json_object *j)
 	const char *dir = vy_json_str(j, "source_dir", "");
 	const char *dec = vy_json_str(j, "decision", "");
 	vy_error err;
+	struct vy_container_state st;
 	if (!strcmp(dec, "committed")) {
+		/* The target owns it: the frozen original must not run again. */
+		if (vy_runtime_state(&d->rt, container, &st, NULL) == 0 &&
+		    strcmp(st.status, "absent") != 0)
+			vy_runtime_delete(&d->rt, container, true, NULL);
 		/* We do not know whether the target confirmed its copy is on
 		 * disk, so our checkpoint stays until an operator removes it. */
 		json_object_object_add(j, "checkpoint_kept", json_object_new_string(dir));
@@ -47,20 +52,32 @@ static void recover_source(struct vy_daemon *d, json_object *j)
 		vy_warn("recover %s: committed; checkpoint kept in %s", id, dir);
 		return;
 	}
-	if (!json_object_get_boolean(json_object_object_get(j, "checkpointed"))) {
+	bool checkpointed = json_object_get_boolean(json_object_object_get(j, "checkpointed"));
+	bool frozen = json_object_get_boolean(json_object_object_get(j, "frozen"));
+	if (!checkpointed && !frozen) {
 		finish_journal(d, j, "failed", "agent restarted before the checkpoint");
 		return;
 	}
+	/* No commit was recorded, so the container is ours: thaw the frozen
+	 * original, or restore it from our checkpoint if it is gone. */
 	json_object_object_add(j, "decision", json_object_new_string("rolled-back"));
 	finish_journal(d, j, "rolled-back", "agent restarted mid-migration");
-	struct vy_container_state st;
-	if (vy_runtime_state(&d->rt, container, &st, &err) == 0 && !strcmp(st.status, "absent")) {
+	if (vy_runtime_state(&d->rt, container, &st, &err) < 0) {
+		vy_err("recover %s: %s", id, err.msg);
+		return;
+	}
+	if (!strcmp(st.status, "paused")) {
+		if (vy_runtime_resume(&d->rt, container, &err) < 0)
+			vy_err("recover %s: cannot thaw %s: %s", id, container, err.msg);
+		else
+			vy_info("recover %s: rolled back, %s runs here again", id, container);
+		vy_rm_rf(dir, NULL);
+	} else if (!strcmp(st.status, "absent") && checkpointed) {
 		char images[PATH_MAX], work[PATH_MAX];
-		json_object *rep = json_object_object_get(j, "bundle");
 		snprintf(images, sizeof(images), "%s/images", dir);
 		snprintf(work, sizeof(work), "%s/work-recover", dir);
 		vy_mkdir_p(work, 0700, NULL);
-		const char *bundle = rep ? json_object_get_string(rep) : "";
+		const char *bundle = vy_json_str(j, "bundle", "");
 		if (vy_runtime_restore(&d->rt, container, bundle, images, work, NULL, &err) < 0)
 			vy_err("recover %s: cannot restore %s: %s", id, container, err.msg);
 		else
@@ -85,7 +102,12 @@ static void *recover_target(void *arg)
 			container);
 		for (int i = 0;; i++) {
 			const char *dec = vy_target_ask_source(d, vy_json_str(j, "peer", ""), id);
-			if (!strcmp(dec, "committed")) {
+			struct vy_container_state st;
+	if (!strcmp(dec, "committed")) {
+		/* The target owns it: the frozen original must not run again. */
+		if (vy_runtime_state(&d->rt, container, &st, NULL) == 0 &&
+		    strcmp(st.status, "absent") != 0)
+			vy_runtime_delete(&d->rt, container, true, NULL);
 				vy_runtime_resume(&d->rt, container, NULL);
 				vy_rm_rf(mig, NULL);
 				finish_journal(d, j, "migrated", NULL);

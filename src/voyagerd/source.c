@@ -59,6 +59,7 @@ struct migration {
 	uint64_t wire_bytes; /* of a channel that is already closed */
 	json_object *phases_ms;
 	bool checkpointed;
+	bool frozen;
 	bool target_durable;
 	bool progress_stop;
 	pthread_mutex_t progress_lock;
@@ -285,9 +286,21 @@ static int checkpoint(struct migration *m, vy_error *err)
 	snprintf(m->work, sizeof(m->work), "%s/work", m->dir);
 	if (vy_mkdir_p(m->images, 0700, err) < 0 || vy_mkdir_p(m->work, 0700, err) < 0)
 		return -1;
-	vy_journal_set(m->j, "bundle", json_object_new_string(m->bundle));
+	/* Freeze first and dump with --leave-running: the container stays
+	 * frozen here, whole, until the decision.  Rolling back is then a
+	 * thaw, which cannot fail the way a second restore can. */
 	m->t_freeze = vy_now_ms();
+	if (vy_runtime_pause(&m->d->rt, m->container, err) < 0)
+		return vy_error_wrap(err, "freeze %s", m->container);
+	m->frozen = true;
+	m->opts.leave_running = true;
 	if (vy_runtime_checkpoint(&m->d->rt, m->container, m->images, m->work, &m->opts, err) < 0) {
+		vy_error thaw;
+		if (vy_runtime_resume(&m->d->rt, m->container, &thaw) < 0)
+			vy_err("migration %s: cannot thaw %s after a failed checkpoint: %s", m->id,
+			       m->container, thaw.msg);
+		else
+			m->frozen = false;
 		char log[PATH_MAX + 16];
 		snprintf(log, sizeof(log), "%s/dump.log", m->work);
 		cleanup_free char *tail = vy_file_tail(log, 200);
@@ -451,6 +464,11 @@ static int commit(struct migration *m, vy_error *err)
 static void cleanup_source(struct migration *m)
 {
 	vy_error err;
+	/* The frozen original goes first: it must never run again. */
+	if (vy_runtime_delete(&m->d->rt, m->container, true, &err) < 0)
+		vy_err("migration %s: cannot delete the frozen %s here: %s", m->id, m->container,
+		       err.msg);
+	m->frozen = false;
 	if (!m->target_durable) {
 		vy_warn("migration %s: the target has not confirmed its copy is on disk; keeping "
 			"our checkpoint in %s", m->id, m->dir);
@@ -511,8 +529,16 @@ static int rollback(struct migration *m, const char *reason, vy_error *err)
 	if (vy_mkdir_p(work, 0700, err) < 0)
 		return -1;
 	struct vy_container_state st;
-	if (vy_runtime_state(&m->d->rt, m->container, &st, err) == 0 &&
-	    strcmp(st.status, "absent") != 0 && strcmp(st.status, "stopped") != 0)
+	if (vy_runtime_state(&m->d->rt, m->container, &st, err) < 0)
+		return -1;
+	if (!strcmp(st.status, "paused")) {
+		if (vy_runtime_resume(&m->d->rt, m->container, err) < 0)
+			return vy_error_wrap(err, "thaw %s", m->container);
+		vy_info("migration %s: rolled back, %s runs here again", m->id, m->container);
+		vy_rm_rf(m->dir, NULL);
+		return 0;
+	}
+	if (strcmp(st.status, "absent") != 0 && strcmp(st.status, "stopped") != 0)
 		return vy_error_set(err, EEXIST, "container %s is unexpectedly %s here",
 				    m->container, st.status);
 	if (!strcmp(st.status, "stopped"))
@@ -565,6 +591,10 @@ static const char *run_migration(struct migration *m, vy_error *err)
 	phase_begin(m, "preflight");
 	if (run_preflight(m, err) < 0)
 		return "failed";
+	/* Persisted with the next phase change, before anything is frozen:
+	 * a restarted agent then knows to look for a frozen container. */
+	vy_journal_set(m->j, "bundle", json_object_new_string(m->bundle));
+	vy_journal_set(m->j, "frozen", json_object_new_boolean(1));
 	phase_begin(m, "checkpoint");
 	if (checkpoint(m, err) < 0)
 		return "failed";

@@ -128,8 +128,10 @@ migrate_bg
 wait_until 20 in_transfer && sleep 1
 vy_agent_kill "$LAB" a
 wait "$MIG_PID"
-[ "$(ctr_state a runc "$ID")" = absent ] && t_ok "source agent killed: container was frozen" ||
-	t_ok "source agent killed: container state $(ctr_state a runc "$ID")"
+[ "$(ctr_state a runc "$ID")" = paused ] && [ "$(ctr_state b runc "$ID")" = absent ] &&
+	t_ok "source agent killed: the container waits frozen on A, not on B" ||
+	t_fail "source agent killed: the container waits frozen on A, not on B" \
+		"A=$(ctr_state a runc "$ID") B=$(ctr_state b runc "$ID")"
 vy_agent_start "$LAB" a runc --peer-timeout 5 || t_fail "agent a restart"
 wait_until 20 test "$(ctr_state a runc "$ID")" = running
 back_home "source agent killed, restarted"
