@@ -24,7 +24,8 @@
 # 12 characters.  Neither may contain "-", so "NAME-HOST" is unambiguous.
 #
 # What a lab owns (and what lab_down removes):
-#   netns     NAME-sw (bridge NAMEbr), NAME-HOST (veth "vyeth0", lo up)
+#   netns     NAME-sw (bridge NAMEbr), NAME-HOST (bridge "vybr0" holding the
+#             host's address, with uplink veth "vyeth0" into NAMEbr; lo up)
 #   mountns   /run/vylab/NAME/ns/HOST (a private bind mount holds the files)
 #   dirs      /var/lib/vylab/NAME/hosts/HOST/{state,run,runtime,bundles,tmp}
 #             /run/vylab/NAME
@@ -116,8 +117,14 @@ _lab_host_up() {
 	ip link add vyeth0 netns "$ns" type veth peer name "vyp$idx" netns "$sw" || return 1
 	ip -n "$sw" link set "vyp$idx" master "$br" up || return 1
 	ip -n "$ns" link set lo up || return 1
-	ip -n "$ns" addr add "$ip/24" dev vyeth0 || return 1
+	# The host's own bridge on the shared segment, as a real host would have
+	# it: its uplink (vyeth0) and its containers' veths are ports of vybr0,
+	# and the host's address sits on the bridge.
+	ip -n "$ns" link add vybr0 type bridge || return 1
+	ip -n "$ns" link set vyeth0 master vybr0 || return 1
+	ip -n "$ns" addr add "$ip/24" dev vybr0 || return 1
 	ip -n "$ns" link set vyeth0 up || return 1
+	ip -n "$ns" link set vybr0 up || return 1
 
 	# Persistent mount namespace.  Inside it, hide the other hosts: bind our
 	# own directory to a staging place, cover .../hosts with a tmpfs, and move

@@ -60,7 +60,7 @@ mkdir -p "$logs"
 
 echo "== unit tests"
 for t in "$build"/test_*; do
-	[ -x "$t" ] || continue
+	[ -f "$t" ] && [ -x "$t" ] || continue
 	name=$(basename "$t")
 	"$t" >"$logs/$name.log" 2>&1
 	rc=$?

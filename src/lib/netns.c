@@ -1,0 +1,486 @@
+/* netns.c - see netns.h. */
+#include "netns.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <net/ethernet.h>
+#include <net/if.h>
+#include <netinet/if_ether.h>
+#include <netpacket/packet.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <dirent.h>
+#include <unistd.h>
+
+#include <openssl/sha.h>
+
+#include "cleanup.h"
+#include "util.h"
+
+#define LOCK_TABLE "voyager_lock"
+
+/* Run argv, inside the namespace at ns when ns is not NULL. */
+static int run(const char *ns, const char *const *argv, char **out, vy_error *err)
+{
+	const char *full[32];
+	int n = 0;
+	char nsarg[4200];
+	if (ns) {
+		snprintf(nsarg, sizeof(nsarg), "--net=%s", ns);
+		full[n++] = "nsenter";
+		full[n++] = nsarg;
+	}
+	for (int i = 0; argv[i] && n < 31; i++)
+		full[n++] = argv[i];
+	full[n] = NULL;
+	struct vy_cmd_result res;
+	if (vy_cmd_run((char *const *)full, 30000, &res, err) < 0)
+		return -1;
+	if (res.status != 0) {
+		size_t l = strlen(res.errout);
+		while (l && res.errout[l - 1] == '\n')
+			res.errout[--l] = '\0';
+		vy_error_set(err, EIO, "%s: %s", vy_cmd_string((char *const *)full),
+			     res.errout[0] ? res.errout : "failed");
+		vy_cmd_result_free(&res);
+		return -1;
+	}
+	if (out)
+		*out = take_ptr(res.out);
+	vy_cmd_result_free(&res);
+	return 0;
+}
+
+#define RUN(ns, err, ...)                                          \
+	({                                                         \
+		const char *_argv[] = { __VA_ARGS__, NULL };       \
+		run((ns), _argv, NULL, (err));                     \
+	})
+
+static json_object *run_json(const char *ns, const char *const *argv, vy_error *err)
+{
+	cleanup_free char *out = NULL;
+	if (run(ns, argv, &out, err) < 0)
+		return NULL;
+	json_object *o = json_tokener_parse(out);
+	if (!o || !json_object_is_type(o, json_type_array)) {
+		json_object_put(o);
+		vy_error_set(err, EINVAL, "unexpected output from %s", argv[0]);
+		return NULL;
+	}
+	return o;
+}
+
+int vy_netns_create(const char *path, vy_error *err)
+{
+	int fd = open(path, O_RDONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444);
+	if (fd < 0)
+		return vy_error_sys(err, errno, "create %s", path);
+	close(fd);
+	pid_t pid = fork();
+	if (pid < 0) {
+		unlink(path);
+		return vy_error_sys(err, errno, "fork");
+	}
+	if (pid == 0) {
+		if (unshare(CLONE_NEWNET) < 0 ||
+		    mount("/proc/self/ns/net", path, "none", MS_BIND, NULL) < 0)
+			_exit(1);
+		_exit(0);
+	}
+	int status;
+	waitpid(pid, &status, 0);
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		unlink(path);
+		return vy_error_set(err, EPERM, "cannot create a network namespace at %s", path);
+	}
+	return RUN(path, err, "ip", "link", "set", "lo", "up");
+}
+
+int vy_netns_delete(const char *path, vy_error *err)
+{
+	if (umount2(path, MNT_DETACH) < 0 && errno != EINVAL && errno != ENOENT)
+		return vy_error_sys(err, errno, "unmount %s", path);
+	if (unlink(path) < 0 && errno != ENOENT)
+		return vy_error_sys(err, errno, "remove %s", path);
+	return 0;
+}
+
+void vy_net_host_ifname(const char *container, int index, char out[16])
+{
+	unsigned char md[SHA256_DIGEST_LENGTH];
+	SHA256((const unsigned char *)container, strlen(container), md);
+	snprintf(out, 16, "vy%02x%02x%02x%02x%d", md[0], md[1], md[2], md[3], index % 10);
+}
+
+static json_object *find_by_index(json_object *links, int64_t ifindex)
+{
+	for (size_t i = 0; i < json_object_array_length(links); i++) {
+		json_object *l = json_object_array_get_idx(links, i);
+		if (vy_json_int(l, "ifindex", -1) == ifindex)
+			return l;
+	}
+	return NULL;
+}
+
+static json_object *describe_addrs(json_object *link)
+{
+	json_object *addrs = json_object_new_array(), *info;
+	if (!json_object_object_get_ex(link, "addr_info", &info))
+		return addrs;
+	for (size_t k = 0; k < json_object_array_length(info); k++) {
+		json_object *a = json_object_array_get_idx(info, k);
+		const char *fam = vy_json_str(a, "family", "");
+		const char *scope = vy_json_str(a, "scope", "");
+		if (strcmp(fam, "inet") && !(strcmp(fam, "inet6") == 0 && !strcmp(scope, "global")))
+			continue;
+		char buf[128];
+		snprintf(buf, sizeof(buf), "%s/%lld", vy_json_str(a, "local", ""),
+			 (long long)vy_json_int(a, "prefixlen", 32));
+		json_object_array_add(addrs, json_object_new_string(buf));
+	}
+	return addrs;
+}
+
+static json_object *describe_routes(const char *path, vy_error *err)
+{
+	json_object *out = json_object_new_array();
+	static const char *const fams[] = { "-4", "-6" };
+	for (int f = 0; f < 2; f++) {
+		const char *argv[] = { "ip", "-j", fams[f], "route", "show", NULL };
+		json_object *routes = run_json(path, argv, err);
+		if (!routes) {
+			json_object_put(out);
+			return NULL;
+		}
+		for (size_t i = 0; i < json_object_array_length(routes); i++) {
+			json_object *r = json_object_array_get_idx(routes, i);
+			if (!vy_json_str(r, "gateway", NULL))
+				continue;
+			json_object *o = json_object_new_object();
+			json_object_object_add(o, "dst", json_object_new_string(vy_json_str(r, "dst", "default")));
+			json_object_object_add(o, "gateway", json_object_new_string(vy_json_str(r, "gateway", "")));
+			json_object_object_add(o, "dev", json_object_new_string(vy_json_str(r, "dev", "")));
+			json_object_array_add(out, o);
+		}
+		json_object_put(routes);
+	}
+	return out;
+}
+
+static json_object *describe_interface(json_object *l, json_object *host_links)
+{
+	json_object *o = json_object_new_object();
+	json_object_object_add(o, "name", json_object_new_string(vy_json_str(l, "ifname", "")));
+	json_object_object_add(o, "mac", json_object_new_string(vy_json_str(l, "address", "")));
+	json_object_object_add(o, "mtu", json_object_new_int64(vy_json_int(l, "mtu", 1500)));
+	json_object_object_add(o, "addrs", describe_addrs(l));
+	json_object *peer = find_by_index(host_links, vy_json_int(l, "link_index", -1));
+	json_object_object_add(o, "host_if",
+			       json_object_new_string(peer ? vy_json_str(peer, "ifname", "") : ""));
+	json_object_object_add(o, "bridge",
+			       json_object_new_string(peer ? vy_json_str(peer, "master", "") : ""));
+	return o;
+}
+
+int vy_net_describe(const char *path, json_object **out, vy_error *err)
+{
+	const char *addr_argv[] = { "ip", "-j", "addr", "show", NULL };
+	const char *link_argv[] = { "ip", "-j", "link", "show", NULL };
+	json_object *links = run_json(path, addr_argv, err);
+	json_object *host = links ? run_json(NULL, link_argv, err) : NULL;
+	json_object *routes = host ? describe_routes(path, err) : NULL;
+	if (!routes) {
+		json_object_put(links);
+		json_object_put(host);
+		return vy_error_wrap(err, "describe network namespace %s", path);
+	}
+	json_object *ifs = json_object_new_array();
+	for (size_t i = 0; i < json_object_array_length(links); i++) {
+		json_object *l = json_object_array_get_idx(links, i);
+		if (strcmp(vy_json_str(l, "link_type", ""), "ether") != 0)
+			continue;
+		json_object_array_add(ifs, describe_interface(l, host));
+	}
+	json_object *id = json_object_new_object();
+	json_object_object_add(id, "interfaces", ifs);
+	json_object_object_add(id, "routes", routes);
+	json_object_put(links);
+	json_object_put(host);
+	*out = id;
+	return 0;
+}
+
+static int build_interface(const char *path, json_object *i, const char *bridge,
+			   vy_error *err)
+{
+	const char *name = vy_json_str(i, "name", "eth0");
+	const char *host_if = vy_json_str(i, "host_if", "");
+	char pid[16], mtu[16];
+	snprintf(pid, sizeof(pid), "%d", (int)getpid());
+	snprintf(mtu, sizeof(mtu), "%lld", (long long)vy_json_int(i, "mtu", 1500));
+	if (RUN(path, err, "ip", "link", "add", name, "type", "veth", "peer", "name", host_if,
+		"netns", pid) < 0 ||
+	    RUN(path, err, "ip", "link", "set", name, "address", vy_json_str(i, "mac", ""),
+		"mtu", mtu) < 0 ||
+	    RUN(NULL, err, "ip", "link", "set", host_if, "master", bridge, "mtu", mtu) < 0)
+		return -1;
+	json_object *addrs = json_object_object_get(i, "addrs");
+	for (size_t k = 0; addrs && k < json_object_array_length(addrs); k++) {
+		const char *a = json_object_get_string(json_object_array_get_idx(addrs, k));
+		if (RUN(path, err, "ip", "addr", "add", a, "dev", name, "nodad") < 0)
+			return -1;
+	}
+	return RUN(path, err, "ip", "link", "set", name, "up");
+}
+
+int vy_net_build(const char *path, json_object *identity, const char *bridge_override,
+		 vy_error *err)
+{
+	json_object *ifs = json_object_object_get(identity, "interfaces");
+	json_object *routes = json_object_object_get(identity, "routes");
+	for (size_t k = 0; ifs && k < json_object_array_length(ifs); k++) {
+		json_object *i = json_object_array_get_idx(ifs, k);
+		const char *br = bridge_override && *bridge_override ? bridge_override
+								      : vy_json_str(i, "bridge", "");
+		if (build_interface(path, i, br, err) < 0)
+			return vy_error_wrap(err, "build interface %s", vy_json_str(i, "name", "?"));
+	}
+	for (size_t k = 0; routes && k < json_object_array_length(routes); k++) {
+		json_object *r = json_object_array_get_idx(routes, k);
+		if (RUN(path, err, "ip", "route", "replace", vy_json_str(r, "dst", "default"), "via",
+			vy_json_str(r, "gateway", ""), "dev", vy_json_str(r, "dev", ""),
+			"onlink") < 0)
+			return vy_error_wrap(err, "route");
+	}
+	return 0;
+}
+
+int vy_net_link(json_object *identity, bool up, vy_error *err)
+{
+	json_object *ifs = json_object_object_get(identity, "interfaces");
+	for (size_t k = 0; ifs && k < json_object_array_length(ifs); k++) {
+		const char *h = vy_json_str(json_object_array_get_idx(ifs, k), "host_if", "");
+		if (*h && RUN(NULL, err, "ip", "link", "set", h, up ? "up" : "down") < 0)
+			return -1;
+	}
+	return 0;
+}
+
+int vy_net_link_inside(const char *path, json_object *identity, bool up, vy_error *err)
+{
+	json_object *ifs = json_object_object_get(identity, "interfaces");
+	for (size_t k = 0; ifs && k < json_object_array_length(ifs); k++) {
+		const char *n = vy_json_str(json_object_array_get_idx(ifs, k), "name", "");
+		if (*n && RUN(path, err, "ip", "link", "set", n, up ? "up" : "down") < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static bool has_address(json_object *links, const char *cidr)
+{
+	char want[128];
+	snprintf(want, sizeof(want), "%s", cidr);
+	char *slash = strchr(want, '/');
+	if (slash)
+		*slash = '\0';
+	for (size_t i = 0; links && i < json_object_array_length(links); i++) {
+		json_object *info = json_object_object_get(json_object_array_get_idx(links, i),
+							   "addr_info");
+		for (size_t k = 0; info && k < json_object_array_length(info); k++)
+			if (!strcmp(vy_json_str(json_object_array_get_idx(info, k), "local", ""), want))
+				return true;
+	}
+	return false;
+}
+
+/* Is any address of identity configured in the namespace ns (NULL: ours)? */
+static int address_taken(const char *ns, json_object *identity, const char **which)
+{
+	const char *argv[] = { "ip", "-j", "addr", "show", NULL };
+	json_object *links = run_json(ns, argv, NULL);
+	if (!links)
+		return 0;
+	json_object *ifs = json_object_object_get(identity, "interfaces");
+	int taken = 0;
+	for (size_t k = 0; !taken && ifs && k < json_object_array_length(ifs); k++) {
+		json_object *addrs = json_object_object_get(json_object_array_get_idx(ifs, k), "addrs");
+		for (size_t a = 0; !taken && addrs && a < json_object_array_length(addrs); a++) {
+			const char *cidr = json_object_get_string(json_object_array_get_idx(addrs, a));
+			if (has_address(links, cidr)) {
+				*which = cidr;
+				taken = 1;
+			}
+		}
+	}
+	json_object_put(links);
+	return taken;
+}
+
+static int check_links(json_object *i, const char *bridge_override, vy_error *err)
+{
+	const char *br = bridge_override && *bridge_override ? bridge_override
+							      : vy_json_str(i, "bridge", "");
+	const char *host_if = vy_json_str(i, "host_if", "");
+	const char *argv[] = { "ip", "-j", "-d", "link", "show", "dev", br, NULL };
+	json_object *l = *br ? run_json(NULL, argv, NULL) : NULL;
+	json_object *kind = NULL;
+	if (l && json_object_array_length(l) == 1) {
+		json_object *info = json_object_object_get(json_object_array_get_idx(l, 0), "linkinfo");
+		kind = info ? json_object_object_get(info, "info_kind") : NULL;
+	}
+	bool is_bridge = kind && !strcmp(json_object_get_string(kind), "bridge");
+	json_object_put(l);
+	if (!is_bridge)
+		return vy_error_set(err, ENODEV, "bridge '%s' for %s does not exist on this host", br,
+				    vy_json_str(i, "name", "?"));
+	const char *argv2[] = { "ip", "link", "show", "dev", host_if, NULL };
+	if (!*host_if || run(NULL, argv2, NULL, NULL) == 0)
+		return vy_error_set(err, EEXIST, "interface name '%s' is taken on this host", host_if);
+	return 0;
+}
+
+int vy_net_check_target(json_object *identity, const char *bridge_override,
+			const char *netns_dir, vy_error *err)
+{
+	json_object *ifs = json_object_object_get(identity, "interfaces");
+	for (size_t k = 0; ifs && k < json_object_array_length(ifs); k++)
+		if (check_links(json_object_array_get_idx(ifs, k), bridge_override, err) < 0)
+			return -1;
+	const char *which = NULL;
+	if (address_taken(NULL, identity, &which))
+		return vy_error_set(err, EADDRINUSE, "address %s is already in use on this host", which);
+	cleanup_closedir DIR *d = netns_dir ? opendir(netns_dir) : NULL;
+	struct dirent *de;
+	while (d && (de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		char p[4096];
+		snprintf(p, sizeof(p), "%s/%s", netns_dir, de->d_name);
+		if (address_taken(p, identity, &which))
+			return vy_error_set(err, EADDRINUSE, "address %s is already in use on this "
+					    "host (network namespace %s)", which, de->d_name);
+	}
+	return 0;
+}
+
+int vy_net_lock(const char *path, vy_error *err)
+{
+	/* One nft transaction: both hooks drop everything but loopback. */
+	const char *rules =
+		"table inet " LOCK_TABLE " {\n"
+		" chain in { type filter hook input priority -300; policy drop; iif \"lo\" accept; }\n"
+		" chain out { type filter hook output priority -300; policy drop; oif \"lo\" accept; }\n"
+		"}\n";
+	char file[] = "/tmp/vy-lock-XXXXXX";
+	int fd = mkstemp(file);
+	if (fd < 0)
+		return vy_error_sys(err, errno, "mkstemp");
+	ssize_t n = write(fd, rules, strlen(rules));
+	close(fd);
+	int rc = n == (ssize_t)strlen(rules) ? RUN(path, err, "nft", "-f", file)
+					      : vy_error_set(err, EIO, "write lock rules");
+	unlink(file);
+	return rc < 0 ? vy_error_wrap(err, "network lock") : 0;
+}
+
+int vy_net_unlock(const char *path, vy_error *err)
+{
+	const char *argv[] = { "nft", "list", "table", "inet", LOCK_TABLE, NULL };
+	if (run(path, argv, NULL, NULL) < 0)
+		return 0; /* not locked */
+	return RUN(path, err, "nft", "delete", "table", "inet", LOCK_TABLE);
+}
+
+struct announce_job {
+	const char *path;
+	json_object *identity;
+	vy_error *err;
+	int rc;
+};
+
+static int send_garp(int sock, const char *ifname, const char *mac_s, const char *cidr)
+{
+	char ip_s[64];
+	snprintf(ip_s, sizeof(ip_s), "%s", cidr);
+	char *slash = strchr(ip_s, '/');
+	if (slash)
+		*slash = '\0';
+	struct in_addr ip;
+	unsigned mac[6];
+	if (inet_pton(AF_INET, ip_s, &ip) != 1)
+		return 0; /* IPv6: the kernel sends unsolicited NAs on link up */
+	if (sscanf(mac_s, "%x:%x:%x:%x:%x:%x", &mac[0], &mac[1], &mac[2], &mac[3], &mac[4],
+		   &mac[5]) != 6)
+		return -1;
+	unsigned char frame[42] = { 0 };
+	struct ether_header *eh = (struct ether_header *)frame;
+	struct ether_arp *arp = (struct ether_arp *)(frame + sizeof(*eh));
+	memset(eh->ether_dhost, 0xff, 6);
+	for (int k = 0; k < 6; k++)
+		eh->ether_shost[k] = arp->arp_sha[k] = (unsigned char)mac[k];
+	eh->ether_type = htons(ETHERTYPE_ARP);
+	arp->arp_hrd = htons(ARPHRD_ETHER);
+	arp->arp_pro = htons(ETHERTYPE_IP);
+	arp->arp_hln = 6;
+	arp->arp_pln = 4;
+	arp->arp_op = htons(ARPOP_REQUEST);
+	memcpy(arp->arp_spa, &ip, 4);
+	memcpy(arp->arp_tpa, &ip, 4);
+	struct sockaddr_ll sll = { .sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_ARP),
+				   .sll_ifindex = (int)if_nametoindex(ifname), .sll_halen = 6 };
+	memset(sll.sll_addr, 0xff, 6);
+	if (!sll.sll_ifindex)
+		return -1;
+	return sendto(sock, frame, sizeof(frame), 0, (struct sockaddr *)&sll, sizeof(sll)) < 0 ? -1 : 0;
+}
+
+/* setns() changes only the calling thread, so announce from a thread. */
+static void *announce_thread(void *arg)
+{
+	struct announce_job *j = arg;
+	int nsfd = open(j->path, O_RDONLY | O_CLOEXEC);
+	if (nsfd < 0 || setns(nsfd, CLONE_NEWNET) < 0) {
+		j->rc = vy_error_sys(j->err, errno, "enter %s", j->path);
+		if (nsfd >= 0)
+			close(nsfd);
+		return NULL;
+	}
+	close(nsfd);
+	int s = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ARP));
+	if (s < 0) {
+		j->rc = vy_error_sys(j->err, errno, "packet socket");
+		return NULL;
+	}
+	json_object *ifs = json_object_object_get(j->identity, "interfaces");
+	for (size_t k = 0; ifs && k < json_object_array_length(ifs); k++) {
+		json_object *i = json_object_array_get_idx(ifs, k);
+		json_object *addrs = json_object_object_get(i, "addrs");
+		for (size_t a = 0; addrs && a < json_object_array_length(addrs); a++)
+			if (send_garp(s, vy_json_str(i, "name", ""), vy_json_str(i, "mac", ""),
+				      json_object_get_string(json_object_array_get_idx(addrs, a))) < 0)
+				j->rc = vy_error_sys(j->err, errno, "gratuitous ARP on %s",
+						     vy_json_str(i, "name", ""));
+	}
+	close(s);
+	return NULL;
+}
+
+int vy_net_announce(const char *path, json_object *identity, vy_error *err)
+{
+	struct announce_job j = { path, identity, err, 0 };
+	pthread_t t;
+	if (pthread_create(&t, NULL, announce_thread, &j) != 0)
+		return vy_error_set(err, EAGAIN, "cannot start a thread");
+	pthread_join(t, NULL);
+	return j.rc;
+}
