@@ -139,3 +139,33 @@ int vy_bundle_save(json_object *config, const char *bundle_dir, vy_error *err)
 								       JSON_C_TO_STRING_NOSLASHESCAPE);
 	return vy_write_file_atomic(path, s, strlen(s), 0644, err);
 }
+
+static json_object *netns_entry(json_object *config)
+{
+	json_object *linux_obj, *nss;
+	if (!json_object_object_get_ex(config, "linux", &linux_obj) ||
+	    !json_object_object_get_ex(linux_obj, "namespaces", &nss) ||
+	    !json_object_is_type(nss, json_type_array))
+		return NULL;
+	for (size_t i = 0; i < json_object_array_length(nss); i++) {
+		json_object *ns = json_object_array_get_idx(nss, i);
+		if (!strcmp(vy_json_str(ns, "type", ""), "network"))
+			return ns;
+	}
+	return NULL;
+}
+
+const char *vy_bundle_netns_path(json_object *config)
+{
+	const char *p = vy_json_str(netns_entry(config), "path", NULL);
+	return p && *p ? p : NULL;
+}
+
+int vy_bundle_set_netns_path(json_object *config, const char *path, vy_error *err)
+{
+	json_object *ns = netns_entry(config);
+	if (!ns)
+		return vy_error_set(err, EINVAL, "config.json has no network namespace");
+	json_object_object_add(ns, "path", json_object_new_string(path));
+	return 0;
+}

@@ -38,6 +38,11 @@ int vy_bundle_volumes(json_object *config, struct vy_volume *vols, int *count,
 int vy_bundle_rewrite(json_object *config, const char *rootfs,
 		      const struct vy_volume *vols, int count,
 		      const char *cgroups_path, vy_error *err);
+/* The network namespace path given in linux.namespaces, or NULL when the
+ * runtime makes a fresh one (or the container shares the host's). */
+const char *vy_bundle_netns_path(json_object *config);
+/* Set that path (the namespace entry must exist). */
+int vy_bundle_set_netns_path(json_object *config, const char *path, vy_error *err);
 /* Write config.json into bundle_dir (atomically). */
 int vy_bundle_save(json_object *config, const char *bundle_dir, vy_error *err);
 

@@ -20,7 +20,11 @@ static void usage(FILE *f)
 		"  status [ID]                          migrations in flight, or one migration\n"
 		"  list                                 all migrations this agent knows, with phase\n"
 		"  check                                pre-flight this host (CRIU, kernel, runtime)\n"
-		"  keygen [--key FILE]                  write a new cluster key (default %s)\n\n"
+		"  keygen [--key FILE]                  write a new cluster key (default %s)\n"
+		"  net create CONTAINER --ip A/P --bridge BR [--gateway IP] [--mac MAC]\n"
+		"                                       give a container a network namespace that\n"
+		"                                       migrates with it (prints its path)\n"
+		"  net show|delete CONTAINER            describe or remove it\n\n"
 		"Options:\n"
 		"  -s, --socket PATH   voyagerd's control socket (default %s)\n"
 		"  -j, --json          machine-readable output\n"
@@ -70,6 +74,8 @@ int main(int argc, char **argv)
 		return cmd_keygen(&g, sub_argc, sub_argv);
 	if (!strcmp(cmd, "check"))
 		return cmd_check(&g, sub_argc, sub_argv);
+	if (!strcmp(cmd, "net"))
+		return cmd_net(&g, sub_argc, sub_argv);
 	if (!strcmp(cmd, "help")) {
 		usage(stdout);
 		return 0;

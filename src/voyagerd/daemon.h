@@ -33,6 +33,8 @@ struct vy_daemon {
 	char socket_path[PATH_MAX];
 	char cgroup_parent[128];
 	char pid_file[PATH_MAX];
+	char netns_dir[PATH_MAX]; /* network namespaces this agent holds */
+	char bridge[64];          /* attach received containers here ("" = as on the source) */
 	uint8_t key[VY_KEY_LEN];
 	struct vy_runtime rt;
 	json_object *facts; /* this host's pre-flight facts */
@@ -69,6 +71,9 @@ struct vy_events {
 	bool broken;
 };
 void vy_events_send(struct vy_events *ev, json_object *obj);
+
+/* net.c: the control verbs behind `voyager net`. */
+json_object *vy_net_control(struct vy_daemon *d, const char *cmd, json_object *req);
 
 /* server.c */
 int vy_server_run(struct vy_daemon *d, vy_error *err);

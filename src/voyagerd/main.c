@@ -39,6 +39,10 @@ static void usage(FILE *f)
 		"                             /NAME/<container> (default: keep the source's path)\n"
 		"  -t, --peer-timeout SEC     give up on a silent peer after SEC (default 30)\n"
 		"  -p, --pid-file PATH        write the agent's PID there once it listens\n"
+		"  -n, --netns-dir DIR        where container network namespaces are held\n"
+		"                             (default STATE-DIR/netns)\n"
+		"  -b, --bridge NAME          attach received containers to this bridge\n"
+		"                             (default: a bridge of the same name as on the source)\n"
 		"  -v, --verbose              debug logging\n"
 		"  -h, --help                 this help\n"
 		"  -V, --version              print the version\n",
@@ -57,6 +61,8 @@ static int parse_args(struct vy_daemon *d, int argc, char **argv)
 		{ "cgroup-parent", required_argument, 0, 'c' },
 		{ "peer-timeout", required_argument, 0, 't' },
 		{ "pid-file", required_argument, 0, 'p' },
+		{ "netns-dir", required_argument, 0, 'n' },
+		{ "bridge", required_argument, 0, 'b' },
 		{ "verbose", no_argument, 0, 'v' },
 		{ "help", no_argument, 0, 'h' },
 		{ "version", no_argument, 0, 'V' },
@@ -69,7 +75,7 @@ static int parse_args(struct vy_daemon *d, int argc, char **argv)
 	snprintf(d->socket_path, sizeof(d->socket_path), "%s", VY_DEFAULT_SOCKET);
 	d->peer_timeout_ms = 30000;
 	int c;
-	while ((c = getopt_long(argc, argv, "l:d:k:r:R:s:c:t:p:vhV", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "l:d:k:r:R:s:c:t:p:n:b:vhV", opts, NULL)) != -1) {
 		switch (c) {
 		case 'l': snprintf(d->listen, sizeof(d->listen), "%s", optarg); break;
 		case 'd': snprintf(d->state_dir, sizeof(d->state_dir), "%s", optarg); break;
@@ -86,6 +92,8 @@ static int parse_args(struct vy_daemon *d, int argc, char **argv)
 			break;
 		case 't': d->peer_timeout_ms = atoi(optarg) * 1000; break;
 		case 'p': snprintf(d->pid_file, sizeof(d->pid_file), "%s", optarg); break;
+		case 'n': snprintf(d->netns_dir, sizeof(d->netns_dir), "%s", optarg); break;
+		case 'b': snprintf(d->bridge, sizeof(d->bridge), "%s", optarg); break;
 		case 'v': vy_log_set_level(VY_LOG_DEBUG); break;
 		case 'h': usage(stdout); exit(0);
 		case 'V': printf("voyagerd %s\n", VOYAGER_VERSION); exit(0);
@@ -98,6 +106,8 @@ static int parse_args(struct vy_daemon *d, int argc, char **argv)
 	}
 	if (d->peer_timeout_ms <= 0)
 		d->peer_timeout_ms = 30000;
+	if (!d->netns_dir[0])
+		snprintf(d->netns_dir, sizeof(d->netns_dir), "%s/netns", d->state_dir);
 	vy_error err;
 	if (vy_runtime_open(&d->rt, runtime, root, &err) < 0) {
 		if (err.code != ENOENT) {
@@ -136,7 +146,7 @@ int main(int argc, char **argv)
 	}
 	if (!d.facts)
 		d.facts = json_object_new_object();
-	if (vy_mkdir_p(d.state_dir, 0700, &err) < 0) {
+	if (vy_mkdir_p(d.state_dir, 0700, &err) < 0 || vy_mkdir_p(d.netns_dir, 0700, &err) < 0) {
 		fprintf(stderr, "voyagerd: state dir: %s\n", err.msg);
 		return 1;
 	}

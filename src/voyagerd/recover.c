@@ -16,6 +16,7 @@
 
 #include "daemon.h"
 #include "log.h"
+#include "netns.h"
 #include "util.h"
 
 static void finish_journal(struct vy_daemon *d, json_object *j, const char *result,
@@ -32,6 +33,18 @@ static void finish_journal(struct vy_daemon *d, json_object *j, const char *resu
 	vy_write_file_atomic(path, s, strlen(s), 0600, NULL);
 }
 
+/* Undo the network lock and detach of an interrupted migration. */
+static void recover_network(json_object *j)
+{
+	const char *ns = vy_json_str(j, "netns", NULL);
+	json_object *net = json_object_object_get(j, "net");
+	if (!ns || !net)
+		return;
+	vy_net_link(net, true, NULL);
+	vy_net_unlock(ns, NULL);
+	vy_net_announce(ns, net, NULL);
+}
+
 static void recover_source(struct vy_daemon *d, json_object *j)
 {
 	const char *id = vy_json_str(j, "id", "");
@@ -45,6 +58,10 @@ static void recover_source(struct vy_daemon *d, json_object *j)
 		if (vy_runtime_state(&d->rt, container, &st, NULL) == 0 &&
 		    strcmp(st.status, "absent") != 0)
 			vy_runtime_delete(&d->rt, container, true, NULL);
+		const char *ns = vy_json_str(j, "netns", NULL);
+		size_t nd = strlen(d->netns_dir);
+		if (ns && !strncmp(ns, d->netns_dir, nd) && ns[nd] == '/')
+			vy_netns_delete(ns, NULL);
 		/* We do not know whether the target confirmed its copy is on
 		 * disk, so our checkpoint stays until an operator removes it. */
 		json_object_object_add(j, "checkpoint_kept", json_object_new_string(dir));
@@ -66,6 +83,7 @@ static void recover_source(struct vy_daemon *d, json_object *j)
 		vy_err("recover %s: %s", id, err.msg);
 		return;
 	}
+	recover_network(j);
 	if (!strcmp(st.status, "paused")) {
 		if (vy_runtime_resume(&d->rt, container, &err) < 0)
 			vy_err("recover %s: cannot thaw %s: %s", id, container, err.msg);
@@ -108,6 +126,10 @@ static void *recover_target(void *arg)
 		if (vy_runtime_state(&d->rt, container, &st, NULL) == 0 &&
 		    strcmp(st.status, "absent") != 0)
 			vy_runtime_delete(&d->rt, container, true, NULL);
+		const char *ns = vy_json_str(j, "netns", NULL);
+		size_t nd = strlen(d->netns_dir);
+		if (ns && !strncmp(ns, d->netns_dir, nd) && ns[nd] == '/')
+			vy_netns_delete(ns, NULL);
 				vy_runtime_resume(&d->rt, container, NULL);
 				vy_rm_rf(mig, NULL);
 				finish_journal(d, j, "migrated", NULL);
@@ -117,6 +139,8 @@ static void *recover_target(void *arg)
 				vy_runtime_delete(&d->rt, container, true, NULL);
 				vy_rm_rf(mig, NULL);
 				vy_rm_rf(dirs, NULL);
+				if (vy_json_str(j, "netns", NULL))
+					vy_netns_delete(vy_json_str(j, "netns", ""), NULL);
 				finish_journal(d, j, "aborted", "the source rolled back");
 				break;
 			}
@@ -126,6 +150,8 @@ static void *recover_target(void *arg)
 		vy_rm_rf(mig, NULL);
 		if (dirs[0])
 			vy_rm_rf(dirs, NULL);
+		if (vy_json_str(j, "netns", NULL))
+			vy_netns_delete(vy_json_str(j, "netns", ""), NULL);
 		finish_journal(d, j, "aborted", "agent restarted before restore");
 	}
 	json_object_put(j);

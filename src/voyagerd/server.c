@@ -188,6 +188,9 @@ static void *control_thread(void *arg)
 		reply = handle_status(d, req);
 	} else if (!strcmp(cmd, "check")) {
 		reply = handle_check(d, req);
+	} else if (!strncmp(cmd, "net-", 4)) {
+		reply = vy_net_control(d, cmd, req);
+		json_object_object_add(reply, "event", json_object_new_string("result"));
 	} else {
 		char msg[256];
 		snprintf(msg, sizeof(msg), "unknown command '%.64s'", cmd);

@@ -30,6 +30,7 @@
 #include "daemon.h"
 #include "log.h"
 #include "manifest.h"
+#include "netns.h"
 #include "preflight.h"
 #include "util.h"
 
@@ -50,6 +51,9 @@ struct migration {
 	char images[PATH_MAX];
 	char work[PATH_MAX];
 	json_object *config;
+	char netns[PATH_MAX];  /* the container's network namespace, if host-made */
+	json_object *net;      /* its identity (netns.h) */
+	bool net_locked, net_detached;
 	struct vy_volume vols[VY_MAX_VOLUMES];
 	int nvol;
 	struct vy_checkpoint_opts opts;
@@ -178,6 +182,12 @@ static int load_container(struct migration *m, vy_error *err)
 	    vy_bundle_rootfs(m->config, m->bundle, m->rootfs, sizeof(m->rootfs), err) < 0 ||
 	    vy_bundle_volumes(m->config, m->vols, &m->nvol, err) < 0)
 		return vy_error_wrap(err, "bundle %s", m->bundle);
+	const char *ns = vy_bundle_netns_path(m->config);
+	if (ns) {
+		snprintf(m->netns, sizeof(m->netns), "%s", ns);
+		if (vy_net_describe(m->netns, &m->net, err) < 0)
+			return vy_error_wrap(err, "network identity of %s", m->container);
+	}
 	int uid = 0;
 	uint64_t rss = 0;
 	vy_container_processes(st.pid, &uid, &rss);
@@ -250,6 +260,13 @@ static json_object *preflight_request(struct migration *m, vy_error *err)
 		json_object_array_add(vols, v);
 	}
 	json_object_object_add(o, "volumes", vols);
+	if (m->net) {
+		const char *base = strrchr(m->netns, '/');
+		json_object *n = json_object_new_object();
+		json_object_object_add(n, "name", json_object_new_string(base ? base + 1 : m->netns));
+		json_object_object_add(n, "identity", json_object_get(m->net));
+		json_object_object_add(o, "net", n);
+	}
 	return o;
 }
 
@@ -280,6 +297,22 @@ static int run_preflight(struct migration *m, vy_error *err)
 	return 0;
 }
 
+/* Put the container's network back as it was before the freeze. */
+static void restore_network(struct migration *m)
+{
+	vy_error err;
+	if (!m->net)
+		return;
+	if (m->net_detached && vy_net_link(m->net, true, &err) < 0)
+		vy_err("migration %s: reattach: %s", m->id, err.msg);
+	m->net_detached = false;
+	if (m->net_locked && vy_net_unlock(m->netns, &err) < 0)
+		vy_err("migration %s: unlock: %s", m->id, err.msg);
+	m->net_locked = false;
+	if (vy_net_announce(m->netns, m->net, &err) < 0)
+		vy_warn("migration %s: announce: %s", m->id, err.msg);
+}
+
 static int checkpoint(struct migration *m, vy_error *err)
 {
 	snprintf(m->images, sizeof(m->images), "%s/images", m->dir);
@@ -290,8 +323,17 @@ static int checkpoint(struct migration *m, vy_error *err)
 	 * frozen here, whole, until the decision.  Rolling back is then a
 	 * thaw, which cannot fail the way a second restore can. */
 	m->t_freeze = vy_now_ms();
-	if (vy_runtime_pause(&m->d->rt, m->container, err) < 0)
+	/* From here until the decision no packet reaches or leaves the
+	 * container here: the kernel must not answer for a frozen socket. */
+	if (m->net) {
+		if (vy_net_lock(m->netns, err) < 0)
+			return -1;
+		m->net_locked = true;
+	}
+	if (vy_runtime_pause(&m->d->rt, m->container, err) < 0) {
+		restore_network(m);
 		return vy_error_wrap(err, "freeze %s", m->container);
+	}
 	m->frozen = true;
 	m->opts.leave_running = true;
 	if (vy_runtime_checkpoint(&m->d->rt, m->container, m->images, m->work, &m->opts, err) < 0) {
@@ -301,6 +343,7 @@ static int checkpoint(struct migration *m, vy_error *err)
 			       m->container, thaw.msg);
 		else
 			m->frozen = false;
+		restore_network(m);
 		char log[PATH_MAX + 16];
 		snprintf(log, sizeof(log), "%s/dump.log", m->work);
 		cleanup_free char *tail = vy_file_tail(log, 200);
@@ -311,6 +354,11 @@ static int checkpoint(struct migration *m, vy_error *err)
 		return -1;
 	}
 	m->checkpointed = true;
+	/* Detach from the segment, so the target's announcement wins. */
+	if (m->net && vy_net_link(m->net, false, err) < 0)
+		vy_warn("migration %s: detach: %s", m->id, err->msg);
+	else if (m->net)
+		m->net_detached = true;
 	vy_journal_set(m->j, "checkpointed", json_object_new_boolean(1));
 	return vy_journal_phase(m->j, "checkpointed", err);
 }
@@ -469,6 +517,11 @@ static void cleanup_source(struct migration *m)
 		vy_err("migration %s: cannot delete the frozen %s here: %s", m->id, m->container,
 		       err.msg);
 	m->frozen = false;
+	/* The identity lives on at the target; a namespace we hold goes. */
+	size_t nd = strlen(m->d->netns_dir);
+	if (m->net && !strncmp(m->netns, m->d->netns_dir, nd) && m->netns[nd] == '/' &&
+	    vy_netns_delete(m->netns, &err) < 0)
+		vy_warn("migration %s: %s", m->id, err.msg);
 	if (!m->target_durable) {
 		vy_warn("migration %s: the target has not confirmed its copy is on disk; keeping "
 			"our checkpoint in %s", m->id, m->dir);
@@ -532,6 +585,7 @@ static int rollback(struct migration *m, const char *reason, vy_error *err)
 	if (vy_runtime_state(&m->d->rt, m->container, &st, err) < 0)
 		return -1;
 	if (!strcmp(st.status, "paused")) {
+		restore_network(m);
 		if (vy_runtime_resume(&m->d->rt, m->container, err) < 0)
 			return vy_error_wrap(err, "thaw %s", m->container);
 		vy_info("migration %s: rolled back, %s runs here again", m->id, m->container);
@@ -543,9 +597,13 @@ static int rollback(struct migration *m, const char *reason, vy_error *err)
 				    m->container, st.status);
 	if (!strcmp(st.status, "stopped"))
 		vy_runtime_delete(&m->d->rt, m->container, true, NULL);
+	if (m->net_detached)
+		vy_net_link(m->net, true, NULL);
+	m->net_detached = false;
 	if (vy_runtime_restore(&m->d->rt, m->container, m->bundle, m->images, work,
 			       &m->opts, err) < 0)
 		return -1;
+	restore_network(m);
 	vy_info("migration %s: rolled back, %s runs here again", m->id, m->container);
 	vy_rm_rf(m->dir, NULL);
 	return 0;
@@ -595,6 +653,10 @@ static const char *run_migration(struct migration *m, vy_error *err)
 	 * a restarted agent then knows to look for a frozen container. */
 	vy_journal_set(m->j, "bundle", json_object_new_string(m->bundle));
 	vy_journal_set(m->j, "frozen", json_object_new_boolean(1));
+	if (m->net) {
+		vy_journal_set(m->j, "netns", json_object_new_string(m->netns));
+		vy_journal_set(m->j, "net", json_object_get(m->net));
+	}
 	phase_begin(m, "checkpoint");
 	if (checkpoint(m, err) < 0)
 		return "failed";
@@ -696,6 +758,7 @@ report:;
 	if (m->ch)
 		vy_channel_close(m->ch);
 	json_object_put(m->config);
+	json_object_put(m->net);
 	json_object_put(m->phases_ms);
 	vy_journal_free(m->j);
 	vy_active_remove(m->act);

@@ -23,6 +23,7 @@
 #include "daemon.h"
 #include "log.h"
 #include "manifest.h"
+#include "netns.h"
 #include "preflight.h"
 #include "util.h"
 
@@ -40,6 +41,8 @@ struct session {
 	char mig_dir[PATH_MAX];  /* STATE/migrations/ID */
 	char ctr_dir[PATH_MAX];  /* STATE/containers/NAME */
 	json_object *volumes;    /* from the pre-flight */
+	json_object *net;        /* the container's network identity, if any */
+	char netns[PATH_MAX];    /* the namespace we built for it */
 	bool seen[MAX_STREAMS];
 	bool restored;
 	bool tcp_established;
@@ -165,6 +168,41 @@ static int check_volumes(struct session *s, json_object *req, vy_error *err)
 	return 0;
 }
 
+/* Build the container's network identity here, before the freeze: locked,
+ * with the host side of each veth down (not yet on the segment). */
+static int prepare_network(struct session *s, json_object *req, vy_error *err)
+{
+	json_object *n = json_object_object_get(req, "net");
+	if (!n)
+		return 0;
+	const char *name = vy_json_str(n, "name", "");
+	json_object *id = json_object_object_get(n, "identity");
+	if (!vy_name_is_safe(name) || !id || !json_object_is_type(id, json_type_object))
+		return vy_error_set(err, EINVAL, "malformed network identity in pre-flight");
+	snprintf(s->netns, sizeof(s->netns), "%s/%s", s->d->netns_dir, name);
+	if (access(s->netns, F_OK) == 0)
+		return vy_error_set(err, EEXIST, "network namespace %s already exists here",
+				    s->netns);
+	if (vy_net_check_target(id, s->d->bridge, s->d->netns_dir, err) < 0)
+		return -1;
+	s->net = json_object_get(id);
+	if (vy_netns_create(s->netns, err) < 0) {
+		s->netns[0] = '\0';
+		return -1;
+	}
+	if (vy_net_lock(s->netns, err) < 0 || vy_net_build(s->netns, id, s->d->bridge, err) < 0 ||
+	    vy_net_link(id, false, err) < 0)
+		return vy_error_wrap(err, "network identity");
+	return 0;
+}
+
+static void drop_network(struct session *s)
+{
+	if (s->netns[0])
+		vy_netns_delete(s->netns, NULL);
+	s->netns[0] = '\0';
+}
+
 static int target_preflight(struct session *s, json_object *req, vy_error *err)
 {
 	const char *id = vy_json_str(req, "id", "");
@@ -187,7 +225,8 @@ static int target_preflight(struct session *s, json_object *req, vy_error *err)
 	if (access(s->mig_dir, F_OK) == 0)
 		return vy_error_set(err, EEXIST, "migration %s is already known here", id);
 	if (vy_mkdir_p(s->mig_dir, 0700, err) < 0 ||
-	    check_cpu(s, vy_json_str(req, "cpuinfo", ""), err) < 0)
+	    check_cpu(s, vy_json_str(req, "cpuinfo", ""), err) < 0 ||
+	    prepare_network(s, req, err) < 0)
 		return -1;
 	return 0;
 }
@@ -346,6 +385,8 @@ static int write_bundle(struct session *s, json_object *config, char *bundle,
 	if (vy_bundle_rewrite(config, rootfs, vols, nvol,
 			      s->d->cgroup_parent[0] ? cg : NULL, err) < 0)
 		return -1;
+	if (s->net && vy_bundle_set_netns_path(config, s->netns, err) < 0)
+		return -1;
 	return vy_bundle_save(config, bundle, err);
 }
 
@@ -374,9 +415,15 @@ static int restore_here(struct session *s, struct vy_message *msg, vy_error *err
 	struct vy_checkpoint_opts o = { .tcp_established = s->tcp_established, .file_locks = true };
 	vy_journal_phase(s->j, "restoring", NULL);
 	uint64_t t0 = vy_now_ms();
+	if (s->net && vy_net_link(s->net, true, err) < 0)
+		return vy_error_wrap(err, "attach network");
 	if (vy_runtime_restore(&s->d->rt, s->container, bundle, images, work, &o, err) < 0)
 		return -1;
 	s->restored = true;
+	/* The sockets exist now: let the client's retransmissions in, and
+	 * tell the segment where the address lives. */
+	if (s->net && (vy_net_unlock(s->netns, err) < 0 || vy_net_announce(s->netns, s->net, err) < 0))
+		return vy_error_wrap(err, "network after restore");
 	vy_journal_set(s->j, "restored", json_object_new_boolean(1));
 	if (vy_journal_phase(s->j, "restored", err) < 0)
 		return -1;
@@ -405,6 +452,7 @@ static void discard(struct session *s, const char *why)
 			       s->container, err.msg);
 		s->restored = false;
 	}
+	drop_network(s);
 	if (s->mig_dir[0])
 		vy_rm_rf(s->mig_dir, NULL);
 	if (s->ctr_dir[0])
@@ -556,8 +604,11 @@ void vy_target_session(struct vy_daemon *d, vy_channel *ch, struct vy_message *f
 		send_error(s, "preflight", err.msg);
 		if (s->mig_dir[0] && err.code != EEXIST)
 			vy_rm_rf(s->mig_dir, NULL);
+		if (s->net)
+			drop_network(s);
 		json_object_put(req);
 		json_object_put(s->volumes);
+		json_object_put(s->net);
 		return;
 	}
 	source_address(s, req);
@@ -569,6 +620,8 @@ void vy_target_session(struct vy_daemon *d, vy_channel *ch, struct vy_message *f
 		vy_rm_rf(s->mig_dir, NULL);
 	} else {
 		vy_journal_set(s->j, "target_dirs", json_object_new_string(s->ctr_dir));
+		if (s->netns[0])
+			vy_journal_set(s->j, "netns", json_object_new_string(s->netns));
 		vy_journal_phase(s->j, "receiving", NULL);
 		json_object *ok = json_object_new_object();
 		json_object_object_add(ok, "host", json_object_get(d->facts));
@@ -580,6 +633,7 @@ void vy_target_session(struct vy_daemon *d, vy_channel *ch, struct vy_message *f
 	}
 	vy_journal_free(s->j);
 	json_object_put(s->volumes);
+	json_object_put(s->net);
 	vy_active_remove(s->act);
 }
 
