@@ -1,5 +1,6 @@
 #!/bin/bash
-# Voyager demo: move a live, busy redis from one host to another.
+# Voyager demo: move a live, busy redis from one host to another while a
+# client on a third host keeps talking to it over one TCP connection.
 #
 #   bash scripts/demo.sh            (as root, on Debian 12 or 13)
 #
@@ -7,17 +8,23 @@
 # when it ends, on failure or Ctrl-C too:
 #   1. installs what is missing (scripts/install-deps.sh) and builds
 #      Voyager into build/ (meson) if needed
-#   2. a two-host lab (network + mount namespaces, lab/lab.sh): hosts a, b
-#   3. a cluster key and voyagerd on both hosts
-#   4. a redis container on host a, loaded with DEMO_KEYS keys (20000)
-#      whose values the script can recompute
-#   5. a client that keeps incrementing demo:counter (runc exec redis-cli
-#      INCR inside the container, on whichever host runs it) and records
-#      every increment redis acknowledged
-#   6. voyager migrate to host b, with the CLI's progress and report
-#   7. proof, from host b: every key present with the right value, the
-#      counter at least the last acknowledged value, the container gone
-#      from a
+#   2. a three-host lab (network + mount namespaces, lab/lab.sh): hosts a
+#      and b run voyagerd, host c is the client's machine
+#   3. a cluster key and voyagerd on a and b
+#   4. a network identity for the container on host a (voyager net create:
+#      a namespace with its own address on a's bridge vybr0), and redis in
+#      a container on a in that namespace, loaded from host c over the
+#      network with DEMO_KEYS keys (20000) whose values the script can
+#      recompute
+#   5. a client on host c (tests/workloads/redis_client.py) that keeps ONE
+#      TCP connection to the container's address and talks on it every few
+#      ms, checking every reply
+#   6. voyager migrate to host b, with the CLI's progress and report; the
+#      address and the client's connection go with the container
+#   7. proof: the client's connection never broke and every write it got
+#      acknowledged is there; from host c, on a fresh connection, every key
+#      present with the right value; the container runs on b as the same
+#      redis process (run_id) and is gone from a
 # Exits 0 only if everything verified.
 #
 # Environment: DEMO_KEYS (default 20000), DEMO_KEEP_LOGS=DIR copies the
@@ -27,6 +34,9 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT" || exit 1
 KEYS=${DEMO_KEYS:-20000}
+# The client's run: ~2 s before the migration, the migration itself (about
+# 1-2 s here), and a few seconds on host b after it.
+CLIENT_SECONDS=7
 
 if [ -t 1 ]; then
 	B=$'\033[1m' G=$'\033[32m' R=$'\033[31m' D=$'\033[2m' N=$'\033[0m'
@@ -43,7 +53,7 @@ if [ "$(id -u)" != 0 ]; then
 	echo "demo: must run as root (containers, namespaces, CRIU)" >&2
 	exit 1
 fi
-case $KEYS in '' | *[!0-9]*) die "DEMO_KEYS must be a number" ;; esac
+case $KEYS in '' | *[!0-9]* | 0) die "DEMO_KEYS must be a positive number" ;; esac
 
 step "Dependencies and build"
 bash scripts/install-deps.sh || die "scripts/install-deps.sh failed"
@@ -65,6 +75,7 @@ ID=${LAB}redis
 CLIENT_PID=""
 WORK=""
 LAB_MADE=0
+AGENTS=""
 
 rt() { # HOST ARGS... : runc with HOST's runtime root, inside HOST
 	local h=$1
@@ -73,13 +84,16 @@ rt() { # HOST ARGS... : runc with HOST's runtime root, inside HOST
 }
 
 teardown() {
-	local rc=$? h
+	local rc=$? h i
 	trap - EXIT INT TERM
 	echo
 	echo "${D}--- teardown ---${N}"
 	if [ -n "$CLIENT_PID" ]; then
-		[ -n "$WORK" ] && : >"$WORK/stop"
+		# The client (python, in host c) wrote its own pid; the job is
+		# its launcher.
+		[ -s "$WORK/client.pid" ] && kill "$(cat "$WORK/client.pid")" 2>/dev/null
 		kill "$CLIENT_PID" 2>/dev/null
+		for i in $(seq 50); do kill -0 "$CLIENT_PID" 2>/dev/null || break; sleep 0.1; done
 		wait "$CLIENT_PID" 2>/dev/null
 	fi
 	if [ "$LAB_MADE" = 1 ]; then
@@ -88,14 +102,14 @@ teardown() {
 			for h in a b; do
 				cp "$(lab_dir "$LAB" "$h")/voyagerd.log" "$DEMO_KEEP_LOGS/voyagerd-$h.log" 2>/dev/null
 			done
+			echo "${D}agents' logs kept in $DEMO_KEEP_LOGS${N}"
 		fi
-		for h in a b; do
-			vy_agent_stop "$LAB" "$h"
+		for h in $AGENTS; do
 			rt "$h" delete -f "$ID" >/dev/null 2>&1
+			vy_cli "$LAB" "$h" net delete "$ID" >/dev/null 2>&1
+			vy_agent_stop "$LAB" "$h"
 		done
 		lab_down "$LAB" || echo "demo: lab_down $LAB reported leftovers" >&2
-		# lab_down removes $LAB-* namespaces; this covers a failed lab_up.
-		[ -e "/run/netns/$LAB-redis" ] && ip netns del "$LAB-redis"
 	fi
 	[ -n "$WORK" ] && rm -rf "$WORK"
 	echo "${D}lab $LAB removed${N}"
@@ -107,54 +121,59 @@ trap 'exit 143' TERM
 
 WORK=$(mktemp -d /tmp/vydemo.XXXXXX) || die "mktemp failed"
 
-step "Lab $LAB: two hosts, a and b, on one bridge"
+step "Lab $LAB: three hosts, a, b and c, on one switch"
 LAB_MADE=1
-# The container's own network namespace (only lo), made here and not by
-# runc: runc 1.1 + CRIU 4.2 do not carry a runtime-made namespace's state,
-# so it would come back with lo DOWN, and a client connection open at the
-# checkpoint would then make the restore fail.  Made before the lab, so
-# both hosts' mount namespaces see it; on real hosts the target recreates
-# the namespace (the network-identity issue).
-CNS=$LAB-redis
-ip netns add "$CNS" && ip -n "$CNS" link set lo up || die "could not make netns $CNS"
-lab_up "$LAB" a b || die "lab_up failed"
+lab_up "$LAB" a b c || die "lab_up failed"
 HA=$(lab_dir "$LAB" a)
 HB=$(lab_dir "$LAB" b)
 IPA=$(lab_ip "$LAB" a)
 IPB=$(lab_ip "$LAB" b)
-info "host a = $IPA, host b = $IPB  (state in /var/lib/vylab/$LAB/hosts/)"
+IPC=$(lab_ip "$LAB" c)
+# The container's own address: in the lab's /24, used by no host.
+CIP=$(lab_subnet_prefix "$LAB").50
+info "host a = $IPA, host b = $IPB, host c = $IPC (the client's)  (state in /var/lib/vylab/$LAB/hosts/)"
 
-step "Cluster key and voyagerd on both hosts"
+step "Cluster key and voyagerd on hosts a and b"
 vy_key_init "$HA/../../keys" || die "voyager keygen failed"
+AGENTS="a"
 vy_agent_start "$LAB" a runc || die "voyagerd on a did not start"
+AGENTS="a b"
 vy_agent_start "$LAB" b runc || die "voyagerd on b did not start"
 info "voyagerd a: pid $(vy_agent_pid "$LAB" a), listening on $IPA:7600"
 info "voyagerd b: pid $(vy_agent_pid "$LAB" b), listening on $IPB:7600"
 
-step "redis in container $ID on host a"
+step "Network identity for $ID on host a: $CIP/24 on vybr0"
+NS=$(vy_cli "$LAB" a net create "$ID" --ip "$CIP/24" --bridge vybr0) ||
+	die "voyager net create failed (see $HA/voyagerd.log)"
+[ -n "$NS" ] || die "voyager net create printed no namespace path"
+info "voyager net create: namespace $NS"
+nsinfo=$(vy_cli "$LAB" a --json net show "$ID" 2>/dev/null)
+info "eth0 $(python3 -c 'import json,sys
+i = json.loads(sys.argv[1])["identity"]["interfaces"][0]
+print("mac %s, %s, host side %s on %s" % (i["mac"], " ".join(i["addrs"]), i["host_if"], i["bridge"]))' "$nsinfo" 2>/dev/null)"
+
+step "redis in container $ID on host a, in that namespace"
 tests/workloads/bundle.sh create "$HA/bundles/$ID" redis --id "$ID" \
-	--cgroup-parent "$(lab_cgroup_parent "$LAB" a)" --netns "/run/netns/$CNS" \
+	--cgroup-parent "$(lab_cgroup_parent "$LAB" a)" --netns "$NS" \
 	-- redis-server /etc/redis.conf >/dev/null ||
 	die "bundle create failed"
 mkdir -p "$HA/runtime/runc"
 # stdio must not be a host file or our pipe: CRIU could not dump it.
 rt a run -d --bundle "$HA/bundles/$ID" "$ID" </dev/null >/dev/null 2>&1 || die "runc run failed"
-rcli() { # HOST ARGS... : redis-cli inside the container on HOST
-	local h=$1
-	shift
-	lab_exec "$LAB" "$h" timeout 10 runc --root "$(lab_dir "$LAB" "$h")/runtime/runc" \
-		exec "$ID" redis-cli --raw "$@" </dev/null 2>>"$WORK/rcli-$h.err"
+rc() { # ARGS... : redis-cli on host c, a fresh connection to the container
+	lab_exec "$LAB" c timeout 10 redis-cli -h "$CIP" --raw "$@" </dev/null 2>>"$WORK/rc.err"
 }
 up=0
 for _ in $(seq 100); do
-	[ "$(rcli a PING)" = PONG ] && { up=1; break; }
+	[ "$(rc PING)" = PONG ] && { up=1; break; }
 	sleep 0.1
 done
-[ $up = 1 ] || die "redis did not answer PING on host a"
-info "redis answers PING on host a (container pid $(rt a state "$ID" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])'))"
+[ $up = 1 ] || die "redis at $CIP did not answer PING from host c"
+PID_A=$(rt a state "$ID" | python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])')
+info "redis answers PING at $CIP:6379 from host c (container pid $PID_A on host a)"
 
 # Values the script can recompute: demo:key:I -> "value-I-<(I*7919) mod 1000003>"
-step "Loading $KEYS keys (redis-cli --pipe inside the container)"
+step "Loading $KEYS keys from host c (redis-cli --pipe over the network)"
 python3 - "$KEYS" >"$WORK/load.resp" <<'PY'
 import sys
 out = sys.stdout.buffer
@@ -164,51 +183,35 @@ for i in range(1, int(sys.argv[1]) + 1):
     out.write(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(k), k, len(v), v))
 PY
 t0=$(date +%s%3N)
-load=$(lab_exec "$LAB" a timeout 60 runc --root "$HA/runtime/runc" exec "$ID" \
-	redis-cli --pipe <"$WORK/load.resp" 2>&1) || { echo "$load"; die "loading failed"; }
+load=$(lab_exec "$LAB" c timeout 60 redis-cli -h "$CIP" --pipe <"$WORK/load.resp" 2>&1) ||
+	{ echo "$load"; die "loading failed"; }
 info "$(tail -1 <<<"$load")  ($(( $(date +%s%3N) - t0 )) ms)"
-rcli a SET demo:counter 0 >/dev/null
-n=$(rcli a DBSIZE)
-[ "$n" = $((KEYS + 1)) ] || die "DBSIZE on a is '$n', expected $((KEYS + 1))"
-info "DBSIZE on host a: $n ($KEYS keys + demo:counter)"
-RUNID=$(rcli a INFO server | tr -d '\r' | sed -n 's/^run_id://p')
+rc SET demo:counter 0 >/dev/null
+n=$(rc DBSIZE)
+[ "$n" = $((KEYS + 1)) ] || die "DBSIZE is '$n', expected $((KEYS + 1))"
+info "DBSIZE: $n ($KEYS keys + demo:counter)"
+RUNID=$(rc INFO server | tr -d '\r' | sed -n 's/^run_id://p')
+[ -n "$RUNID" ] || die "could not read redis's run_id"
 info "redis run_id $RUNID (a restarted redis would get a new one)"
 
-# The client: INCR demo:counter over and over, on whichever host runs the
-# container.  Each acknowledged value goes to acked (last one wins);
-# failures are counted, and the longest time without an answer is kept.
-client() {
-	local host=a other=b v t_ok t gap maxgap=0 acks=0 acks_b=0 fails=0 i x
-	t_ok=$(date +%s%3N)
-	for ((i = 0; i < 20000; i++)); do
-		[ -e "$WORK/stop" ] && break
-		v=$(rcli "$host" INCR demo:counter)
-		t=$(date +%s%3N)
-		if [[ $v =~ ^[0-9]+$ ]]; then
-			acks=$((acks + 1))
-			[ "$host" = b ] && acks_b=$((acks_b + 1))
-			gap=$((t - t_ok))
-			[ $gap -gt $maxgap ] && maxgap=$gap
-			t_ok=$t
-			echo "$v" >"$WORK/acked.tmp" && mv "$WORK/acked.tmp" "$WORK/acked"
-		else
-			fails=$((fails + 1))
-			# Not answered here: the container may have moved.
-			x=$host
-			host=$other
-			other=$x
-			sleep 0.05
-		fi
-		echo "$host $acks $fails $maxgap $acks_b" >"$WORK/client.tmp" && mv "$WORK/client.tmp" "$WORK/client"
-	done
-}
-step "Client starts: INCR demo:counter in a loop (runc exec redis-cli, on host a)"
-client &
+# The client: one TCP connection from host c to $CIP:6379; every 5 ms INCR
+# demo:counter and SET demo:k<n> <n>, every reply checked; at the end it
+# reads back every acknowledged SET on the same connection.
+step "Client on host c: one connection to $CIP:6379, INCR + SET every 5 ms for ${CLIENT_SECONDS}s"
+lab_exec "$LAB" c sh -c 'echo $$ >"$1"; shift; exec "$@"' vydemo "$WORK/client.pid" \
+	python3 "$ROOT/tests/workloads/redis_client.py" "$CIP" 6379 "$CLIENT_SECONDS" \
+	"$WORK/client.json" --prefix demo --interval 0.005 --ready "$WORK/client.ready" \
+	>"$WORK/client.out" 2>&1 </dev/null &
 CLIENT_PID=$!
-for _ in $(seq 100); do [ -s "$WORK/acked" ] && break; sleep 0.1; done
-[ -s "$WORK/acked" ] || die "the client got no answer"
+for _ in $(seq 100); do
+	[ -e "$WORK/client.ready" ] && break
+	kill -0 "$CLIENT_PID" 2>/dev/null || break
+	sleep 0.1
+done
+[ -e "$WORK/client.ready" ] || { cat "$WORK/client.json" "$WORK/client.out" 2>/dev/null; die "the client did not connect"; }
+T_CLIENT=$(date +%s%3N)
 sleep 2
-info "client: counter at $(cat "$WORK/acked"), $(cut -d' ' -f2 "$WORK/client") increments acknowledged so far"
+info "client connected; demo:counter at $(rc GET demo:counter) after 2 s"
 
 step "voyager migrate $ID --to $IPB  (run on host a)"
 t_mig=$(date +%s%3N)
@@ -216,23 +219,39 @@ report=$(vy_cli "$LAB" a migrate "$ID" --to "$IPB")
 mrc=$?
 t_mig_end=$(date +%s%3N)
 echo "$report" | sed 's/^/     /'
-[ $mrc = 0 ] || die "voyager migrate exited $mrc (see $HA/voyagerd.log)"
+[ $mrc = 0 ] || die "voyager migrate exited $mrc (see $HA/voyagerd.log and $HB/voyagerd.log)"
 MID=$(sed -n '1s/.*(migration \([0-9a-f]*\),.*/\1/p' <<<"$report")
 st=$(vy_cli "$LAB" a --json status "$MID" 2>/dev/null)
 rep=$(python3 -c 'import json,sys; print(json.dumps(json.loads(sys.argv[1])["migration"]["report"]))' "$st" 2>/dev/null)
 [ -n "$rep" ] || rep='{}'
+HANDOVER=$(rc GET demo:counter)
+left=$((T_CLIENT + CLIENT_SECONDS * 1000 - t_mig_end))
+CLIENT_AFTER=0
+kill -0 "$CLIENT_PID" 2>/dev/null && [ $left -gt 1000 ] && CLIENT_AFTER=1
+info "demo:counter at $HANDOVER right after the migration; the client goes on for ~$((left > 0 ? left / 1000 : 0)) s more"
 
-# Let the client talk to b for a while.
-sleep 2
-: >"$WORK/stop"
+# Let the client finish its run (bounded: its own SECONDS, 30 s per reply).
+for _ in $(seq $(((CLIENT_SECONDS + 90) * 10))); do
+	kill -0 "$CLIENT_PID" 2>/dev/null || break
+	sleep 0.1
+done
+kill -0 "$CLIENT_PID" 2>/dev/null && die "the client did not finish"
 wait "$CLIENT_PID"
 CLIENT_PID=""
-read -r c_host c_acks c_fails c_gap c_acks_b <"$WORK/client"
-ACKED=$(cat "$WORK/acked")
-info "client stopped on host $c_host: $c_acks increments acknowledged, last value $ACKED," \
-	"$c_acks_b of them by redis on b, $c_fails unanswered tries, longest gap between answers ${c_gap} ms"
+[ -s "$WORK/client.json" ] || { cat "$WORK/client.out"; die "the client wrote no summary"; }
+cj=$(cat "$WORK/client.json")
+cget() { vy_json_get "$cj" "$1"; }
+C_ERR=$(python3 -c 'import json,sys; print(json.dumps(json.loads(sys.argv[1])["errors"]))' "$cj")
+C_RESET=$(python3 -c 'import json,sys; print(json.dumps(json.loads(sys.argv[1])["reset"]))' "$cj")
+C_GAP=$(cget max_gap_ms)
+C_LAST=$(cget last_counter)
+C_SETS=$(cget acked_sets)
+C_MISS=$(cget missing)
+C_REPLIES=$(cget replies)
+info "client done: $C_REPLIES replies, $C_SETS acknowledged SETs, last INCR $C_LAST," \
+	"longest pause ${C_GAP} ms, reset $C_RESET, errors $C_ERR"
 
-step "Proof from host b"
+step "Proof"
 fail=0
 check() { # OK? TEXT
 	if [ "$1" = 0 ]; then
@@ -242,22 +261,37 @@ check() { # OK? TEXT
 		fail=1
 	fi
 }
+echo "     the client's connection (host c -> $CIP:6379, opened before the migration):"
+[ "$(cget connected)" = True ] && [ "$C_RESET" = false ] && [ "$C_ERR" = null ]
+check $? "never broke: reset $C_RESET, errors $C_ERR"
+[[ $C_MISS =~ ^[0-9]+$ ]] && [ "$C_MISS" = 0 ] && [[ $C_SETS =~ ^[0-9]+$ ]] && [ "$C_SETS" -gt 0 ]
+check $? "every acknowledged write is there: $C_SETS SETs acknowledged, ${C_MISS:-?} missing when read back"
+[ "$CLIENT_AFTER" = 1 ] && [[ $C_LAST =~ ^[0-9]+$ ]] && [[ $HANDOVER =~ ^[0-9]+$ ]] && [ "$C_LAST" -gt "$HANDOVER" ]
+check $? "it went on talking to redis on b: last INCR ${C_LAST:-?} > ${HANDOVER:-?} at the handover"
+info "longest pause the client saw: ${C_GAP} ms (migration downtime $(vy_json_get "$rep" downtime_ms) ms)"
+
+echo "     the container:"
 sa=$(rt a state "$ID" 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])' 2>/dev/null)
 sb=$(rt b state "$ID" 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])' 2>/dev/null)
-[ "$sb" = running ]; check $? "container runs on host b (runc state: ${sb:-absent})"
-[ -z "$sa" ]; check $? "container is gone from host a (runc state: ${sa:-absent})"
-rid=$(rcli b INFO server | tr -d '\r' | sed -n 's/^run_id://p')
-[ -n "$RUNID" ] && [ "$rid" = "$RUNID" ]; check $? "same redis process on b, not a restart (run_id ${rid:-?})"
-n=$(rcli b DBSIZE)
-[ "$n" = $((KEYS + 1)) ]; check $? "DBSIZE on b: ${n:-?} (expected $((KEYS + 1)))"
-# Every key, checked inside redis on b against the same formula.
-bad=$(rcli b EVAL "local bad = 0
+[ "$sb" = running ]; check $? "runs on host b (runc state on b: ${sb:-absent})"
+[ -z "$sa" ]; check $? "is gone from host a (runc state on a: ${sa:-absent})"
+lab_exec "$LAB" b test -e "$HB/state/netns/$ID" && ! lab_exec "$LAB" a test -e "$NS"
+check $? "its network namespace moved: held by b's agent ($HB/state/netns/$ID), gone from a"
+
+echo "     from host c, a fresh connection to $CIP:6379:"
+rid=$(rc INFO server | tr -d '\r' | sed -n 's/^run_id://p')
+[ "$rid" = "$RUNID" ]; check $? "same redis process, not a restart (run_id ${rid:-?})"
+n=$(rc DBSIZE)
+want=$((KEYS + 1 + ${C_SETS:-0}))
+[ "$n" = "$want" ]; check $? "DBSIZE ${n:-?} (expected $want: $KEYS keys + demo:counter + the client's $C_SETS)"
+# Every key, checked inside redis against the same formula.
+bad=$(rc EVAL "local bad = 0
 for i = 1, tonumber(ARGV[1]) do
   local v = redis.call('GET', 'demo:key:' .. i)
   if v ~= ('value-' .. i .. '-' .. ((i * 7919) % 1000003)) then bad = bad + 1 end
 end
 return bad" 0 "$KEYS")
-[ "$bad" = 0 ]; check $? "all $KEYS keys have their exact value (checked by a Lua script in redis on b: ${bad:-?} wrong)"
+[ "$bad" = 0 ]; check $? "all $KEYS keys have their exact value (checked by a Lua script in redis: ${bad:-?} wrong)"
 # And a sample, read out and compared here.
 sample=""
 for i in 1 2 $((KEYS / 3)) $((KEYS / 2)) $((KEYS - 1)) $KEYS; do
@@ -265,24 +299,22 @@ for i in 1 2 $((KEYS / 3)) $((KEYS / 2)) $((KEYS - 1)) $KEYS; do
 done
 bad=0
 for i in $sample; do
-	v=$(rcli b GET "demo:key:$i")
+	v=$(rc GET "demo:key:$i")
 	[ "$v" = "value-$i-$(((i * 7919) % 1000003))" ] || bad=$((bad + 1))
 	last="demo:key:$i = $v"
 done
-[ $bad = 0 ]; check $? "spot check of keys$sample read from b (e.g. $last)"
-cnt=$(rcli b GET demo:counter)
-[[ $cnt =~ ^[0-9]+$ ]] && [ "$cnt" -ge "$ACKED" ]
-check $? "demo:counter on b = ${cnt:-?} >= last acknowledged $ACKED (no acknowledged write lost)"
-[ "$c_host" = b ] && [ "$c_acks_b" -gt 0 ]
-check $? "the client went on talking to redis on host b ($c_acks_b increments acknowledged there)"
+[ $bad = 0 ]; check $? "spot check of keys$sample (e.g. $last)"
+cnt=$(rc GET demo:counter)
+[[ $cnt =~ ^[0-9]+$ ]] && [[ $C_LAST =~ ^[0-9]+$ ]] && [ "$cnt" -ge "$C_LAST" ]
+check $? "demo:counter = ${cnt:-?} >= last acknowledged ${C_LAST:-?} (no acknowledged write lost)"
 
-python3 - "$rep" "$KEYS" "$((t_mig_end - t_mig))" "$fail" <<'PY'
+python3 - "$rep" "$KEYS" "$((t_mig_end - t_mig))" "$fail" "$cj" <<'PY'
 import json, sys
-r, keys, wall, fail = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+r, keys, wall, fail, c = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], json.loads(sys.argv[5])
 def mib(n): return "%.1f MiB" % ((n or 0) / 1048576)
 b = r.get("bytes", {})
 print()
-print("  ==================== summary ====================")
+print("  ======================== summary ========================")
 print("  result      %s" % r.get("result", "?"))
 print("  downtime    %s ms   (container frozen on a -> running on b)" % r.get("downtime_ms", "?"))
 print("  total       %s ms   (CLI wall clock %s ms)" % (r.get("total_ms", "?"), wall))
@@ -290,13 +322,16 @@ print("  bytes       memory %s, rootfs %s, volumes %s, wire %s" % (
     mib(b.get("memory")), mib(b.get("rootfs")), mib(b.get("volumes")), mib(b.get("wire"))))
 ph = r.get("phases_ms", {})
 print("  phases      " + ", ".join("%s %s ms" % kv for kv in ph.items()))
-print("  verified    %s keys + counter: %s" % (keys, "ALL OK" if fail == "0" else "FAILURES (see above)"))
-print("  =================================================")
+print("  client      one connection, longest pause %s ms, reset %s, errors %s" % (
+    c.get("max_gap_ms"), json.dumps(c.get("reset")), json.dumps(c.get("errors"))))
+print("              %s replies, %s acknowledged SETs, %s missing" % (
+    c.get("replies"), c.get("acked_sets"), c.get("missing")))
+print("  verified    %s keys + counter + client writes: %s" % (keys, "ALL OK" if fail == "0" else "FAILURES (see above)"))
+print("  =========================================================")
 PY
 if [ $fail != 0 ]; then
-	for h in a b; do
-		[ -s "$WORK/rcli-$h.err" ] && { echo "     last errors of runc exec on $h:"; tail -3 "$WORK/rcli-$h.err" | sed 's/^/       /'; }
-	done
+	[ -s "$WORK/rc.err" ] && { echo "     last errors of redis-cli on c:"; tail -3 "$WORK/rc.err" | sed 's/^/       /'; }
+	[ -s "$WORK/client.out" ] && { echo "     client output:"; tail -5 "$WORK/client.out" | sed 's/^/       /'; }
 	die "verification failed"
 fi
 printf '\n%sdemo: OK%s\n' "$G" "$N"
