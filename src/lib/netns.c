@@ -8,11 +8,13 @@
 #include <net/if.h>
 #include <netinet/if_ether.h>
 #include <netpacket/packet.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -483,4 +485,113 @@ int vy_net_announce(const char *path, json_object *identity, vy_error *err)
 		return vy_error_set(err, EAGAIN, "cannot start a thread");
 	pthread_join(t, NULL);
 	return j.rc;
+}
+
+static int arp_probe_socket(const char *ifname, int *ifindex, unsigned char mac[6], vy_error *err)
+{
+	int s = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ARP));
+	if (s < 0)
+		return vy_error_sys(err, errno, "packet socket");
+	struct ifreq ifr = { 0 };
+	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", ifname);
+	/* ifr_hwaddr and ifr_ifindex share a union: read one, then the other. */
+	if (ioctl(s, SIOCGIFHWADDR, &ifr) < 0) {
+		int e = errno;
+		close(s);
+		return vy_error_sys(err, e, "interface %s", ifname);
+	}
+	memcpy(mac, ifr.ifr_hwaddr.sa_data, 6);
+	if (ioctl(s, SIOCGIFINDEX, &ifr) < 0) {
+		int e = errno;
+		close(s);
+		return vy_error_sys(err, e, "interface %s", ifname);
+	}
+	*ifindex = ifr.ifr_ifindex;
+	struct sockaddr_ll sll = { .sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_ARP),
+				   .sll_ifindex = *ifindex };
+	if (bind(s, (struct sockaddr *)&sll, sizeof(sll)) < 0) {
+		int e = errno;
+		close(s);
+		return vy_error_sys(err, e, "bind to %s", ifname);
+	}
+	return s;
+}
+
+/* Send one RFC 5227 probe (sender address 0.0.0.0) for ip. */
+static int send_probe(int s, int ifindex, const unsigned char mac[6], struct in_addr ip)
+{
+	unsigned char frame[42] = { 0 };
+	struct ether_header *eh = (struct ether_header *)frame;
+	struct ether_arp *arp = (struct ether_arp *)(frame + sizeof(*eh));
+	memset(eh->ether_dhost, 0xff, 6);
+	memcpy(eh->ether_shost, mac, 6);
+	memcpy(arp->arp_sha, mac, 6);
+	eh->ether_type = htons(ETHERTYPE_ARP);
+	arp->arp_hrd = htons(ARPHRD_ETHER);
+	arp->arp_pro = htons(ETHERTYPE_IP);
+	arp->arp_hln = 6;
+	arp->arp_pln = 4;
+	arp->arp_op = htons(ARPOP_REQUEST);
+	memcpy(arp->arp_tpa, &ip, 4);
+	struct sockaddr_ll sll = { .sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_ARP),
+				   .sll_ifindex = ifindex, .sll_halen = 6 };
+	memset(sll.sll_addr, 0xff, 6);
+	return sendto(s, frame, sizeof(frame), 0, (struct sockaddr *)&sll, sizeof(sll)) < 0 ? -1 : 0;
+}
+
+/* Wait for an ARP reply from ip; fills who with the answering MAC. */
+static bool await_reply(int s, struct in_addr ip, int wait_ms, char who[18])
+{
+	uint64_t end = vy_now_ms() + (uint64_t)wait_ms;
+	for (;;) {
+		uint64_t now = vy_now_ms();
+		if (now >= end)
+			return false;
+		struct pollfd p = { s, POLLIN, 0 };
+		if (poll(&p, 1, (int)(end - now)) <= 0)
+			continue;
+		unsigned char buf[128];
+		ssize_t n = recv(s, buf, sizeof(buf), 0);
+		if (n < 42)
+			continue;
+		struct ether_arp *arp = (struct ether_arp *)(buf + sizeof(struct ether_header));
+		if (ntohs(arp->arp_op) != ARPOP_REPLY || memcmp(arp->arp_spa, &ip, 4) != 0)
+			continue;
+		snprintf(who, 18, "%02x:%02x:%02x:%02x:%02x:%02x", arp->arp_sha[0], arp->arp_sha[1],
+			 arp->arp_sha[2], arp->arp_sha[3], arp->arp_sha[4], arp->arp_sha[5]);
+		return true;
+	}
+}
+
+int vy_net_probe(const char *bridge, json_object *identity, int wait_ms, vy_error *err)
+{
+	int ifindex = 0;
+	unsigned char mac[6];
+	int s = arp_probe_socket(bridge, &ifindex, mac, err);
+	if (s < 0)
+		return vy_error_wrap(err, "duplicate address detection");
+	int rc = 0;
+	json_object *ifs = json_object_object_get(identity, "interfaces");
+	for (size_t k = 0; rc == 0 && ifs && k < json_object_array_length(ifs); k++) {
+		json_object *addrs = json_object_object_get(json_object_array_get_idx(ifs, k), "addrs");
+		for (size_t a = 0; rc == 0 && addrs && a < json_object_array_length(addrs); a++) {
+			char ip_s[64], who[18];
+			snprintf(ip_s, sizeof(ip_s), "%s",
+				 json_object_get_string(json_object_array_get_idx(addrs, a)));
+			char *slash = strchr(ip_s, '/');
+			if (slash)
+				*slash = '\0';
+			struct in_addr ip;
+			if (inet_pton(AF_INET, ip_s, &ip) != 1)
+				continue;
+			for (int tries = 0; rc == 0 && tries < 2; tries++) {
+				send_probe(s, ifindex, mac, ip);
+				if (await_reply(s, ip, wait_ms / 2, who))
+					rc = vy_error_set(err, EADDRINUSE, "address %s is already in use "
+							  "on the segment (answered by %s)", ip_s, who);
+			}
+		}
+	}
+	close(s);
+	return rc;
 }

@@ -59,6 +59,12 @@ int vy_net_unlock(const char *path, vy_error *err);
 /* Gratuitous ARP for every IPv4 address, sent from inside the namespace. */
 int vy_net_announce(const char *path, json_object *identity, vy_error *err);
 
+/* Duplicate address detection on the segment behind bridge (an interface
+ * of this host): ARP-probe every IPv4 address of identity and wait up to
+ * wait_ms for an answer.  Fails with EADDRINUSE naming the address and
+ * the MAC that answered. */
+int vy_net_probe(const char *bridge, json_object *identity, int wait_ms, vy_error *err);
+
 /* A veth host-side name for a container: "vy" + 10 hex of its hash. */
 void vy_net_host_ifname(const char *container, int index, char out[16]);
 

@@ -83,6 +83,7 @@ static json_object *net_create(struct vy_daemon *d, const char *container, const
 		return reply_error(err.msg);
 	}
 	if (vy_net_check_target(id, NULL, d->netns_dir, &err) < 0 ||
+	    vy_net_probe(vy_json_str(req, "bridge", ""), id, 600, &err) < 0 ||
 	    vy_netns_create(path, &err) < 0) {
 		json_object_put(id);
 		return reply_error(err.msg);

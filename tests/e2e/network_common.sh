@@ -1,0 +1,123 @@
+# network_common.sh - the container keeps its IP address and its open TCP
+# connections across hosts (RUNTIME=runc|crun, set by the t_*.sh that
+# sources this).
+#
+# Hosts a and b run agents; c runs a redis client that keeps one TCP
+# connection to the container and talks every 5 ms, checking each reply.
+#   1. an address already in use on b: refused in pre-flight, and the
+#      client's connection goes on untouched on a
+#   2. a restore that fails on b: rolled back, the connection goes on on a
+#   3. the migration to b: no reset, every acknowledged write present, a
+#      fresh connection reaches the container on b, the same process
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+. "$here/lib.sh"
+. "$here/agents.sh"
+CLIENT="$E2E_ROOT/tests/workloads/redis_client.py"
+
+[ "$RUNTIME" = crun ] && { crun_prepare || { t_fail "crun set-up (hugetlb v1)"; t_done; }; }
+e2e_setup a b c || { t_fail "lab set-up"; t_done; }
+vy_key_init "$(host_dir a)/../../keys" || { t_fail "keygen"; t_done; }
+vy_agent_start "$LAB" a "$RUNTIME" && vy_agent_start "$LAB" b "$RUNTIME" ||
+	{ t_fail "agents start"; t_done; }
+A=$(host_dir a)
+B=$(host_dir b)
+C=$(host_dir c)
+ID=${LAB}n
+IP=$(lab_subnet_prefix "$LAB").50
+IPB=$(lab_ip "$LAB" b)
+
+ns=$(vy_cli "$LAB" a net create "$ID" --ip "$IP/24" --bridge vybr0) ||
+	{ t_fail "voyager net create"; t_done; }
+t_ok "voyager net create gives the container $IP on a's bridge"
+"$BUNDLE_SH" create "$A/bundles/$ID" redis --id "$ID" --netns "$ns" \
+	--cgroup-parent "$(lab_cgroup_parent "$LAB" a)" -- /usr/bin/redis-server /etc/redis.conf \
+	>/dev/null || { t_fail "bundle"; t_done; }
+ctr_run a "$RUNTIME" "$ID" "$A/bundles/$ID" || { t_fail "container start"; t_done; }
+wait_until 10 lab_exec "$LAB" c redis-cli -h "$IP" ping >/dev/null 2>&1 ||
+	{ t_fail "redis answers from c"; t_done; }
+RUNID=$(lab_exec "$LAB" c redis-cli -h "$IP" info server | sed -n 's/^run_id:\(.*\)\r$/\1/p')
+
+# client_start NAME SECONDS; client_check NAME LABEL: one connection from c
+client_start() {
+	rm -f "$C/tmp/$1.ready" "$C/tmp/$1.json"
+	lab_exec "$LAB" c python3 "$CLIENT" "$IP" 6379 "$2" "$C/tmp/$1.json" \
+		--prefix "$1" --ready "$C/tmp/$1.ready" &
+	CLIENT_PID=$!
+	wait_until 10 test -e "$C/tmp/$1.ready"
+	sleep 1
+}
+client_check() {
+	wait "$CLIENT_PID"
+	local r
+	r=$(cat "$C/tmp/$1.json")
+	echo "client $1: $r"
+	if [ "$(vy_json_get "$r" reset)" = False ] && [ -z "$(vy_json_get "$r" errors)" ] &&
+		[ "$(vy_json_get "$r" missing)" = 0 ] && [ "$(vy_json_get "$r" acked_sets)" -gt 100 ]; then
+		t_ok "$2: the client's connection never broke, no acknowledged write lost (max pause $(vy_json_get "$r" max_gap_ms) ms)"
+	else
+		t_fail "$2: the client's connection never broke, no acknowledged write lost" "$r"
+	fi
+}
+
+# 1. the address is already in use on b
+msg=$(vy_cli "$LAB" b net create "${LAB}x" --ip "$IP/24" --bridge vybr0 2>&1) &&
+	t_fail "b refuses a second namespace with the address (duplicate address detection)" "$msg" ||
+	{ grep -q "already in use on the segment" <<<"$msg" &&
+		t_ok "b refuses a second namespace with the address (duplicate address detection)" ||
+		t_fail "b refuses a second namespace with the address" "$msg"; }
+lab_exec "$LAB" b ip addr add "$IP/32" dev lo
+client_start conflict 4
+out=$(vy_cli "$LAB" a migrate "$ID" --to "$IPB" --json)
+echo "conflict: $out"
+[ "$(vy_json_get "$out" result)" = failed ] && [ "$(vy_json_get "$out" error.phase)" = preflight ] &&
+	grep -q "already in use" <<<"$(vy_json_get "$out" error.message)" &&
+	[ "$(ctr_state a "$RUNTIME" "$ID")" = running ] &&
+	t_ok "address in use on the target: refused in pre-flight, container stays on a" ||
+	t_fail "address in use on the target" "$out"
+client_check conflict "address conflict"
+lab_exec "$LAB" b ip addr del "$IP/32" dev lo
+
+# 2. the restore fails on b: the connection goes on on a
+mkdir -p "$B/fakebin"
+cat >"$B/fakebin/$RUNTIME" <<SH
+#!/bin/sh
+for a in "\$@"; do [ "\$a" = restore ] && { echo "injected restore failure" >&2; exit 1; }; done
+exec $(command -v "$RUNTIME") "\$@"
+SH
+chmod +x "$B/fakebin/$RUNTIME"
+vy_agent_stop "$LAB" b
+VY_AGENT_ENV="PATH=$B/fakebin:/usr/sbin:/usr/bin:/sbin:/bin" vy_agent_start "$LAB" b "$RUNTIME"
+client_start rollback 5
+out=$(vy_cli "$LAB" a migrate "$ID" --to "$IPB" --json)
+echo "rollback: $out"
+[ "$(vy_json_get "$out" result)" = rolled-back ] && [ "$(ctr_state a "$RUNTIME" "$ID")" = running ] &&
+	[ "$(ctr_state b "$RUNTIME" "$ID")" = absent ] && [ ! -e "$B/state/netns/$ID" ] &&
+	t_ok "failed restore: rolled back to a, b dropped its namespace" ||
+	t_fail "failed restore: rolled back to a" "$out"
+client_check rollback "rollback"
+vy_agent_stop "$LAB" b
+vy_agent_start "$LAB" b "$RUNTIME"
+
+# 3. the real move
+client_start move 6
+out=$(vy_cli "$LAB" a migrate "$ID" --to "$IPB" --json)
+echo "move: $out"
+[ "$(vy_json_get "$out" result)" = migrated ] && t_ok "migrated (downtime $(vy_json_get "$out" downtime_ms) ms)" ||
+	t_fail "migrated" "$out"
+client_check move "migration"
+[ "$(ctr_state b "$RUNTIME" "$ID")" = running ] && [ "$(ctr_state a "$RUNTIME" "$ID")" = absent ] &&
+	t_ok "runs on b, gone from a" || t_fail "runs on b, gone from a"
+[ -e "$B/state/netns/$ID" ] && [ ! -e "$A/state/netns/$ID" ] &&
+	t_ok "the namespace moved: held by b, gone from a" || t_fail "the namespace moved"
+now=$(lab_exec "$LAB" c redis-cli -h "$IP" info server | sed -n 's/^run_id:\(.*\)\r$/\1/p')
+[ -n "$now" ] && [ "$now" = "$RUNID" ] &&
+	t_ok "a fresh connection to $IP reaches the same redis process, now on b" ||
+	t_fail "a fresh connection reaches the same process" "before $RUNID now $now"
+n=$(lab_exec "$LAB" c redis-cli -h "$IP" get move:counter)
+[ "$n" -ge "$(vy_json_get "$(cat "$C/tmp/move.json")" last_counter)" ] 2>/dev/null &&
+	t_ok "counter on b >= last acknowledged ($n)" || t_fail "counter on b" "$n"
+lab_exec "$LAB" b redis-cli -h "$IP" ping >/dev/null && t_ok "b reaches the container locally" ||
+	t_fail "b reaches the container locally"
+lab_exec "$LAB" a redis-cli -h "$IP" ping >/dev/null && t_ok "a reaches it across the segment" ||
+	t_fail "a reaches it across the segment"
+t_done
