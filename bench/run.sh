@@ -1,0 +1,700 @@
+#!/bin/bash
+# The measuring stick: Voyager against the baselines, over a grid of
+# container sizes and link rates, in one lab, in one command.
+#
+#   bash bench/run.sh [--profile smoke|quick|full] [--out DIR]
+#                     [--modes stop-copy[,MODE...]] [--no-podman] [--no-setup]
+#
+#   --profile  smoke: mem 16 MiB; disk 0, 32 MiB; 100 files; unshaped; 1 rep
+#              quick: mem 16, 256 MiB; disk 0, 256 MiB; 1000 files; 1gbit;
+#                     2 reps                                      (default)
+#              full:  mem 16, 256, 1024, 4096 MiB; disk 0, 256, 1024,
+#                     4096 MiB; 1000 and 100000 files; 1gbit, 10gbit and
+#                     unshaped; 3 reps
+#   --out      results directory (default bench/results/DATE-TIME)
+#   --modes    Voyager modes to measure, each a column of its own, passed
+#              to `voyager migrate --mode` (default: stop-copy, the only
+#              mode Voyager has today; another one is attempted and, if
+#              voyager refuses it, recorded as failed)
+#   --no-podman  leave the podman baseline out
+#   --no-setup   skip install-deps and the build (they must be done)
+#
+# Set-up: scripts/install-deps.sh, podman 5 from trixie (optional; if it
+# cannot be installed the report says why), meson build.  Then one lab with
+# hosts a and b.  Per link setting both hosts' links are shaped (tc tbf) and
+# iperf3 measures the shaped link (server in b, client in a).  Per cell
+# (memory M, disk D, files F): a busybox container running /sbin/memhog M
+# (M MiB of non-zero pseudo-random memory) with D MiB of random data spread
+# over F files under /data/vyfill in its root filesystem, migrated from a to
+# b by each method, in an order that rotates with the repetition:
+#   voyager/MODE  `voyager migrate ID --to B --mode MODE --json`
+#   manual-runc   bench/manual-stopcopy.sh's msc_run (runc checkpoint, tar of
+#                 bundle + images over TCP, runc restore)
+#   podman        podman container checkpoint --export (zstd) on a, the
+#                 archive over TCP, podman container restore --import on b
+#                 (each host has its own podman storage)
+# After every restore memhog re-checks its memory; the checksum must match.
+#
+# Writes DIR/results.json (every repetition, raw), then bench/report.py makes
+# DIR/report.md, DIR/plots/*.{dat,gp} and the PNGs.  Exit status: 0 when the
+# harness ran to the end, whatever the migrations did (failures are recorded
+# in results.json and flagged in report.md); non-zero only when the harness
+# itself broke (set-up, lab, no results).  No timing is ever asserted.
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PROFILE=quick
+OUTDIR=""
+MODES=stop-copy
+USE_PODMAN=1
+SETUP=1
+usage() { sed -n '2,/^$/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2; exit 2; }
+while [ $# -gt 0 ]; do
+	case $1 in
+	--profile) PROFILE=${2:-}; shift 2 || usage ;;
+	--out) OUTDIR=${2:-}; shift 2 || usage ;;
+	--modes) MODES=${2:-}; shift 2 || usage ;;
+	--no-podman) USE_PODMAN=0; shift ;;
+	--no-setup) SETUP=0; shift ;;
+	-h | --help) usage ;;
+	*) echo "bench: unknown argument '$1'" >&2; usage ;;
+	esac
+done
+case $PROFILE in
+smoke) MEMS=(16); DISKS=(0 32); FILES=(100); LINKS=(unshaped); REPS=1; IPERF_S=1 ;;
+quick) MEMS=(16 256); DISKS=(0 256); FILES=(1000); LINKS=(1gbit); REPS=2; IPERF_S=2 ;;
+full) MEMS=(16 256 1024 4096); DISKS=(0 256 1024 4096); FILES=(1000 100000)
+	LINKS=(1gbit 10gbit unshaped); REPS=3; IPERF_S=5 ;;
+*) echo "bench: unknown profile '$PROFILE' (smoke, quick, full)" >&2; exit 2 ;;
+esac
+IFS=, read -r -a MODE_LIST <<<"$MODES"
+for m in "${MODE_LIST[@]}"; do
+	[[ $m =~ ^[a-z][a-z0-9-]{0,30}$ ]] || { echo "bench: bad mode '$m'" >&2; exit 2; }
+done
+[ "$(id -u)" = 0 ] || { echo "bench: must run as root" >&2; exit 1; }
+[ -n "$OUTDIR" ] || OUTDIR="$ROOT/bench/results/$(date +%Y-%m-%d-%H%M%S)"
+mkdir -p "$OUTDIR" || { echo "bench: cannot make $OUTDIR" >&2; exit 1; }
+OUTDIR=$(cd "$OUTDIR" && pwd)
+LOG="$OUTDIR/run.log"
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" | tee -a "$LOG" >&2; }
+die() { log "bench: HARNESS ERROR: $*"; exit 1; }
+note() { printf '%s\n' "$*" >>"$WORK/notes.txt"; }
+
+WORK=$(mktemp -d /tmp/vybench.XXXXXX) || exit 1
+: >"$WORK/notes.txt"
+: >"$WORK/runs.jsonl"
+: >"$WORK/links.jsonl"
+: >"$WORK/skipped.jsonl"
+STARTED=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+
+# ---------------------------------------------------------------- set-up
+PODMAN_OK=0
+PODMAN_WHY=""
+if [ "$SETUP" = 1 ]; then
+	log "set-up: scripts/install-deps.sh"
+	bash "$ROOT/scripts/install-deps.sh" >>"$LOG" 2>&1 || die "install-deps failed (see $LOG)"
+	if [ "$USE_PODMAN" = 1 ] && ! command -v podman >/dev/null; then
+		log "set-up: podman from Debian trixie (apt-get install -t trixie podman)"
+		DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -q --no-install-recommends \
+			-t trixie podman >>"$LOG" 2>&1 ||
+			PODMAN_WHY="apt-get install -t trixie podman failed: $(tail -1 "$LOG")"
+	fi
+	log "set-up: meson build"
+	(cd "$ROOT" && { meson setup build >/dev/null 2>&1; meson compile -C build; }) >>"$LOG" 2>&1 ||
+		die "build failed (see $LOG)"
+fi
+[ -x "$ROOT/build/voyager" ] && [ -x "$ROOT/build/voyagerd" ] || die "no build/voyager, build/voyagerd"
+for t in python3 runc criu iperf3; do command -v $t >/dev/null || die "$t missing"; done
+if [ "$USE_PODMAN" = 0 ]; then
+	PODMAN_WHY="left out (--no-podman)"
+elif [ -z "$PODMAN_WHY" ] && ! command -v podman >/dev/null; then
+	PODMAN_WHY="podman is not installed (and --no-setup was given, so no install was tried)"
+fi
+
+. "$ROOT/lab/lab.sh"
+. "$ROOT/tests/e2e/agents.sh"
+. "$ROOT/bench/manual-stopcopy.sh"
+BUNDLE_SH="$ROOT/tests/workloads/bundle.sh"
+
+LAB="vyb$$$(printf '%04x' $((RANDOM % 65536)))"
+LAB=${LAB:0:13}
+LAB_MADE=0
+PODMAN_XFER_PID=""
+IPERF_PID=""
+# podman leaves /var/lib/containers/cache (import) and /run/containers
+# (networks) behind; remove them at the end only if they were not there.
+PM_LEFTOVERS=()
+for d in /var/lib/containers /run/containers; do [ -e "$d" ] || PM_LEFTOVERS+=("$d"); done
+
+# CPU accounting: every process the harness starts inside host H through
+# lab_exec (voyagerd and its runc/criu children, the manual method's runc,
+# tar and senders, podman, conmon, runc, criu) runs in the cgroup v2
+# ACCT(H) = vylab-LAB-H/vyacct; cpu.stat usage_usec covers it all, exited
+# processes included.  The containers themselves run in their own cgroups
+# (cgroupsPath), so the workload's CPU is not counted.
+CG2=""
+if [ "${VYB_CPU_ACCT:-1}" = 0 ]; then :
+elif [ -f /sys/fs/cgroup/unified/cgroup.procs ]; then CG2=/sys/fs/cgroup/unified
+elif [ -f /sys/fs/cgroup/cgroup.controllers ]; then CG2=/sys/fs/cgroup; fi
+acct_dir() { [ -n "$CG2" ] && echo "$CG2/$(lab_cgroup_parent "$LAB" "$1")/vyacct"; }
+acct_usec() { # HOST -> usage_usec, or empty
+	local d
+	d=$(acct_dir "$1") || return 0
+	awk '$1 == "usage_usec" {print $2}' "$d/cpu.stat" 2>/dev/null
+}
+eval "_vyb_lab_exec() $(declare -f lab_exec | tail -n +2)"
+lab_exec() {
+	local d=""
+	[ "${1:-}" = "$LAB" ] && [ "$LAB_MADE" = 1 ] && d=$(acct_dir "$2")
+	if [ -n "$d" ] && [ -d "$d" ]; then
+		(echo "$BASHPID" >"$d/cgroup.procs" 2>/dev/null; _vyb_lab_exec "$@")
+	else
+		_vyb_lab_exec "$@"
+	fi
+}
+
+pm() { # HOST ARGS...: podman with the host's own storage
+	local h=$1
+	shift
+	local d="$LAB_VAR_BASE/$LAB/vypodman"
+	PODMAN_IGNORE_CGROUPSV1_WARNING=1 lab_exec "$LAB" "$h" podman --root "$d/root" --runroot "$d/runroot" \
+		--tmpdir "$d/tmp" --storage-driver overlay --cgroup-manager cgroupfs \
+		--events-backend none --runtime runc "$@"
+}
+
+teardown() {
+	local rc=$? h id
+	trap - EXIT INT TERM
+	[ -n "$MSC_RECV_PID" ] && kill "$MSC_RECV_PID" 2>/dev/null
+	[ -n "$PODMAN_XFER_PID" ] && kill "$PODMAN_XFER_PID" 2>/dev/null
+	[ -n "$IPERF_PID" ] && kill "$IPERF_PID" 2>/dev/null
+	if [ "$LAB_MADE" = 1 ]; then
+		for h in a b; do vy_agent_stop "$LAB" "$h"; done
+		if [ "$PODMAN_OK" = 1 ]; then
+			for h in a b; do pm "$h" rm -af -t 0 >/dev/null 2>&1; done
+		fi
+		for h in a b; do
+			for id in $(ls "$(lab_dir "$LAB" "$h")/runtime/runc" 2>/dev/null); do
+				_vyb_lab_exec "$LAB" "$h" runc --root "$(lab_dir "$LAB" "$h")/runtime/runc" \
+					delete -f "$id" >/dev/null 2>&1
+			done
+		done
+		LAB_MADE=0
+		lab_down "$LAB" >>"$LOG" 2>&1 || log "lab_down $LAB reported leftovers"
+	fi
+	for d in "${PM_LEFTOVERS[@]}"; do
+		[ -e "$d" ] && rm -rf --one-file-system "$d"
+	done
+	rm -rf "$WORK"
+	exit "$rc"
+}
+trap teardown EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+"$ROOT/tests/workloads/mkrootfs.sh" build busybox >/dev/null || die "mkrootfs failed"
+
+# ---------------------------------------------------------------- lab
+log "profile $PROFILE: mem {${MEMS[*]}} MiB x disk {${DISKS[*]}} MiB x files {${FILES[*]}} x links {${LINKS[*]}}, $REPS reps; lab $LAB; results in $OUTDIR"
+LAB_MADE=1
+lab_up "$LAB" a b >>"$LOG" 2>&1 || die "lab_up failed"
+A=$(lab_dir "$LAB" a)
+B=$(lab_dir "$LAB" b)
+IPB=$(lab_ip "$LAB" b)
+for h in a b; do
+	d=$(acct_dir "$h")
+	[ -n "$d" ] && { mkdir -p "$d" || die "cannot make $d"; }
+done
+[ -n "$CG2" ] || note "cpu: no cgroup v2 hierarchy found; CPU seconds not measured"
+vy_key_init "$LAB_VAR_BASE/$LAB/vykeys" || die "keygen failed"
+vy_agent_start "$LAB" a runc && vy_agent_start "$LAB" b runc || die "voyagerd did not start"
+mkdir -p "$A/runtime/runc" "$B/runtime/runc"
+
+# podman: one storage per host, at the same path in both hosts' mount
+# namespaces (a checkpoint archive names its source's runroot paths, e.g.
+# the conmon pidfile, and restore reuses them), bound from the host's dir.
+if [ "$USE_PODMAN" = 1 ] && [ -z "$PODMAN_WHY" ]; then
+	PODMAN_OK=1
+	mkdir -p "$LAB_VAR_BASE/$LAB/vypodman"
+	tar -C "$("$ROOT/tests/workloads/mkrootfs.sh" path busybox)" --exclude ./.vylab-stamp \
+		-cf "$WORK/vybusybox.tar" . || die "tar of the busybox template failed"
+	for h in a b; do
+		hd=$(lab_dir "$LAB" "$h")
+		mkdir -p "$hd/podman"
+		if ! lab_exec "$LAB" "$h" mount --bind "$hd/podman" "$LAB_VAR_BASE/$LAB/vypodman" >>"$LOG" 2>&1; then
+			PODMAN_OK=0; PODMAN_WHY="could not bind the per-host podman storage in host $h"; break
+		fi
+		if ! out=$(pm "$h" import "$WORK/vybusybox.tar" localhost/vybench:busybox 2>&1); then
+			PODMAN_OK=0; PODMAN_WHY="podman import failed in host $h: $(tail -1 <<<"$out")"; break
+		fi
+	done
+fi
+[ "$PODMAN_OK" = 1 ] || log "podman baseline: not run: $PODMAN_WHY"
+
+METHODS=()
+for m in "${MODE_LIST[@]}"; do METHODS+=("voyager/$m"); done
+METHODS+=(manual-runc)
+[ "$PODMAN_OK" = 1 ] && METHODS+=(podman)
+
+# ---------------------------------------------------------------- helpers
+now_ms() { date +%s%3N; }
+
+# make_fill DISK FILES DIR: DISK MiB of random data over FILES files
+make_fill() {
+	python3 - "$1" "$2" "$3" <<'PY'
+import os, sys
+mib, files, d = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+total = mib << 20
+per, extra = divmod(total, files)
+for i in range(files):
+    sub = os.path.join(d, "d%03d" % (i // 1000))
+    if i % 1000 == 0:
+        os.makedirs(sub, exist_ok=True)
+    n = per + (1 if i < extra else 0)
+    with open(os.path.join(sub, "f%06d" % i), "wb") as f:
+        while n > 0:
+            k = min(n, 1 << 20)
+            f.write(os.urandom(k))
+            n -= k
+PY
+}
+
+# start_runc ID MEM: a memhog container on a with the fill tree; prints its
+# checksum
+start_runc() {
+	local id=$1 mem=$2 b="$A/bundles/$1" i
+	"$BUNDLE_SH" create "$b" busybox --id "$id" --cgroup-parent "$(lab_cgroup_parent "$LAB" a)" \
+		-- /sbin/memhog "$mem" /data >/dev/null 2>>"$LOG" || return 1
+	cp -a "$FILL" "$b/rootfs/data/vyfill" || return 1
+	sync -f "$b/rootfs/data"
+	# stdio must not be a host file: CRIU could not dump it
+	lab_exec "$LAB" a runc --root "$A/runtime/runc" run -d --bundle "$b" "$id" \
+		</dev/null >/dev/null 2>&1 || return 1
+	for i in $(seq 3000); do
+		[ -s "$b/rootfs/data/memhog" ] && break
+		sleep 0.1
+	done
+	[ -s "$b/rootfs/data/memhog" ] || return 1
+	cut -d' ' -f2 "$b/rootfs/data/memhog"
+}
+
+# verify_runc_b ID ROOTFS WANT: memhog re-checks its memory on b
+verify_runc_b() {
+	local id=$1 rootfs=$2 want=$3 pid i got verdict
+	pid=$(_vyb_lab_exec "$LAB" b runc --root "$B/runtime/runc" state "$id" 2>/dev/null |
+		python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])' 2>/dev/null)
+	[ -n "$pid" ] || return 1
+	rm -f "$rootfs/data/memhog.verify"
+	kill -USR1 "$pid" || return 1
+	for i in $(seq 600); do
+		if [ -s "$rootfs/data/memhog.verify" ]; then
+			read -r _ got verdict <"$rootfs/data/memhog.verify"
+			[ "$got" = "$want" ] && [ "$verdict" = ok ]
+			return
+		fi
+		sleep 0.1
+	done
+	return 1
+}
+
+# kill_tree PID: PID and its descendants (found by parent PID), TERM then KILL
+kill_tree() {
+	local all=("$1") i=0 c
+	while [ $i -lt ${#all[@]} ] && [ $i -lt 200 ]; do
+		for c in $(ps -o pid= --ppid "${all[$i]}" 2>/dev/null); do all+=("$c"); done
+		i=$((i + 1))
+	done
+	kill -TERM "${all[@]}" 2>/dev/null
+	sleep 0.2
+	kill -KILL "${all[@]}" 2>/dev/null
+	return 0
+}
+
+# Per-run resource sampling around the measured migration.
+VYD_PIDS=()
+sample_begin() {
+	local h pid
+	CPU0_a=$(acct_usec a)
+	CPU0_b=$(acct_usec b)
+	for h in a b; do
+		pid=$(vy_agent_pid "$LAB" "$h")
+		# Reset VmHWM to the current RSS, so the peak is this run's.
+		[ -n "$pid" ] && echo 5 >"/proc/$pid/clear_refs" 2>/dev/null
+		eval "VYD0_$h=\$(vyd_cpu_ticks $pid)"
+	done
+}
+vyd_cpu_ticks() { # PID -> utime+stime+cutime+cstime in clock ticks
+	[ -n "${1:-}" ] && awk '{sub(/^.*\) /, ""); print $12 + $13 + $14 + $15}' "/proc/$1/stat" 2>/dev/null
+}
+vyd_hwm() { [ -n "${1:-}" ] && awk '$1 == "VmHWM:" {print $2}' "/proc/$1/status" 2>/dev/null; }
+# sample_end: prints a JSON object for the run record
+sample_end() {
+	local c1a c1b pa pb t1a t1b
+	c1a=$(acct_usec a)
+	c1b=$(acct_usec b)
+	pa=$(vy_agent_pid "$LAB" a)
+	pb=$(vy_agent_pid "$LAB" b)
+	t1a=$(vyd_cpu_ticks "$pa")
+	t1b=$(vyd_cpu_ticks "$pb")
+	python3 - "$CPU0_a" "$c1a" "$CPU0_b" "$c1b" "$VYD0_a" "$t1a" "$VYD0_b" "$t1b" \
+		"$(vyd_hwm "$pa")" "$(vyd_hwm "$pb")" "$(getconf CLK_TCK)" <<'PY'
+import json, sys
+a = sys.argv[1:]
+num = lambda s: int(s) if s.strip().lstrip("-").isdigit() else None
+def d(x, y, scale):
+    x, y = num(x), num(y)
+    return None if x is None or y is None else round((y - x) / scale, 3)
+tck = int(a[10])
+print(json.dumps({
+    "cpu_s": {"a": d(a[0], a[1], 1e6), "b": d(a[2], a[3], 1e6)},
+    "voyagerd_cpu_s": {"a": d(a[4], a[5], tck), "b": d(a[6], a[7], tck)},
+    "voyagerd_hwm_kib": {"a": num(a[8]), "b": num(a[9])},
+}))
+PY
+}
+
+# record JSON-FIELDS...: one run line (python merges the JSON pieces)
+record() {
+	python3 -c 'import json, sys
+r = {}
+for s in sys.argv[1:]:
+    r.update(json.loads(s))
+print(json.dumps(r))' "$@" >>"$WORK/runs.jsonl"
+}
+
+# Each run_* METHOD-ARG ID: prints a JSON object of its measurements and
+# leaves nothing behind.
+run_voyager() { # MODE ID
+	local mode=$1 id=$2 want out ok=false intact=false res
+	want=$(start_runc "$id" "$MEM") || { echo '{"ok": false, "error": "container did not start on a"}'; cleanup_runc "$id"; return; }
+	sample_begin
+	out=$(vy_cli "$LAB" a migrate "$id" --to "$IPB" --mode "$mode" --json 2>>"$LOG")
+	res=$(sample_end)
+	[ -n "$out" ] && [ "$(vy_json_get "$out" result 2>/dev/null)" = migrated ] && ok=true
+	if [ $ok = true ] && verify_runc_b "$id" "$B/state/containers/$id/bundle/rootfs" "$want"; then
+		intact=true
+	fi
+	python3 -c 'import json, sys
+try:
+    r = json.loads(sys.argv[1])
+except ValueError:
+    r = {"result": None, "error": {"phase": "cli", "message": "no JSON from voyager migrate: %r" % sys.argv[1][:300]}}
+out = {"ok": sys.argv[2] == "true", "memory_intact": sys.argv[3] == "true",
+       "result": r.get("result"), "downtime_ms": r.get("downtime_ms"), "total_ms": r.get("total_ms"),
+       "bytes_wire": (r.get("bytes") or {}).get("wire"), "bytes": r.get("bytes"),
+       "phases_ms": r.get("phases_ms"), "error": r.get("error")}
+out.update(json.loads(sys.argv[4]))
+print(json.dumps(out))' "${out:-}" "$ok" "$intact" "$res"
+	cleanup_runc "$id"
+}
+cleanup_runc() { # ID
+	_vyb_lab_exec "$LAB" b runc --root "$B/runtime/runc" delete -f "$1" >/dev/null 2>&1
+	_vyb_lab_exec "$LAB" a runc --root "$A/runtime/runc" delete -f "$1" >/dev/null 2>&1
+	rm -rf "$B/state/containers/$1" "$A/bundles/$1"
+}
+
+run_manual() { # - ID
+	local id=$2 out res
+	start_runc "$id" "$MEM" >/dev/null || { echo '{"ok": false, "error": "container did not start on a"}'; msc_clean "$LAB" a b "$id"; return; }
+	sample_begin
+	MSC_RECV_PID=""
+	msc_run "$LAB" a b "$id" "$A/bundles/$id" >"$WORK/msc.out" 2>>"$LOG"
+	res=$(sample_end)
+	# A failed msc_run may leave its listener (and its children) running.
+	[ -n "$MSC_RECV_PID" ] && kill_tree "$MSC_RECV_PID"
+	MSC_RECV_PID=""
+	out=$(cat "$WORK/msc.out")
+	python3 -c 'import json, sys
+try:
+    r = json.loads(sys.argv[1])
+except ValueError:
+    r = {}
+ok = "downtime_ms" in r
+out = {"ok": ok, "memory_intact": bool(r.get("memory_intact")),
+       "result": "migrated" if ok else "failed",
+       "downtime_ms": r.get("downtime_ms"), "total_ms": r.get("total_ms"),
+       "bytes_wire": r.get("bytes"),
+       "phases_ms": {k[:-3]: r[k] for k in ("dump_ms", "copy_ms", "restore_ms") if k in r},
+       "error": None if ok else "msc_run failed (see run.log)"}
+out.update(json.loads(sys.argv[2]))
+print(json.dumps(out))' "${out:-}" "$res"
+	msc_clean "$LAB" a b "$id"
+}
+
+# podman: the container from the imported busybox image, the fill tree in
+# its writable layer (podman mount + cp), memhog M.
+start_podman() { # ID -> checksum
+	local id=$1 mnt i
+	pm a create --name "$id" --network none --cgroups no-conmon \
+		--cgroup-parent "/$(lab_cgroup_parent "$LAB" a)" localhost/vybench:busybox \
+		/sbin/memhog "$MEM" /data >/dev/null 2>>"$LOG" || return 1
+	mnt=$(pm a mount "$id" 2>>"$LOG") || return 1
+	lab_exec "$LAB" a cp -a "$FILL" "$mnt/data/vyfill" 2>>"$LOG" || return 1
+	pm a umount "$id" >/dev/null 2>>"$LOG"
+	pm a start "$id" >/dev/null 2>>"$LOG" || return 1
+	for i in $(seq 3000); do
+		out=$(pm a exec "$id" cat /data/memhog 2>/dev/null) && [ -n "$out" ] && break
+		sleep 0.2
+	done
+	[ -n "${out:-}" ] || return 1
+	cut -d' ' -f2 <<<"$out"
+}
+
+run_podman() { # - ID
+	local id=$2 want t_start t0 t_ck t_copy t1 ok=false intact=false err="" res i got verdict v
+	local arch_a="$A/tmp/$id.tar.zst" arch_b="$B/tmp/$id.tar.zst"
+	want=$(start_podman "$id") || { echo '{"ok": false, "error": "podman container did not start on a"}'; cleanup_podman "$id"; return; }
+	sample_begin
+	t_start=$(now_ms)
+	lab_exec "$LAB" b python3 -c '
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(1)
+open(sys.argv[3] + ".ready", "w").close()
+s.settimeout(900)
+c, _ = s.accept()
+n = 0
+with open(sys.argv[3], "wb") as f:
+    while True:
+        b = c.recv(1 << 20)
+        if not b: break
+        n += len(b); f.write(b)
+open(sys.argv[3] + ".bytes", "w").write(str(n))
+' "$IPB" 7712 "$arch_b" </dev/null >>"$LOG" 2>&1 &
+	PODMAN_XFER_PID=$!
+	for i in $(seq 100); do [ -e "$arch_b.ready" ] && break; sleep 0.05; done
+	t0=$(now_ms)
+	if ! [ -e "$arch_b.ready" ]; then
+		err="archive listener did not start"
+	elif ! pm a container checkpoint --export "$arch_a" "$id" >/dev/null 2>>"$LOG"; then
+		err="podman container checkpoint --export failed (see run.log)"
+	else
+		t_ck=$(now_ms)
+		if ! lab_exec "$LAB" a python3 -c '
+import socket, sys
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+with open(sys.argv[3], "rb") as f:
+    while True:
+        b = f.read(1 << 20)
+        if not b: break
+        c.sendall(b)
+c.close()
+' "$IPB" 7712 "$arch_a" </dev/null >>"$LOG" 2>&1 || ! wait "$PODMAN_XFER_PID"; then
+			err="archive transfer failed"
+		else
+			PODMAN_XFER_PID=""
+			t_copy=$(now_ms)
+			if ! pm b container restore --import "$arch_b" >/dev/null 2>>"$LOG"; then
+				err="podman container restore --import failed (see run.log)"
+			else
+				t1=$(now_ms)
+				ok=true
+			fi
+		fi
+	fi
+	res=$(sample_end)
+	[ -n "$PODMAN_XFER_PID" ] && { kill_tree "$PODMAN_XFER_PID"; wait "$PODMAN_XFER_PID" 2>/dev/null; PODMAN_XFER_PID=""; }
+	if [ $ok = true ]; then
+		pm b exec "$id" kill -USR1 1 >/dev/null 2>&1
+		for i in $(seq 300); do
+			v=$(pm b exec "$id" cat /data/memhog.verify 2>/dev/null) && [ -n "$v" ] && break
+			sleep 0.2
+		done
+		read -r _ got verdict <<<"${v:-}"
+		[ "${got:-}" = "$want" ] && [ "${verdict:-}" = ok ] && intact=true
+	fi
+	python3 -c 'import json, sys
+a = sys.argv[1:]
+ok = a[0] == "true"
+num = lambda s: int(s) if s.isdigit() else None
+t_start, t0, t_ck, t_copy, t1 = (num(x) for x in a[2:7])
+out = {"ok": ok, "memory_intact": a[1] == "true", "result": "migrated" if ok else "failed",
+       "downtime_ms": t1 - t0 if ok else None, "total_ms": t1 - t_start if ok else None,
+       "bytes_wire": num(a[7]) if ok else None,
+       "phases_ms": {"checkpoint": t_ck - t0, "copy": t_copy - t_ck, "restore": t1 - t_copy} if ok else None,
+       "error": a[8] or None}
+out.update(json.loads(a[9]))
+print(json.dumps(out))' "$ok" "$intact" "$t_start" "$t0" "${t_ck:-}" "${t_copy:-}" "${t1:-}" \
+		"$(cat "$arch_b.bytes" 2>/dev/null)" "$err" "$res"
+	cleanup_podman "$id"
+}
+cleanup_podman() { # ID
+	pm b rm -f -t 0 "$1" >/dev/null 2>&1
+	pm a rm -f -t 0 "$1" >/dev/null 2>&1
+	rm -f "$A/tmp/$1".tar.zst* "$B/tmp/$1".tar.zst*
+}
+
+# shape_link LINK: both hosts; then iperf3 a -> b over it
+shape_link() {
+	local link=$1 h out
+	for h in a b; do
+		if [ "$link" = unshaped ]; then
+			lab_shape "$LAB" "$h" off
+		else
+			lab_shape "$LAB" "$h" "$link" || die "lab_shape $h $link failed"
+		fi
+	done
+	lab_exec "$LAB" b iperf3 -s -1 -B "$IPB" -p 7713 >/dev/null 2>>"$LOG" </dev/null &
+	IPERF_PID=$!
+	sleep 0.5
+	out=$(lab_exec "$LAB" a iperf3 -c "$IPB" -p 7713 -t "$IPERF_S" -J 2>>"$LOG" </dev/null)
+	wait "$IPERF_PID" 2>/dev/null
+	IPERF_PID=""
+	python3 -c 'import json, sys
+link, out = sys.argv[1], sys.argv[2]
+try:
+    e = json.loads(out)["end"]
+    r = {"link": link, "iperf3_bps": round(e["sum_received"]["bits_per_second"]),
+         "iperf3_sent_bps": round(e["sum_sent"]["bits_per_second"]), "seconds": float(sys.argv[3]), "error": None}
+except Exception as x:
+    r = {"link": link, "iperf3_bps": None, "seconds": float(sys.argv[3]), "error": "iperf3: %s" % (str(x) or "no output")}
+print(json.dumps(r))' "$link" "${out:-}" "$IPERF_S" >>"$WORK/links.jsonl"
+	log "link $link: iperf3 a->b $(tail -1 "$WORK/links.jsonl" | python3 -c 'import json,sys; r=json.load(sys.stdin); print("%.0f Mbit/s" % (r["iperf3_bps"]/1e6) if r["iperf3_bps"] else r["error"])')"
+}
+
+# fits MEM DISK: the sanity check.  Prints the reason when it does not fit.
+fits() {
+	local mem=$1 disk=$2 avail_kib free_kib need_disk need_mem
+	avail_kib=$(awk '$1 == "MemAvailable:" {print $2}' /proc/meminfo)
+	free_kib=$(df -Pk "$LAB_VAR_BASE/$LAB" | awk 'NR == 2 {print $4}')
+	# Memory: the frozen source and the restored target both hold it
+	# (Voyager freezes with --leave-running), plus 512 MiB of slack.
+	need_mem=$(((2 * mem + 512) * 1024))
+	# Disk: template + source bundle + target copy + podman's writable
+	# layer, archive on a and on b, and restored layer; images twice.
+	need_disk=$(((5 * disk + 3 * mem + 1024) * 1024))
+	if [ "$avail_kib" -lt "$need_mem" ]; then
+		echo "memory: needs about $((need_mem / 1024)) MiB available, $((avail_kib / 1024)) MiB is"
+		return 1
+	fi
+	if [ "$free_kib" -lt "$need_disk" ]; then
+		echo "disk: needs about $((need_disk / 1024)) MiB free under $LAB_VAR_BASE, $((free_kib / 1024)) MiB is"
+		return 1
+	fi
+}
+
+# ---------------------------------------------------------------- the grid
+N=0
+FAILED=0
+for disk in "${DISKS[@]}"; do
+	for files in "${FILES[@]}"; do
+		FILL="$A/tmp/vyfill"
+		rm -rf "$FILL"
+		fill_ok=1
+		if why=$(fits "${MEMS[0]}" "$disk"); then
+			log "fill: $disk MiB of random data over $files files"
+			mkdir -p "$FILL" && make_fill "$disk" "$files" "$FILL" || die "could not write the fill tree"
+		else
+			fill_ok=0
+		fi
+		for link in "${LINKS[@]}"; do
+			[ $fill_ok = 1 ] && shape_link "$link"
+			for mem in "${MEMS[@]}"; do
+				MEM=$mem
+				if ! why=$(fits "$mem" "$disk"); then
+					log "skip mem $mem MiB, disk $disk MiB, files $files, link $link: $why"
+					python3 -c 'import json,sys; print(json.dumps({"mem_mib": int(sys.argv[1]), "disk_mib": int(sys.argv[2]), "files": int(sys.argv[3]), "link": sys.argv[4], "reason": sys.argv[5]}))' \
+						"$mem" "$disk" "$files" "$link" "$why" >>"$WORK/skipped.jsonl"
+					continue
+				fi
+				for ((rep = 1; rep <= REPS; rep++)); do
+					nm=${#METHODS[@]}
+					for ((k = 0; k < nm; k++)); do
+						method=${METHODS[$(((k + rep - 1) % nm))]}
+						N=$((N + 1))
+						id="${LAB}r$N"
+						case $method in
+						voyager/*) res=$(run_voyager "${method#voyager/}" "$id") ;;
+						manual-runc) res=$(run_manual - "$id") ;;
+						podman) res=$(run_podman - "$id") ;;
+						esac
+						[ -n "$res" ] || res='{"ok": false, "error": "harness: no measurement"}'
+						record "$res" "$(python3 -c 'import json,sys; a=sys.argv[1:]; print(json.dumps({"method": a[0], "link": a[1], "mem_mib": int(a[2]), "disk_mib": int(a[3]), "files": int(a[4]), "rep": int(a[5]), "order": int(a[6]), "data_bytes": (int(a[2]) + int(a[3])) << 20}))' \
+							"$method" "$link" "$mem" "$disk" "$files" "$rep" "$((k + 1))")"
+						log "$(tail -1 "$WORK/runs.jsonl" | python3 -c 'import json,sys; r=json.load(sys.stdin); print("%-17s link %s mem %4d disk %4d files %d rep %d: %s" % (r["method"], r["link"], r["mem_mib"], r["disk_mib"], r["files"], r["rep"], ("downtime %s ms, total %s ms, wire %s B, memory intact %s" % (r.get("downtime_ms"), r.get("total_ms"), r.get("bytes_wire"), r.get("memory_intact"))) if r.get("ok") else "FAILED: %s" % (r.get("error"),)))')"
+						grep -q '"ok": true' <<<"$res" || FAILED=$((FAILED + 1))
+					done
+				done
+			done
+		done
+		rm -rf "$FILL"
+	done
+done
+
+# ---------------------------------------------------------------- results
+FINISHED=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+VYB_TMPL_BYTES=$(du -sb "$("$ROOT/tests/workloads/mkrootfs.sh" path busybox)" 2>/dev/null | cut -f1) \
+	VYB_ROOT=$ROOT python3 - "$WORK" "$OUTDIR/results.json" "$PROFILE" "$STARTED" "$FINISHED" "$REPS" "$PODMAN_OK" "$PODMAN_WHY" \
+	"${MEMS[*]}" "${DISKS[*]}" "${FILES[*]}" "${LINKS[*]}" "${METHODS[*]}" "$CG2" <<'PY' || die "could not write results.json"
+import json, os, platform, subprocess, sys
+work, out, profile, started, finished, reps, pm_ok, pm_why = sys.argv[1:9]
+mems, disks, files, links, methods, cg2 = (s.split() for s in sys.argv[9:15])
+def lines(name):
+    with open(os.path.join(work, name)) as f:
+        return [json.loads(l) for l in f if l.strip()]
+def ver(*cmd):
+    try:
+        o = subprocess.run(list(cmd), capture_output=True, text=True, timeout=20)
+        return (o.stdout or o.stderr).strip().splitlines()[0]
+    except Exception:
+        return None
+tmpl_bytes = int(os.environ.get("VYB_TMPL_BYTES") or 0) or None
+mem_total = None
+with open("/proc/meminfo") as f:
+    for l in f:
+        if l.startswith("MemTotal:"):
+            mem_total = int(l.split()[1]) // 1024
+doc = {
+    "schema": 1,
+    "profile": profile, "started": started, "finished": finished,
+    "host": {"kernel": platform.release(), "cpus": os.cpu_count(), "mem_mib": mem_total,
+             "criu": (ver("criu", "--version") or "").replace("Version: ", "criu ") or None, "runc": ver("runc", "--version"),
+             "podman": ver("podman", "--version") if pm_ok == "1" else None,
+             "voyager": ver(os.environ["VYB_ROOT"] + "/build/voyager", "--version")},
+    "grid": {"mem_mib": [int(x) for x in mems], "disk_mib": [int(x) for x in disks],
+             "files": [int(x) for x in files], "links": links, "reps": int(reps), "methods": methods},
+    "baseline": "manual-runc",
+    "podman": {"ran": pm_ok == "1", "why_not": None if pm_ok == "1" else pm_why},
+    "definitions": {
+        "downtime_ms": {"voyager": "the report's downtime_ms: freeze (checkpoint start) -> target reported the container restored",
+                        "manual-runc": "runc checkpoint start -> runc restore -d returned on b",
+                        "podman": "podman container checkpoint --export start -> podman container restore --import returned on b"},
+        "total_ms": {"voyager": "the report's total_ms: request -> report (preflight, commit and cleanup included)",
+                     "manual-runc": "receiver start -> runc restore returned",
+                     "podman": "receiver start -> restore returned"},
+        "bytes_wire": {"voyager": "the report's bytes.wire: TLS payload the source sent",
+                       "manual-runc": "bytes of the tar stream received on b",
+                       "podman": "bytes of the exported checkpoint archive (zstd) received on b"},
+        "data_bytes": "(mem_mib + disk_mib) MiB: the container's memhog memory plus its fill data; the busybox "
+                      "root filesystem itself (%s bytes) is not counted, so wire / data is above 1 for small cells" % tmpl_bytes,
+        "podman_image": "podman's container runs from an image (the same busybox tree, podman import) that both hosts "
+                        "already hold, as after a registry pull: only the checkpoint and the writable layer (the fill "
+                        "data) travel. Voyager and the manual method send the whole root filesystem, image included. "
+                        "podman restores under the source's cgroup parent name (restore --import has no "
+                        "--cgroup-parent); both are lab cgroups.",
+        "cpu_s": "CPU seconds (cgroup v2 cpu.stat usage_usec) of everything the harness ran inside each host "
+                 "during the migration: voyagerd and the runc/criu it ran, or the manual method's runc, criu, tar and "
+                 "python sender/receiver, or podman, conmon, runc and criu. The containers' own processes are not "
+                 "included (they run in their own cgroups). Idle voyagerd agents are included for every method.",
+        "voyagerd_cpu_s": "voyagerd's utime+stime+cutime+cstime from /proc/PID/stat (itself plus the runc/criu children it reaped), per host",
+        "voyagerd_hwm_kib": "voyagerd's VmHWM from /proc/PID/status, reset (clear_refs 5) before each run, per host; voyagerd only",
+        "client_pause_ms": "not measured: Voyager does not move the container's network identity yet, so no client can "
+                           "follow the container to b"},
+    "links": lines("links.jsonl"),
+    "skipped": lines("skipped.jsonl"),
+    "notes": [l.rstrip("\n") for l in open(os.path.join(work, "notes.txt")) if l.strip()],
+    "runs": lines("runs.jsonl"),
+}
+if not cg2:
+    doc["notes"].append("no cgroup v2 hierarchy: cpu_s not measured")
+with open(out + ".tmp", "w") as f:
+    json.dump(doc, f, indent=1)
+os.rename(out + ".tmp", out)
+PY
+log "results: $OUTDIR/results.json ($N runs, $FAILED failed)"
+python3 "$ROOT/bench/report.py" "$OUTDIR/results.json" --out "$OUTDIR" >>"$LOG" 2>&1 ||
+	die "report.py failed (see $LOG)"
+log "report: $OUTDIR/report.md"
+[ "$FAILED" = 0 ] || log "$FAILED run(s) failed; see report.md"
+exit 0
