@@ -82,6 +82,10 @@ die() { log "bench: HARNESS ERROR: $*"; exit 1; }
 note() { printf '%s\n' "$*" >>"$WORK/notes.txt"; }
 
 WORK=$(mktemp -d /tmp/vybench.XXXXXX) || exit 1
+# Until the lab exists only WORK needs removing (teardown replaces this).
+trap 'rm -rf "$WORK"' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 : >"$WORK/notes.txt"
 : >"$WORK/runs.jsonl"
 : >"$WORK/links.jsonl"
