@@ -72,6 +72,7 @@ struct sender {
 	struct vy_progress *progress;
 	EVP_MD_CTX *ctx;
 	uint8_t *buf;
+	uint8_t *skipped; /* live tree: files that moved under us are skipped here */
 };
 
 /* The next data region at or after off, as [*data, *hole), both clamped to
@@ -173,15 +174,45 @@ static int check_size(int fd, const struct vy_entry *e, const char *when,
 	return 0;
 }
 
+/* A file of a live tree that vanished or changed size: tell the receiver
+ * its copy is not to be trusted (a later delta sends it again). */
+static int send_skip(struct sender *s, uint32_t index, const struct vy_entry *e, vy_error *err)
+{
+	s->skipped[index] = 1;
+	json_object *obj = json_object_new_object();
+	json_object_object_add(obj, "stream", json_object_new_int64(s->stream));
+	json_object_object_add(obj, "entry", json_object_new_int64(index));
+	json_object_object_add(obj, "skipped", json_object_new_boolean(1));
+	int rc = vy_channel_send_json(s->ch, VY_MSG_FILE_END, obj, err);
+	json_object_put(obj);
+	return rc < 0 ? vy_error_wrap(err, "'%s': FILE_END", e->path) : 0;
+}
+
+static int send_file_data(struct sender *s, int fd, uint32_t index,
+			  const struct vy_entry *e, vy_error *err);
+
 static int send_file(struct sender *s, int rootfd, uint32_t index,
 		     const struct vy_entry *e, vy_error *err)
 {
+	vy_error local;
 	cleanup_close int fd =
-		vy_manifest_open_entry(rootfd, e->path, O_RDONLY, err);
+		vy_manifest_open_entry(rootfd, e->path, O_RDONLY, s->skipped ? &local : err);
 	if (fd < 0)
-		return -1;
-	if (check_size(fd, e, "since the scan", err) < 0)
-		return -1;
+		return s->skipped ? send_skip(s, index, e, err) : -1;
+	if (check_size(fd, e, "since the scan", s->skipped ? &local : err) < 0)
+		return s->skipped ? send_skip(s, index, e, err) : -1;
+	int rc = send_file_data(s, fd, index, e, s->skipped ? &local : err);
+	if (rc < 0 && s->skipped && local.code != EPIPE && local.code != ECONNRESET &&
+	    !strstr(local.msg, "sending"))
+		return send_skip(s, index, e, err);
+	if (rc < 0 && s->skipped)
+		*err = local;
+	return rc;
+}
+
+static int send_file_data(struct sender *s, int fd, uint32_t index,
+			  const struct vy_entry *e, vy_error *err)
+{
 	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 	if (!EVP_DigestInit_ex(s->ctx, EVP_sha256(), NULL))
 		return vy_error_set(err, EIO, "sha256 init failed");
@@ -207,14 +238,42 @@ int vy_tree_send(vy_channel *ch, uint32_t stream, int rootfd,
 		 const struct vy_manifest *m, struct vy_progress *progress,
 		 vy_error *err)
 {
+	return vy_tree_send_some(ch, stream, rootfd, m, NULL, progress, err);
+}
+
+static int send_tree(struct sender *s, int rootfd, const struct vy_manifest *m,
+		     const uint8_t *skip, vy_error *err);
+
+int vy_tree_send_some(vy_channel *ch, uint32_t stream, int rootfd,
+		      const struct vy_manifest *m, const uint8_t *skip,
+		      struct vy_progress *progress, vy_error *err)
+{
 	struct sender s = { .ch = ch, .stream = stream, .progress = progress };
+	return send_tree(&s, rootfd, m, skip, err);
+}
+
+int vy_tree_send_live(vy_channel *ch, uint32_t stream, int rootfd,
+		      const struct vy_manifest *m, uint8_t *skipped,
+		      struct vy_progress *progress, vy_error *err)
+{
+	struct sender s = { .ch = ch, .stream = stream, .progress = progress,
+			    .skipped = skipped };
+	return send_tree(&s, rootfd, m, NULL, err);
+}
+
+static int send_tree(struct sender *s_in, int rootfd, const struct vy_manifest *m,
+		     const uint8_t *skip, vy_error *err)
+{
+	struct sender s = *s_in;
+	uint32_t stream = s.stream;
+	vy_channel *ch = s.ch;
 	s.ctx = EVP_MD_CTX_new();
 	s.buf = malloc(VY_CHUNK_SIZE);
 	int rc = 0;
 	if (!s.ctx || !s.buf)
 		rc = vy_error_sys(err, ENOMEM, "send tree");
 	for (uint32_t i = 0; rc == 0 && i < m->count; i++) {
-		if (entry_has_data(&m->entries[i]))
+		if (entry_has_data(&m->entries[i]) && !(skip && skip[i]))
 			rc = send_file(&s, rootfd, i, &m->entries[i], err);
 	}
 	if (rc == 0) {
@@ -242,6 +301,7 @@ struct vy_tree_sink {
 	uint64_t next_offset;
 	EVP_MD_CTX *ctx;
 	uint64_t bytes;
+	uint8_t *skipped; /* set: a live tree, whose sender may skip files */
 };
 
 int vy_tree_sink_new(int rootfd, const struct vy_manifest *m, uint32_t stream,
@@ -391,11 +451,39 @@ static bool json_get_u64(json_object *obj, const char *key, uint64_t *out)
 	return true;
 }
 
+void vy_tree_sink_allow_skips(struct vy_tree_sink *s, uint8_t *skipped)
+{
+	s->skipped = skipped;
+}
+
+/* The sender gave up on a file of a live tree: what we wrote is void. */
+static int sink_skip(struct vy_tree_sink *s, json_object *obj, vy_error *err)
+{
+	uint64_t stream, index;
+	if (!s->skipped)
+		return vy_error_set(err, EPROTO, "a file was skipped in a tree that must be whole");
+	if (!json_get_u64(obj, "stream", &stream) || stream > UINT32_MAX ||
+	    !json_get_u64(obj, "entry", &index) || index > UINT32_MAX)
+		return vy_error_set(err, EPROTO, "malformed FILE_END");
+	const struct vy_entry *e = sink_entry(s, (uint32_t)stream, (uint32_t)index, "FILE_END", err);
+	if (!e)
+		return -1;
+	s->current = VY_NO_LINK;
+	int fd = take_fd(s->fd);
+	if (fd >= 0)
+		close(fd);
+	s->ended[index] = 1;
+	s->skipped[index] = 1;
+	return 0;
+}
+
 int vy_tree_sink_file_end(struct vy_tree_sink *s, json_object *obj,
 			  vy_error *err)
 {
 	uint64_t stream, index, size;
 	json_object *hv;
+	if (json_object_get_boolean(json_object_object_get(obj, "skipped")))
+		return sink_skip(s, obj, err);
 	if (!json_get_u64(obj, "stream", &stream) || stream > UINT32_MAX ||
 	    !json_get_u64(obj, "entry", &index) || index > UINT32_MAX ||
 	    !json_get_u64(obj, "size", &size) ||
@@ -449,6 +537,13 @@ int vy_tree_sink_finish(struct vy_tree_sink *s, vy_error *err)
 	if (vy_manifest_finish(s->m, s->rootfd, err) < 0)
 		return vy_error_wrap(err, "tree %u", s->stream);
 	return 0;
+}
+
+void vy_tree_sink_have(struct vy_tree_sink *s, const uint8_t *have)
+{
+	for (uint32_t i = 0; i < s->m->count; i++)
+		if (have[i])
+			s->ended[i] = 1;
 }
 
 uint64_t vy_tree_sink_bytes(const struct vy_tree_sink *s)

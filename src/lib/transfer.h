@@ -36,11 +36,29 @@ int vy_tree_send(vy_channel *ch, uint32_t stream, int rootfd,
 		 const struct vy_manifest *m, struct vy_progress *progress,
 		 vy_error *err);
 
+/* Like vy_tree_send() but skips entries with skip[i] set (the receiver
+ * already has them: see delta.h).  skip may be NULL. */
+int vy_tree_send_some(vy_channel *ch, uint32_t stream, int rootfd,
+		      const struct vy_manifest *m, const uint8_t *skip,
+		      struct vy_progress *progress, vy_error *err);
+
+/* For a tree that may change while it is sent (the container still runs):
+ * a file that vanished or changed size is skipped (skipped[i] set, and the
+ * receiver told) instead of failing the transfer. */
+int vy_tree_send_live(vy_channel *ch, uint32_t stream, int rootfd,
+		      const struct vy_manifest *m, uint8_t *skipped,
+		      struct vy_progress *progress, vy_error *err);
+
 struct vy_tree_sink;
 
 /* rootfd is borrowed and must stay open until vy_tree_sink_free(). */
 int vy_tree_sink_new(int rootfd, const struct vy_manifest *m, uint32_t stream,
 		     struct vy_tree_sink **out, vy_error *err);
+/* Entries with have[i] set are already complete here: no data comes for
+ * them, and data for them is refused. */
+void vy_tree_sink_have(struct vy_tree_sink *s, const uint8_t *have);
+/* Accept skipped files (see vy_tree_send_live), recording them. */
+void vy_tree_sink_allow_skips(struct vy_tree_sink *s, uint8_t *skipped);
 int vy_tree_sink_data(struct vy_tree_sink *s, const struct vy_data_chunk *c,
 		      vy_error *err);
 /* obj is the parsed FILE_END JSON: {"stream", "entry", "size", "sha256"}. */

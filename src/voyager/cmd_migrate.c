@@ -84,7 +84,7 @@ int cmd_migrate(struct cli_globals *g, int argc, char **argv)
 					      { "json", no_argument, 0, 'j' },
 					      { "help", no_argument, 0, 'h' },
 					      { 0, 0, 0, 0 } };
-	const char *to = NULL, *mode = "stop-copy";
+	const char *to = NULL, *mode = "presync";
 	int c;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "t:m:jh", opts, NULL)) != -1) {
@@ -93,7 +93,10 @@ int cmd_migrate(struct cli_globals *g, int argc, char **argv)
 		case 'm': mode = optarg; break;
 		case 'j': g->json = 1; break;
 		case 'h':
-			printf("Usage: voyager migrate CONTAINER --to ADDR[:PORT] [--mode stop-copy] [--json]\n");
+			printf("Usage: voyager migrate CONTAINER --to ADDR[:PORT] [--mode presync|stop-copy] [--json]\n"
+			       "  presync (default): copy rootfs and volumes while the container runs,\n"
+			       "                     then at the freeze only what changed\n"
+			       "  stop-copy:         freeze, then copy everything (the baseline)\n");
 			return 0;
 		default: return 2;
 		}

@@ -16,7 +16,7 @@ static void usage(FILE *f)
 		"Live-migrate OCI containers between hosts running voyagerd.\n\n"
 		"Commands:\n"
 		"  migrate CONTAINER --to ADDR[:PORT]   move a running container to another host\n"
-		"                                       (stop-and-copy; prints a report)\n"
+		"                 [--mode presync|stop-copy]   (prints a report; presync is the default)\n"
 		"  status [ID]                          migrations in flight, or one migration\n"
 		"  list                                 all migrations this agent knows, with phase\n"
 		"  check                                pre-flight this host (CRIU, kernel, runtime)\n"

@@ -29,6 +29,7 @@
 #include "cleanup.h"
 #include "daemon.h"
 #include "log.h"
+#include "delta.h"
 #include "manifest.h"
 #include "netns.h"
 #include "preflight.h"
@@ -51,6 +52,8 @@ struct migration {
 	char images[PATH_MAX];
 	char work[PATH_MAX];
 	json_object *config;
+	char mode[16];         /* "presync" or "stop-copy" */
+	struct vy_manifest pre[2 + VY_MAX_VOLUMES]; /* what the pre-sync sent, per stream */
 	char netns[PATH_MAX];  /* the container's network namespace, if host-made */
 	json_object *net;      /* its identity (netns.h) */
 	bool net_locked, net_detached;
@@ -241,7 +244,7 @@ static json_object *preflight_request(struct migration *m, vy_error *err)
 	json_object_object_add(o, "version", json_object_new_int(VY_PROTOCOL_VERSION));
 	json_object_object_add(o, "id", json_object_new_string(m->id));
 	json_object_object_add(o, "container", json_object_new_string(m->container));
-	json_object_object_add(o, "mode", json_object_new_string("stop-copy"));
+	json_object_object_add(o, "mode", json_object_new_string(m->mode));
 	json_object_object_add(o, "runtime", json_object_new_string(m->d->rt.name));
 	json_object_object_add(o, "criu_version",
 			       json_object_new_string(vy_json_str(facts, "criu_version", "")));
@@ -395,7 +398,7 @@ static int single_file_manifest(const char *path, struct vy_manifest *man, vy_er
 }
 
 static int send_manifest(struct migration *m, uint32_t stream, const char *kind, int index,
-			 const struct vy_manifest *man, vy_error *err)
+			 const char *flavor, const struct vy_manifest *man, vy_error *err)
 {
 	cleanup_free uint8_t *buf = NULL;
 	size_t len;
@@ -405,6 +408,7 @@ static int send_manifest(struct migration *m, uint32_t stream, const char *kind,
 	json_object_object_add(t, "stream", json_object_new_int64(stream));
 	json_object_object_add(t, "kind", json_object_new_string(kind));
 	json_object_object_add(t, "index", json_object_new_int(index));
+	json_object_object_add(t, "flavor", json_object_new_string(flavor));
 	json_object_object_add(t, "manifest_bytes", json_object_new_int64((int64_t)len));
 	json_object_object_add(t, "data_bytes", json_object_new_int64((int64_t)man->data_bytes));
 	json_object_object_add(t, "entries", json_object_new_int64(man->count));
@@ -417,33 +421,93 @@ static int send_manifest(struct migration *m, uint32_t stream, const char *kind,
 	return rc;
 }
 
+static int open_tree_root(const char *path, bool is_dir, vy_error *err)
+{
+	char dir[PATH_MAX];
+	snprintf(dir, sizeof(dir), "%s", path);
+	if (!is_dir) {
+		char *slash = strrchr(dir, '/');
+		if (slash)
+			*(slash == dir ? slash + 1 : slash) = '\0';
+	}
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return vy_error_sys(err, errno, "open %s", dir);
+	return fd;
+}
+
+/* Bytes that go over the wire for man, less what the target already has. */
+static uint64_t bytes_to_send(const struct vy_manifest *man, const uint8_t *skip)
+{
+	uint64_t n = man->data_bytes;
+	for (uint32_t i = 0; skip && i < man->count; i++)
+		if (skip[i])
+			n -= man->entries[i].size;
+	return n;
+}
+
+/* Send one tree.  flavor "full": everything; "presync": everything, while
+ * the container runs, remembering the manifest; "delta": at the freeze,
+ * only files that changed since the pre-sync. */
 static int send_tree(struct migration *m, uint32_t stream, const char *kind, int index,
-		     const char *path, bool is_dir, uint64_t *bytes, vy_error *err)
+		     const char *path, bool is_dir, const char *flavor, uint64_t *bytes,
+		     vy_error *err)
 {
 	struct vy_manifest man = { 0 };
+	cleanup_free uint8_t *skip = NULL;
+	uint32_t kept = 0;
+	bool live = !strcmp(flavor, "presync");
 	int rc = is_dir ? vy_manifest_scan(path, &man, err) : single_file_manifest(path, &man, err);
-	cleanup_close int rootfd = -1;
-	if (rc == 0) {
-		char dir[PATH_MAX];
-		snprintf(dir, sizeof(dir), "%s", path);
-		if (!is_dir) {
-			char *slash = strrchr(dir, '/');
-			if (slash)
-				*(slash == dir ? slash + 1 : slash) = '\0';
-		}
-		rootfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if (rootfd < 0)
-			rc = vy_error_sys(err, errno, "open %s", dir);
+	/* A live tree can change under the scan (a directory vanishing): retry. */
+	for (int retry = 0; live && rc < 0 && retry < 3; retry++) {
+		vy_manifest_free(&man);
+		rc = is_dir ? vy_manifest_scan(path, &man, err) : single_file_manifest(path, &man, err);
 	}
+	cleanup_close int rootfd = rc == 0 ? open_tree_root(path, is_dir, err) : -1;
+	if (rc == 0 && rootfd < 0)
+		rc = -1;
+	if (rc == 0 && !strcmp(flavor, "delta"))
+		rc = vy_delta_unchanged(&m->pre[stream], &man, &skip, &kept, err);
 	if (rc == 0)
-		rc = send_manifest(m, stream, kind, index, &man, err);
-	if (rc == 0)
-		rc = vy_tree_send(m->ch, stream, rootfd, &man, &m->act->progress, err);
-	if (rc == 0)
-		*bytes += man.data_bytes;
-	vy_manifest_free(&man);
+		rc = send_manifest(m, stream, kind, index, flavor, &man, err);
+	if (rc == 0 && live) {
+		skip = calloc(man.count ? man.count : 1, 1);
+		rc = skip ? vy_tree_send_live(m->ch, stream, rootfd, &man, skip, &m->act->progress, err)
+			  : vy_error_set(err, ENOMEM, "out of memory");
+		if (rc == 0)
+			vy_delta_forget(&man, skip);
+	} else if (rc == 0) {
+		rc = vy_tree_send_some(m->ch, stream, rootfd, &man, skip, &m->act->progress, err);
+	}
+	if (rc == 0) {
+		*bytes += bytes_to_send(&man, live ? NULL : skip);
+		if (!strcmp(flavor, "delta"))
+			vy_info("migration %s: %s: %u of %u entries unchanged since the pre-sync",
+				m->id, kind, kept, man.count);
+	}
+	if (rc == 0 && !strcmp(flavor, "presync"))
+		m->pre[stream] = man;
+	else
+		vy_manifest_free(&man);
 	if (rc < 0)
 		return vy_error_wrap(err, "send %s %s", kind, path);
+	return 0;
+}
+
+/* While the container runs: its rootfs and volumes, whole. */
+static int presync(struct migration *m, vy_error *err)
+{
+	m->act->total_bytes = tree_size(m->rootfs, true);
+	for (int i = 0; i < m->nvol; i++)
+		m->act->total_bytes += tree_size(m->vols[i].host_path, m->vols[i].is_dir);
+	progress_start(m);
+	int rc = send_tree(m, 1, "rootfs", 0, m->rootfs, true, "presync", &m->bytes_rootfs, err);
+	for (int i = 0; rc == 0 && i < m->nvol; i++)
+		rc = send_tree(m, 2 + (uint32_t)i, "volume", i, m->vols[i].host_path,
+			       m->vols[i].is_dir, "presync", &m->bytes_volumes, err);
+	progress_stop(m);
+	if (rc < 0)
+		return explain_send_failure(m, err);
 	return 0;
 }
 
@@ -452,13 +516,15 @@ static int transfer(struct migration *m, vy_error *err)
 	m->act->total_bytes = tree_size(m->images, true) + tree_size(m->rootfs, true);
 	for (int i = 0; i < m->nvol; i++)
 		m->act->total_bytes += tree_size(m->vols[i].host_path, m->vols[i].is_dir);
+	atomic_store(&m->act->progress.bytes, 0);
 	progress_start(m);
-	int rc = send_tree(m, 0, "memory", 0, m->images, true, &m->bytes_memory, err);
+	const char *flavor = !strcmp(m->mode, "presync") ? "delta" : "full";
+	int rc = send_tree(m, 0, "memory", 0, m->images, true, "full", &m->bytes_memory, err);
 	if (rc == 0)
-		rc = send_tree(m, 1, "rootfs", 0, m->rootfs, true, &m->bytes_rootfs, err);
+		rc = send_tree(m, 1, "rootfs", 0, m->rootfs, true, flavor, &m->bytes_rootfs, err);
 	for (int i = 0; rc == 0 && i < m->nvol; i++)
 		rc = send_tree(m, 2 + (uint32_t)i, "volume", i, m->vols[i].host_path,
-			       m->vols[i].is_dir, &m->bytes_volumes, err);
+			       m->vols[i].is_dir, flavor, &m->bytes_volumes, err);
 	progress_stop(m);
 	if (rc < 0)
 		return explain_send_failure(m, err);
@@ -618,7 +684,7 @@ static json_object *build_report(struct migration *m, const char *result,
 	json_object_object_add(r, "id", json_object_new_string(m->id));
 	json_object_object_add(r, "container", json_object_new_string(m->container));
 	json_object_object_add(r, "to", json_object_new_string(m->to));
-	json_object_object_add(r, "mode", json_object_new_string("stop-copy"));
+	json_object_object_add(r, "mode", json_object_new_string(m->mode));
 	json_object_object_add(r, "runtime", json_object_new_string(m->d->rt.name));
 	if (m->t_running && m->t_freeze)
 		json_object_object_add(r, "downtime_ms",
@@ -649,6 +715,11 @@ static const char *run_migration(struct migration *m, vy_error *err)
 	phase_begin(m, "preflight");
 	if (run_preflight(m, err) < 0)
 		return "failed";
+	if (!strcmp(m->mode, "presync")) {
+		phase_begin(m, "presync");
+		if (presync(m, err) < 0)
+			return "presync-failed";
+	}
 	/* Persisted with the next phase change, before anything is frozen:
 	 * a restarted agent then knows to look for a frozen container. */
 	vy_journal_set(m->j, "bundle", json_object_new_string(m->bundle));
@@ -679,14 +750,14 @@ static int parse_request(struct migration *m, json_object *req, vy_error *err)
 {
 	const char *c = vy_json_str(req, "container", "");
 	const char *to = vy_json_str(req, "to", "");
-	const char *mode = vy_json_str(req, "mode", "stop-copy");
+	const char *mode = vy_json_str(req, "mode", "presync");
 	if (!vy_name_is_safe(c))
 		return vy_error_set(err, EINVAL, "invalid container name '%.64s'", c);
 	if (!*to || strlen(to) >= sizeof(m->to))
 		return vy_error_set(err, EINVAL, "missing or invalid --to address");
-	if (strcmp(mode, "stop-copy") != 0)
-		return vy_error_set(err, ENOTSUP, "mode '%.32s' is not available yet (only stop-copy)",
-				    mode);
+	if (strcmp(mode, "stop-copy") != 0 && strcmp(mode, "presync") != 0)
+		return vy_error_set(err, ENOTSUP, "unknown mode '%.32s' (presync or stop-copy)", mode);
+	snprintf(m->mode, sizeof(m->mode), "%s", mode);
 	if (vy_active_has_container(c))
 		return vy_error_set(err, EBUSY, "container %s is already being migrated", c);
 	snprintf(m->container, sizeof(m->container), "%s", c);
@@ -723,10 +794,15 @@ json_object *vy_source_migrate(struct vy_daemon *d, json_object *req,
 	if (!m->act || vy_journal_create(d->state_dir, m->id, "source", m->container, m->to,
 					 &m->j, &err) < 0)
 		goto report;
-	vy_journal_set(m->j, "mode", json_object_new_string("stop-copy"));
+	vy_journal_set(m->j, "mode", json_object_new_string(m->mode));
 	vy_journal_set(m->j, "source_dir", json_object_new_string(m->dir));
 	result = run_migration(m, &err);
 	err_phase = m->phase;
+	if (!strcmp(result, "presync-failed")) {
+		/* Nothing was frozen: the container never stopped running here. */
+		tell_target_abort(m, err.msg);
+		result = "failed";
+	}
 	if (!strcmp(result, "rollback")) {
 		snprintf(msg, sizeof(msg), "%s", err.msg);
 		vy_error rb;
@@ -757,6 +833,8 @@ report:;
 	progress_stop(m);
 	if (m->ch)
 		vy_channel_close(m->ch);
+	for (size_t i = 0; i < sizeof(m->pre) / sizeof(m->pre[0]); i++)
+		vy_manifest_free(&m->pre[i]);
 	json_object_put(m->config);
 	json_object_put(m->net);
 	json_object_put(m->phases_ms);

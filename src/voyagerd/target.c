@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -22,6 +23,7 @@
 #include "cleanup.h"
 #include "daemon.h"
 #include "log.h"
+#include "delta.h"
 #include "manifest.h"
 #include "netns.h"
 #include "preflight.h"
@@ -43,7 +45,9 @@ struct session {
 	json_object *volumes;    /* from the pre-flight */
 	json_object *net;        /* the container's network identity, if any */
 	char netns[PATH_MAX];    /* the namespace we built for it */
-	bool seen[MAX_STREAMS];
+	uint8_t seen[MAX_STREAMS];               /* 0 nothing, 1 pre-synced, 2 final */
+	struct vy_manifest pre[MAX_STREAMS];     /* what each pre-sync brought */
+	char stale[MAX_STREAMS][PATH_MAX];       /* replaced trees, removed after restore */
 	bool restored;
 	bool tcp_established;
 	const char *phase;
@@ -217,8 +221,9 @@ static int target_preflight(struct session *s, json_object *req, vy_error *err)
 	snprintf(s->container, sizeof(s->container), "%s", c);
 	snprintf(s->mig_dir, sizeof(s->mig_dir), "%s/migrations/%s", s->d->state_dir, id);
 	snprintf(s->ctr_dir, sizeof(s->ctr_dir), "%s/containers/%s", s->d->state_dir, c);
-	if (strcmp(vy_json_str(req, "mode", ""), "stop-copy") != 0)
-		return vy_error_set(err, ENOTSUP, "unknown migration mode");
+	const char *mode = vy_json_str(req, "mode", "");
+	if (strcmp(mode, "stop-copy") != 0 && strcmp(mode, "presync") != 0)
+		return vy_error_set(err, ENOTSUP, "unknown migration mode '%.16s'", mode);
 	if (check_versions(s, req, err) < 0 || check_name_free(s, err) < 0 ||
 	    check_room(s, req, err) < 0 || check_volumes(s, req, err) < 0)
 		return -1;
@@ -231,16 +236,23 @@ static int target_preflight(struct session *s, json_object *req, vy_error *err)
 	return 0;
 }
 
-/* The directory a stream lands in. */
+/* The directory a stream lands in; checks the order of a stream's trees:
+ * "full" once, or "presync" then "delta". */
 static int stream_dir(struct session *s, json_object *t, char *out, size_t len,
 		      vy_error *err)
 {
 	int64_t stream = vy_json_int(t, "stream", -1);
 	int64_t index = vy_json_int(t, "index", -1);
 	const char *kind = vy_json_str(t, "kind", "");
-	if (stream < 0 || stream >= MAX_STREAMS || s->seen[stream])
-		return vy_error_set(err, EPROTO, "bad or repeated stream %lld", (long long)stream);
-	s->seen[stream] = true;
+	const char *flavor = vy_json_str(t, "flavor", "full");
+	if (stream < 0 || stream >= MAX_STREAMS)
+		return vy_error_set(err, EPROTO, "bad stream %lld", (long long)stream);
+	uint8_t want = !strcmp(flavor, "delta") ? 1 : 0;
+	if ((strcmp(flavor, "full") && strcmp(flavor, "presync") && strcmp(flavor, "delta")) ||
+	    s->seen[stream] != want || (stream == 0 && strcmp(flavor, "full")))
+		return vy_error_set(err, EPROTO, "unexpected '%.16s' tree on stream %lld", flavor,
+				    (long long)stream);
+	s->seen[stream] = !strcmp(flavor, "presync") ? 1 : 2;
 	if (!strcmp(kind, "memory") && stream == 0)
 		snprintf(out, len, "%s/images", s->mig_dir);
 	else if (!strcmp(kind, "rootfs") && stream == 1)
@@ -318,6 +330,42 @@ static int recv_data(struct session *s, struct vy_tree_sink *sink, vy_error *err
 	}
 }
 
+/* A delta lands in a fresh tree next to the pre-synced one: its skeleton
+ * is made from the new manifest, unchanged files are moved over from the
+ * old tree, and only changed files receive data.  Then the trees swap. */
+static int recv_delta(struct session *s, uint32_t stream, const char *dir,
+		      struct vy_manifest *man, vy_error *err)
+{
+	char fresh[PATH_MAX + 8];
+	snprintf(fresh, sizeof(fresh), "%s.delta", dir);
+	snprintf(s->stale[stream], sizeof(s->stale[stream]), "%s.old", dir);
+	cleanup_free uint8_t *have = NULL;
+	cleanup_close int oldfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	cleanup_close int newfd = -1;
+	struct vy_tree_sink *sink = NULL;
+	int rc = oldfd < 0 ? vy_error_sys(err, errno, "open %s", dir) : 0;
+	if (rc == 0 && mkdir(fresh, 0700) < 0)
+		rc = vy_error_sys(err, errno, "mkdir %s", fresh);
+	if (rc == 0 && (newfd = open(fresh, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+		rc = vy_error_sys(err, errno, "open %s", fresh);
+	if (rc == 0)
+		rc = vy_manifest_materialise(man, newfd, err);
+	if (rc == 0)
+		rc = vy_delta_unchanged(&s->pre[stream], man, &have, NULL, err);
+	if (rc == 0)
+		rc = vy_delta_adopt(man, have, oldfd, newfd, err);
+	if (rc == 0)
+		rc = vy_tree_sink_new(newfd, man, stream, &sink, err);
+	if (rc == 0) {
+		vy_tree_sink_have(sink, have);
+		rc = recv_data(s, sink, err);
+	}
+	vy_tree_sink_free(sink);
+	if (rc == 0 && (rename(dir, s->stale[stream]) < 0 || rename(fresh, dir) < 0))
+		rc = vy_error_sys(err, errno, "swap in %s", dir);
+	return rc;
+}
+
 static int recv_tree(struct session *s, struct vy_message *first, vy_error *err)
 {
 	json_object *t = NULL;
@@ -327,6 +375,8 @@ static int recv_tree(struct session *s, struct vy_message *first, vy_error *err)
 	int rc = stream_dir(s, t, dir, sizeof(dir), err);
 	uint32_t stream = (uint32_t)vy_json_int(t, "stream", 0);
 	uint64_t mbytes = (uint64_t)vy_json_int(t, "manifest_bytes", 0);
+	char flavor[16];
+	snprintf(flavor, sizeof(flavor), "%s", vy_json_str(t, "flavor", "full"));
 	json_object_put(t);
 	if (rc < 0)
 		return -1;
@@ -334,18 +384,35 @@ static int recv_tree(struct session *s, struct vy_message *first, vy_error *err)
 	struct vy_tree_sink *sink = NULL;
 	cleanup_close int rootfd = -1;
 	rc = recv_manifest(s, mbytes, &man, err);
+	if (rc == 0 && !strcmp(flavor, "delta")) {
+		rc = recv_delta(s, stream, dir, &man, err);
+		vy_manifest_free(&man);
+		return rc < 0 ? vy_error_wrap(err, "receive changes into %s", dir) : 0;
+	}
 	if (rc == 0)
 		rc = vy_mkdir_p(dir, 0700, err);
 	if (rc == 0 && (rootfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
 		rc = vy_error_sys(err, errno, "open %s", dir);
 	if (rc == 0)
 		rc = vy_manifest_materialise(&man, rootfd, err);
+	bool live = !strcmp(flavor, "presync");
+	cleanup_free uint8_t *skipped = live ? calloc(man.count ? man.count : 1, 1) : NULL;
+	if (rc == 0 && live && !skipped)
+		rc = vy_error_set(err, ENOMEM, "out of memory");
 	if (rc == 0)
 		rc = vy_tree_sink_new(rootfd, &man, stream, &sink, err);
-	if (rc == 0)
+	if (rc == 0) {
+		if (live)
+			vy_tree_sink_allow_skips(sink, skipped);
 		rc = recv_data(s, sink, err);
+	}
 	vy_tree_sink_free(sink);
-	vy_manifest_free(&man);
+	if (rc == 0 && live) {
+		vy_delta_forget(&man, skipped);
+		s->pre[stream] = man;
+	} else {
+		vy_manifest_free(&man);
+	}
 	if (rc < 0)
 		return vy_error_wrap(err, "receive into %s", dir);
 	return 0;
@@ -397,8 +464,11 @@ static int restore_here(struct session *s, struct vy_message *msg, vy_error *err
 	if (vy_message_json(msg, &r, err) < 0)
 		return -1;
 	int rc = 0;
-	if (!s->seen[0] || !s->seen[1])
-		rc = vy_error_set(err, EPROTO, "restore requested before memory and rootfs arrived");
+	bool complete = s->seen[0] == 2 && s->seen[1] == 2;
+	for (size_t v = 0; complete && v < json_object_array_length(s->volumes); v++)
+		complete = s->seen[2 + v] == 2;
+	if (!complete)
+		rc = vy_error_set(err, EPROTO, "restore requested before every tree arrived");
 	else if (!json_object_object_get_ex(r, "config", &config) ||
 		 !json_object_is_type(config, json_type_object))
 		rc = vy_error_set(err, EINVAL, "restore request has no config");
@@ -431,6 +501,9 @@ static int restore_here(struct session *s, struct vy_message *msg, vy_error *err
 	json_object_object_add(ok, "restore_ms", json_object_new_int64((int64_t)(vy_now_ms() - t0)));
 	rc = vy_channel_send_json(s->ch, VY_MSG_RESTORED, ok, err);
 	json_object_put(ok);
+	for (int i = 0; i < MAX_STREAMS; i++)
+		if (s->stale[i][0])
+			vy_rm_rf(s->stale[i], NULL);
 	return rc;
 }
 
@@ -634,6 +707,8 @@ void vy_target_session(struct vy_daemon *d, vy_channel *ch, struct vy_message *f
 	vy_journal_free(s->j);
 	json_object_put(s->volumes);
 	json_object_put(s->net);
+	for (int i = 0; i < MAX_STREAMS; i++)
+		vy_manifest_free(&s->pre[i]);
 	vy_active_remove(s->act);
 }
 

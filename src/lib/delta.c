@@ -1,0 +1,137 @@
+/* delta.c - see delta.h. */
+#include "delta.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+
+static int by_path(const void *a, const void *b, void *arg)
+{
+	const struct vy_manifest *m = arg;
+	return strcmp(m->entries[*(const uint32_t *)a].path, m->entries[*(const uint32_t *)b].path);
+}
+
+/* Which entries belong to a hard-link group (first name or later). */
+static uint8_t *linked_entries(const struct vy_manifest *m)
+{
+	uint8_t *linked = calloc(m->count ? m->count : 1, 1);
+	if (!linked)
+		return NULL;
+	for (uint32_t i = 0; i < m->count; i++) {
+		uint32_t first = m->entries[i].link_of;
+		if (first != VY_NO_LINK && first < m->count) {
+			linked[i] = 1;
+			linked[first] = 1;
+		}
+	}
+	return linked;
+}
+
+static bool same_xattrs(const struct vy_entry *a, const struct vy_entry *b)
+{
+	if (a->nxattr != b->nxattr)
+		return false;
+	for (uint16_t i = 0; i < a->nxattr; i++) {
+		bool found = false;
+		for (uint16_t k = 0; k < b->nxattr && !found; k++)
+			found = !strcmp(a->xattrs[i].name, b->xattrs[k].name) &&
+				a->xattrs[i].len == b->xattrs[k].len &&
+				!memcmp(a->xattrs[i].value, b->xattrs[k].value, a->xattrs[i].len);
+		if (!found)
+			return false;
+	}
+	return true;
+}
+
+static bool same_file(const struct vy_entry *a, const struct vy_entry *b)
+{
+	return a->type == VY_ENTRY_REG && b->type == VY_ENTRY_REG && a->size == b->size &&
+	       a->mtime_ns == b->mtime_ns && a->mode == b->mode && a->uid == b->uid &&
+	       a->gid == b->gid && same_xattrs(a, b);
+}
+
+int vy_delta_unchanged(const struct vy_manifest *old, const struct vy_manifest *cur,
+		       uint8_t **unchanged, uint32_t *count, vy_error *err)
+{
+	cleanup_free uint32_t *order = malloc((old->count ? old->count : 1) * sizeof(uint32_t));
+	cleanup_free uint8_t *old_linked = linked_entries(old);
+	cleanup_free uint8_t *cur_linked = linked_entries(cur);
+	uint8_t *out = calloc(cur->count ? cur->count : 1, 1);
+	if (!order || !old_linked || !cur_linked || !out) {
+		free(out);
+		return vy_error_set(err, ENOMEM, "out of memory");
+	}
+	for (uint32_t i = 0; i < old->count; i++)
+		order[i] = i;
+	qsort_r(order, old->count, sizeof(uint32_t), by_path, (void *)old);
+	uint32_t n = 0;
+	for (uint32_t i = 0; i < cur->count; i++) {
+		const struct vy_entry *e = &cur->entries[i];
+		if (e->type != VY_ENTRY_REG || cur_linked[i])
+			continue;
+		uint32_t lo = 0, hi = old->count;
+		while (lo < hi) {
+			uint32_t mid = lo + (hi - lo) / 2;
+			int c = strcmp(old->entries[order[mid]].path, e->path);
+			if (c == 0) {
+				lo = mid;
+				break;
+			}
+			if (c < 0)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		if (lo < old->count && !strcmp(old->entries[order[lo]].path, e->path) &&
+		    !old_linked[order[lo]] && same_file(&old->entries[order[lo]], e)) {
+			out[i] = 1;
+			n++;
+		}
+	}
+	*unchanged = out;
+	if (count)
+		*count = n;
+	return 0;
+}
+
+static int parent_of(int rootfd, const char *path, char *base, size_t blen, vy_error *err)
+{
+	const char *slash = strrchr(path, '/');
+	snprintf(base, blen, "%s", slash ? slash + 1 : path);
+	if (!slash)
+		return dup(rootfd);
+	char dir[4096];
+	snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
+	return vy_manifest_open_entry(rootfd, dir, O_PATH | O_DIRECTORY, err);
+}
+
+int vy_delta_adopt(const struct vy_manifest *cur, const uint8_t *unchanged,
+		   int old_rootfd, int new_rootfd, vy_error *err)
+{
+	for (uint32_t i = 0; i < cur->count; i++) {
+		if (!unchanged[i])
+			continue;
+		const char *path = cur->entries[i].path;
+		char base[256];
+		cleanup_close int from = parent_of(old_rootfd, path, base, sizeof(base), err);
+		cleanup_close int to = from >= 0 ? parent_of(new_rootfd, path, base, sizeof(base), err)
+						 : -1;
+		if (from < 0 || to < 0)
+			return vy_error_wrap(err, "adopt '%s'", path);
+		if (renameat(from, base, to, base) < 0)
+			return vy_error_sys(err, errno, "adopt '%s': rename", path);
+	}
+	return 0;
+}
+
+void vy_delta_forget(struct vy_manifest *m, const uint8_t *skipped)
+{
+	for (uint32_t i = 0; i < m->count; i++)
+		if (skipped[i])
+			m->entries[i].mtime_ns = INT64_MIN;
+}
