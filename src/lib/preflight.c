@@ -177,3 +177,29 @@ int vy_container_processes(int pid, int *nonroot_uid, uint64_t *rss_bytes)
 	}
 	return 0;
 }
+
+int vy_process_freezer_cgroup(int pid, char *out, size_t len)
+{
+	char path[64], line[4096], unified[4096] = "";
+	snprintf(path, sizeof(path), "/proc/%d/cgroup", pid);
+	out[0] = '\0';
+	cleanup_fclose FILE *f = fopen(path, "re");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		line[strcspn(line, "\n")] = '\0';
+		char *c1 = strchr(line, ':');
+		char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+		if (!c2)
+			continue;
+		*c2 = '\0';
+		if (!strcmp(c1 + 1, "freezer")) {
+			snprintf(out, len, "%s", c2 + 1);
+			return 0;
+		}
+		if (c1[1] == '\0')
+			snprintf(unified, sizeof(unified), "%s", c2 + 1);
+	}
+	snprintf(out, len, "%s", unified);
+	return 0;
+}

@@ -33,4 +33,8 @@ int vy_criu_cpuinfo_check(const char *dir, vy_error *err);
  * the first non-root uid among them (0 if none) and their summed RSS. */
 int vy_container_processes(int pid, int *nonroot_uid, uint64_t *rss_bytes);
 
+/* The cgroup path of pid in the freezer v1 hierarchy, or in the unified
+ * hierarchy when there is no v1 freezer ("" if unknown).  */
+int vy_process_freezer_cgroup(int pid, char *out, size_t len);
+
 #endif

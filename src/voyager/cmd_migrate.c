@@ -71,6 +71,9 @@ static void print_report(json_object *r)
 			printf(" %s %lld ms;", k, (long long)json_object_get_int64(val));
 		printf("\n");
 	}
+	json_object *w = json_object_object_get(r, "warnings");
+	for (size_t i = 0; w && i < json_object_array_length(w); i++)
+		fprintf(stderr, "warning: %s\n", json_object_get_string(json_object_array_get_idx(w, i)));
 	json_object *e = json_object_object_get(r, "error");
 	if (e)
 		fprintf(stderr, "error in %s: %s\n", vy_json_str(e, "phase", "?"),

@@ -65,6 +65,7 @@ struct migration {
 	uint64_t bytes_memory, bytes_rootfs, bytes_volumes, need_bytes;
 	uint64_t wire_bytes; /* of a channel that is already closed */
 	json_object *phases_ms;
+	json_object *warnings; /* from the target, for the report */
 	bool checkpointed;
 	bool frozen;
 	bool target_durable;
@@ -185,6 +186,17 @@ static int load_container(struct migration *m, vy_error *err)
 	    vy_bundle_rootfs(m->config, m->bundle, m->rootfs, sizeof(m->rootfs), err) < 0 ||
 	    vy_bundle_volumes(m->config, m->vols, &m->nvol, err) < 0)
 		return vy_error_wrap(err, "bundle %s", m->bundle);
+	/* Freezing works on the container's cgroup: a process outside it would
+	 * keep running through the dump, and then run on both hosts. */
+	const char *cgp = vy_json_str(json_object_object_get(m->config, "linux"), "cgroupsPath", "");
+	char frz[4096];
+	if (cgp[0] == '/' && vy_process_freezer_cgroup(st.pid, frz, sizeof(frz)) == 0 &&
+	    frz[0] && strcmp(frz, cgp) != 0)
+		return vy_error_set(err, EPERM,
+				    "container %s runs outside its cgroup (%s, not %s), so it cannot "
+				    "be frozen safely; crun 1.21 restores containers into the root "
+				    "cgroup (a crun bug fixed in later releases)",
+				    m->container, frz, cgp);
 	const char *ns = vy_bundle_netns_path(m->config);
 	if (ns) {
 		snprintf(m->netns, sizeof(m->netns), "%s", ns);
@@ -545,8 +557,12 @@ static int restore_remote(struct migration *m, vy_error *err)
 	struct vy_message msg = { 0 };
 	if (vy_channel_expect(m->ch, VY_MSG_RESTORED, &msg, err) < 0)
 		return -1;
-	vy_message_free(&msg);
 	m->t_running = vy_now_ms();
+	json_object *o = NULL;
+	if (vy_message_json(&msg, &o, NULL) == 0 && json_object_object_get(o, "warnings"))
+		m->warnings = json_object_get(json_object_object_get(o, "warnings"));
+	json_object_put(o);
+	vy_message_free(&msg);
 	return 0;
 }
 
@@ -701,6 +717,8 @@ static json_object *build_report(struct migration *m, const char *result,
 		(int64_t)(m->ch ? vy_channel_bytes_sent(m->ch) : m->wire_bytes)));
 	json_object_object_add(r, "bytes", b);
 	json_object_object_add(r, "phases_ms", json_object_get(m->phases_ms));
+	if (m->warnings)
+		json_object_object_add(r, "warnings", json_object_get(m->warnings));
 	if (err_msg) {
 		json_object *e = json_object_new_object();
 		json_object_object_add(e, "phase", json_object_new_string(err_phase));
@@ -838,6 +856,7 @@ report:;
 	json_object_put(m->config);
 	json_object_put(m->net);
 	json_object_put(m->phases_ms);
+	json_object_put(m->warnings);
 	vy_journal_free(m->j);
 	vy_active_remove(m->act);
 	return r;

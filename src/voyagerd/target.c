@@ -457,6 +457,27 @@ static int write_bundle(struct session *s, json_object *config, char *bundle,
 	return vy_bundle_save(config, bundle, err);
 }
 
+/* Tell the source when the runtime restored the container outside the
+ * cgroup its config names: its limits then no longer apply. */
+static void check_placement(struct session *s, const char *want, json_object *reply)
+{
+	struct vy_container_state st;
+	char got[4096];
+	if (!want[0] || want[0] != '/' ||
+	    vy_runtime_state(&s->d->rt, s->container, &st, NULL) < 0 || st.pid <= 0 ||
+	    vy_process_freezer_cgroup(st.pid, got, sizeof(got)) < 0 || !got[0] ||
+	    !strcmp(got, want))
+		return;
+	char msg[8400];
+	snprintf(msg, sizeof(msg), "%s restored the container into cgroup %s, not %s: its "
+		 "resource limits do not apply on this host, and it cannot be migrated again "
+		 "(crun 1.21 does this; fixed in later crun releases)", s->d->rt.name, got, want);
+	vy_warn("migration %s: %s", s->id, msg);
+	json_object *w = json_object_new_array();
+	json_object_array_add(w, json_object_new_string(msg));
+	json_object_object_add(reply, "warnings", w);
+}
+
 static int restore_here(struct session *s, struct vy_message *msg, vy_error *err)
 {
 	json_object *r = NULL, *config;
@@ -474,6 +495,10 @@ static int restore_here(struct session *s, struct vy_message *msg, vy_error *err
 		rc = vy_error_set(err, EINVAL, "restore request has no config");
 	else
 		rc = write_bundle(s, config, bundle, sizeof(bundle), err);
+	char config_cgroup[4096] = "";
+	if (rc == 0)
+		snprintf(config_cgroup, sizeof(config_cgroup), "%s",
+			 vy_json_str(json_object_object_get(config, "linux"), "cgroupsPath", ""));
 	s->tcp_established = json_object_get_boolean(json_object_object_get(r, "tcp_established"));
 	json_object_put(r);
 	if (rc < 0)
@@ -499,6 +524,7 @@ static int restore_here(struct session *s, struct vy_message *msg, vy_error *err
 		return -1;
 	json_object *ok = json_object_new_object();
 	json_object_object_add(ok, "restore_ms", json_object_new_int64((int64_t)(vy_now_ms() - t0)));
+	check_placement(s, config_cgroup, ok);
 	rc = vy_channel_send_json(s->ch, VY_MSG_RESTORED, ok, err);
 	json_object_put(ok);
 	for (int i = 0; i < MAX_STREAMS; i++)

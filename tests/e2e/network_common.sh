@@ -105,8 +105,12 @@ echo "move: $out"
 [ "$(vy_json_get "$out" result)" = migrated ] && t_ok "migrated (downtime $(vy_json_get "$out" downtime_ms) ms)" ||
 	t_fail "migrated" "$out"
 client_check move "migration"
-[ "$(ctr_state b "$RUNTIME" "$ID")" = running ] && [ "$(ctr_state a "$RUNTIME" "$ID")" = absent ] &&
-	t_ok "runs on b, gone from a" || t_fail "runs on b, gone from a"
+stb=$(ctr_state b "$RUNTIME" "$ID")
+# crun 1.21 may call a container it restored outside its cgroup "stopped"
+# while it runs; the fresh connection below shows whether it runs.
+{ [ "$stb" = running ] || { [ "$RUNTIME" = crun ] && [ "$stb" = stopped ]; }; } &&
+	[ "$(ctr_state a "$RUNTIME" "$ID")" = absent ] &&
+	t_ok "runs on b ($RUNTIME says $stb), gone from a" || t_fail "runs on b, gone from a" "$stb"
 [ -e "$B/state/netns/$ID" ] && [ ! -e "$A/state/netns/$ID" ] &&
 	t_ok "the namespace moved: held by b, gone from a" || t_fail "the namespace moved"
 now=$(lab_exec "$LAB" c redis-cli -h "$IP" info server | sed -n 's/^run_id:\(.*\)\r$/\1/p')
