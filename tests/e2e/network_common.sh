@@ -36,6 +36,23 @@ ctr_run a "$RUNTIME" "$ID" "$A/bundles/$ID" || { t_fail "container start"; t_don
 wait_until 10 lab_exec "$LAB" c redis-cli -h "$IP" ping >/dev/null 2>&1 ||
 	{ t_fail "redis answers from c"; t_done; }
 RUNID=$(lab_exec "$LAB" c redis-cli -h "$IP" info server | sed -n 's/^run_id:\(.*\)\r$/\1/p')
+# A dataset held in memory only (redis.conf: save "", appendonly no).
+python3 -c 'import sys
+for i in range(5000):
+    k, v = "data:%d" % i, "v%d-%s" % (i, "x" * (i % 97))
+    sys.stdout.write("*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(k), k, len(v), v))' \
+	>"$C/tmp/data.resp"
+lab_exec "$LAB" c sh -c "redis-cli -h $IP --pipe <'$C/tmp/data.resp'" >/dev/null ||
+	t_fail "load the dataset"
+# every_key_back HOST: all 5000 keys hold their exact value, checked in redis
+every_key_back() {
+	lab_exec "$LAB" c redis-cli -h "$IP" eval '
+local bad = 0
+for i = 0, 4999 do
+  if redis.call("GET", "data:" .. i) ~= "v" .. i .. "-" .. string.rep("x", i % 97) then bad = bad + 1 end
+end
+return bad' 0
+}
 
 # client_start NAME SECONDS; client_check NAME LABEL: one connection from c
 client_start() {
@@ -117,6 +134,8 @@ now=$(lab_exec "$LAB" c redis-cli -h "$IP" info server | sed -n 's/^run_id:\(.*\
 [ -n "$now" ] && [ "$now" = "$RUNID" ] &&
 	t_ok "a fresh connection to $IP reaches the same redis process, now on b" ||
 	t_fail "a fresh connection reaches the same process" "before $RUNID now $now"
+[ "$(every_key_back)" = 0 ] && t_ok "every one of the 5000 keys held in memory reads back exact on b" ||
+	t_fail "dataset on b" "$(every_key_back)"
 n=$(lab_exec "$LAB" c redis-cli -h "$IP" get move:counter)
 [ "$n" -ge "$(vy_json_get "$(cat "$C/tmp/move.json")" last_counter)" ] 2>/dev/null &&
 	t_ok "counter on b >= last acknowledged ($n)" || t_fail "counter on b" "$n"
