@@ -203,3 +203,47 @@ int vy_process_freezer_cgroup(int pid, char *out, size_t len)
 	snprintf(out, len, "%s", unified);
 	return 0;
 }
+
+bool vy_criu_has_feature(const char *name)
+{
+	char *argv[] = { "criu", "check", "--feature", (char *)name, NULL };
+	struct vy_cmd_result res;
+	if (vy_cmd_run(argv, 30000, &res, NULL) < 0)
+		return false;
+	bool ok = res.status == 0;
+	vy_cmd_result_free(&res);
+	return ok;
+}
+
+int vy_memory_mode_choose(const char *requested, bool soft_dirty, bool uffd,
+			  const char **chosen, char *reason, size_t len, vy_error *err)
+{
+	if (!strcmp(requested, "stop-copy")) {
+		*chosen = "stop-copy";
+		snprintf(reason, len, "requested");
+		return 0;
+	}
+	if (!strcmp(requested, "pre-copy")) {
+		if (!soft_dirty)
+			return vy_error_set(err, ENOTSUP, "pre-copy needs soft-dirty page tracking, "
+					    "which this kernel lacks (criu check --feature "
+					    "mem_dirty_track fails); use --memory stop-copy or auto");
+		return vy_error_set(err, ENOTSUP, "pre-copy memory is not implemented in this "
+				    "version; use --memory stop-copy or auto");
+	}
+	if (!strcmp(requested, "post-copy")) {
+		if (!uffd)
+			return vy_error_set(err, ENOTSUP, "post-copy needs userfaultfd, which this "
+					    "kernel lacks; use --memory stop-copy or auto");
+		return vy_error_set(err, ENOTSUP, "post-copy memory is not implemented in this "
+				    "version; use --memory stop-copy or auto");
+	}
+	if (strcmp(requested, "auto") != 0)
+		return vy_error_set(err, EINVAL, "unknown memory mode '%.32s' (auto, stop-copy, "
+				    "pre-copy, post-copy)", requested);
+	*chosen = "stop-copy";
+	snprintf(reason, len, "auto: pre-copy %s; post-copy %s; so stop-copy",
+		 soft_dirty ? "is not implemented yet" : "impossible (no soft-dirty tracking)",
+		 uffd ? "is not implemented yet" : "impossible (no userfaultfd)");
+	return 0;
+}

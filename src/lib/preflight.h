@@ -7,6 +7,8 @@
 #ifndef VY_PREFLIGHT_H
 #define VY_PREFLIGHT_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include <json-c/json.h>
@@ -32,6 +34,16 @@ int vy_criu_cpuinfo_check(const char *dir, vy_error *err);
 /* Walk the processes that share PID's pid namespace (the container's):
  * the first non-root uid among them (0 if none) and their summed RSS. */
 int vy_container_processes(int pid, int *nonroot_uid, uint64_t *rss_bytes);
+
+/* Does `criu check --feature NAME` pass on this host? */
+bool vy_criu_has_feature(const char *name);
+
+/* The memory mode to use for a requested one ("auto", "stop-copy",
+ * "pre-copy", "post-copy"), given what this host supports and what this
+ * version implements.  Fills chosen and a reason for the report; fails
+ * with a clear message when an explicit request cannot be honoured. */
+int vy_memory_mode_choose(const char *requested, bool soft_dirty, bool uffd,
+			  const char **chosen, char *reason, size_t len, vy_error *err);
 
 /* The cgroup path of pid in the freezer v1 hierarchy, or in the unified
  * hierarchy when there is no v1 freezer ("" if unknown).  */

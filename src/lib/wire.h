@@ -53,7 +53,9 @@ enum vy_msg_type {
 	VY_MSG_QUERY = 17,       /* JSON: {"id"}: what did the source decide? */
 	VY_MSG_DECISION = 18,    /* JSON: {"id", "decision": "committed"|"rolled-back"|"unknown"} */
 	VY_MSG_ACK = 19,         /* JSON: generic acknowledgement */
-	VY_MSG_TYPE_MAX = 19,
+	VY_MSG_FETCH = 20,       /* JSON: {"stream", "entry", "offset", "length"}: send me these bytes (chunkserve.h) */
+	VY_MSG_FETCH_REPLY = 21, /* JSON: {"stream", "entry", "offset", "length", "sha256"} then DATA frames, or {"error"} */
+	VY_MSG_TYPE_MAX = 21,
 };
 
 struct vy_frame_header {

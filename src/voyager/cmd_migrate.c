@@ -62,6 +62,10 @@ static void print_report(json_object *r)
 	if (json_object_object_get(r, "downtime_ms"))
 		printf("  downtime  %lld ms\n", (long long)vy_json_int(r, "downtime_ms", 0));
 	printf("  total     %lld ms\n", (long long)vy_json_int(r, "total_ms", 0));
+	json_object *mm = json_object_object_get(r, "memory");
+	if (mm)
+		printf("  memory    %s (%s)\n", vy_json_str(mm, "mode", "?"),
+		       vy_json_str(mm, "reason", ""));
 	printf("  bytes     memory %s, rootfs %s, volumes %s; on the wire %s\n", mem, root, vols,
 	       wire);
 	json_object *ph = json_object_object_get(r, "phases_ms");
@@ -84,22 +88,26 @@ int cmd_migrate(struct cli_globals *g, int argc, char **argv)
 {
 	static const struct option opts[] = { { "to", required_argument, 0, 't' },
 					      { "mode", required_argument, 0, 'm' },
+					      { "memory", required_argument, 0, 'M' },
 					      { "json", no_argument, 0, 'j' },
 					      { "help", no_argument, 0, 'h' },
 					      { 0, 0, 0, 0 } };
-	const char *to = NULL, *mode = "presync";
+	const char *to = NULL, *mode = "presync", *memory = "auto";
 	int c;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "t:m:jh", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "t:m:M:jh", opts, NULL)) != -1) {
 		switch (c) {
 		case 't': to = optarg; break;
 		case 'm': mode = optarg; break;
+		case 'M': memory = optarg; break;
 		case 'j': g->json = 1; break;
 		case 'h':
 			printf("Usage: voyager migrate CONTAINER --to ADDR[:PORT] [--mode presync|stop-copy] [--json]\n"
 			       "  presync (default): copy rootfs and volumes while the container runs,\n"
 			       "                     then at the freeze only what changed\n"
-			       "  stop-copy:         freeze, then copy everything (the baseline)\n");
+			       "  stop-copy:         freeze, then copy everything (the baseline)\n"
+			       "  --memory auto|stop-copy|pre-copy|post-copy (default auto; today auto\n"
+			       "  picks stop-copy and the report says why)\n");
 			return 0;
 		default: return 2;
 		}
@@ -113,6 +121,7 @@ int cmd_migrate(struct cli_globals *g, int argc, char **argv)
 	json_object_object_add(req, "container", json_object_new_string(argv[optind]));
 	json_object_object_add(req, "to", json_object_new_string(to));
 	json_object_object_add(req, "mode", json_object_new_string(mode));
+	json_object_object_add(req, "memory", json_object_new_string(memory));
 	struct view v = { .tty = !g->json && isatty(STDERR_FILENO) };
 	vy_error err;
 	int rc = cli_request(g, req, draw, &v, &res, &err);

@@ -39,6 +39,8 @@ struct vy_daemon {
 	struct vy_runtime rt;
 	json_object *facts; /* this host's pre-flight facts */
 	int peer_timeout_ms;
+	bool soft_dirty;   /* criu check --feature mem_dirty_track */
+	bool uffd;         /* criu check --feature uffd-noncoop */
 	int commit_timeout_ms;
 };
 

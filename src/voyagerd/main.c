@@ -146,6 +146,10 @@ int main(int argc, char **argv)
 	}
 	if (!d.facts)
 		d.facts = json_object_new_object();
+	d.soft_dirty = vy_criu_has_feature("mem_dirty_track");
+	d.uffd = vy_criu_has_feature("uffd-noncoop");
+	json_object_object_add(d.facts, "soft_dirty", json_object_new_boolean(d.soft_dirty));
+	json_object_object_add(d.facts, "userfaultfd", json_object_new_boolean(d.uffd));
 	if (vy_mkdir_p(d.state_dir, 0700, &err) < 0 || vy_mkdir_p(d.netns_dir, 0700, &err) < 0) {
 		fprintf(stderr, "voyagerd: state dir: %s\n", err.msg);
 		return 1;

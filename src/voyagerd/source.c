@@ -53,6 +53,9 @@ struct migration {
 	char work[PATH_MAX];
 	json_object *config;
 	char mode[16];         /* "presync" or "stop-copy" */
+	const char *memory;    /* the memory mode chosen */
+	char memory_requested[16];
+	char memory_reason[256];
 	struct vy_manifest pre[2 + VY_MAX_VOLUMES]; /* what the pre-sync sent, per stream */
 	char netns[PATH_MAX];  /* the container's network namespace, if host-made */
 	json_object *net;      /* its identity (netns.h) */
@@ -702,6 +705,13 @@ static json_object *build_report(struct migration *m, const char *result,
 	json_object_object_add(r, "to", json_object_new_string(m->to));
 	json_object_object_add(r, "mode", json_object_new_string(m->mode));
 	json_object_object_add(r, "runtime", json_object_new_string(m->d->rt.name));
+	if (m->memory) {
+		json_object *mem = json_object_new_object();
+		json_object_object_add(mem, "requested", json_object_new_string(m->memory_requested));
+		json_object_object_add(mem, "mode", json_object_new_string(m->memory));
+		json_object_object_add(mem, "reason", json_object_new_string(m->memory_reason));
+		json_object_object_add(r, "memory", mem);
+	}
 	if (m->t_running && m->t_freeze)
 		json_object_object_add(r, "downtime_ms",
 				       json_object_new_int64((int64_t)(m->t_running - m->t_freeze)));
@@ -776,6 +786,11 @@ static int parse_request(struct migration *m, json_object *req, vy_error *err)
 	if (strcmp(mode, "stop-copy") != 0 && strcmp(mode, "presync") != 0)
 		return vy_error_set(err, ENOTSUP, "unknown mode '%.32s' (presync or stop-copy)", mode);
 	snprintf(m->mode, sizeof(m->mode), "%s", mode);
+	snprintf(m->memory_requested, sizeof(m->memory_requested), "%.15s",
+		 vy_json_str(req, "memory", "auto"));
+	if (vy_memory_mode_choose(m->memory_requested, m->d->soft_dirty, m->d->uffd, &m->memory,
+				  m->memory_reason, sizeof(m->memory_reason), err) < 0)
+		return -1;
 	if (vy_active_has_container(c))
 		return vy_error_set(err, EBUSY, "container %s is already being migrated", c);
 	snprintf(m->container, sizeof(m->container), "%s", c);

@@ -123,9 +123,24 @@ lab_exec "$LAB" b mount -t tmpfs -o size=2m vytmpfs "$B/state" && {
 	lab_exec "$LAB" b umount "$B/state"
 }
 
-# After all that, a correct migration still works.
+# 7. a memory mode this kernel cannot do is refused before anything moves
 vy_agent_start "$LAB" b runc
+if criu check --feature mem_dirty_track >/dev/null 2>&1; then
+	pat="not implemented"
+else
+	pat="soft-dirty"
+fi
+out=$(vy_cli "$LAB" a migrate "$ID" --to "$(lab_ip "$LAB" b)" --memory pre-copy --json)
+echo "pre-copy: $out"
+[ "$(vy_json_get "$out" result)" = failed ] && grep -q "$pat" <<<"$(vy_json_get "$out" error.message)" &&
+	t_ok "--memory pre-copy: a clear refusal ($pat)" || t_fail "--memory pre-copy refused" "$out"
+still_home "pre-copy refused"
+
+# After all that, a correct migration still works; auto says what it chose.
 out=$(vy_cli "$LAB" a migrate "$ID" --to "$(lab_ip "$LAB" b)" --json)
 [ "$(vy_json_get "$out" result)" = migrated ] && [ "$(ctr_state b runc "$ID")" = running ] &&
 	t_ok "after the refusals, migration succeeds" || t_fail "migration after refusals" "$out"
+[ "$(vy_json_get "$out" memory.requested)" = auto ] && [ -n "$(vy_json_get "$out" memory.reason)" ] &&
+	t_ok "the report says which memory mode auto chose, and why: $(vy_json_get "$out" memory.reason)" ||
+	t_fail "memory mode in the report" "$out"
 t_done

@@ -123,6 +123,23 @@ static void test_criu_version(void)
 	CHECK(vy_parse_criu_version("Version: x", &a, &b, &c) < 0);
 }
 
+static void test_memory_mode(void)
+{
+	const char *chosen = NULL;
+	char why[256];
+	vy_error err;
+	CHECK(vy_memory_mode_choose("auto", false, true, &chosen, why, sizeof(why), NULL) == 0);
+	CHECK(chosen && !strcmp(chosen, "stop-copy"));
+	CHECK(strstr(why, "no soft-dirty") != NULL);
+	CHECK(vy_memory_mode_choose("stop-copy", false, false, &chosen, why, sizeof(why), NULL) == 0);
+	CHECK(vy_memory_mode_choose("pre-copy", false, true, &chosen, why, sizeof(why), &err) < 0);
+	CHECK(strstr(err.msg, "soft-dirty") != NULL);
+	CHECK(vy_memory_mode_choose("post-copy", true, false, &chosen, why, sizeof(why), &err) < 0);
+	CHECK(strstr(err.msg, "userfaultfd") != NULL);
+	CHECK(vy_memory_mode_choose("lazy", true, true, &chosen, why, sizeof(why), &err) < 0);
+	CHECK(strstr(err.msg, "unknown memory mode") != NULL);
+}
+
 static void test_names(void)
 {
 	CHECK(vy_name_is_safe("redis-1"));
@@ -149,6 +166,7 @@ int main(void)
 	RUN(test_bad_configs);
 	RUN(test_criu_version);
 	RUN(test_names);
+	RUN(test_memory_mode);
 	vy_rm_rf(tmp, NULL);
 	return unit_summary();
 }
