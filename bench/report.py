@@ -342,6 +342,9 @@ def render(doc, plots=()):
     md.append("Run %s to %s. Host: kernel %s, %s CPUs, %s MiB memory; %s; %s%s; %s." % (
         doc.get("started"), doc.get("finished"), h.get("kernel"), h.get("cpus"), h.get("mem_mib"),
         h.get("criu"), h.get("runc"), (", " + h["podman"]) if h.get("podman") else "", h.get("voyager")))
+    if h.get("voyager_build") or h.get("bench_checkout"):
+        md.append("Voyager binaries from %s; harness checkout %s." % (
+            h.get("voyager_build", "?"), h.get("bench_checkout", "?")))
     md.append("")
     md.append("Grid: memory %s MiB × disk %s MiB × files %s × links %s; %s repetitions per method, "
               "method order rotating with the repetition. Methods: %s. %d runs, %d failed%s." % (

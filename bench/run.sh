@@ -3,7 +3,8 @@
 # container sizes and link rates, in one lab, in one command.
 #
 #   bash bench/run.sh [--profile smoke|quick|full] [--out DIR]
-#                     [--modes stop-copy[,MODE...]] [--no-podman] [--no-setup]
+#                     [--modes stop-copy[,MODE...]] [--build DIR] [--no-podman]
+#                     [--no-setup]
 #
 #   --profile  smoke: mem 16 MiB; disk 0, 32 MiB; 100 files; unshaped; 1 rep
 #              quick: mem 16, 256 MiB; disk 0, 256 MiB; 1000 files; 1gbit;
@@ -16,6 +17,8 @@
 #              to `voyager migrate --mode` (default: stop-copy, the only
 #              mode Voyager has today; another one is attempted and, if
 #              voyager refuses it, recorded as failed)
+#   --build    use voyager and voyagerd from DIR (a meson build directory
+#              of some other checkout) instead of building ./build
 #   --no-podman  leave the podman baseline out
 #   --no-setup   skip install-deps and the build (they must be done)
 #
@@ -48,12 +51,14 @@ OUTDIR=""
 MODES=stop-copy
 USE_PODMAN=1
 SETUP=1
+BUILD_DIR=""
 usage() { sed -n '2,/^$/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2; exit 2; }
 while [ $# -gt 0 ]; do
 	case $1 in
 	--profile) PROFILE=${2:-}; shift 2 || usage ;;
 	--out) OUTDIR=${2:-}; shift 2 || usage ;;
 	--modes) MODES=${2:-}; shift 2 || usage ;;
+	--build) BUILD_DIR=${2:-}; shift 2 || usage ;;
 	--no-podman) USE_PODMAN=0; shift ;;
 	--no-setup) SETUP=0; shift ;;
 	-h | --help) usage ;;
@@ -104,11 +109,17 @@ if [ "$SETUP" = 1 ]; then
 			-t trixie podman >>"$LOG" 2>&1 ||
 			PODMAN_WHY="apt-get install -t trixie podman failed: $(tail -1 "$LOG")"
 	fi
-	log "set-up: meson build"
-	(cd "$ROOT" && { meson setup build >/dev/null 2>&1; meson compile -C build; }) >>"$LOG" 2>&1 ||
-		die "build failed (see $LOG)"
+	if [ -z "$BUILD_DIR" ]; then
+		log "set-up: meson build"
+		(cd "$ROOT" && { meson setup build >/dev/null 2>&1; meson compile -C build; }) >>"$LOG" 2>&1 ||
+			die "build failed (see $LOG)"
+	fi
 fi
-[ -x "$ROOT/build/voyager" ] && [ -x "$ROOT/build/voyagerd" ] || die "no build/voyager, build/voyagerd"
+[ -n "$BUILD_DIR" ] || BUILD_DIR="$ROOT/build"
+BUILD_DIR=$(cd "$BUILD_DIR" 2>/dev/null && pwd) || die "no build directory ${BUILD_DIR}"
+[ -x "$BUILD_DIR/voyager" ] && [ -x "$BUILD_DIR/voyagerd" ] || die "no voyager, voyagerd in $BUILD_DIR"
+export VY_BUILD=$BUILD_DIR
+log "binaries: $BUILD_DIR ($("$BUILD_DIR/voyager" --version 2>&1 | head -1))"
 for t in python3 runc criu iperf3; do command -v $t >/dev/null || die "$t missing"; done
 if [ "$USE_PODMAN" = 0 ]; then
 	PODMAN_WHY="left out (--no-podman)"
@@ -175,6 +186,10 @@ teardown() {
 	[ -n "$IPERF_PID" ] && kill "$IPERF_PID" 2>/dev/null
 	if [ "$LAB_MADE" = 1 ]; then
 		for h in a b; do vy_agent_stop "$LAB" "$h"; done
+		mkdir -p "$OUTDIR/logs"
+		for h in a b; do
+			cp "$(lab_dir "$LAB" "$h")/voyagerd.log" "$OUTDIR/logs/voyagerd-$h.log" 2>/dev/null
+		done
 		if [ "$PODMAN_OK" = 1 ]; then
 			for h in a b; do pm "$h" rm -af -t 0 >/dev/null 2>&1; done
 		fi
@@ -655,7 +670,9 @@ doc = {
     "host": {"kernel": platform.release(), "cpus": os.cpu_count(), "mem_mib": mem_total,
              "criu": (ver("criu", "--version") or "").replace("Version: ", "criu ") or None, "runc": ver("runc", "--version"),
              "podman": ver("podman", "--version") if pm_ok == "1" else None,
-             "voyager": ver(os.environ["VYB_ROOT"] + "/build/voyager", "--version")},
+             "voyager": ver(os.environ["VY_BUILD"] + "/voyager", "--version"),
+             "voyager_build": os.environ["VY_BUILD"],
+             "bench_checkout": ver("git", "-C", os.environ["VYB_ROOT"], "describe", "--always", "--dirty")},
     "grid": {"mem_mib": [int(x) for x in mems], "disk_mib": [int(x) for x in disks],
              "files": [int(x) for x in files], "links": links, "reps": int(reps), "methods": methods},
     "baseline": "manual-runc",
