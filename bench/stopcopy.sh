@@ -1,5 +1,5 @@
 #!/bin/bash
-# Stop-and-copy figures: Voyager against the manual runc baseline.
+# Voyager (stop-copy and presync modes) against the manual runc stop-and-copy baseline.
 #
 #   bench/stopcopy.sh [--mem MIB] [--disk MIB] [--rate RATE] [--runs N] [--out PREFIX]
 #       --mem    MiB of non-zero memory in the container (memhog)   256
@@ -142,11 +142,11 @@ verify_on_b() {
 }
 
 # Each result line: {"method", "run", "order", "ok", "memory_intact", ...}
-run_voyager() { # RUN ORDER
-	local run=$1 order=$2 id="${LAB}v$1" want out rc ok=false intact=false
-	want=$(start_container "$id") || { echo "{\"method\":\"voyager\",\"run\":$run,\"order\":$order,\"ok\":false,\"error\":\"container start\"}"; return 1; }
-	log "run $run: voyager migrate $id"
-	out=$(vy_cli "$LAB" a migrate "$id" --to "$IPB" --json)
+run_voyager() { # RUN ORDER MODE
+	local run=$1 order=$2 mode=$3 id="${LAB}v$1${3:0:1}" want out rc ok=false intact=false
+	want=$(start_container "$id") || { echo "{\"method\":\"voyager-$mode\",\"run\":$run,\"order\":$order,\"ok\":false,\"error\":\"container start\"}"; return 1; }
+	log "run $run: voyager migrate --mode $mode $id"
+	out=$(vy_cli "$LAB" a migrate "$id" --to "$IPB" --mode "$mode" --json)
 	rc=$?
 	[ $rc = 0 ] && [ "$(vy_json_get "$out" result)" = migrated ] && ok=true
 	if [ $ok = true ] && verify_on_b "$id" "$B/state/containers/$id/bundle/rootfs" "$want"; then
@@ -155,17 +155,20 @@ run_voyager() { # RUN ORDER
 	[ -n "$out" ] || out='{}'
 	python3 -c 'import json,sys
 r = json.loads(sys.argv[1])
-print(json.dumps({"method": "voyager", "run": int(sys.argv[2]), "order": int(sys.argv[3]),
+print(json.dumps({"method": "voyager-" + sys.argv[6], "run": int(sys.argv[2]), "order": int(sys.argv[3]),
   "ok": sys.argv[4] == "true", "memory_intact": sys.argv[5] == "true",
   "downtime_ms": r.get("downtime_ms"), "total_ms": r.get("total_ms"),
   "bytes": r.get("bytes"), "phases_ms": r.get("phases_ms"), "result": r.get("result"),
-  "error": r.get("error")}))' "$out" "$run" "$order" "$ok" "$intact"
+  "error": r.get("error")}))' "$out" "$run" "$order" "$ok" "$intact" "$mode"
 	[ $ok = false ] && log "run $run: voyager: $out (see $A/voyagerd.log, $B/voyagerd.log)"
 	lab_exec "$LAB" b runc --root "$B/runtime/runc" delete -f "$id" >/dev/null 2>&1
 	lab_exec "$LAB" a runc --root "$A/runtime/runc" delete -f "$id" >/dev/null 2>&1
 	rm -rf "$B/state/containers/$id" "$A/bundles/$id"
 	[ $ok = true ] && [ $intact = true ]
 }
+
+run_voyager_stopcopy() { run_voyager "$1" "$2" stop-copy; }
+run_voyager_presync() { run_voyager "$1" "$2" presync; }
 
 run_manual() { # RUN ORDER
 	local run=$1 order=$2 id="${LAB}m$1" out rc
@@ -186,8 +189,11 @@ print(json.dumps(r))' "$out" "$run" "$order"
 fail=0
 : >"$WORK/runs.jsonl"
 for ((r = 1; r <= RUNS; r++)); do
-	if [ $((r % 2)) = 1 ]; then order=(voyager manual); else order=(manual voyager); fi
-	for ((k = 0; k < 2; k++)); do
+	# rotate the order of the three methods from run to run
+	methods=(voyager_stopcopy voyager_presync manual)
+	order=()
+	for ((k = 0; k < 3; k++)); do order+=("${methods[$(((k + r - 1) % 3))]}"); done
+	for ((k = 0; k < 3; k++)); do
 		m=${order[$k]}
 		line=$("run_$m" "$r" "$((k + 1))") || fail=1
 		echo "$line" >>"$WORK/runs.jsonl"
@@ -208,7 +214,8 @@ def ver(cmd):
         return "?"
 
 summary = {}
-for m in ("voyager", "manual"):
+METHODS = ("voyager-stop-copy", "voyager-presync", "manual")
+for m in METHODS:
     ok = [r for r in rows if r["method"] == m and r.get("ok") and r.get("downtime_ms") is not None]
     s = {"runs_ok": len(ok), "runs": sum(1 for r in rows if r["method"] == m)}
     for k in ("downtime_ms", "total_ms"):
@@ -217,20 +224,21 @@ for m in ("voyager", "manual"):
     s["memory_intact_all"] = all(r.get("memory_intact") for r in rows if r["method"] == m)
     summary[m] = s
 ratio = {}
-for k in ("downtime_ms", "total_ms"):
-    v, mm = summary["voyager"][k], summary["manual"][k]
-    ratio[k] = round(v["median"] / mm["median"], 3) if v and mm and mm["median"] else None
+for m in METHODS[:2]:
+    for k in ("downtime_ms", "total_ms"):
+        v, mm = summary[m][k], summary["manual"][k]
+        ratio["%s/%s" % (m, k)] = round(v["median"] / mm["median"], 3) if v and mm and mm["median"] else None
 doc = {
     "benchmark": "stopcopy",
     "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     "params": {"mem_mib": int(mem), "disk_mib": int(disk), "rate": rate, "runs": int(runs)},
     "host": {"kernel": platform.release(), "cpus": os.cpu_count(),
              "criu": "criu " + ver(["criu", "--version"]).replace("Version: ", ""), "runc": ver(["runc", "--version"])},
-    "timing": {"voyager": "report: downtime_ms = freeze -> RESTORED from target; "
+    "timing": {"voyager-*": "report: downtime_ms = freeze -> RESTORED from target; "
                           "total_ms = request -> done (preflight, commit and cleanup included)",
                "manual": "downtime_ms = runc checkpoint start -> runc restore returned; "
                          "total_ms = listener start -> runc restore returned"},
-    "runs": rows, "summary": summary, "ratio_voyager_over_manual_median": ratio,
+    "runs": rows, "summary": summary, "ratio_over_manual_median": ratio,
 }
 with open(out + ".json", "w") as f:
     json.dump(doc, f, indent=2)
@@ -239,7 +247,7 @@ def cell(s, k, f):
     return "-" if not s[k] else str(int(s[k][f])) if s[k][f] == int(s[k][f]) else "%.1f" % s[k][f]
 lines = ["| method | runs ok | downtime median | min | max | total median | min | max | memory intact |",
          "|---|---|---|---|---|---|---|---|---|"]
-for m in ("voyager", "manual"):
+for m in METHODS:
     s = summary[m]
     lines.append("| %s | %d/%d | %s | %s | %s | %s | %s | %s | %s |" % (
         m, s["runs_ok"], s["runs"], cell(s, "downtime_ms", "median"), cell(s, "downtime_ms", "min"),
@@ -247,20 +255,22 @@ for m in ("voyager", "manual"):
         cell(s, "total_ms", "max"), "yes" if s["memory_intact_all"] else "NO"))
 fmt = lambda x: "-" if x is None else "%.2f" % x
 lines.append("")
-lines.append("voyager / manual (medians): downtime %s, total %s" % (fmt(ratio["downtime_ms"]), fmt(ratio["total_ms"])))
+for m in METHODS[:2]:
+    lines.append("%s / manual (medians): downtime %s, total %s" % (
+        m, fmt(ratio["%s/downtime_ms" % m]), fmt(ratio["%s/total_ms" % m])))
 table = "\n".join(lines)
-md = ["# Stop-and-copy: Voyager vs manual runc", "",
+md = ["# Voyager (stop-copy and presync) vs manual runc stop-and-copy", "",
       "%s; %s MiB memhog memory, %s MiB random rootfs data, link %s (tbf, both hosts), %s runs each, order alternating. "
       "Kernel %s, %s, %s. Times in ms." % (doc["date"], mem, disk, rate, runs, doc["host"]["kernel"],
                                            doc["host"]["criu"], doc["host"]["runc"]), "",
       table, "",
-      "- voyager: `voyager migrate --json`; downtime = freeze -> running on the target, total = whole request.",
+      "- voyager-stop-copy / voyager-presync: `voyager migrate --mode MODE --json`; downtime = freeze -> running on the target, total = whole request (presync copies the rootfs before the freeze).",
       "- manual: runc checkpoint, tar of bundle + images over TCP across the shaped link, runc restore; "
       "downtime = checkpoint start -> restore returned, total = listener start -> restore returned.",
       "- Per run (JSON has phases and bytes):", ""]
 for r in rows:
     md.append("  - run %s %s (%s): downtime %s, total %s, memory intact %s%s" % (
-        r["run"], r["method"], "first" if r.get("order") == 1 else "second", r.get("downtime_ms"),
+        r["run"], r["method"], "position %s" % r.get("order"), r.get("downtime_ms"),
         r.get("total_ms"), r.get("memory_intact"), "" if r.get("ok") else ", FAILED: %s" % r.get("error")))
 with open(out + ".md", "w") as f:
     f.write("\n".join(md) + "\n")
