@@ -700,8 +700,8 @@ doc = {
                  "included (they run in their own cgroups). Idle voyagerd agents are included for every method.",
         "voyagerd_cpu_s": "voyagerd's utime+stime+cutime+cstime from /proc/PID/stat (itself plus the runc/criu children it reaped), per host",
         "voyagerd_hwm_kib": "voyagerd's VmHWM from /proc/PID/status, reset (clear_refs 5) before each run, per host; voyagerd only",
-        "client_pause_ms": "not measured: Voyager does not move the container's network identity yet, so no client can "
-                           "follow the container to b"},
+        "client_pause_ms": "not measured in this grid: its memhog container serves no client. bench/network.sh "
+                           "measures the pause a redis client sees, separately"},
     "links": lines("links.jsonl"),
     "skipped": lines("skipped.jsonl"),
     "notes": [l.rstrip("\n") for l in open(os.path.join(work, "notes.txt")) if l.strip()],
