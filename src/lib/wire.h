@@ -55,7 +55,9 @@ enum vy_msg_type {
 	VY_MSG_ACK = 19,         /* JSON: generic acknowledgement */
 	VY_MSG_FETCH = 20,       /* JSON: {"stream", "entry", "offset", "length"}: send me these bytes (chunkserve.h) */
 	VY_MSG_FETCH_REPLY = 21, /* JSON: {"stream", "entry", "offset", "length", "sha256"} then DATA frames, or {"error"} */
-	VY_MSG_TYPE_MAX = 21,
+	VY_MSG_TUNNEL_DATA = 22, /* raw bytes of a tunnelled TCP stream (tunnel.h) */
+	VY_MSG_TUNNEL_EOF = 23,  /* empty: that stream's sender has no more bytes */
+	VY_MSG_TYPE_MAX = 23,
 };
 
 struct vy_frame_header {
