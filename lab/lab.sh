@@ -121,6 +121,11 @@ _lab_host_up() {
 	# it: its uplink (vyeth0) and its containers' veths are ports of vybr0,
 	# and the host's address sits on the bridge.
 	ip -n "$ns" link add vybr0 type bridge || return 1
+	# A bridge without a MAC of its own takes the lowest of its ports', and
+	# changes it when a container's veth comes or goes: its peers' ARP
+	# caches then point nowhere.  Pin it to the uplink's.
+	ip -n "$ns" link set vybr0 address "$(ip -n "$ns" -br link show vyeth0 | awk '{print $3}')" ||
+		return 1
 	ip -n "$ns" link set vyeth0 master vybr0 || return 1
 	ip -n "$ns" addr add "$ip/24" dev vybr0 || return 1
 	ip -n "$ns" link set vyeth0 up || return 1

@@ -229,8 +229,17 @@ static int build_interface(const char *path, json_object *i, const char *bridge,
 	char pid[16], mtu[16];
 	snprintf(pid, sizeof(pid), "%d", (int)getpid());
 	snprintf(mtu, sizeof(mtu), "%lld", (long long)vy_json_int(i, "mtu", 1500));
+	/* The host end gets a high MAC (fe:...), so that it never becomes the
+	 * lowest port MAC that a bridge without an address of its own adopts:
+	 * the bridge's MAC would change under its peers' ARP caches. */
+	unsigned char md[SHA256_DIGEST_LENGTH];
+	char host_mac[18];
+	SHA256((const unsigned char *)host_if, strlen(host_if), md);
+	snprintf(host_mac, sizeof(host_mac), "fe:%02x:%02x:%02x:%02x:%02x", md[0], md[1], md[2],
+		 md[3], md[4]);
 	if (RUN(path, err, "ip", "link", "add", name, "type", "veth", "peer", "name", host_if,
 		"netns", pid) < 0 ||
+	    RUN(NULL, err, "ip", "link", "set", host_if, "address", host_mac) < 0 ||
 	    RUN(path, err, "ip", "link", "set", name, "address", vy_json_str(i, "mac", ""),
 		"mtu", mtu) < 0 ||
 	    RUN(NULL, err, "ip", "link", "set", host_if, "master", bridge, "mtu", mtu) < 0)

@@ -50,10 +50,12 @@ back_home() {
 		t_fail "$1: the target dropped what it received" "$(ls "$B/state/containers")"
 }
 
-# migrate_bg: start a migration in the background; sets MIG_PID, MIG_OUT
+# migrate_bg [MODE]: start a migration in the background; sets MIG_PID,
+# MIG_OUT.  stop-copy by default, so that the long phase is the transfer
+# after the freeze, where failures must roll back.
 migrate_bg() {
 	MIG_OUT=$(mktemp -p "$A/tmp" vymig.XXXX)
-	vy_cli "$LAB" a migrate "$ID" --to "$IPB" --json >"$MIG_OUT" &
+	vy_cli "$LAB" a migrate "$ID" --to "$IPB" --mode "${1:-stop-copy}" --json >"$MIG_OUT" &
 	MIG_PID=$!
 }
 # expect_rolled_back NAME PATTERN
@@ -71,6 +73,22 @@ expect_rolled_back() {
 	back_home "$1"
 }
 in_transfer() { grep -q '"phase":"transfer"' <<<"$(vy_cli "$LAB" a --json status)"; }
+in_presync() { grep -q '"phase":"presync"' <<<"$(vy_cli "$LAB" a --json status)"; }
+
+# 0. presync (the default mode): the target dies before the freeze.  The
+# container was never frozen, so nothing rolls back: it simply stays.
+migrate_bg presync
+wait_until 20 in_presync && sleep 1
+vy_agent_kill "$LAB" b
+wait "$MIG_PID"
+out=$(cat "$MIG_OUT")
+echo "presync, target killed: $out"
+[ "$(vy_json_get "$out" result)" = failed ] && [ "$(vy_json_get "$out" error.phase)" = presync ] &&
+	[ -z "$(vy_json_get "$out" downtime_ms)" ] &&
+	t_ok "presync, target killed: result failed in presync, never frozen (no downtime)" ||
+	t_fail "presync, target killed: failed in presync, never frozen" "$out"
+vy_agent_start "$LAB" b runc --peer-timeout 5 || t_fail "agent b restart"
+back_home "presync, target killed"
 
 # 1. target agent killed mid-transfer
 migrate_bg
