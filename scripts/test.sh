@@ -86,6 +86,25 @@ if [ -z "${VY_SKIP_E2E:-}" ]; then
 	done
 fi
 
+if [ -z "${VY_SKIP_E2E:-}" ] && [ -z "${VY_TESTS:-}" ]; then
+	echo "== benchmark harness"
+	# The report generator's unit tests, then the harness itself on a tiny
+	# grid (no timing is asserted: it must run and report).
+	python3 bench/tests/run.py >"$logs/bench_report.log" 2>&1
+	count_from "$logs/bench_report.log" "bench report tests"
+	tail -1 "$logs/bench_report.log" | sed 's/^/  bench report tests: /'
+	if timeout 900 bash bench/run.sh --profile smoke --no-setup --build "$build" \
+		--out "$root/$build/bench-smoke" >"$logs/bench_smoke.log" 2>&1 &&
+		[ -s "$root/$build/bench-smoke/report.md" ]; then
+		passed=$((passed + 1))
+		echo "  ok - bench smoke profile ran and wrote its report"
+	else
+		failed=$((failed + 1))
+		failures+=("bench smoke")
+		echo "  not ok - bench smoke profile (see $logs/bench_smoke.log)"
+	fi
+fi
+
 echo
 if [ ${#failures[@]} -gt 0 ]; then
 	echo "failing: ${failures[*]} (logs in $logs)"
