@@ -1,0 +1,362 @@
+/* hydrate.c - voyager-fs's fetch lanes, the state flusher and the status.
+ *
+ * Two lanes, each with its own authenticated channel to the source:
+ *   - demand: FUSE worker threads that need chunks now take the lane in
+ *     turn, fetch exactly what they need plus a little read-ahead, and
+ *     wait at most --fetch-timeout for a source that is away;
+ *   - background: one thread pulls every missing chunk, files that are
+ *     open first (they are marked hot), then the priority list, then
+ *     manifest order, VY_FETCH_MAX bytes per request, and reconnects on
+ *     its own when the source comes back.
+ * Neither lane ever waits for the other: they share only the per-file lock,
+ * held while fetched bytes are written (never across the network).
+ *
+ * Commit order, which is what makes the state crash-safe: write the
+ * chunk's bytes, fdatasync the backing file, then set the chunk's bit; the
+ * flusher writes bits to the state file later.  A chunk that was present
+ * (or that a local write covered) is never written again by a fetch.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "chunkserve.h"
+#include "cleanup.h"
+#include "log.h"
+#include "util.h"
+#include "vyfs.h"
+
+#define FLUSH_INTERVAL_MS 200
+#define RETRY_MS 200
+#define BACKOFF_MAX_MS 5000
+#define CONNECT_TIMEOUT_MS 3000
+
+void vyfs_wake_background(struct vyfs *fs)
+{
+	pthread_mutex_lock(&fs->wake_lock);
+	pthread_cond_broadcast(&fs->wake);
+	pthread_mutex_unlock(&fs->wake_lock);
+}
+
+static void nap(struct vyfs *fs, int ms)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&fs->wake_lock);
+	if (!atomic_load(&fs->stopping))
+		pthread_cond_timedwait(&fs->wake, &fs->wake_lock, &ts);
+	pthread_mutex_unlock(&fs->wake_lock);
+}
+
+int vyfs_track_fd(struct vyfs *fs, uint32_t f)
+{
+	struct vyfs_track *t = &fs->tracks[f];
+	if (t->data_fd < 0 && t->handle)
+		t->data_fd = open_by_handle_at(fs->backing_dir_fd, t->handle,
+					       O_RDWR | O_CLOEXEC);
+	return t->data_fd;
+}
+
+/* Write what is still missing of a fetched range, make it durable, mark it.
+ * Caller holds no lock. */
+static int commit(struct vyfs *fs, uint32_t f, uint64_t off, uint32_t len,
+		  const uint8_t *buf, vy_error *err)
+{
+	struct vyfs_track *t = &fs->tracks[f];
+	uint64_t cs = fs->chunk_size, first = off / cs;
+	uint64_t last = (off + len - 1) / cs, done = 0;
+	pthread_mutex_lock(&t->lock);
+	uint64_t remote = vy_chunkmap_remote_size(fs->cm, f);
+	int fd = remote ? vyfs_track_fd(fs, f) : -1;
+	int rc = remote && fd < 0 ? vy_error_sys(err, errno, "reopen the backing file") : 0;
+	uint64_t marks[VY_FETCH_MAX / VY_CHUNK_SIZE_MIN];
+	for (uint64_t c = first; rc == 0 && c <= last; c++) {
+		uint64_t start = c * cs, end = start + cs;
+		if (start >= remote || vy_chunkmap_present(fs->cm, f, c))
+			continue;
+		end = end < off + len ? end : off + len;
+		end = end < remote ? end : remote;
+		ssize_t n = pwrite(fd, buf + (start - off), end - start, (off_t)start);
+		if (n != (ssize_t)(end - start))
+			rc = vy_error_sys(err, n < 0 ? errno : EIO, "write fetched bytes");
+		marks[done++] = c;
+	}
+	if (rc == 0 && done && fdatasync(fd) < 0)
+		rc = vy_error_sys(err, errno, "fdatasync fetched bytes");
+	for (uint64_t i = 0; rc == 0 && i < done; i++)
+		vy_chunkmap_mark(fs->cm, f, marks[i], 1);
+	if (rc == 0 && t->data_fd >= 0 && vy_chunkmap_complete(fs->cm, f)) {
+		close(t->data_fd);
+		t->data_fd = -1;
+	}
+	pthread_mutex_unlock(&t->lock);
+	if (rc < 0)
+		return vy_error_wrap(err, "%s", fs->man.entries[vy_chunkmap_entry(fs->cm, f)].path);
+	return 0;
+}
+
+/* Fetch chunks [first, first+n) of f on lane (held by the caller). */
+static int lane_fetch(struct vyfs *fs, struct vyfs_lane *lane, uint32_t f,
+		      uint64_t first, uint64_t n, int connect_ms, vy_error *err)
+{
+	uint64_t size = vy_chunkmap_size(fs->cm, f), off = first * fs->chunk_size;
+	uint64_t len = n * fs->chunk_size;
+	if (len > size - off)
+		len = size - off;
+	struct vy_fetch_req req = { fs->stream, vy_chunkmap_entry(fs->cm, f), off,
+				    (uint32_t)len };
+	if (!lane->ch && vy_channel_connect(fs->source, fs->key, connect_ms,
+					    &lane->ch, err) < 0)
+		return vy_error_wrap(err, "%s lane", lane->name);
+	if (vy_channel_set_timeout(lane->ch, 30000, err) < 0 ||
+	    vy_chunk_fetch(lane->ch, &req, lane->buf, err) < 0) {
+		/* The stream may be out of step: start afresh next time. */
+		vy_channel_close(lane->ch);
+		lane->ch = NULL;
+		return vy_error_wrap(err, "%s lane", lane->name);
+	}
+	return commit(fs, f, off, (uint32_t)len, lane->buf, err);
+}
+
+/* Missing chunks from c on, contiguous, at most max of them, below until. */
+static uint64_t missing_run(struct vyfs *fs, uint32_t f, uint64_t c,
+			    uint64_t until, uint64_t max)
+{
+	uint64_t n = 0;
+	while (n < max && c + n < until && !vy_chunkmap_present(fs->cm, f, c + n))
+		n++;
+	return n;
+}
+
+static uint64_t max_chunks(const struct vyfs *fs)
+{
+	return VY_FETCH_MAX / fs->chunk_size;
+}
+
+static uint64_t remote_chunks(struct vyfs *fs, uint32_t f)
+{
+	uint64_t r = vy_chunkmap_remote_size(fs->cm, f);
+	return r / fs->chunk_size + (r % fs->chunk_size != 0);
+}
+
+int vyfs_ensure(struct vyfs *fs, uint32_t f, uint64_t off, uint64_t len,
+		uint32_t readahead)
+{
+	uint64_t deadline = vy_now_ms() + (uint64_t)fs->fetch_timeout_ms;
+	uint64_t last = (off + (len ? len : 1) - 1) / fs->chunk_size + readahead;
+	const char *path = fs->man.entries[vy_chunkmap_entry(fs->cm, f)].path;
+	bool said = false;
+	for (;;) {
+		uint64_t c;
+		if (vy_chunkmap_range_present(fs->cm, f, off, len ? len : 1, &c))
+			return 0;
+		vy_error err;
+		pthread_mutex_lock(&fs->demand.lock);
+		uint64_t n = missing_run(fs, f, c, last + 1 < remote_chunks(fs, f)
+					 ? last + 1 : remote_chunks(fs, f), max_chunks(fs));
+		uint64_t left = deadline > vy_now_ms() ? deadline - vy_now_ms() : 1;
+		int rc = n ? lane_fetch(fs, &fs->demand, f, c, n,
+					left < CONNECT_TIMEOUT_MS ? (int)left : CONNECT_TIMEOUT_MS,
+					&err) : 0;
+		pthread_mutex_unlock(&fs->demand.lock);
+		if (rc == 0) {
+			atomic_fetch_add(&fs->n.demand_fetches, n != 0);
+			if (n) {
+				uint64_t b = n * fs->chunk_size, sz = vy_chunkmap_size(fs->cm, f);
+				atomic_fetch_add(&fs->n.demand_bytes,
+						 c * fs->chunk_size + b > sz ? sz - c * fs->chunk_size : b);
+			}
+			continue;
+		}
+		atomic_fetch_add(&fs->n.fetch_errors, 1);
+		if (!said)
+			vy_warn("demand fetch of %s chunk %" PRIu64 " failed, retrying "
+				"for up to %d ms: %s", path, c, fs->fetch_timeout_ms, err.msg);
+		said = true;
+		if (err.code == EREMOTEIO || err.code == EBADMSG || vy_now_ms() >= deadline) {
+			atomic_fetch_add(&fs->n.demand_failures, 1);
+			vy_err("read of %s chunk %" PRIu64 " fails with EIO: %s", path, c,
+			       err.msg);
+			return -EIO;
+		}
+		usleep(RETRY_MS * 1000);
+	}
+}
+
+/* ---- background lane ------------------------------------------------------ */
+
+/* The next file to hydrate: hot files, then the priority list, then
+ * manifest order from *cursor.  -1 when every file is complete. */
+static int64_t next_file(struct vyfs *fs, uint32_t *cursor, uint32_t *prio)
+{
+	uint32_t count = vy_chunkmap_count(fs->cm);
+	for (uint32_t f = 0; f < count; f++)
+		if (atomic_load(&fs->tracks[f].hot)) {
+			if (!vy_chunkmap_complete(fs->cm, f))
+				return f;
+			atomic_store(&fs->tracks[f].hot, false);
+		}
+	for (; *prio < fs->npriority; (*prio)++)
+		if (!vy_chunkmap_complete(fs->cm, fs->priority[*prio]))
+			return fs->priority[*prio];
+	for (; *cursor < count; (*cursor)++)
+		if (!vy_chunkmap_complete(fs->cm, *cursor))
+			return *cursor;
+	return -1;
+}
+
+static void became_independent(struct vyfs *fs)
+{
+	vy_error err;
+	if (vy_chunkmap_flush(fs->cm, &err) < 0) {
+		vy_warn("%s", err.msg);
+		return;
+	}
+	syncfs(fs->backing_dir_fd);
+	atomic_store(&fs->independent, true);
+	vy_info("every chunk is local and durable: independent of the source");
+	vy_channel_close(fs->background.ch);
+	fs->background.ch = NULL;
+}
+
+static void background_step(struct vyfs *fs, uint32_t f, int *backoff)
+{
+	uint64_t c = vy_chunkmap_next_missing(fs->cm, f, 0);
+	if (c == UINT64_MAX)
+		return;
+	uint64_t n = missing_run(fs, f, c, remote_chunks(fs, f), max_chunks(fs));
+	vy_error err;
+	pthread_mutex_lock(&fs->background.lock);
+	int rc = lane_fetch(fs, &fs->background, f, c, n, CONNECT_TIMEOUT_MS, &err);
+	pthread_mutex_unlock(&fs->background.lock);
+	if (rc < 0) {
+		atomic_fetch_add(&fs->n.fetch_errors, 1);
+		if (atomic_exchange(&fs->source_up, false))
+			vy_warn("background hydration paused, retrying: %s", err.msg);
+		nap(fs, *backoff);
+		*backoff = *backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : *backoff * 2;
+		return;
+	}
+	if (!atomic_exchange(&fs->source_up, true))
+		vy_info("source %s reachable: background hydration running", fs->source);
+	*backoff = RETRY_MS;
+	uint64_t b = n * fs->chunk_size, sz = vy_chunkmap_size(fs->cm, f);
+	atomic_fetch_add(&fs->n.background_fetches, 1);
+	atomic_fetch_add(&fs->n.background_bytes,
+			 c * fs->chunk_size + b > sz ? sz - c * fs->chunk_size : b);
+}
+
+static void *background_main(void *arg)
+{
+	struct vyfs *fs = arg;
+	uint32_t cursor = 0, prio = 0;
+	int backoff = RETRY_MS;
+	while (!atomic_load(&fs->stopping)) {
+		int64_t f = next_file(fs, &cursor, &prio);
+		if (f < 0) {
+			if (!atomic_load(&fs->independent))
+				became_independent(fs);
+			nap(fs, 1000);
+			continue;
+		}
+		background_step(fs, (uint32_t)f, &backoff);
+	}
+	return NULL;
+}
+
+static void *flush_main(void *arg)
+{
+	struct vyfs *fs = arg;
+	while (!atomic_load(&fs->stopping)) {
+		vy_error err;
+		if (vy_chunkmap_flush(fs->cm, &err) < 0)
+			vy_warn("%s", err.msg);
+		nap(fs, FLUSH_INTERVAL_MS);
+	}
+	return NULL;
+}
+
+static int lane_init(struct vyfs_lane *lane, const char *name, vy_error *err)
+{
+	lane->name = name;
+	pthread_mutex_init(&lane->lock, NULL);
+	lane->buf = malloc(VY_FETCH_MAX);
+	if (!lane->buf)
+		return vy_error_set(err, ENOMEM, "out of memory");
+	return 0;
+}
+
+int vyfs_hydrate_start(struct vyfs *fs, vy_error *err)
+{
+	pthread_mutex_init(&fs->wake_lock, NULL);
+	pthread_cond_init(&fs->wake, NULL);
+	atomic_store(&fs->source_up, true);
+	if (lane_init(&fs->demand, "demand", err) < 0 ||
+	    lane_init(&fs->background, "background", err) < 0)
+		return -1;
+	int rc = pthread_create(&fs->flush_thread, NULL, flush_main, fs);
+	if (rc == 0)
+		rc = pthread_create(&fs->background_thread, NULL, background_main, fs);
+	if (rc)
+		return vy_error_sys(err, rc, "starting the hydration threads");
+	return 0;
+}
+
+void vyfs_hydrate_stop(struct vyfs *fs)
+{
+	atomic_store(&fs->stopping, true);
+	vyfs_wake_background(fs);
+	pthread_join(fs->background_thread, NULL);
+	pthread_join(fs->flush_thread, NULL);
+	vy_channel_close(fs->demand.ch);
+	vy_channel_close(fs->background.ch);
+	free(fs->demand.buf);
+	free(fs->background.buf);
+}
+
+#define ADD_U64(o, k, v) json_object_object_add(o, k, json_object_new_int64((int64_t)(v)))
+
+char *vyfs_status_json(struct vyfs *fs)
+{
+	struct vy_chunkmap_stats s;
+	vy_chunkmap_stats(fs->cm, &s);
+	json_object *o = json_object_new_object();
+	ADD_U64(o, "stream", fs->stream);
+	json_object_object_add(o, "source", json_object_new_string(fs->source));
+	json_object_object_add(o, "source_up", json_object_new_boolean(atomic_load(&fs->source_up)));
+	json_object_object_add(o, "independent",
+			       json_object_new_boolean(s.chunks_present == s.chunks_total));
+	json_object_object_add(o, "passthrough", json_object_new_boolean(fs->passthrough));
+	ADD_U64(o, "chunk_size", fs->chunk_size);
+	ADD_U64(o, "chunks_total", s.chunks_total);
+	ADD_U64(o, "chunks_present", s.chunks_present);
+	ADD_U64(o, "bytes_total", s.bytes_total);
+	ADD_U64(o, "bytes_present", s.bytes_present);
+	ADD_U64(o, "files_total", s.files_total);
+	ADD_U64(o, "files_complete", s.files_complete);
+	ADD_U64(o, "resumed_chunks", fs->resumed_chunks);
+	ADD_U64(o, "demand_bytes", atomic_load(&fs->n.demand_bytes));
+	ADD_U64(o, "demand_fetches", atomic_load(&fs->n.demand_fetches));
+	ADD_U64(o, "background_bytes", atomic_load(&fs->n.background_bytes));
+	ADD_U64(o, "background_fetches", atomic_load(&fs->n.background_fetches));
+	ADD_U64(o, "fetch_errors", atomic_load(&fs->n.fetch_errors));
+	ADD_U64(o, "demand_failures", atomic_load(&fs->n.demand_failures));
+	ADD_U64(o, "passthrough_opens", atomic_load(&fs->n.passthrough_opens));
+	ADD_U64(o, "cached_opens", atomic_load(&fs->n.cached_opens));
+	ADD_U64(o, "passthrough_refused", atomic_load(&fs->n.refused_passthrough));
+	ADD_U64(o, "local_write_bytes", atomic_load(&fs->n.local_write_bytes));
+	char *text = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+	json_object_put(o);
+	return text;
+}

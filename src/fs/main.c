@@ -1,0 +1,345 @@
+/* main.c - voyager-fs: the federation filesystem, one process per migrated
+ * tree on the target.
+ *
+ *   voyager-fs --backing DIR --state FILE --manifest FILE --source ADDR:PORT
+ *              --key FILE --stream N [--chunk-size BYTES] [--fetch-timeout SEC]
+ *              [--priority FILE] [--verbose] MOUNTPOINT
+ *
+ * It mounts a read-write view of DIR (the skeleton vy_manifest_materialise()
+ * made, sparse files of the right size) at MOUNTPOINT.  Metadata comes from
+ * DIR; file bytes that are not local yet are fetched from the frozen source
+ * in chunks (hydrate.c), and the chunk state in FILE survives restarts.
+ * Progress is the JSON value of the xattr "user.voyager.status" on the
+ * mount root.  It runs in the foreground until unmounted or sent SIGTERM.
+ *
+ * Why libfuse's low-level API: node ids map straight onto O_PATH fds of the
+ * backing tree (no path strings rebuilt per call, renames cost nothing),
+ * replies can splice from the backing fd, and passthrough needs the
+ * per-open backing ids that only the low-level open reply carries.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "cleanup.h"
+#include "log.h"
+#include "util.h"
+#include "vyfs.h"
+
+struct options {
+	const char *backing, *state, *manifest, *source, *key, *priority, *mountpoint;
+	uint32_t stream, chunk_size;
+	int fetch_timeout_s;
+	bool stream_set, verbose;
+};
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+		"usage: voyager-fs --backing DIR --state FILE --manifest FILE\n"
+		"                  --source ADDR:PORT --key FILE --stream N\n"
+		"                  [--chunk-size BYTES] [--fetch-timeout SEC]\n"
+		"                  [--priority FILE] [--verbose] MOUNTPOINT\n");
+}
+
+static int parse_uint(const char *s, uint64_t max, uint64_t *out)
+{
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || end == s || *end || v > max || *s == '-')
+		return -1;
+	*out = v;
+	return 0;
+}
+
+static int parse_args(int argc, char **argv, struct options *o)
+{
+	static const struct option longs[] = {
+		{ "backing", required_argument, NULL, 'b' },
+		{ "state", required_argument, NULL, 's' },
+		{ "manifest", required_argument, NULL, 'm' },
+		{ "source", required_argument, NULL, 'S' },
+		{ "key", required_argument, NULL, 'k' },
+		{ "stream", required_argument, NULL, 'n' },
+		{ "chunk-size", required_argument, NULL, 'c' },
+		{ "fetch-timeout", required_argument, NULL, 't' },
+		{ "priority", required_argument, NULL, 'p' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 } };
+	*o = (struct options){ .chunk_size = 1 << 20, .fetch_timeout_s = 30 };
+	int c;
+	uint64_t v;
+	while ((c = getopt_long(argc, argv, "b:s:m:S:k:n:c:t:p:vh", longs, NULL)) != -1) {
+		switch (c) {
+		case 'b': o->backing = optarg; break;
+		case 's': o->state = optarg; break;
+		case 'm': o->manifest = optarg; break;
+		case 'S': o->source = optarg; break;
+		case 'k': o->key = optarg; break;
+		case 'p': o->priority = optarg; break;
+		case 'v': o->verbose = true; break;
+		case 'n':
+			if (parse_uint(optarg, UINT32_MAX, &v) < 0)
+				return -1;
+			o->stream = (uint32_t)v;
+			o->stream_set = true;
+			break;
+		case 'c':
+			if (parse_uint(optarg, VY_CHUNK_SIZE_MAX, &v) < 0 ||
+			    v < VY_CHUNK_SIZE_MIN || v % 4096)
+				return -1;
+			o->chunk_size = (uint32_t)v;
+			break;
+		case 't':
+			if (parse_uint(optarg, 24 * 3600, &v) < 0)
+				return -1;
+			o->fetch_timeout_s = (int)v;
+			break;
+		case 'h': usage(stdout); exit(0);
+		default: return -1;
+		}
+	}
+	if (optind != argc - 1 || !o->backing || !o->state || !o->manifest ||
+	    !o->source || !o->key || !o->stream_set)
+		return -1;
+	o->mountpoint = argv[optind];
+	return 0;
+}
+
+static int load_manifest(struct vyfs *fs, const char *path, uint8_t sha[32],
+			 vy_error *err)
+{
+	cleanup_free char *buf = NULL;
+	size_t len = 0;
+	if (vy_read_file(path, (size_t)4 << 30, &buf, &len, err) < 0)
+		return -1;
+	unsigned dlen = 0;
+	EVP_Digest(buf, len, sha, &dlen, EVP_sha256(), NULL);
+	if (vy_manifest_decode((const uint8_t *)buf, len, &fs->man, err) < 0)
+		return vy_error_wrap(err, "manifest %s", path);
+	return 0;
+}
+
+/* Fresh state: every tracked file's backing inode, by its manifest path. */
+static int create_state(struct vyfs *fs, const char *path, const uint8_t sha[32],
+			vy_error *err)
+{
+	cleanup_free uint64_t *inos = calloc(fs->man.count ? fs->man.count : 1, sizeof(*inos));
+	if (!inos)
+		return vy_error_set(err, ENOMEM, "out of memory");
+	for (uint32_t i = 0; i < fs->man.count; i++) {
+		const struct vy_entry *e = &fs->man.entries[i];
+		if (e->type != VY_ENTRY_REG || e->link_of != VY_NO_LINK || !e->size)
+			continue;
+		cleanup_close int fd = vy_manifest_open_entry(fs->backing_fd, e->path, O_PATH, err);
+		struct stat st;
+		if (fd < 0 || fstat(fd, &st) < 0)
+			return vy_error_wrap(err, "backing tree does not match the manifest");
+		if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != e->size)
+			return vy_error_set(err, EINVAL, "backing %s is not the manifest's "
+							 "%" PRIu64 "-byte file", e->path, e->size);
+		inos[i] = st.st_ino;
+	}
+	return vy_chunkmap_create(path, &fs->man, sha, fs->chunk_size, inos, &fs->cm, err);
+}
+
+static struct vyfs *walk_fs; /* nftw has no user pointer */
+
+static int find_renamed(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	if (flag != FTW_F || !S_ISREG(st->st_mode))
+		return 0;
+	int64_t f = vy_chunkmap_find_ino(walk_fs->cm, st->st_ino);
+	if (f < 0 || walk_fs->tracks[f].handle)
+		return 0;
+	struct file_handle *h = malloc(sizeof(*h) + MAX_HANDLE_SZ);
+	int mount_id;
+	if (!h)
+		return 0;
+	h->handle_bytes = MAX_HANDLE_SZ;
+	if (name_to_handle_at(AT_FDCWD, path, h, &mount_id, 0) < 0)
+		free(h);
+	else
+		walk_fs->tracks[f].handle = h;
+	return 0;
+}
+
+/* A handle per incomplete tracked file, so fetched bytes reach it under
+ * whatever name it has now.  Files renamed while we were down are found by
+ * a walk; a file whose inode is nowhere lost its last name: dropped. */
+static int resolve_tracks(struct vyfs *fs, const char *backing, vy_error *err)
+{
+	uint32_t count = vy_chunkmap_count(fs->cm), unresolved = 0;
+	fs->tracks = calloc(count ? count : 1, sizeof(*fs->tracks));
+	if (!fs->tracks)
+		return vy_error_set(err, ENOMEM, "out of memory");
+	for (uint32_t f = 0; f < count; f++) {
+		struct vyfs_track *t = &fs->tracks[f];
+		pthread_mutex_init(&t->lock, NULL);
+		t->data_fd = -1;
+		if (vy_chunkmap_complete(fs->cm, f))
+			continue;
+		const struct vy_entry *e = &fs->man.entries[vy_chunkmap_entry(fs->cm, f)];
+		vy_error ignore;
+		cleanup_close int fd = vy_manifest_open_entry(fs->backing_fd, e->path, O_PATH, &ignore);
+		struct stat st;
+		struct file_handle *h = malloc(sizeof(*h) + MAX_HANDLE_SZ);
+		int mount_id;
+		if (!h)
+			return vy_error_set(err, ENOMEM, "out of memory");
+		h->handle_bytes = MAX_HANDLE_SZ;
+		if (fd >= 0 && fstat(fd, &st) == 0 && st.st_ino == vy_chunkmap_ino(fs->cm, f) &&
+		    name_to_handle_at(fd, "", h, &mount_id, AT_EMPTY_PATH) == 0) {
+			t->handle = h;
+		} else {
+			free(h);
+			unresolved++;
+		}
+	}
+	if (unresolved) {
+		walk_fs = fs;
+		nftw(backing, find_renamed, 64, FTW_PHYS | FTW_MOUNT);
+	}
+	for (uint32_t f = 0; f < count; f++)
+		if (!vy_chunkmap_complete(fs->cm, f) && !fs->tracks[f].handle) {
+			vy_warn("%s: gone from the backing tree; forgetting it",
+				fs->man.entries[vy_chunkmap_entry(fs->cm, f)].path);
+			if (vy_chunkmap_drop(fs->cm, f, err) < 0)
+				return -1;
+		}
+	return 0;
+}
+
+static int load_priority(struct vyfs *fs, const char *path, vy_error *err)
+{
+	cleanup_fclose FILE *fp = fopen(path, "re");
+	if (!fp)
+		return vy_error_sys(err, errno, "open %s", path);
+	fs->priority = calloc(vy_chunkmap_count(fs->cm) + 1, sizeof(*fs->priority));
+	if (!fs->priority)
+		return vy_error_set(err, ENOMEM, "out of memory");
+	char line[VY_PATH_MAX + 2];
+	while (fgets(line, sizeof(line), fp) && fs->npriority < vy_chunkmap_count(fs->cm)) {
+		line[strcspn(line, "\n")] = '\0';
+		for (uint32_t f = 0; f < vy_chunkmap_count(fs->cm); f++)
+			if (!strcmp(fs->man.entries[vy_chunkmap_entry(fs->cm, f)].path, line)) {
+				fs->priority[fs->npriority++] = f;
+				break;
+			}
+	}
+	return 0;
+}
+
+static int prepare(struct vyfs *fs, const struct options *o, vy_error *err)
+{
+	uint8_t sha[32];
+	fs->source = o->source;
+	fs->stream = o->stream;
+	fs->chunk_size = o->chunk_size;
+	fs->fetch_timeout_ms = o->fetch_timeout_s * 1000;
+	if (vy_key_load(o->key, fs->key, err) < 0 || load_manifest(fs, o->manifest, sha, err) < 0)
+		return -1;
+	fs->backing_fd = open(o->backing, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	fs->backing_dir_fd = open(o->backing, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fs->backing_fd < 0 || fs->backing_dir_fd < 0)
+		return vy_error_sys(err, errno, "open backing directory %s", o->backing);
+	int rc = access(o->state, F_OK) == 0
+		 ? vy_chunkmap_load(o->state, &fs->man, sha, fs->chunk_size, &fs->cm, err)
+		 : create_state(fs, o->state, sha, err);
+	if (rc < 0 || resolve_tracks(fs, o->backing, err) < 0 ||
+	    (o->priority && load_priority(fs, o->priority, err) < 0))
+		return -1;
+	struct vy_chunkmap_stats s;
+	vy_chunkmap_stats(fs->cm, &s);
+	fs->resumed_chunks = s.chunks_present;
+	vy_info("%u files, %" PRIu64 " of %" PRIu64 " chunks local at start",
+		s.files_total, s.chunks_present, s.chunks_total);
+	return vyfs_table_init(fs, err);
+}
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+	struct vyfs *fs = userdata;
+	fs->passthrough = fuse_set_feature_flag(conn, FUSE_CAP_PASSTHROUGH);
+	if (fs->passthrough)
+		conn->max_backing_stack_depth = 1;
+	else
+		vy_warn("the kernel offers no FUSE passthrough: complete files are "
+			"served through the daemon");
+	/* Truncation must pass through vyfs_truncate(); writeback caching and
+	 * passthrough exclude each other. */
+	fuse_unset_feature_flag(conn, FUSE_CAP_ATOMIC_O_TRUNC);
+	fuse_unset_feature_flag(conn, FUSE_CAP_WRITEBACK_CACHE);
+}
+
+static int serve(struct vyfs *fs, const struct options *o)
+{
+	struct fuse_lowlevel_ops ops = { .init = op_init };
+	vyfs_meta_ops(&ops);
+	vyfs_data_ops(&ops);
+	char *fargv[] = { "voyager-fs", "-o",
+			  "fsname=voyager-fs,subtype=voyager,allow_other,"
+			  "default_permissions,dev,suid", NULL };
+	struct fuse_args args = FUSE_ARGS_INIT(3, fargv);
+	struct fuse_session *se = fuse_session_new(&args, &ops, sizeof(ops), fs);
+	if (!se)
+		return 1;
+	int rc = 1;
+	vy_error err;
+	if (fuse_set_signal_handlers(se) == 0) {
+		if (fuse_session_mount(se, o->mountpoint) == 0) {
+			if (vyfs_hydrate_start(fs, &err) == 0) {
+				vy_info("mounted %s on %s, source %s", o->backing,
+					o->mountpoint, o->source);
+				struct fuse_loop_config *cfg = fuse_loop_cfg_create();
+				fuse_loop_cfg_set_max_threads(cfg, 32);
+				fuse_loop_cfg_set_clone_fd(cfg, 1);
+				rc = fuse_session_loop_mt(se, cfg) ? 1 : 0;
+				fuse_loop_cfg_destroy(cfg);
+				vyfs_hydrate_stop(fs);
+			} else {
+				vy_err("%s", err.msg);
+			}
+			fuse_session_unmount(se);
+		}
+		fuse_remove_signal_handlers(se);
+	}
+	fuse_session_destroy(se);
+	return rc;
+}
+
+int main(int argc, char **argv)
+{
+	struct options o;
+	signal(SIGPIPE, SIG_IGN); /* a peer that left is an error return */
+	vy_log_set_tag("voyager-fs");
+	if (parse_args(argc, argv, &o) < 0) {
+		usage(stderr);
+		return 2;
+	}
+	if (o.verbose)
+		vy_log_set_level(VY_LOG_DEBUG);
+	static struct vyfs fs;
+	vy_error err;
+	if (prepare(&fs, &o, &err) < 0) {
+		vy_err("%s", err.msg);
+		return 1;
+	}
+	int rc = serve(&fs, &o);
+	if (vy_chunkmap_close(fs.cm, &err) < 0) {
+		vy_err("%s", err.msg);
+		rc = 1;
+	}
+	return rc;
+}

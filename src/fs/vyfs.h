@@ -1,0 +1,157 @@
+/* vyfs.h - the parts of voyager-fs and what they share.
+ *
+ *   main.c      arguments, loading the manifest and the chunk state,
+ *               finding the tracked files, mounting, the session loop
+ *   inode.c     the inode table: FUSE node ids <-> backing O_PATH fds
+ *   meta.c      metadata operations, served from the backing tree only
+ *   data.c      open/read/write/release: demand fetches, passthrough
+ *   hydrate.c   the two fetch lanes (demand, background), committing
+ *               fetched chunks, the state flusher, counters and status
+ *
+ * Concurrency: the FUSE loop is multi-threaded.  The inode table has one
+ * mutex; each tracked file has its own (struct vyfs_track.lock), held while
+ * its chunk map and backing bytes change together; the chunk map has its
+ * own inside.  Lock order: track lock, then chunk map.  The inode table lock
+ * is never held across I/O.
+ */
+#ifndef VYFS_H
+#define VYFS_H
+
+#define FUSE_USE_VERSION FUSE_MAKE_VERSION(3, 17)
+
+#include <fuse_lowlevel.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include "channel.h"
+#include "chunkmap.h"
+#include "error.h"
+#include "manifest.h"
+
+#define VYFS_STATUS_XATTR "user.voyager.status"
+#define VYFS_TIMEOUT 86400.0 /* attr/entry cache: every change passes us */
+
+struct vyfs_inode {
+	int fd;                 /* O_PATH | O_NOFOLLOW on the backing object */
+	dev_t dev;
+	ino_t ino;
+	mode_t type;            /* S_IFMT bits */
+	uint64_t nlookup;       /* guarded by the table lock */
+	int64_t track;          /* chunk map file number, or -1 */
+	/* Open modes, guarded by open_lock: the kernel refuses to mix cached
+	 * and passthrough opens of one inode. */
+	pthread_mutex_t open_lock;
+	uint32_t cached_opens, pt_opens;
+	int backing_id, backing_fd;
+	bool drop_on_close;     /* last name unlinked while open */
+	struct vyfs_inode *next;
+};
+
+/* An open file or directory (fuse_file_info.fh). */
+struct vyfs_file {
+	int fd;                 /* our own fd on the backing file */
+	bool passthrough;       /* the kernel does its I/O directly */
+};
+
+/* Per tracked file (chunk map file number f). */
+struct vyfs_track {
+	pthread_mutex_t lock;
+	struct file_handle *handle; /* to reopen the backing file, renamed or not */
+	int data_fd;                /* O_RDWR, open while fetches land */
+	atomic_bool hot;            /* opened: hydrate it next */
+};
+
+struct vyfs_lane {
+	const char *name;
+	pthread_mutex_t lock;
+	vy_channel *ch;
+	uint8_t *buf;           /* VY_FETCH_MAX bytes */
+};
+
+struct vyfs_counters {
+	_Atomic uint64_t demand_bytes, demand_fetches;
+	_Atomic uint64_t background_bytes, background_fetches;
+	_Atomic uint64_t fetch_errors, demand_failures;
+	_Atomic uint64_t passthrough_opens, cached_opens;
+	_Atomic uint64_t refused_passthrough;
+	_Atomic uint64_t local_write_bytes;
+};
+
+struct vyfs {
+	/* configuration */
+	const char *source;
+	uint8_t key[VY_KEY_LEN];
+	uint32_t stream;
+	uint32_t chunk_size;
+	int fetch_timeout_ms;
+	int backing_fd;             /* O_PATH of the backing root */
+	int backing_dir_fd;         /* O_RDONLY|O_DIRECTORY, for handles */
+	struct vy_manifest man;
+	struct vy_chunkmap *cm;
+	struct vyfs_track *tracks;  /* [vy_chunkmap_count(cm)] */
+	uint32_t *priority;         /* chunk map file numbers, hydrated first */
+	uint32_t npriority;
+	bool passthrough;           /* the kernel granted FUSE_CAP_PASSTHROUGH */
+	uint64_t resumed_chunks;    /* present when this run started */
+
+	/* inode table */
+	pthread_mutex_t table_lock;
+	struct vyfs_inode root;
+	struct vyfs_inode **buckets;
+	size_t nbuckets;
+
+	/* fetching */
+	struct vyfs_lane demand, background;
+	struct vyfs_counters n;
+	atomic_bool source_up;
+	atomic_bool stopping;
+	atomic_bool independent;
+	pthread_t background_thread, flush_thread;
+	pthread_mutex_t wake_lock;
+	pthread_cond_t wake;
+};
+
+/* inode.c */
+int vyfs_table_init(struct vyfs *fs, vy_error *err);
+struct vyfs_inode *vyfs_inode(struct vyfs *fs, fuse_ino_t ino);
+/* Look name up beneath parent and fill e (taking a lookup reference). */
+int vyfs_lookup_entry(struct vyfs *fs, struct vyfs_inode *parent,
+		      const char *name, struct fuse_entry_param *e);
+void vyfs_forget_one(struct vyfs *fs, fuse_ino_t ino, uint64_t n);
+struct vyfs_inode *vyfs_find_backing(struct vyfs *fs, dev_t dev, ino_t ino);
+/* "/proc/self/fd/N" of an inode's O_PATH fd. */
+void vyfs_proc_path(const struct vyfs_inode *in, char out[64]);
+
+/* meta.c */
+void vyfs_meta_ops(struct fuse_lowlevel_ops *ops);
+/* Forget the chunk state of a tracked file whose last name just went. */
+/* The tracked file that name (beneath parent_fd) is the last name of, or
+ * -1; after the name is gone, vyfs_forget_track() drops its chunk state
+ * (at the last close, if it is still open). */
+int64_t vyfs_last_name(struct vyfs *fs, int parent_fd, const char *name);
+void vyfs_forget_track(struct vyfs *fs, int64_t f);
+void vyfs_drop_track(struct vyfs *fs, uint32_t f);
+
+/* data.c */
+void vyfs_data_ops(struct fuse_lowlevel_ops *ops);
+/* Truncate an inode's backing file to size, keeping the chunk map right. */
+int vyfs_truncate(struct vyfs *fs, struct vyfs_inode *in, int fd, off_t size);
+
+/* hydrate.c */
+int vyfs_hydrate_start(struct vyfs *fs, vy_error *err);
+void vyfs_hydrate_stop(struct vyfs *fs);
+/* Make [off, off+len) of tracked file f local; readahead extra chunks.
+ * 0, or -errno (EIO once the source stayed away for the fetch timeout). */
+int vyfs_ensure(struct vyfs *fs, uint32_t f, uint64_t off, uint64_t len,
+		uint32_t readahead);
+/* Open the backing file of tracked file f for writing fetched bytes. */
+int vyfs_track_fd(struct vyfs *fs, uint32_t f);
+void vyfs_wake_background(struct vyfs *fs);
+/* Status as JSON text (malloc'd). */
+char *vyfs_status_json(struct vyfs *fs);
+
+#endif
