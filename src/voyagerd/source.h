@@ -1,0 +1,70 @@
+/* source.h - the state of one outgoing migration, shared by source.c (the
+ * phases and the decision) and source_trees.c (sending trees and progress). */
+#ifndef VY_SOURCE_H
+#define VY_SOURCE_H
+
+#include <limits.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <json-c/json.h>
+
+#include "bundle.h"
+#include "daemon.h"
+#include "manifest.h"
+
+struct migration {
+	struct vy_daemon *d;
+	struct vy_events *ev;
+	struct vy_active *act;
+	struct vy_journal *j;
+	vy_channel *ch;
+	char id[17];
+	char container[160];
+	char to[256];
+	char bundle[PATH_MAX];
+	char rootfs[PATH_MAX];
+	char dir[PATH_MAX];    /* STATE/migrations/ID */
+	char images[PATH_MAX];
+	char work[PATH_MAX];
+	json_object *config;
+	char mode[16];         /* "presync" or "stop-copy" */
+	const char *memory;    /* the memory mode chosen */
+	char memory_requested[16];
+	char memory_reason[256];
+	struct vy_manifest pre[2 + VY_MAX_VOLUMES]; /* what the pre-sync sent, per stream */
+	char netns[PATH_MAX];  /* the container's network namespace, if host-made */
+	json_object *net;      /* its identity (netns.h) */
+	bool net_locked, net_detached;
+	struct vy_volume vols[VY_MAX_VOLUMES];
+	int nvol;
+	struct vy_checkpoint_opts opts;
+	const char *phase;
+	uint64_t t_start, t_phase, t_freeze, t_running;
+	uint64_t bytes_memory, bytes_rootfs, bytes_volumes, need_bytes;
+	uint64_t wire_bytes; /* of a channel that is already closed */
+	json_object *phases_ms;
+	json_object *warnings; /* from the target, for the report */
+	bool checkpointed;
+	bool frozen;
+	bool target_durable;
+	bool progress_stop;
+	pthread_mutex_t progress_lock;
+	pthread_cond_t progress_cond;
+	pthread_t progress_thread;
+	bool progress_running;
+};
+
+/* source_trees.c */
+uint64_t vy_tree_size(const char *path, bool is_dir);
+/* A send failed: fetch the target's last ERROR frame, if any, into err. */
+int vy_source_explain_send_failure(struct migration *m, vy_error *err);
+/* Before the freeze (mode presync): rootfs and volumes, whole. */
+int vy_source_presync(struct migration *m, vy_error *err);
+/* After the freeze: images, then rootfs and volumes (whole, or the delta). */
+int vy_source_transfer(struct migration *m, vy_error *err);
+void vy_source_progress_start(struct migration *m);
+void vy_source_progress_stop(struct migration *m);
+
+#endif

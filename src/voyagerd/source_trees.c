@@ -1,0 +1,275 @@
+/* source_trees.c - how an outgoing migration sends its trees: the CRIU
+ * images, the root filesystem and the volumes, each as a manifest and its
+ * data, whole, pre-synced while the container runs, or as the delta since
+ * the pre-sync; and the progress events the CLI draws while they move. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "delta.h"
+#include "log.h"
+#include "source.h"
+#include "transfer.h"
+#include "util.h"
+
+#define MANIFEST_FRAME (4u << 20)
+
+static void *progress_loop(void *arg)
+{
+	struct migration *m = arg;
+	uint64_t last_bytes = 0, last_t = vy_now_ms();
+	double rate = 0;
+	for (;;) {
+		struct timespec until;
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_nsec += 200 * 1000000L;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		pthread_mutex_lock(&m->progress_lock);
+		if (!m->progress_stop)
+			pthread_cond_timedwait(&m->progress_cond, &m->progress_lock, &until);
+		bool stop = m->progress_stop;
+		pthread_mutex_unlock(&m->progress_lock);
+		if (stop)
+			break;
+		uint64_t b = atomic_load(&m->act->progress.bytes), t = vy_now_ms();
+		if (t > last_t) {
+			double inst = (double)(b - last_bytes) * 1000.0 / (double)(t - last_t);
+			rate = rate ? 0.7 * rate + 0.3 * inst : inst;
+		}
+		last_bytes = b;
+		last_t = t;
+		json_object *e = json_object_new_object();
+		json_object_object_add(e, "event", json_object_new_string("progress"));
+		json_object_object_add(e, "phase", json_object_new_string(m->phase ? m->phase : ""));
+		json_object_object_add(e, "bytes", json_object_new_int64((int64_t)b));
+		json_object_object_add(e, "total", json_object_new_int64((int64_t)m->act->total_bytes));
+		json_object_object_add(e, "rate_bps", json_object_new_int64((int64_t)rate));
+		vy_events_send(m->ev, e);
+		json_object_put(e);
+	}
+	return NULL;
+}
+
+void vy_source_progress_start(struct migration *m)
+{
+	m->progress_stop = false;
+	pthread_mutex_init(&m->progress_lock, NULL);
+	pthread_cond_init(&m->progress_cond, NULL);
+	if (m->act && pthread_create(&m->progress_thread, NULL, progress_loop, m) == 0)
+		m->progress_running = true;
+}
+
+void vy_source_progress_stop(struct migration *m)
+{
+	if (!m->progress_running)
+		return;
+	pthread_mutex_lock(&m->progress_lock);
+	m->progress_stop = true;
+	pthread_cond_signal(&m->progress_cond);
+	pthread_mutex_unlock(&m->progress_lock);
+	pthread_join(m->progress_thread, NULL);
+	m->progress_running = false;
+}
+
+/* When a send fails, the target has usually said why before closing. */
+int vy_source_explain_send_failure(struct migration *m, vy_error *err)
+{
+	struct vy_message msg = { 0 };
+	vy_error peer;
+	vy_channel_set_timeout(m->ch, 2000, NULL);
+	if (vy_channel_recv(m->ch, &msg, &peer) == 0 && msg.type == VY_MSG_ERROR) {
+		json_object *o = NULL;
+		if (vy_message_json(&msg, &o, NULL) == 0)
+			vy_error_set(err, EIO, "target: %s", vy_json_str(o, "error", "unknown error"));
+		json_object_put(o);
+	}
+	vy_message_free(&msg);
+	return -1;
+}
+
+uint64_t vy_tree_size(const char *path, bool is_dir)
+{
+	struct stat st;
+	if (!is_dir)
+		return stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
+	struct vy_manifest man = { 0 };
+	uint64_t n = 0;
+	if (vy_manifest_scan(path, &man, NULL) == 0)
+		n = man.data_bytes;
+	vy_manifest_free(&man);
+	return n;
+}
+
+/* A manifest for a single-file volume: the root, and the file. */
+static int single_file_manifest(const char *path, struct vy_manifest *man, vy_error *err)
+{
+	struct stat st;
+	if (lstat(path, &st) < 0)
+		return vy_error_sys(err, errno, "stat %s", path);
+	const char *base = strrchr(path, '/');
+	base = base ? base + 1 : path;
+	man->entries = calloc(2, sizeof(*man->entries));
+	if (!man->entries)
+		return vy_error_set(err, ENOMEM, "out of memory");
+	man->count = man->cap = 2;
+	struct vy_entry *root = &man->entries[0], *f = &man->entries[1];
+	root->path = strdup("");
+	root->type = VY_ENTRY_DIR;
+	root->mode = 0755;
+	root->link_of = f->link_of = VY_NO_LINK;
+	f->path = strdup(base);
+	f->type = VY_ENTRY_REG;
+	f->mode = st.st_mode & 07777;
+	f->uid = st.st_uid;
+	f->gid = st.st_gid;
+	f->size = (uint64_t)st.st_size;
+	f->atime_ns = (int64_t)st.st_atim.tv_sec * 1000000000 + st.st_atim.tv_nsec;
+	f->mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+	man->data_bytes = f->size;
+	if (!root->path || !f->path)
+		return vy_error_set(err, ENOMEM, "out of memory");
+	return 0;
+}
+
+static int send_manifest(struct migration *m, uint32_t stream, const char *kind, int index,
+			 const char *flavor, const struct vy_manifest *man, vy_error *err)
+{
+	cleanup_free uint8_t *buf = NULL;
+	size_t len;
+	if (vy_manifest_encode(man, &buf, &len, err) < 0)
+		return -1;
+	json_object *t = json_object_new_object();
+	json_object_object_add(t, "stream", json_object_new_int64(stream));
+	json_object_object_add(t, "kind", json_object_new_string(kind));
+	json_object_object_add(t, "index", json_object_new_int(index));
+	json_object_object_add(t, "flavor", json_object_new_string(flavor));
+	json_object_object_add(t, "manifest_bytes", json_object_new_int64((int64_t)len));
+	json_object_object_add(t, "data_bytes", json_object_new_int64((int64_t)man->data_bytes));
+	json_object_object_add(t, "entries", json_object_new_int64(man->count));
+	int rc = vy_channel_send_json(m->ch, VY_MSG_TREE, t, err);
+	json_object_put(t);
+	for (size_t off = 0; rc == 0 && off < len; off += MANIFEST_FRAME) {
+		size_t n = len - off < MANIFEST_FRAME ? len - off : MANIFEST_FRAME;
+		rc = vy_channel_send(m->ch, VY_MSG_MANIFEST, buf + off, n, err);
+	}
+	return rc;
+}
+
+static int open_tree_root(const char *path, bool is_dir, vy_error *err)
+{
+	char dir[PATH_MAX];
+	snprintf(dir, sizeof(dir), "%s", path);
+	if (!is_dir) {
+		char *slash = strrchr(dir, '/');
+		if (slash)
+			*(slash == dir ? slash + 1 : slash) = '\0';
+	}
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return vy_error_sys(err, errno, "open %s", dir);
+	return fd;
+}
+
+/* Bytes that go over the wire for man, less what the target already has. */
+static uint64_t bytes_to_send(const struct vy_manifest *man, const uint8_t *skip)
+{
+	uint64_t n = man->data_bytes;
+	for (uint32_t i = 0; skip && i < man->count; i++)
+		if (skip[i])
+			n -= man->entries[i].size;
+	return n;
+}
+
+/* Send one tree.  flavor "full": everything; "presync": everything, while
+ * the container runs, remembering the manifest; "delta": at the freeze,
+ * only files that changed since the pre-sync. */
+static int send_tree(struct migration *m, uint32_t stream, const char *kind, int index,
+		     const char *path, bool is_dir, const char *flavor, uint64_t *bytes,
+		     vy_error *err)
+{
+	struct vy_manifest man = { 0 };
+	cleanup_free uint8_t *skip = NULL;
+	uint32_t kept = 0;
+	bool live = !strcmp(flavor, "presync");
+	int rc = is_dir ? vy_manifest_scan(path, &man, err) : single_file_manifest(path, &man, err);
+	/* A live tree can change under the scan (a directory vanishing): retry. */
+	for (int retry = 0; live && rc < 0 && retry < 3; retry++) {
+		vy_manifest_free(&man);
+		rc = is_dir ? vy_manifest_scan(path, &man, err) : single_file_manifest(path, &man, err);
+	}
+	cleanup_close int rootfd = rc == 0 ? open_tree_root(path, is_dir, err) : -1;
+	if (rc == 0 && rootfd < 0)
+		rc = -1;
+	if (rc == 0 && !strcmp(flavor, "delta"))
+		rc = vy_delta_unchanged(&m->pre[stream], &man, &skip, &kept, err);
+	if (rc == 0)
+		rc = send_manifest(m, stream, kind, index, flavor, &man, err);
+	if (rc == 0 && live) {
+		skip = calloc(man.count ? man.count : 1, 1);
+		rc = skip ? vy_tree_send_live(m->ch, stream, rootfd, &man, skip, &m->act->progress, err)
+			  : vy_error_set(err, ENOMEM, "out of memory");
+		if (rc == 0)
+			vy_delta_forget(&man, skip);
+	} else if (rc == 0) {
+		rc = vy_tree_send_some(m->ch, stream, rootfd, &man, skip, &m->act->progress, err);
+	}
+	if (rc == 0) {
+		*bytes += bytes_to_send(&man, live ? NULL : skip);
+		if (!strcmp(flavor, "delta"))
+			vy_info("migration %s: %s: %u of %u entries unchanged since the pre-sync",
+				m->id, kind, kept, man.count);
+	}
+	if (rc == 0 && !strcmp(flavor, "presync"))
+		m->pre[stream] = man;
+	else
+		vy_manifest_free(&man);
+	if (rc < 0)
+		return vy_error_wrap(err, "send %s %s", kind, path);
+	return 0;
+}
+
+/* While the container runs: its rootfs and volumes, whole. */
+int vy_source_presync(struct migration *m, vy_error *err)
+{
+	m->act->total_bytes = vy_tree_size(m->rootfs, true);
+	for (int i = 0; i < m->nvol; i++)
+		m->act->total_bytes += vy_tree_size(m->vols[i].host_path, m->vols[i].is_dir);
+	vy_source_progress_start(m);
+	int rc = send_tree(m, 1, "rootfs", 0, m->rootfs, true, "presync", &m->bytes_rootfs, err);
+	for (int i = 0; rc == 0 && i < m->nvol; i++)
+		rc = send_tree(m, 2 + (uint32_t)i, "volume", i, m->vols[i].host_path,
+			       m->vols[i].is_dir, "presync", &m->bytes_volumes, err);
+	vy_source_progress_stop(m);
+	if (rc < 0)
+		return vy_source_explain_send_failure(m, err);
+	return 0;
+}
+
+int vy_source_transfer(struct migration *m, vy_error *err)
+{
+	m->act->total_bytes = vy_tree_size(m->images, true) + vy_tree_size(m->rootfs, true);
+	for (int i = 0; i < m->nvol; i++)
+		m->act->total_bytes += vy_tree_size(m->vols[i].host_path, m->vols[i].is_dir);
+	atomic_store(&m->act->progress.bytes, 0);
+	vy_source_progress_start(m);
+	const char *flavor = !strcmp(m->mode, "presync") ? "delta" : "full";
+	int rc = send_tree(m, 0, "memory", 0, m->images, true, "full", &m->bytes_memory, err);
+	if (rc == 0)
+		rc = send_tree(m, 1, "rootfs", 0, m->rootfs, true, flavor, &m->bytes_rootfs, err);
+	for (int i = 0; rc == 0 && i < m->nvol; i++)
+		rc = send_tree(m, 2 + (uint32_t)i, "volume", i, m->vols[i].host_path,
+			       m->vols[i].is_dir, flavor, &m->bytes_volumes, err);
+	vy_source_progress_stop(m);
+	if (rc < 0)
+		return vy_source_explain_send_failure(m, err);
+	return 0;
+}
