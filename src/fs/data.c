@@ -44,9 +44,9 @@ static bool want_passthrough(struct vyfs *fs, fuse_req_t req, struct vyfs_inode 
 	vyfs_proc_path(in, proc);
 	/* One backing file per inode, shared by all its passthrough opens,
 	 * so it must allow every kind of access. */
-	int bfd = open(proc, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+	int bfd = open(proc, O_RDWR | O_CLOEXEC);
 	if (bfd < 0)
-		bfd = open(proc, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		bfd = open(proc, O_RDONLY | O_CLOEXEC);
 	if (bfd < 0)
 		return false;
 	int id = fuse_passthrough_open(req, bfd);
@@ -102,11 +102,12 @@ static void finish_open(fuse_req_t req, struct vyfs_inode *in, int fd,
 }
 
 /* The kernel computes O_APPEND offsets itself; a backing fd with O_APPEND
- * would make pwrite ignore them.  O_TRUNC goes through setattr. */
+ * would make pwrite ignore them.  O_TRUNC goes through vyfs_truncate().
+ * (No O_NOFOLLOW: opens go through /proc/self/fd magic links.) */
 static int backing_flags(int flags)
 {
 	return (flags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC | O_APPEND)) |
-	       O_CLOEXEC | O_NOFOLLOW;
+	       O_CLOEXEC;
 }
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -135,7 +136,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 {
 	struct vyfs *fs = FS(req);
 	struct vyfs_inode *dir = vyfs_inode(fs, parent);
-	int flags = backing_flags(fi->flags);
+	int flags = backing_flags(fi->flags) | O_NOFOLLOW;
 	int fd = openat(dir->fd, name, flags | O_CREAT | O_EXCL, mode);
 	bool made = fd >= 0;
 	if (fd < 0 && errno == EEXIST && !(fi->flags & O_EXCL))

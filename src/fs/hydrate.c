@@ -230,7 +230,22 @@ static void became_independent(struct vyfs *fs)
 	fs->background.ch = NULL;
 }
 
-static void background_step(struct vyfs *fs, uint32_t f, int *backoff)
+/* Hold the background lane to --hydrate-rate, if one is set. */
+static void pace(struct vyfs *fs, uint64_t bytes, uint64_t *next_ms)
+{
+	uint64_t rate = atomic_load(&fs->hydrate_rate), now = vy_now_ms();
+	if (!rate) {
+		*next_ms = 0;
+		return;
+	}
+	*next_ms = (*next_ms > now ? *next_ms : now) + bytes * 1000 / rate;
+	while (!atomic_load(&fs->stopping) && atomic_load(&fs->hydrate_rate) &&
+	       (now = vy_now_ms()) < *next_ms)
+		nap(fs, (int)(*next_ms - now < 1000 ? *next_ms - now : 1000));
+}
+
+static void background_step(struct vyfs *fs, uint32_t f, int *backoff,
+			    uint64_t *next_ms)
 {
 	uint64_t c = vy_chunkmap_next_missing(fs->cm, f, 0);
 	if (c == UINT64_MAX)
@@ -252,9 +267,10 @@ static void background_step(struct vyfs *fs, uint32_t f, int *backoff)
 		vy_info("source %s reachable: background hydration running", fs->source);
 	*backoff = RETRY_MS;
 	uint64_t b = n * fs->chunk_size, sz = vy_chunkmap_size(fs->cm, f);
+	b = c * fs->chunk_size + b > sz ? sz - c * fs->chunk_size : b;
 	atomic_fetch_add(&fs->n.background_fetches, 1);
-	atomic_fetch_add(&fs->n.background_bytes,
-			 c * fs->chunk_size + b > sz ? sz - c * fs->chunk_size : b);
+	atomic_fetch_add(&fs->n.background_bytes, b);
+	pace(fs, b, next_ms);
 }
 
 static void *background_main(void *arg)
@@ -262,6 +278,7 @@ static void *background_main(void *arg)
 	struct vyfs *fs = arg;
 	uint32_t cursor = 0, prio = 0;
 	int backoff = RETRY_MS;
+	uint64_t next_ms = 0;
 	while (!atomic_load(&fs->stopping)) {
 		int64_t f = next_file(fs, &cursor, &prio);
 		if (f < 0) {
@@ -270,7 +287,7 @@ static void *background_main(void *arg)
 			nap(fs, 1000);
 			continue;
 		}
-		background_step(fs, (uint32_t)f, &backoff);
+		background_step(fs, (uint32_t)f, &backoff, &next_ms);
 	}
 	return NULL;
 }
@@ -355,6 +372,7 @@ char *vyfs_status_json(struct vyfs *fs)
 	ADD_U64(o, "passthrough_opens", atomic_load(&fs->n.passthrough_opens));
 	ADD_U64(o, "cached_opens", atomic_load(&fs->n.cached_opens));
 	ADD_U64(o, "passthrough_refused", atomic_load(&fs->n.refused_passthrough));
+	ADD_U64(o, "hydrate_rate", atomic_load(&fs->hydrate_rate));
 	ADD_U64(o, "local_write_bytes", atomic_load(&fs->n.local_write_bytes));
 	char *text = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
 	json_object_put(o);

@@ -3,14 +3,18 @@
  *
  *   voyager-fs --backing DIR --state FILE --manifest FILE --source ADDR:PORT
  *              --key FILE --stream N [--chunk-size BYTES] [--fetch-timeout SEC]
- *              [--priority FILE] [--verbose] MOUNTPOINT
+ *              [--priority FILE] [--hydrate-rate BYTES_PER_SEC] [--verbose]
+ *              MOUNTPOINT
  *
  * It mounts a read-write view of DIR (the skeleton vy_manifest_materialise()
  * made, sparse files of the right size) at MOUNTPOINT.  Metadata comes from
  * DIR; file bytes that are not local yet are fetched from the frozen source
  * in chunks (hydrate.c), and the chunk state in FILE survives restarts.
  * Progress is the JSON value of the xattr "user.voyager.status" on the
- * mount root.  It runs in the foreground until unmounted or sent SIGTERM.
+ * mount root (getfattr --only-values -n user.voyager.status MNT); setting
+ * "user.voyager.hydrate_rate" there to a number of bytes/s changes the
+ * background lane's limit (0: link speed, the default).  It runs in the
+ * foreground until unmounted or sent SIGTERM.
  *
  * Why libfuse's low-level API: node ids map straight onto O_PATH fds of the
  * backing tree (no path strings rebuilt per call, renames cost nothing),
@@ -38,6 +42,7 @@
 struct options {
 	const char *backing, *state, *manifest, *source, *key, *priority, *mountpoint;
 	uint32_t stream, chunk_size;
+	uint64_t hydrate_rate;
 	int fetch_timeout_s;
 	bool stream_set, verbose;
 };
@@ -48,7 +53,8 @@ static void usage(FILE *out)
 		"usage: voyager-fs --backing DIR --state FILE --manifest FILE\n"
 		"                  --source ADDR:PORT --key FILE --stream N\n"
 		"                  [--chunk-size BYTES] [--fetch-timeout SEC]\n"
-		"                  [--priority FILE] [--verbose] MOUNTPOINT\n");
+		"                  [--priority FILE] [--hydrate-rate BYTES_PER_SEC]\n"
+		"                  [--verbose] MOUNTPOINT\n");
 }
 
 static int parse_uint(const char *s, uint64_t max, uint64_t *out)
@@ -74,13 +80,14 @@ static int parse_args(int argc, char **argv, struct options *o)
 		{ "chunk-size", required_argument, NULL, 'c' },
 		{ "fetch-timeout", required_argument, NULL, 't' },
 		{ "priority", required_argument, NULL, 'p' },
+		{ "hydrate-rate", required_argument, NULL, 'r' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 } };
 	*o = (struct options){ .chunk_size = 1 << 20, .fetch_timeout_s = 30 };
 	int c;
 	uint64_t v;
-	while ((c = getopt_long(argc, argv, "b:s:m:S:k:n:c:t:p:vh", longs, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "b:s:m:S:k:n:c:t:p:r:vh", longs, NULL)) != -1) {
 		switch (c) {
 		case 'b': o->backing = optarg; break;
 		case 's': o->state = optarg; break;
@@ -105,6 +112,10 @@ static int parse_args(int argc, char **argv, struct options *o)
 			if (parse_uint(optarg, 24 * 3600, &v) < 0)
 				return -1;
 			o->fetch_timeout_s = (int)v;
+			break;
+		case 'r':
+			if (parse_uint(optarg, UINT64_MAX / 2, &o->hydrate_rate) < 0)
+				return -1;
 			break;
 		case 'h': usage(stdout); exit(0);
 		default: return -1;
@@ -248,6 +259,7 @@ static int prepare(struct vyfs *fs, const struct options *o, vy_error *err)
 	fs->stream = o->stream;
 	fs->chunk_size = o->chunk_size;
 	fs->fetch_timeout_ms = o->fetch_timeout_s * 1000;
+	atomic_store(&fs->hydrate_rate, o->hydrate_rate);
 	if (vy_key_load(o->key, fs->key, err) < 0 || load_manifest(fs, o->manifest, sha, err) < 0)
 		return -1;
 	fs->backing_fd = open(o->backing, O_PATH | O_DIRECTORY | O_CLOEXEC);

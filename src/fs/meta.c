@@ -429,11 +429,37 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 		fuse_reply_buf(req, buf, (size_t)n);
 }
 
+static void set_rate(fuse_req_t req, const char *value, size_t size)
+{
+	char text[32];
+	char *end;
+	if (size == 0 || size >= sizeof(text)) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	memcpy(text, value, size);
+	text[size] = '\0';
+	errno = 0;
+	unsigned long long rate = strtoull(text, &end, 10);
+	if (errno || end == text || *end || text[0] == '-') {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	atomic_store(&FS(req)->hydrate_rate, rate);
+	vyfs_wake_background(FS(req));
+	vy_info("background hydration rate: %llu bytes/s%s", rate, rate ? "" : " (no limit)");
+	fuse_reply_err(req, 0);
+}
+
 static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 			const char *value, size_t size, int flags)
 {
 	if (ino == FUSE_ROOT_ID && !strcmp(name, VYFS_STATUS_XATTR)) {
 		fuse_reply_err(req, EPERM);
+		return;
+	}
+	if (ino == FUSE_ROOT_ID && !strcmp(name, VYFS_RATE_XATTR)) {
+		set_rate(req, value, size);
 		return;
 	}
 	char proc[64];

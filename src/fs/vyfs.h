@@ -33,6 +33,7 @@
 #include "manifest.h"
 
 #define VYFS_STATUS_XATTR "user.voyager.status"
+#define VYFS_RATE_XATTR "user.voyager.hydrate_rate" /* set: bytes/s, 0 = no limit */
 #define VYFS_TIMEOUT 86400.0 /* attr/entry cache: every change passes us */
 
 struct vyfs_inode {
@@ -107,6 +108,7 @@ struct vyfs {
 	/* fetching */
 	struct vyfs_lane demand, background;
 	struct vyfs_counters n;
+	_Atomic uint64_t hydrate_rate; /* background bytes/s, 0 = link speed */
 	atomic_bool source_up;
 	atomic_bool stopping;
 	atomic_bool independent;
