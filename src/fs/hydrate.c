@@ -153,7 +153,11 @@ static uint64_t remote_chunks(struct vyfs *fs, uint32_t f)
 int vyfs_ensure(struct vyfs *fs, uint32_t f, uint64_t off, uint64_t len,
 		uint32_t readahead)
 {
-	uint64_t deadline = vy_now_ms() + (uint64_t)fs->fetch_timeout_ms;
+	/* Once a demand fetch has waited out the timeout, later ones try once
+	 * and fail at once until the source answers again: the kernel retries
+	 * a failed readahead page by page, and each retry must not wait anew. */
+	uint64_t wait = atomic_load(&fs->demand_gave_up) ? 0 : (uint64_t)fs->fetch_timeout_ms;
+	uint64_t deadline = vy_now_ms() + wait;
 	uint64_t last = (off + (len ? len : 1) - 1) / fs->chunk_size + readahead;
 	const char *path = fs->man.entries[vy_chunkmap_entry(fs->cm, f)].path;
 	bool said = false;
@@ -171,6 +175,8 @@ int vyfs_ensure(struct vyfs *fs, uint32_t f, uint64_t off, uint64_t len,
 					&err) : 0;
 		pthread_mutex_unlock(&fs->demand.lock);
 		if (rc == 0) {
+			if (n)
+				atomic_store(&fs->demand_gave_up, false);
 			atomic_fetch_add(&fs->n.demand_fetches, n != 0);
 			if (n) {
 				uint64_t b = n * fs->chunk_size, sz = vy_chunkmap_size(fs->cm, f);
@@ -185,6 +191,8 @@ int vyfs_ensure(struct vyfs *fs, uint32_t f, uint64_t off, uint64_t len,
 				"for up to %d ms: %s", path, c, fs->fetch_timeout_ms, err.msg);
 		said = true;
 		if (err.code == EREMOTEIO || err.code == EBADMSG || vy_now_ms() >= deadline) {
+			if (err.code != EREMOTEIO && err.code != EBADMSG)
+				atomic_store(&fs->demand_gave_up, true);
 			atomic_fetch_add(&fs->n.demand_failures, 1);
 			vy_err("read of %s chunk %" PRIu64 " fails with EIO: %s", path, c,
 			       err.msg);
@@ -263,6 +271,7 @@ static void background_step(struct vyfs *fs, uint32_t f, int *backoff,
 		*backoff = *backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : *backoff * 2;
 		return;
 	}
+	atomic_store(&fs->demand_gave_up, false);
 	if (!atomic_exchange(&fs->source_up, true))
 		vy_info("source %s reachable: background hydration running", fs->source);
 	*backoff = RETRY_MS;
@@ -363,6 +372,7 @@ char *vyfs_status_json(struct vyfs *fs)
 	ADD_U64(o, "files_total", s.files_total);
 	ADD_U64(o, "files_complete", s.files_complete);
 	ADD_U64(o, "resumed_chunks", fs->resumed_chunks);
+	ADD_U64(o, "resumed_bytes", fs->resumed_bytes);
 	ADD_U64(o, "demand_bytes", atomic_load(&fs->n.demand_bytes));
 	ADD_U64(o, "demand_fetches", atomic_load(&fs->n.demand_fetches));
 	ADD_U64(o, "background_bytes", atomic_load(&fs->n.background_bytes));

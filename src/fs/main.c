@@ -275,6 +275,7 @@ static int prepare(struct vyfs *fs, const struct options *o, vy_error *err)
 	struct vy_chunkmap_stats s;
 	vy_chunkmap_stats(fs->cm, &s);
 	fs->resumed_chunks = s.chunks_present;
+	fs->resumed_bytes = s.bytes_present;
 	vy_info("%u files, %" PRIu64 " of %" PRIu64 " chunks local at start",
 		s.files_total, s.chunks_present, s.chunks_total);
 	return vyfs_table_init(fs, err);

@@ -98,6 +98,7 @@ struct vyfs {
 	uint32_t npriority;
 	bool passthrough;           /* the kernel granted FUSE_CAP_PASSTHROUGH */
 	uint64_t resumed_chunks;    /* present when this run started */
+	uint64_t resumed_bytes;
 
 	/* inode table */
 	pthread_mutex_t table_lock;
@@ -110,6 +111,7 @@ struct vyfs {
 	struct vyfs_counters n;
 	_Atomic uint64_t hydrate_rate; /* background bytes/s, 0 = link speed */
 	atomic_bool source_up;
+	atomic_bool demand_gave_up; /* a demand fetch timed out; no success since */
 	atomic_bool stopping;
 	atomic_bool independent;
 	pthread_t background_thread, flush_thread;
