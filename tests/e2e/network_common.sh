@@ -94,6 +94,17 @@ echo "conflict: $out"
 client_check conflict "address conflict"
 lab_exec "$LAB" b ip addr del "$IP/32" dev lo
 
+# 1b. the bridge the container needs is missing on b
+vy_agent_stop "$LAB" b
+vy_agent_start "$LAB" b "$RUNTIME" --bridge vynobr0
+out=$(vy_cli "$LAB" a migrate "$ID" --to "$IPB" --json)
+echo "no bridge: $out"
+[ "$(vy_json_get "$out" result)" = failed ] && [ "$(vy_json_get "$out" error.phase)" = preflight ] &&
+	grep -q "bridge 'vynobr0'.*does not exist" <<<"$(vy_json_get "$out" error.message)" &&
+	[ "$(ctr_state a "$RUNTIME" "$ID")" = running ] && [ ! -e "$B/state/netns/$ID" ] &&
+	t_ok "missing bridge on the target: refused in pre-flight, container stays on a" ||
+	t_fail "missing bridge on the target" "$out"
+
 # 2. the restore fails on b: the connection goes on on a
 mkdir -p "$B/fakebin"
 cat >"$B/fakebin/$RUNTIME" <<SH
