@@ -76,7 +76,8 @@ static void choose_mode(struct vyfs *fs, fuse_req_t req, struct vyfs_inode *in,
 		fi->keep_cache = 0; /* a passthrough writer may have changed it */
 		atomic_fetch_add(&fs->n.cached_opens, 1);
 		if (in->track >= 0 && incomplete(fs, in)) {
-			atomic_store(&fs->tracks[in->track].hot, true);
+			if (!atomic_exchange(&fs->tracks[in->track].hot, true))
+				atomic_fetch_add(&fs->nhot, 1);
 			vyfs_wake_background(fs);
 		}
 	}

@@ -209,11 +209,12 @@ int vyfs_ensure(struct vyfs *fs, uint32_t f, uint64_t off, uint64_t len,
 static int64_t next_file(struct vyfs *fs, uint32_t *cursor, uint32_t *prio)
 {
 	uint32_t count = vy_chunkmap_count(fs->cm);
-	for (uint32_t f = 0; f < count; f++)
+	for (uint32_t f = 0; atomic_load(&fs->nhot) && f < count; f++)
 		if (atomic_load(&fs->tracks[f].hot)) {
 			if (!vy_chunkmap_complete(fs->cm, f))
 				return f;
-			atomic_store(&fs->tracks[f].hot, false);
+			if (atomic_exchange(&fs->tracks[f].hot, false))
+				atomic_fetch_sub(&fs->nhot, 1);
 		}
 	for (; *prio < fs->npriority; (*prio)++)
 		if (!vy_chunkmap_complete(fs->cm, fs->priority[*prio]))

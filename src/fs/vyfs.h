@@ -110,6 +110,7 @@ struct vyfs {
 	struct vyfs_lane demand, background;
 	struct vyfs_counters n;
 	_Atomic uint64_t hydrate_rate; /* background bytes/s, 0 = link speed */
+	_Atomic uint32_t nhot;      /* tracks with hot set */
 	atomic_bool source_up;
 	atomic_bool demand_gave_up; /* a demand fetch timed out; no success since */
 	atomic_bool stopping;
