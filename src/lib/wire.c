@@ -30,6 +30,8 @@ static const char *const msg_type_names[VY_MSG_TYPE_MAX + 1] = {
 	[VY_MSG_QUERY] = "QUERY",
 	[VY_MSG_DECISION] = "DECISION",
 	[VY_MSG_ACK] = "ACK",
+	[VY_MSG_FETCH] = "FETCH",
+	[VY_MSG_FETCH_REPLY] = "FETCH_REPLY",
 	[VY_MSG_TUNNEL_DATA] = "TUNNEL_DATA",
 	[VY_MSG_TUNNEL_EOF] = "TUNNEL_EOF",
 };

@@ -33,11 +33,13 @@ static int unit_current_failed __attribute__((unused));
 			unit_passed++;                                     \
 			printf("ok   %s\n", #fn);                          \
 		}                                                          \
+		fflush(stdout);                                            \
 	} while (0)
 
 static inline int unit_summary(void)
 {
 	printf("%d passed, %d failed\n", unit_passed, unit_failed);
+	fflush(stdout); /* before any sanitizer report at exit */
 	return unit_failed ? 1 : 0;
 }
 
