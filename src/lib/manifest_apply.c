@@ -1,0 +1,290 @@
+/* manifest_apply.c - laying out a decoded manifest on the target.
+ *
+ * vy_manifest_materialise() creates the skeleton (directories, empty files
+ * of the right size, symlinks, nodes, hard links) with owners and xattrs;
+ * transfer.c then writes the file data, and vy_manifest_finish() applies
+ * what writing would disturb: times, directory modes and file
+ * capabilities.  Every lookup goes through openat2(RESOLVE_BENEATH).
+ */
+#include "manifest.h"
+#include "manifest_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+
+/* The file capability xattr: the kernel drops it whenever the file is
+ * chowned or written, so it is applied again once the data is in. */
+#define CAPABILITY_XATTR "security.capability"
+
+/* ---- laying out the tree on the target ---- */
+
+/* Consecutive entries usually share a parent, so its fd is kept. */
+struct parent_cache {
+	int fd;
+	const char *path; /* the entry path whose first len bytes name it */
+	size_t len;
+};
+
+static int parent_fd(struct parent_cache *pc, int rootfd, const char *path,
+		     const char **name, vy_error *err)
+{
+	const char *slash = strrchr(path, '/');
+	size_t len = slash ? (size_t)(slash - path) : 0;
+	*name = slash ? slash + 1 : path;
+	if (pc->fd >= 0 && pc->len == len && !memcmp(pc->path, path, len))
+		return pc->fd;
+	if (pc->fd >= 0)
+		close(pc->fd);
+	pc->fd = -1;
+	char *dir = strndup(path, len);
+	if (!dir)
+		return vy_error_sys(err, ENOMEM, "'%s'", path);
+	pc->fd = vy_manifest_open_entry(rootfd, dir, O_PATH | O_DIRECTORY, err);
+	free(dir);
+	pc->path = path;
+	pc->len = len;
+	return pc->fd < 0 ? vy_error_wrap(err, "parent of '%s'", path) : pc->fd;
+}
+
+static int set_xattrs_fd(int fd, const struct vy_entry *e, vy_error *err)
+{
+	for (uint16_t i = 0; i < e->nxattr; i++) {
+		const struct vy_xattr *x = &e->xattrs[i];
+		if (fsetxattr(fd, x->name, x->value, x->len, 0) < 0)
+			return vy_error_sys(err, errno, "'%s': fsetxattr %s",
+					    e->path, x->name);
+	}
+	return 0;
+}
+
+/* chown first: it clears setuid/setgid and file capabilities, which the
+ * chmod and xattrs then put back. */
+static int apply_meta_fd(int fd, const struct vy_entry *e, uint32_t mode,
+			 vy_error *err)
+{
+	if (fchown(fd, e->uid, e->gid) < 0)
+		return vy_error_sys(err, errno, "'%s': fchown", e->path);
+	if (fchmod(fd, mode) < 0)
+		return vy_error_sys(err, errno, "'%s': fchmod", e->path);
+	return set_xattrs_fd(fd, e, err);
+}
+
+/* For entries we cannot open (symlinks, devices, fifos, sockets). */
+static int apply_meta_at(int pfd, const char *name, const struct vy_entry *e,
+			 vy_error *err)
+{
+	if (fchownat(pfd, name, e->uid, e->gid, AT_SYMLINK_NOFOLLOW) < 0)
+		return vy_error_sys(err, errno, "'%s': fchownat", e->path);
+	if (e->type != VY_ENTRY_SYMLINK &&
+	    fchmodat(pfd, name, e->mode, AT_SYMLINK_NOFOLLOW) < 0)
+		return vy_error_sys(err, errno, "'%s': fchmodat", e->path);
+	char path[64 + NAME_MAX];
+	proc_path(path, sizeof(path), pfd, name);
+	for (uint16_t i = 0; i < e->nxattr; i++) {
+		const struct vy_xattr *x = &e->xattrs[i];
+		if (lsetxattr(path, x->name, x->value, x->len, 0) < 0)
+			return vy_error_sys(err, errno, "'%s': lsetxattr %s",
+					    e->path, x->name);
+	}
+	return 0;
+}
+
+/* Directories stay writable by us until vy_manifest_finish(). */
+static int make_dir(int rootfd, int pfd, const char *name,
+		    const struct vy_entry *e, vy_error *err)
+{
+	if (*e->path && mkdirat(pfd, name, 0700) < 0)
+		return vy_error_sys(err, errno, "'%s': mkdirat", e->path);
+	cleanup_close int fd =
+		*e->path ? openat(pfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+			 : openat(rootfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return vy_error_sys(err, errno, "'%s': open directory", e->path);
+	return apply_meta_fd(fd, e, e->mode | S_IRWXU, err);
+}
+
+static int make_file(int pfd, const char *name, const struct vy_entry *e,
+		     vy_error *err)
+{
+	cleanup_close int fd = openat(
+		pfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return vy_error_sys(err, errno, "'%s': openat O_CREAT", e->path);
+	if (e->size > INT64_MAX)
+		return vy_error_set(err, EFBIG, "'%s': size too large", e->path);
+	if (ftruncate(fd, (off_t)e->size) < 0)
+		return vy_error_sys(err, errno, "'%s': ftruncate to %llu", e->path,
+				    (unsigned long long)e->size);
+	return apply_meta_fd(fd, e, e->mode, err);
+}
+
+static int make_hard_link(const struct vy_manifest *m, int rootfd, int pfd,
+			  const char *name, const struct vy_entry *e,
+			  vy_error *err)
+{
+	const struct vy_entry *first = &m->entries[e->link_of];
+	cleanup_close int fd =
+		vy_manifest_open_entry(rootfd, first->path, O_PATH, err);
+	if (fd < 0)
+		return vy_error_wrap(err, "'%s': hard link", e->path);
+	char proc[64];
+	proc_path(proc, sizeof(proc), fd, "");
+	if (linkat(AT_FDCWD, proc, pfd, name, AT_SYMLINK_FOLLOW) < 0)
+		return vy_error_sys(err, errno, "'%s': linkat to '%s'", e->path,
+				    first->path);
+	return 0;
+}
+
+static int make_node(int pfd, const char *name, const struct vy_entry *e,
+		     vy_error *err)
+{
+	if (e->type == VY_ENTRY_SYMLINK) {
+		if (symlinkat(e->target, pfd, name) < 0)
+			return vy_error_sys(err, errno, "'%s': symlinkat", e->path);
+	} else {
+		static const mode_t kinds[] = {
+			[VY_ENTRY_CHR] = S_IFCHR, [VY_ENTRY_BLK] = S_IFBLK,
+			[VY_ENTRY_FIFO] = S_IFIFO, [VY_ENTRY_SOCK] = S_IFSOCK,
+		};
+		dev_t rdev = (e->type == VY_ENTRY_CHR || e->type == VY_ENTRY_BLK)
+				     ? (dev_t)e->rdev : 0;
+		if (mknodat(pfd, name, kinds[e->type] | 0600, rdev) < 0)
+			return vy_error_sys(err, errno, "'%s': mknodat", e->path);
+	}
+	return apply_meta_at(pfd, name, e, err);
+}
+
+static int make_entry(const struct vy_manifest *m, uint32_t i, int rootfd,
+		      struct parent_cache *pc, vy_error *err)
+{
+	const struct vy_entry *e = &m->entries[i];
+	const char *name = "";
+	int pfd = -1;
+	if (i > 0 && (pfd = parent_fd(pc, rootfd, e->path, &name, err)) < 0)
+		return -1;
+	switch (e->type) {
+	case VY_ENTRY_DIR:
+		return make_dir(rootfd, pfd, name, e, err);
+	case VY_ENTRY_REG:
+		if (e->link_of != VY_NO_LINK)
+			return make_hard_link(m, rootfd, pfd, name, e, err);
+		return make_file(pfd, name, e, err);
+	case VY_ENTRY_SYMLINK:
+	case VY_ENTRY_CHR:
+	case VY_ENTRY_BLK:
+	case VY_ENTRY_FIFO:
+	case VY_ENTRY_SOCK:
+		return make_node(pfd, name, e, err);
+	default:
+		return vy_error_set(err, EINVAL, "'%s': unknown type %u", e->path,
+				    e->type);
+	}
+}
+
+int vy_manifest_materialise(const struct vy_manifest *m, int rootfd,
+			    vy_error *err)
+{
+	if (m->count == 0 || m->entries[0].type != VY_ENTRY_DIR ||
+	    *m->entries[0].path)
+		return vy_error_set(err, EINVAL,
+				    "materialise: manifest has no root directory");
+	struct parent_cache pc = { .fd = -1 };
+	int rc = 0;
+	for (uint32_t i = 0; rc == 0 && i < m->count; i++)
+		rc = make_entry(m, i, rootfd, &pc, err);
+	if (pc.fd >= 0)
+		close(pc.fd);
+	return rc < 0 ? vy_error_wrap(err, "materialise") : 0;
+}
+
+/* ---- final metadata ---- */
+
+static struct timespec ns_to_timespec(int64_t ns)
+{
+	struct timespec ts = { .tv_sec = ns / 1000000000, .tv_nsec = ns % 1000000000 };
+	if (ts.tv_nsec < 0) {
+		ts.tv_sec--;
+		ts.tv_nsec += 1000000000;
+	}
+	return ts;
+}
+
+static const struct vy_xattr *find_xattr(const struct vy_entry *e,
+					 const char *name)
+{
+	for (uint16_t i = 0; i < e->nxattr; i++) {
+		if (!strcmp(e->xattrs[i].name, name))
+			return &e->xattrs[i];
+	}
+	return NULL;
+}
+
+/* Writing the data dropped any file capability; put it back. */
+static int restore_capability(int pfd, const char *name,
+			      const struct vy_entry *e, const struct timespec *ts,
+			      vy_error *err)
+{
+	const struct vy_xattr *cap = find_xattr(e, CAPABILITY_XATTR);
+	cleanup_close int fd = openat(pfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return vy_error_sys(err, errno, "'%s': open", e->path);
+	if (fsetxattr(fd, cap->name, cap->value, cap->len, 0) < 0)
+		return vy_error_sys(err, errno, "'%s': fsetxattr %s", e->path,
+				    cap->name);
+	if (fchmod(fd, e->mode) < 0)
+		return vy_error_sys(err, errno, "'%s': fchmod", e->path);
+	if (futimens(fd, ts) < 0)
+		return vy_error_sys(err, errno, "'%s': futimens", e->path);
+	return 0;
+}
+
+static int finish_entry(const struct vy_entry *e, int rootfd,
+			struct parent_cache *pc, vy_error *err)
+{
+	struct timespec ts[2] = { ns_to_timespec(e->atime_ns),
+				  ns_to_timespec(e->mtime_ns) };
+	const char *name = "";
+	int pfd = -1;
+	if (*e->path && (pfd = parent_fd(pc, rootfd, e->path, &name, err)) < 0)
+		return -1;
+	if (e->type == VY_ENTRY_DIR) {
+		cleanup_close int fd =
+			*e->path ? openat(pfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+				 : openat(rootfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (fd < 0)
+			return vy_error_sys(err, errno, "'%s': open directory", e->path);
+		if (fchmod(fd, e->mode) < 0)
+			return vy_error_sys(err, errno, "'%s': fchmod", e->path);
+		if (futimens(fd, ts) < 0)
+			return vy_error_sys(err, errno, "'%s': futimens", e->path);
+		return 0;
+	}
+	if (e->type == VY_ENTRY_REG && e->link_of != VY_NO_LINK)
+		return 0; /* the first name carries the inode's times */
+	if (e->type == VY_ENTRY_REG && find_xattr(e, CAPABILITY_XATTR))
+		return restore_capability(pfd, name, e, ts, err);
+	if (utimensat(pfd, name, ts, AT_SYMLINK_NOFOLLOW) < 0)
+		return vy_error_sys(err, errno, "'%s': utimensat", e->path);
+	return 0;
+}
+
+/* Children before parents (the reverse of manifest order), so that setting
+ * a child's metadata never disturbs a parent already finished. */
+int vy_manifest_finish(const struct vy_manifest *m, int rootfd, vy_error *err)
+{
+	struct parent_cache pc = { .fd = -1 };
+	int rc = 0;
+	for (uint32_t i = m->count; rc == 0 && i-- > 0;)
+		rc = finish_entry(&m->entries[i], rootfd, &pc, err);
+	if (pc.fd >= 0)
+		close(pc.fd);
+	return rc < 0 ? vy_error_wrap(err, "finish metadata") : 0;
+}
