@@ -286,17 +286,6 @@ int vy_net_link(json_object *identity, bool up, vy_error *err)
 	return 0;
 }
 
-int vy_net_link_inside(const char *path, json_object *identity, bool up, vy_error *err)
-{
-	json_object *ifs = json_object_object_get(identity, "interfaces");
-	for (size_t k = 0; ifs && k < json_object_array_length(ifs); k++) {
-		const char *n = vy_json_str(json_object_array_get_idx(ifs, k), "name", "");
-		if (*n && RUN(path, err, "ip", "link", "set", n, up ? "up" : "down") < 0)
-			return -1;
-	}
-	return 0;
-}
-
 static bool has_address(json_object *links, const char *cidr)
 {
 	char want[128];

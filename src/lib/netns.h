@@ -44,10 +44,6 @@ int vy_net_build(const char *path, json_object *identity,
 		 const char *bridge_override, vy_error *err);
 /* Set the host ends of identity's veths up or down (attach / detach). */
 int vy_net_link(json_object *identity, bool up, vy_error *err);
-/* And the container ends, inside the namespace. */
-int vy_net_link_inside(const char *path, json_object *identity, bool up,
-		       vy_error *err);
-
 /* Check on this host: every bridge exists, no host_if name is taken, and
  * no address of identity is configured here or in a namespace of dir. */
 int vy_net_check_target(json_object *identity, const char *bridge_override,

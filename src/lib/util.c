@@ -441,3 +441,18 @@ int64_t vy_json_int(json_object *o, const char *key, int64_t def)
 		return json_object_get_int64(v);
 	return def;
 }
+
+bool vy_path_is_under(const char *path, const char *dir)
+{
+	size_t n = strlen(dir);
+	return n && !strncmp(path, dir, n) && path[n] == '/' && path[n + 1];
+}
+
+void vy_failpoint(const char *name)
+{
+	const char *want = getenv("VOYAGER_FAILPOINT");
+	if (want && !strcmp(want, name)) {
+		fprintf(stderr, "failpoint %s: exiting now, as asked\n", name);
+		_exit(137);
+	}
+}

@@ -48,6 +48,14 @@ char *vy_file_tail(const char *path, int lines);
 /* Free bytes available to root on the filesystem holding path. */
 int vy_free_bytes(const char *path, uint64_t *out, vy_error *err);
 
+/* Is path inside dir (dir itself excluded)?  Textual: both are ours. */
+bool vy_path_is_under(const char *path, const char *dir);
+
+/* Crash on purpose at a named point when VOYAGER_FAILPOINT names it: the
+ * end-to-end tests use this to kill an agent between two protocol steps
+ * that no outside signal could separate reliably. */
+void vy_failpoint(const char *name);
+
 /* A container name as runc accepts it, also safe as a path component. */
 bool vy_name_is_safe(const char *name);
 

@@ -59,8 +59,7 @@ static void recover_source(struct vy_daemon *d, json_object *j)
 		    strcmp(st.status, "absent") != 0)
 			vy_runtime_delete(&d->rt, container, true, NULL);
 		const char *ns = vy_json_str(j, "netns", NULL);
-		size_t nd = strlen(d->netns_dir);
-		if (ns && !strncmp(ns, d->netns_dir, nd) && ns[nd] == '/')
+		if (ns && vy_path_is_under(ns, d->netns_dir))
 			vy_netns_delete(ns, NULL);
 		/* We do not know whether the target confirmed its copy is on
 		 * disk, so our checkpoint stays until an operator removes it. */
@@ -120,16 +119,7 @@ static void *recover_target(void *arg)
 			container);
 		for (int i = 0;; i++) {
 			const char *dec = vy_target_ask_source(d, vy_json_str(j, "peer", ""), id);
-			struct vy_container_state st;
-	if (!strcmp(dec, "committed")) {
-		/* The target owns it: the frozen original must not run again. */
-		if (vy_runtime_state(&d->rt, container, &st, NULL) == 0 &&
-		    strcmp(st.status, "absent") != 0)
-			vy_runtime_delete(&d->rt, container, true, NULL);
-		const char *ns = vy_json_str(j, "netns", NULL);
-		size_t nd = strlen(d->netns_dir);
-		if (ns && !strncmp(ns, d->netns_dir, nd) && ns[nd] == '/')
-			vy_netns_delete(ns, NULL);
+			if (!strcmp(dec, "committed")) {
 				vy_runtime_resume(&d->rt, container, NULL);
 				vy_rm_rf(mig, NULL);
 				finish_journal(d, j, "migrated", NULL);

@@ -270,6 +270,7 @@ static int restore_remote(struct migration *m, vy_error *err)
 	struct vy_message msg = { 0 };
 	if (vy_channel_expect(m->ch, VY_MSG_RESTORED, &msg, err) < 0)
 		return -1;
+	vy_failpoint("source-before-decision");
 	m->t_running = vy_now_ms();
 	json_object *o = NULL;
 	if (vy_message_json(&msg, &o, NULL) == 0 && json_object_object_get(o, "warnings"))
@@ -313,8 +314,7 @@ static void cleanup_source(struct migration *m)
 		       err.msg);
 	m->frozen = false;
 	/* The identity lives on at the target; a namespace we hold goes. */
-	size_t nd = strlen(m->d->netns_dir);
-	if (m->net && !strncmp(m->netns, m->d->netns_dir, nd) && m->netns[nd] == '/' &&
+	if (m->net && vy_path_is_under(m->netns, m->d->netns_dir) &&
 	    vy_netns_delete(m->netns, &err) < 0)
 		vy_warn("migration %s: %s", m->id, err.msg);
 	if (!m->target_durable) {

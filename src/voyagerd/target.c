@@ -527,6 +527,7 @@ static int restore_here(struct session *s, struct vy_message *msg, vy_error *err
 	check_placement(s, config_cgroup, ok);
 	rc = vy_channel_send_json(s->ch, VY_MSG_RESTORED, ok, err);
 	json_object_put(ok);
+	vy_failpoint("target-after-restored");
 	for (int i = 0; i < MAX_STREAMS; i++)
 		if (s->stale[i][0])
 			vy_rm_rf(s->stale[i], NULL);

@@ -21,7 +21,9 @@
 #                                          (via /proc/PID/root)
 #   bundle_cat HOST ID PATH                a file from $LAB_DIR/bundles/ID/rootfs
 #   host_dir HOST                          the host directory
-#   wait_until SECONDS CMD...              poll CMD every 0.1 s
+#   wait_until SECONDS CMD...              poll CMD every 0.1 s (CMD is run
+#                                          each time: no "$(...)" in it)
+#   state_is HOST RUNTIME ID STATE         for wait_until
 #
 # Everything a test makes is named with the lab's prefix; the trap removes
 # the containers, then the lab, then (if we mounted it) the hugetlb v1
@@ -216,6 +218,9 @@ ctr_cat() {
 }
 
 bundle_cat() { cat "$(host_dir "$1")/bundles/$2/rootfs/${3#/}"; }
+
+# state_is HOST RUNTIME ID STATE: for wait_until (evaluated each time)
+state_is() { [ "$(ctr_state "$1" "$2" "$3")" = "$4" ]; }
 
 wait_until() {
 	local t=$1 i

@@ -151,7 +151,7 @@ wait "$MIG_PID"
 	t_fail "source agent killed: the container waits frozen on A, not on B" \
 		"A=$(ctr_state a runc "$ID") B=$(ctr_state b runc "$ID")"
 vy_agent_start "$LAB" a runc --peer-timeout 5 || t_fail "agent a restart"
-wait_until 20 test "$(ctr_state a runc "$ID")" = running
+wait_until 20 state_is a runc "$ID" running
 back_home "source agent killed, restarted"
 grep -q "rolled back, $ID runs here again" "$A/voyagerd.log" &&
 	t_ok "restarted source agent says it rolled back" ||
