@@ -12,6 +12,14 @@
 # Pinning keeps the host on its own release: trixie gets priority 100 on a
 # Debian 12 host (never an automatic upgrade) and forky priority 1 (only
 # what is asked for by name, e.g. criu/forky).
+#
+# Environment:
+#   VOYAGER_FORCE_DEPS=1     run the install even when everything is present.
+#   VOYAGER_DEPS_SIMULATE=1  dry run: still writes the apt sources and pins
+#                            below and runs apt-get update, but the install is
+#                            "apt-get -s" (prints what it would install, from
+#                            which suite, and fails if it cannot resolve) and
+#                            the post-install check is skipped.
 set -euo pipefail
 
 if [ "$(id -u)" != 0 ]; then
@@ -87,7 +95,13 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 # "-t trixie" lets the resolver take newer libraries from trixie where a
 # package needs them (on Debian 13 that is the host's own release).
-apt-get install -y -q --no-install-recommends -t trixie "${pkgs[@]}" "${forky_pkgs[@]}"
+simulate=()
+[ -n "${VOYAGER_DEPS_SIMULATE:-}" ] && simulate=(-s)
+apt-get install "${simulate[@]}" -y -q --no-install-recommends -t trixie "${pkgs[@]}" "${forky_pkgs[@]}"
+if [ -n "${VOYAGER_DEPS_SIMULATE:-}" ]; then
+	echo "install-deps: simulation only (VOYAGER_DEPS_SIMULATE), nothing installed"
+	exit 0
+fi
 
 if ! have_all; then
 	echo "install-deps: something is still missing after installing; see above" >&2
