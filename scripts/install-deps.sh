@@ -10,8 +10,15 @@
 #  - crun with CRIU support and libfuse >= 3.16 come from trixie when the
 #    host is Debian 12.
 # Pinning keeps the host on its own release: trixie gets priority 100 on a
-# Debian 12 host (never an automatic upgrade) and forky priority 1 (only
-# what is asked for by name, e.g. criu/forky).
+# Debian 12 host (never an automatic upgrade) and forky priority 1, except
+# for the packages named in forky_pkgs below (and the rest of libnl-*, which
+# must match libnl-3-200 exactly), pinned to forky at 995 so that they win
+# over "-t trixie" and follow forky from then on.  (Not "criu/forky": apt
+# then also takes criu's dependencies from forky wherever forky has them,
+# e.g. libnftables1 1.1.7, which trixie's nftables cannot use, and gnutls.)
+# On Debian 12 criu 4.2 needs glibc >= 2.38, so libc6 (and with it
+# base-files, which then says "trixie" in /etc/os-release) and most of the
+# packages below come from trixie.
 #
 # Environment:
 #   VOYAGER_FORCE_DEPS=1     run the install even when everything is present.
@@ -43,8 +50,9 @@ pkgs=(
 	util-linux attr acl kmod psmisc python3
 	fio iperf3 gnuplot-nox
 )
-# From forky, by name: criu and what it needs newer than trixie has.
-forky_pkgs=(criu/forky libcriu2/forky libcompel1/forky libnl-3-200/forky libnl-route-3-200/forky)
+# From forky, by name (pinned below): criu and what it needs newer than
+# trixie has (libnet9 is only in forky; libnl >= 3.11).
+forky_pkgs=(criu libcriu2 libcompel1 libnet9 libnl-3-200 libnl-route-3-200)
 
 have_all() {
 	command -v criu >/dev/null && command -v runc >/dev/null && command -v crun >/dev/null &&
@@ -88,13 +96,15 @@ SRC
 	if [ -n "$add_trixie" ]; then
 		printf 'Package: *\nPin: release n=trixie\nPin-Priority: 100\n\n'
 	fi
+	printf 'Package: %s libnl-*\nPin: release n=forky\nPin-Priority: 995\n\n' "${forky_pkgs[*]}"
 	printf 'Package: *\nPin: release n=forky\nPin-Priority: 1\n'
 } >/etc/apt/preferences.d/voyager-pins
 
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
-# "-t trixie" lets the resolver take newer libraries from trixie where a
-# package needs them (on Debian 13 that is the host's own release).
+# "-t trixie": on Debian 12 every package below and what it pulls in comes
+# from trixie (about 260 packages on a minimal system, libc6 among them);
+# on Debian 13 that is the host's own release.
 simulate=()
 [ -n "${VOYAGER_DEPS_SIMULATE:-}" ] && simulate=(-s)
 apt-get install "${simulate[@]}" -y -q --no-install-recommends -t trixie "${pkgs[@]}" "${forky_pkgs[@]}"
