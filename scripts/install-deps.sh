@@ -60,8 +60,10 @@ have_all() {
 	local v
 	v=$(criu --version 2>/dev/null | sed -n 's/^Version: *//p')
 	case "$v" in 4.[2-9]* | 4.[1-9][0-9]* | [5-9].*) ;; *) return 1 ;; esac
-	dpkg-query -W -f='${Status}\n' "${pkgs[@]}" libcriu2 2>/dev/null |
-		grep -vq "install ok installed" && return 1
+	# dpkg-query fails for a package it has never heard of.
+	local st
+	st=$(dpkg-query -W -f='${Status}\n' "${pkgs[@]}" "${forky_pkgs[@]}" 2>/dev/null) || return 1
+	grep -vq "install ok installed" <<<"$st" && return 1
 	return 0
 }
 
