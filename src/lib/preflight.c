@@ -74,6 +74,28 @@ static int check_kernel(json_object *facts, vy_error *err)
 	return 0;
 }
 
+/* Post-copy needs CRIU's page server to size a 4 MiB pipe: above
+ * fs.pipe-max-size that takes CAP_SYS_RESOURCE, which processes here lack
+ * even as root.  Record both, so that the pre-flight can explain it. */
+static void check_pipe_limit(json_object *facts)
+{
+	char *text = NULL;
+	if (vy_read_file("/proc/sys/fs/pipe-max-size", 64, &text, NULL, NULL) == 0) {
+		json_object_object_add(facts, "pipe_max_size",
+				       json_object_new_int64(strtoll(text, NULL, 10)));
+		free(text);
+	}
+	text = NULL;
+	bool cap = false;
+	if (vy_read_file("/proc/self/status", 1u << 16, &text, NULL, NULL) == 0) {
+		const char *c = strstr(text, "CapEff:");
+		if (c)
+			cap = (strtoull(c + 7, NULL, 16) >> 24) & 1; /* CAP_SYS_RESOURCE */
+		free(text);
+	}
+	json_object_object_add(facts, "cap_sys_resource", json_object_new_boolean(cap));
+}
+
 int vy_preflight_host(const struct vy_runtime *rt, json_object **facts,
 		      vy_error *err)
 {
@@ -83,6 +105,7 @@ int vy_preflight_host(const struct vy_runtime *rt, json_object **facts,
 		goto fail;
 	if (vy_runtime_version(rt, ver, sizeof(ver), err) < 0)
 		goto fail;
+	check_pipe_limit(f);
 	json_object_object_add(f, "runtime", json_object_new_string(rt->name));
 	json_object_object_add(f, "runtime_version", json_object_new_string(ver));
 	char host[256] = "";

@@ -2,6 +2,8 @@
  * shared plumbing for talking to the agent. */
 #include <errno.h>
 #include <stdio.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -71,6 +73,17 @@ int cmd_check(struct cli_globals *g, int argc, char **argv)
 		printf("ok: criu %s, %s, kernel %s (%s)\n", vy_json_str(h, "criu_version", "?"),
 		       vy_json_str(h, "runtime_version", "?"), vy_json_str(h, "kernel", "?"),
 		       vy_json_str(h, "arch", "?"));
+		json_object *sd = json_object_object_get(h, "soft_dirty");
+		json_object *uf = json_object_object_get(h, "userfaultfd");
+		printf("memory: soft-dirty tracking %s (pre-copy), userfaultfd %s (post-copy)\n",
+		       sd && json_object_get_boolean(sd) ? "yes" : "no",
+		       uf && json_object_get_boolean(uf) ? "yes" : "no");
+		int64_t pipe = vy_json_int(h, "pipe_max_size", 0);
+		bool cap = json_object_get_boolean(json_object_object_get(h, "cap_sys_resource"));
+		if (!cap && pipe < (4 << 20))
+			printf("note: fs.pipe-max-size is %lld and the agent lacks CAP_SYS_RESOURCE: "
+			       "CRIU's lazy page server needs a 4 MiB pipe (sysctl -w "
+			       "fs.pipe-max-size=16777216 lifts it)\n", (long long)pipe);
 	} else {
 		fprintf(stderr, "voyager check: %s\n", vy_json_str(res, "error", "failed"));
 	}
