@@ -208,3 +208,26 @@ int vy_runtime_resume(const struct vy_runtime *rt, const char *id, vy_error *err
 	const char *rest[] = { "resume", id, NULL };
 	return run_verb(rt, rest, NULL, NULL, err);
 }
+
+int vy_runtime_list(const struct vy_runtime *rt, json_object **out, vy_error *err)
+{
+	const char *rest[] = { "list", "--format", "json", NULL };
+	struct vy_cmd_result res;
+	if (run_verb(rt, rest, NULL, &res, err) < 0)
+		return vy_error_wrap(err, "list containers");
+	json_object *all = json_tokener_parse(res.out);
+	vy_cmd_result_free(&res);
+	json_object *list = json_object_new_array();
+	/* An empty root prints "null". */
+	for (size_t i = 0; all && json_object_is_type(all, json_type_array) &&
+			   i < json_object_array_length(all); i++) {
+		json_object *c = json_object_array_get_idx(all, i);
+		json_object *o = json_object_new_object();
+		json_object_object_add(o, "id", json_object_new_string(vy_json_str(c, "id", "")));
+		json_object_object_add(o, "status", json_object_new_string(vy_json_str(c, "status", "")));
+		json_object_array_add(list, o);
+	}
+	json_object_put(all);
+	*out = list;
+	return 0;
+}

@@ -12,6 +12,8 @@
 #include <stdbool.h>
 #include <sys/types.h>
 
+#include <json-c/json.h>
+
 #include "error.h"
 
 struct vy_runtime {
@@ -55,6 +57,9 @@ int vy_runtime_restore(const struct vy_runtime *rt, const char *id,
 int vy_runtime_delete(const struct vy_runtime *rt, const char *id, bool force,
 		      vy_error *err);
 int vy_runtime_pause(const struct vy_runtime *rt, const char *id, vy_error *err);
+/* The ids of the containers this runtime root holds, with their status:
+ * a JSON array of {"id", "status"} (caller puts). */
+int vy_runtime_list(const struct vy_runtime *rt, json_object **out, vy_error *err);
 int vy_runtime_resume(const struct vy_runtime *rt, const char *id, vy_error *err);
 
 #endif

@@ -18,6 +18,7 @@ int cmd_list(struct cli_globals *g, int argc, char **argv);
 int cmd_keygen(struct cli_globals *g, int argc, char **argv);
 int cmd_check(struct cli_globals *g, int argc, char **argv);
 int cmd_net(struct cli_globals *g, int argc, char **argv);
+int cmd_drain(struct cli_globals *g, int argc, char **argv);
 
 /* Send one request and return the final {"event":"result"} object; other
  * events go to on_event (may be NULL). */

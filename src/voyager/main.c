@@ -17,6 +17,7 @@ static void usage(FILE *f)
 		"Commands:\n"
 		"  migrate CONTAINER --to ADDR[:PORT]   move a running container to another host\n"
 		"                 [--mode presync|stop-copy]   (prints a report; presync is the default)\n"
+		"  drain --to ADDR[:PORT] [--mode M]    migrate every running container, one by one\n"
 		"  status [ID]                          migrations in flight, or one migration\n"
 		"  list                                 all migrations this agent knows, with phase\n"
 		"  check                                pre-flight this host (CRIU, kernel, runtime)\n"
@@ -76,6 +77,8 @@ int main(int argc, char **argv)
 		return cmd_check(&g, sub_argc, sub_argv);
 	if (!strcmp(cmd, "net"))
 		return cmd_net(&g, sub_argc, sub_argv);
+	if (!strcmp(cmd, "drain"))
+		return cmd_drain(&g, sub_argc, sub_argv);
 	if (!strcmp(cmd, "help")) {
 		usage(stdout);
 		return 0;

@@ -165,6 +165,18 @@ static json_object *handle_check(struct vy_daemon *d, json_object *req)
 	return o;
 }
 
+static json_object *handle_containers(struct vy_daemon *d)
+{
+	vy_error err;
+	json_object *list;
+	if (!d->rt.path[0] || vy_runtime_list(&d->rt, &list, &err) < 0)
+		return error_event(d->rt.path[0] ? err.msg : "the runtime is not installed here");
+	json_object *o = result_event();
+	json_object_object_add(o, "result", json_object_new_string("ok"));
+	json_object_object_add(o, "containers", list);
+	return o;
+}
+
 static void *control_thread(void *arg)
 {
 	struct vy_daemon *d = ((void **)arg)[0];
@@ -188,6 +200,8 @@ static void *control_thread(void *arg)
 		reply = handle_status(d, req);
 	} else if (!strcmp(cmd, "check")) {
 		reply = handle_check(d, req);
+	} else if (!strcmp(cmd, "containers")) {
+		reply = handle_containers(d);
 	} else if (!strncmp(cmd, "net-", 4)) {
 		reply = vy_net_control(d, cmd, req);
 		json_object_object_add(reply, "event", json_object_new_string("result"));
