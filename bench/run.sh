@@ -173,9 +173,11 @@ pm() { # HOST ARGS...: podman with the host's own storage
 	local h=$1
 	shift
 	local d="$LAB_VAR_BASE/$LAB/vypodman"
+	# runc's own state goes under the lab too (by default it is /run/runc,
+	# shared with the machine, and would outlive the lab).
 	PODMAN_IGNORE_CGROUPSV1_WARNING=1 lab_exec "$LAB" "$h" podman --root "$d/root" --runroot "$d/runroot" \
 		--tmpdir "$d/tmp" --storage-driver overlay --cgroup-manager cgroupfs \
-		--events-backend none --runtime runc "$@"
+		--events-backend none --runtime runc --runtime-flag "root=$d/runc" "$@"
 }
 
 teardown() {
