@@ -395,10 +395,15 @@ int vy_net_lock(const char *path, vy_error *err)
 
 int vy_net_unlock(const char *path, vy_error *err)
 {
-	const char *argv[] = { "nft", "list", "table", "inet", LOCK_TABLE, NULL };
-	if (run(path, argv, NULL, NULL) < 0)
+	/* One command: this runs inside the freeze window on the target. */
+	vy_error local;
+	if (RUN(path, &local, "nft", "delete", "table", "inet", LOCK_TABLE) == 0)
+		return 0;
+	if (strstr(local.msg, "No such file or directory"))
 		return 0; /* not locked */
-	return RUN(path, err, "nft", "delete", "table", "inet", LOCK_TABLE);
+	if (err)
+		*err = local;
+	return -1;
 }
 
 struct announce_job {
@@ -408,40 +413,57 @@ struct announce_job {
 	int rc;
 };
 
-static int send_garp(int sock, const char *ifname, const char *mac_s, const char *cidr)
+/* The IPv4 address of "a.b.c.d/p" (false for anything else, e.g. IPv6). */
+static bool ipv4_of(const char *cidr, struct in_addr *out)
 {
 	char ip_s[64];
 	snprintf(ip_s, sizeof(ip_s), "%s", cidr);
 	char *slash = strchr(ip_s, '/');
 	if (slash)
 		*slash = '\0';
-	struct in_addr ip;
-	unsigned mac[6];
-	if (inet_pton(AF_INET, ip_s, &ip) != 1)
-		return 0; /* IPv6: the kernel sends unsolicited NAs on link up */
-	if (sscanf(mac_s, "%x:%x:%x:%x:%x:%x", &mac[0], &mac[1], &mac[2], &mac[3], &mac[4],
-		   &mac[5]) != 6)
-		return -1;
+	return inet_pton(AF_INET, ip_s, out) == 1;
+}
+
+/* Broadcast one ARP request from mac on ifindex: a gratuitous ARP when
+ * sender == target, an RFC 5227 probe when sender is 0.0.0.0. */
+static int send_arp_request(int sock, int ifindex, const unsigned char mac[6],
+			    struct in_addr sender, struct in_addr target)
+{
 	unsigned char frame[42] = { 0 };
 	struct ether_header *eh = (struct ether_header *)frame;
 	struct ether_arp *arp = (struct ether_arp *)(frame + sizeof(*eh));
 	memset(eh->ether_dhost, 0xff, 6);
-	for (int k = 0; k < 6; k++)
-		eh->ether_shost[k] = arp->arp_sha[k] = (unsigned char)mac[k];
+	memcpy(eh->ether_shost, mac, 6);
+	memcpy(arp->arp_sha, mac, 6);
 	eh->ether_type = htons(ETHERTYPE_ARP);
 	arp->arp_hrd = htons(ARPHRD_ETHER);
 	arp->arp_pro = htons(ETHERTYPE_IP);
 	arp->arp_hln = 6;
 	arp->arp_pln = 4;
 	arp->arp_op = htons(ARPOP_REQUEST);
-	memcpy(arp->arp_spa, &ip, 4);
-	memcpy(arp->arp_tpa, &ip, 4);
+	memcpy(arp->arp_spa, &sender, 4);
+	memcpy(arp->arp_tpa, &target, 4);
 	struct sockaddr_ll sll = { .sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_ARP),
-				   .sll_ifindex = (int)if_nametoindex(ifname), .sll_halen = 6 };
+				   .sll_ifindex = ifindex, .sll_halen = 6 };
 	memset(sll.sll_addr, 0xff, 6);
-	if (!sll.sll_ifindex)
-		return -1;
 	return sendto(sock, frame, sizeof(frame), 0, (struct sockaddr *)&sll, sizeof(sll)) < 0 ? -1 : 0;
+}
+
+static int send_garp(int sock, const char *ifname, const char *mac_s, const char *cidr)
+{
+	struct in_addr ip;
+	unsigned m[6];
+	unsigned char mac[6];
+	if (!ipv4_of(cidr, &ip))
+		return 0; /* IPv6 addresses are not announced here */
+	if (sscanf(mac_s, "%x:%x:%x:%x:%x:%x", &m[0], &m[1], &m[2], &m[3], &m[4], &m[5]) != 6)
+		return -1;
+	for (int k = 0; k < 6; k++)
+		mac[k] = (unsigned char)m[k];
+	int ifindex = (int)if_nametoindex(ifname);
+	if (!ifindex)
+		return -1;
+	return send_arp_request(sock, ifindex, mac, ip, ip);
 }
 
 /* setns() changes only the calling thread, so announce from a thread. */
@@ -515,28 +537,6 @@ static int arp_probe_socket(const char *ifname, int *ifindex, unsigned char mac[
 	return s;
 }
 
-/* Send one RFC 5227 probe (sender address 0.0.0.0) for ip. */
-static int send_probe(int s, int ifindex, const unsigned char mac[6], struct in_addr ip)
-{
-	unsigned char frame[42] = { 0 };
-	struct ether_header *eh = (struct ether_header *)frame;
-	struct ether_arp *arp = (struct ether_arp *)(frame + sizeof(*eh));
-	memset(eh->ether_dhost, 0xff, 6);
-	memcpy(eh->ether_shost, mac, 6);
-	memcpy(arp->arp_sha, mac, 6);
-	eh->ether_type = htons(ETHERTYPE_ARP);
-	arp->arp_hrd = htons(ARPHRD_ETHER);
-	arp->arp_pro = htons(ETHERTYPE_IP);
-	arp->arp_hln = 6;
-	arp->arp_pln = 4;
-	arp->arp_op = htons(ARPOP_REQUEST);
-	memcpy(arp->arp_tpa, &ip, 4);
-	struct sockaddr_ll sll = { .sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_ARP),
-				   .sll_ifindex = ifindex, .sll_halen = 6 };
-	memset(sll.sll_addr, 0xff, 6);
-	return sendto(s, frame, sizeof(frame), 0, (struct sockaddr *)&sll, sizeof(sll)) < 0 ? -1 : 0;
-}
-
 /* Wait for an ARP reply from ip; fills who with the answering MAC. */
 static bool await_reply(int s, struct in_addr ip, int wait_ms, char who[18])
 {
@@ -573,20 +573,17 @@ int vy_net_probe(const char *bridge, json_object *identity, int wait_ms, vy_erro
 	for (size_t k = 0; rc == 0 && ifs && k < json_object_array_length(ifs); k++) {
 		json_object *addrs = json_object_object_get(json_object_array_get_idx(ifs, k), "addrs");
 		for (size_t a = 0; rc == 0 && addrs && a < json_object_array_length(addrs); a++) {
-			char ip_s[64], who[18];
-			snprintf(ip_s, sizeof(ip_s), "%s",
-				 json_object_get_string(json_object_array_get_idx(addrs, a)));
-			char *slash = strchr(ip_s, '/');
-			if (slash)
-				*slash = '\0';
-			struct in_addr ip;
-			if (inet_pton(AF_INET, ip_s, &ip) != 1)
+			const char *cidr = json_object_get_string(json_object_array_get_idx(addrs, a));
+			struct in_addr ip, none = { 0 };
+			char who[18];
+			if (!ipv4_of(cidr, &ip))
 				continue;
 			for (int tries = 0; rc == 0 && tries < 2; tries++) {
-				send_probe(s, ifindex, mac, ip);
+				send_arp_request(s, ifindex, mac, none, ip);
 				if (await_reply(s, ip, wait_ms / 2, who))
 					rc = vy_error_set(err, EADDRINUSE, "address %s is already in use "
-							  "on the segment (answered by %s)", ip_s, who);
+							  "on the segment (answered by %s); pick "
+							  "another", cidr, who);
 			}
 		}
 	}
