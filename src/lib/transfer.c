@@ -73,6 +73,7 @@ struct sender {
 	EVP_MD_CTX *ctx;
 	uint8_t *buf;
 	uint8_t *skipped; /* live tree: files that moved under us are skipped here */
+	bool channel_failed; /* a send failed: the tree fails, whatever the file did */
 };
 
 /* The next data region at or after off, as [*data, *hole), both clamped to
@@ -126,8 +127,10 @@ static int send_region(struct sender *s, int fd, uint32_t index,
 		if (!EVP_DigestUpdate(s->ctx, s->buf, (size_t)got))
 			return vy_error_set(err, EIO, "'%s': sha256 failed", e->path);
 		if (vy_channel_send_data(s->ch, s->stream, index, off, s->buf,
-					 (size_t)got, err) < 0)
+					 (size_t)got, err) < 0) {
+			s->channel_failed = true;
 			return vy_error_wrap(err, "'%s'", e->path);
+		}
 		off += (uint64_t)got;
 		if (s->progress)
 			atomic_fetch_add_explicit(&s->progress->bytes, (uint64_t)got,
@@ -149,8 +152,10 @@ static int send_file_end(struct sender *s, uint32_t index,
 	json_object_object_add(obj, "sha256", json_object_new_string(hex));
 	int rc = vy_channel_send_json(s->ch, VY_MSG_FILE_END, obj, err);
 	json_object_put(obj);
-	if (rc < 0)
+	if (rc < 0) {
+		s->channel_failed = true;
 		return vy_error_wrap(err, "'%s': FILE_END", e->path);
+	}
 	if (s->progress)
 		atomic_fetch_add_explicit(&s->progress->files, 1,
 					  memory_order_relaxed);
@@ -202,8 +207,7 @@ static int send_file(struct sender *s, int rootfd, uint32_t index,
 	if (check_size(fd, e, "since the scan", s->skipped ? &local : err) < 0)
 		return s->skipped ? send_skip(s, index, e, err) : -1;
 	int rc = send_file_data(s, fd, index, e, s->skipped ? &local : err);
-	if (rc < 0 && s->skipped && local.code != EPIPE && local.code != ECONNRESET &&
-	    !strstr(local.msg, "sending"))
+	if (rc < 0 && s->skipped && !s->channel_failed)
 		return send_skip(s, index, e, err);
 	if (rc < 0 && s->skipped)
 		*err = local;
