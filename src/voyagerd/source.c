@@ -166,9 +166,10 @@ static int run_preflight(struct migration *m, vy_error *err)
 {
 	if (load_container(m, err) < 0)
 		return -1;
-	m->need_bytes += vy_tree_size(m->rootfs, true);
+	m->disk_bytes = vy_tree_size(m->rootfs, true);
 	for (int i = 0; i < m->nvol; i++)
-		m->need_bytes += vy_tree_size(m->vols[i].host_path, m->vols[i].is_dir);
+		m->disk_bytes += vy_tree_size(m->vols[i].host_path, m->vols[i].is_dir);
+	m->need_bytes += m->disk_bytes;
 	if (vy_mkdir_p(m->dir, 0700, err) < 0)
 		return -1;
 	json_object *req = preflight_request(m, err);

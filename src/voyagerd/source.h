@@ -43,6 +43,7 @@ struct migration {
 	const char *phase;
 	uint64_t t_start, t_phase, t_freeze, t_running;
 	uint64_t bytes_memory, bytes_rootfs, bytes_volumes, need_bytes;
+	uint64_t disk_bytes;   /* rootfs + volumes, from the pre-flight scan */
 	uint64_t wire_bytes; /* of a channel that is already closed */
 	json_object *phases_ms;
 	json_object *warnings; /* from the target, for the report */

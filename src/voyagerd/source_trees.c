@@ -209,8 +209,11 @@ static int send_tree(struct migration *m, uint32_t stream, const char *kind, int
 	cleanup_close int rootfd = rc == 0 ? open_tree_root(path, is_dir, err) : -1;
 	if (rc == 0 && rootfd < 0)
 		rc = -1;
-	if (rc == 0 && !strcmp(flavor, "delta"))
+	if (rc == 0 && !strcmp(flavor, "delta")) {
 		rc = vy_delta_unchanged(&m->pre[stream], &man, &skip, &kept, err);
+		if (rc == 0)
+			m->act->total_bytes += bytes_to_send(&man, skip);
+	}
 	if (rc == 0)
 		rc = send_manifest(m, stream, kind, index, flavor, &man, err);
 	if (rc == 0 && live) {
@@ -240,9 +243,7 @@ static int send_tree(struct migration *m, uint32_t stream, const char *kind, int
 /* While the container runs: its rootfs and volumes, whole. */
 int vy_source_presync(struct migration *m, vy_error *err)
 {
-	m->act->total_bytes = vy_tree_size(m->rootfs, true);
-	for (int i = 0; i < m->nvol; i++)
-		m->act->total_bytes += vy_tree_size(m->vols[i].host_path, m->vols[i].is_dir);
+	m->act->total_bytes = m->disk_bytes;
 	vy_source_progress_start(m);
 	int rc = send_tree(m, 1, "rootfs", 0, m->rootfs, true, "presync", &m->bytes_rootfs, err);
 	for (int i = 0; rc == 0 && i < m->nvol; i++)
@@ -256,9 +257,13 @@ int vy_source_presync(struct migration *m, vy_error *err)
 
 int vy_source_transfer(struct migration *m, vy_error *err)
 {
-	m->act->total_bytes = vy_tree_size(m->images, true) + vy_tree_size(m->rootfs, true);
-	for (int i = 0; i < m->nvol; i++)
-		m->act->total_bytes += vy_tree_size(m->vols[i].host_path, m->vols[i].is_dir);
+	/* Inside the freeze window: no extra scan of the rootfs just for the
+	 * progress bar.  The images are a handful of files; the trees count
+	 * as the pre-flight saw them (stop-copy), or add what their delta
+	 * sends once it is known (presync, in send_tree). */
+	m->act->total_bytes = vy_tree_size(m->images, true);
+	if (strcmp(m->mode, "presync") != 0)
+		m->act->total_bytes += m->disk_bytes;
 	atomic_store(&m->act->progress.bytes, 0);
 	vy_source_progress_start(m);
 	const char *flavor = !strcmp(m->mode, "presync") ? "delta" : "full";
