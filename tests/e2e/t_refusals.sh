@@ -21,6 +21,10 @@ ctr_run a runc "$ID" "$A/bundles/$ID" || { t_fail "container start"; t_done; }
 wait_until 10 test -s "$A/bundles/$ID/rootfs/data/counter" || { t_fail "counter runs"; t_done; }
 read -r TOKEN _ <"$A/bundles/$ID/rootfs/data/counter"
 vy_agent_start "$LAB" a runc || { t_fail "agent a"; t_done; }
+chk=$(vy_cli "$LAB" a check)
+echo "$chk"
+grep -q "^ok: criu 4\.[2-9]" <<<"$chk" && grep -q "userfaultfd" <<<"$chk" &&
+	t_ok "voyager check: CRIU version and the memory-mode features" || t_fail "voyager check" "$chk"
 
 # still_home NAME: the container runs on A, same incarnation, still counting,
 # and B holds nothing of it.
