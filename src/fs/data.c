@@ -104,10 +104,11 @@ static void finish_open(fuse_req_t req, struct vyfs_inode *in, int fd,
 
 /* The kernel computes O_APPEND offsets itself; a backing fd with O_APPEND
  * would make pwrite ignore them.  O_TRUNC goes through vyfs_truncate().
- * (No O_NOFOLLOW: opens go through /proc/self/fd magic links.) */
+ * The caller's O_NOFOLLOW was honoured by the kernel's own lookup; kept, it
+ * would make our reopen through a /proc/self/fd magic link fail (ELOOP). */
 static int backing_flags(int flags)
 {
-	return (flags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC | O_APPEND)) |
+	return (flags & ~(O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC | O_APPEND | O_NOFOLLOW)) |
 	       O_CLOEXEC;
 }
 

@@ -81,6 +81,10 @@ static int commit(struct vyfs *fs, uint32_t f, uint64_t off, uint32_t len,
 	int fd = remote ? vyfs_track_fd(fs, f) : -1;
 	int rc = remote && fd < 0 ? vy_error_sys(err, errno, "reopen the backing file") : 0;
 	uint64_t marks[VY_FETCH_MAX / VY_CHUNK_SIZE_MIN];
+	/* Landing bytes is not a change the container made: the file keeps
+	 * its times. */
+	struct stat before;
+	bool keep_times = rc == 0 && fd >= 0 && fstat(fd, &before) == 0;
 	for (uint64_t c = first; rc == 0 && c <= last; c++) {
 		uint64_t start = c * cs, end = start + cs;
 		if (start >= remote || vy_chunkmap_present(fs->cm, f, c))
@@ -91,6 +95,11 @@ static int commit(struct vyfs *fs, uint32_t f, uint64_t off, uint32_t len,
 		if (n != (ssize_t)(end - start))
 			rc = vy_error_sys(err, n < 0 ? errno : EIO, "write fetched bytes");
 		marks[done++] = c;
+	}
+	if (rc == 0 && done && keep_times) {
+		struct timespec tv[2] = { before.st_atim, before.st_mtim };
+		if (futimens(fd, tv) < 0)
+			rc = vy_error_sys(err, errno, "keep the times of the backing file");
 	}
 	if (rc == 0 && done && fdatasync(fd) < 0)
 		rc = vy_error_sys(err, errno, "fdatasync fetched bytes");
@@ -106,6 +115,32 @@ static int commit(struct vyfs *fs, uint32_t f, uint64_t off, uint32_t len,
 	return 0;
 }
 
+/* Connect a lane.  An agent serves many trees: name ours first. */
+static int open_lane(struct vyfs *fs, struct vyfs_lane *lane, int connect_ms,
+		     vy_error *err)
+{
+	if (vy_channel_connect(fs->source, fs->key, connect_ms, &lane->ch, err) < 0)
+		return -1;
+	if (!fs->migration)
+		return 0;
+	json_object *o = json_object_new_object();
+	json_object_object_add(o, "migration", json_object_new_string(fs->migration));
+	json_object_object_add(o, "stream", json_object_new_int64(fs->stream));
+	struct vy_message msg = { 0 };
+	int rc = vy_channel_set_timeout(lane->ch, 30000, err);
+	if (rc == 0)
+		rc = vy_channel_send_json(lane->ch, VY_MSG_FETCH_OPEN, o, err);
+	if (rc == 0)
+		rc = vy_channel_expect(lane->ch, VY_MSG_ACK, &msg, err);
+	vy_message_free(&msg);
+	json_object_put(o);
+	if (rc < 0) {
+		vy_channel_close(lane->ch);
+		lane->ch = NULL;
+	}
+	return rc;
+}
+
 /* Fetch chunks [first, first+n) of f on lane (held by the caller). */
 static int lane_fetch(struct vyfs *fs, struct vyfs_lane *lane, uint32_t f,
 		      uint64_t first, uint64_t n, int connect_ms, vy_error *err)
@@ -116,8 +151,7 @@ static int lane_fetch(struct vyfs *fs, struct vyfs_lane *lane, uint32_t f,
 		len = size - off;
 	struct vy_fetch_req req = { fs->stream, vy_chunkmap_entry(fs->cm, f), off,
 				    (uint32_t)len };
-	if (!lane->ch && vy_channel_connect(fs->source, fs->key, connect_ms,
-					    &lane->ch, err) < 0)
+	if (!lane->ch && open_lane(fs, lane, connect_ms, err) < 0)
 		return vy_error_wrap(err, "%s lane", lane->name);
 	if (vy_channel_set_timeout(lane->ch, 30000, err) < 0 ||
 	    vy_chunk_fetch(lane->ch, &req, lane->buf, err) < 0) {
@@ -237,6 +271,11 @@ static void became_independent(struct vyfs *fs)
 	vy_info("every chunk is local and durable: independent of the source");
 	vy_channel_close(fs->background.ch);
 	fs->background.ch = NULL;
+	/* Nothing will be fetched again: let the source close the tree. */
+	pthread_mutex_lock(&fs->demand.lock);
+	vy_channel_close(fs->demand.ch);
+	fs->demand.ch = NULL;
+	pthread_mutex_unlock(&fs->demand.lock);
 }
 
 /* Hold the background lane to --hydrate-rate, if one is set. */
@@ -363,7 +402,8 @@ char *vyfs_status_json(struct vyfs *fs)
 	json_object_object_add(o, "source", json_object_new_string(fs->source));
 	json_object_object_add(o, "source_up", json_object_new_boolean(atomic_load(&fs->source_up)));
 	json_object_object_add(o, "independent",
-			       json_object_new_boolean(s.chunks_present == s.chunks_total));
+			       json_object_new_boolean(atomic_load(&fs->independent) &&
+						       s.chunks_present == s.chunks_total));
 	json_object_object_add(o, "passthrough", json_object_new_boolean(fs->passthrough));
 	ADD_U64(o, "chunk_size", fs->chunk_size);
 	ADD_U64(o, "chunks_total", s.chunks_total);

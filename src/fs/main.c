@@ -3,8 +3,8 @@
  *
  *   voyager-fs --backing DIR --state FILE --manifest FILE --source ADDR:PORT
  *              --key FILE --stream N [--chunk-size BYTES] [--fetch-timeout SEC]
- *              [--priority FILE] [--hydrate-rate BYTES_PER_SEC] [--verbose]
- *              MOUNTPOINT
+ *              [--priority FILE] [--hydrate-rate BYTES_PER_SEC]
+ *              [--migration ID] [--verbose] MOUNTPOINT
  *
  * It mounts a read-write view of DIR (the skeleton vy_manifest_materialise()
  * made, sparse files of the right size) at MOUNTPOINT.  Metadata comes from
@@ -41,6 +41,7 @@
 
 struct options {
 	const char *backing, *state, *manifest, *source, *key, *priority, *mountpoint;
+	const char *migration;
 	uint32_t stream, chunk_size;
 	uint64_t hydrate_rate;
 	int fetch_timeout_s;
@@ -54,7 +55,7 @@ static void usage(FILE *out)
 		"                  --source ADDR:PORT --key FILE --stream N\n"
 		"                  [--chunk-size BYTES] [--fetch-timeout SEC]\n"
 		"                  [--priority FILE] [--hydrate-rate BYTES_PER_SEC]\n"
-		"                  [--verbose] MOUNTPOINT\n");
+		"                  [--migration ID] [--verbose] MOUNTPOINT\n");
 }
 
 static int parse_uint(const char *s, uint64_t max, uint64_t *out)
@@ -81,13 +82,14 @@ static int parse_args(int argc, char **argv, struct options *o)
 		{ "fetch-timeout", required_argument, NULL, 't' },
 		{ "priority", required_argument, NULL, 'p' },
 		{ "hydrate-rate", required_argument, NULL, 'r' },
+		{ "migration", required_argument, NULL, 'M' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 } };
 	*o = (struct options){ .chunk_size = 1 << 20, .fetch_timeout_s = 30 };
 	int c;
 	uint64_t v;
-	while ((c = getopt_long(argc, argv, "b:s:m:S:k:n:c:t:p:r:vh", longs, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "b:s:m:S:k:n:c:t:p:r:M:vh", longs, NULL)) != -1) {
 		switch (c) {
 		case 'b': o->backing = optarg; break;
 		case 's': o->state = optarg; break;
@@ -95,6 +97,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 		case 'S': o->source = optarg; break;
 		case 'k': o->key = optarg; break;
 		case 'p': o->priority = optarg; break;
+		case 'M': o->migration = optarg; break;
 		case 'v': o->verbose = true; break;
 		case 'n':
 			if (parse_uint(optarg, UINT32_MAX, &v) < 0)
@@ -256,6 +259,7 @@ static int prepare(struct vyfs *fs, const struct options *o, vy_error *err)
 {
 	uint8_t sha[32];
 	fs->source = o->source;
+	fs->migration = o->migration;
 	fs->stream = o->stream;
 	fs->chunk_size = o->chunk_size;
 	fs->fetch_timeout_ms = o->fetch_timeout_s * 1000;

@@ -85,6 +85,7 @@ struct vyfs_counters {
 struct vyfs {
 	/* configuration */
 	const char *source;
+	const char *migration;      /* voyagerd's id: sent in FETCH_OPEN, or NULL */
 	uint8_t key[VY_KEY_LEN];
 	uint32_t stream;
 	uint32_t chunk_size;

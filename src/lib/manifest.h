@@ -103,6 +103,16 @@ bool vy_path_is_safe(const char *rel, size_t len);
 int vy_manifest_materialise(const struct vy_manifest *m, int rootfd,
 			    vy_error *err);
 
+/* Bring the skeleton of old (materialised and finished under rootfd) to
+ * cur's metadata in place, touching only entries that differ: 1 when done
+ * (*changed counts the entries touched), 0 when the trees differ in shape
+ * (an entry added, removed, retyped, relinked or retargeted: rebuild
+ * instead), -1 on error.  File data is not touched: sizes change by
+ * truncation, which is all a skeleton holds. */
+int vy_manifest_update_skeleton(const struct vy_manifest *old,
+				const struct vy_manifest *cur, int rootfd,
+				uint32_t *changed, vy_error *err);
+
 /* After file data is written: apply times to every entry (symlinks too,
  * with AT_SYMLINK_NOFOLLOW) and the final mode of directories. */
 int vy_manifest_finish(const struct vy_manifest *m, int rootfd, vy_error *err);

@@ -288,3 +288,100 @@ int vy_manifest_finish(const struct vy_manifest *m, int rootfd, vy_error *err)
 		close(pc.fd);
 	return rc < 0 ? vy_error_wrap(err, "finish metadata") : 0;
 }
+
+/* ---- bringing a skeleton up to date ---- */
+
+static bool same_shape(const struct vy_entry *a, const struct vy_entry *b)
+{
+	if (a->type != b->type || a->link_of != b->link_of || strcmp(a->path, b->path))
+		return false;
+	if (a->type == VY_ENTRY_SYMLINK)
+		return !strcmp(a->target ? a->target : "", b->target ? b->target : "");
+	if (a->type == VY_ENTRY_CHR || a->type == VY_ENTRY_BLK)
+		return a->rdev == b->rdev;
+	return true;
+}
+
+static bool same_xattr_set(const struct vy_entry *a, const struct vy_entry *b)
+{
+	if (a->nxattr != b->nxattr)
+		return false;
+	for (uint16_t i = 0; i < a->nxattr; i++) {
+		const struct vy_xattr *x = find_xattr(b, a->xattrs[i].name);
+		if (!x || x->len != a->xattrs[i].len ||
+		    memcmp(x->value, a->xattrs[i].value, x->len))
+			return false;
+	}
+	return true;
+}
+
+static bool same_meta(const struct vy_entry *a, const struct vy_entry *b)
+{
+	return a->mode == b->mode && a->uid == b->uid && a->gid == b->gid &&
+	       a->size == b->size && a->mtime_ns == b->mtime_ns &&
+	       a->atime_ns == b->atime_ns && same_xattr_set(a, b);
+}
+
+/* New metadata on an entry that exists with the right type. */
+static int update_entry(const struct vy_entry *old, const struct vy_entry *e, int rootfd,
+			struct parent_cache *pc, vy_error *err)
+{
+	const char *name = "";
+	int pfd = -1;
+	if (*e->path && (pfd = parent_fd(pc, rootfd, e->path, &name, err)) < 0)
+		return -1;
+	/* xattrs that are gone go first */
+	char path[64 + NAME_MAX];
+	proc_path(path, sizeof(path), *e->path ? pfd : rootfd, *e->path ? name : "");
+	for (uint16_t i = 0; i < old->nxattr; i++)
+		if (!find_xattr(e, old->xattrs[i].name) &&
+		    lremovexattr(path, old->xattrs[i].name) < 0 && errno != ENODATA)
+			return vy_error_sys(err, errno, "'%s': lremovexattr %s", e->path,
+					    old->xattrs[i].name);
+	if (e->type == VY_ENTRY_DIR) {
+		cleanup_close int fd =
+			*e->path ? openat(pfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+				 : openat(rootfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (fd < 0)
+			return vy_error_sys(err, errno, "'%s': open directory", e->path);
+		return apply_meta_fd(fd, e, e->mode | S_IRWXU, err);
+	}
+	if (e->type == VY_ENTRY_REG) {
+		cleanup_close int fd = openat(pfd, name, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0)
+			return vy_error_sys(err, errno, "'%s': open", e->path);
+		if (e->size > INT64_MAX || ftruncate(fd, (off_t)e->size) < 0)
+			return vy_error_sys(err, e->size > INT64_MAX ? EFBIG : errno,
+					    "'%s': ftruncate to %llu", e->path,
+					    (unsigned long long)e->size);
+		return apply_meta_fd(fd, e, e->mode, err);
+	}
+	return apply_meta_at(pfd, name, e, err);
+}
+
+int vy_manifest_update_skeleton(const struct vy_manifest *old, const struct vy_manifest *cur,
+				int rootfd, uint32_t *changed, vy_error *err)
+{
+	*changed = 0;
+	if (old->count != cur->count)
+		return 0;
+	for (uint32_t i = 0; i < cur->count; i++)
+		if (!same_shape(&old->entries[i], &cur->entries[i]))
+			return 0;
+	struct parent_cache pc = { .fd = -1 };
+	int rc = 0;
+	for (uint32_t i = 0; rc == 0 && i < cur->count; i++) {
+		if (same_meta(&old->entries[i], &cur->entries[i]))
+			continue;
+		/* a later name of a hard link shares the first name's inode */
+		if (cur->entries[i].link_of == VY_NO_LINK)
+			rc = update_entry(&old->entries[i], &cur->entries[i], rootfd, &pc, err);
+		(*changed)++;
+	}
+	for (uint32_t i = cur->count; rc == 0 && i-- > 0;)
+		if (!same_meta(&old->entries[i], &cur->entries[i]))
+			rc = finish_entry(&cur->entries[i], rootfd, &pc, err);
+	if (pc.fd >= 0)
+		close(pc.fd);
+	return rc < 0 ? vy_error_wrap(err, "update the skeleton") : 1;
+}

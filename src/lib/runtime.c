@@ -56,6 +56,19 @@ static int run_verb(const struct vy_runtime *rt, const char *const *rest,
 		return -1;
 	if (res.status != 0) {
 		cleanup_free char *tail = criu_log ? vy_file_tail(criu_log, 6) : NULL;
+		/* runc's warnings (a cgroup it could not remove yet, ...) would
+		 * crowd the real error and CRIU's words out of the message. */
+		char *w = res.errout;
+		for (char *line = res.errout; *line;) {
+			char *nl = strchr(line, '\n');
+			size_t len = nl ? (size_t)(nl - line + 1) : strlen(line);
+			if (!strstr(line, "level=warning") || (nl && strstr(line, "level=warning") > nl)) {
+				memmove(w, line, len);
+				w += len;
+			}
+			line += len;
+		}
+		*w = '\0';
 		size_t el = strlen(res.errout);
 		while (el && (res.errout[el - 1] == '\n' || res.errout[el - 1] == ' '))
 			res.errout[--el] = '\0';

@@ -34,6 +34,8 @@ static const char *const msg_type_names[VY_MSG_TYPE_MAX + 1] = {
 	[VY_MSG_FETCH_REPLY] = "FETCH_REPLY",
 	[VY_MSG_TUNNEL_DATA] = "TUNNEL_DATA",
 	[VY_MSG_TUNNEL_EOF] = "TUNNEL_EOF",
+	[VY_MSG_FETCH_OPEN] = "FETCH_OPEN",
+	[VY_MSG_RELEASE] = "RELEASE",
 };
 
 const char *vy_msg_type_name(uint16_t type)

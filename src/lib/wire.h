@@ -57,7 +57,9 @@ enum vy_msg_type {
 	VY_MSG_FETCH_REPLY = 21, /* JSON: {"stream", "entry", "offset", "length", "sha256"} then DATA frames, or {"error"} */
 	VY_MSG_TUNNEL_DATA = 22, /* raw bytes of a tunnelled TCP stream (tunnel.h) */
 	VY_MSG_TUNNEL_EOF = 23,  /* empty: that stream's sender has no more bytes */
-	VY_MSG_TYPE_MAX = 23,
+	VY_MSG_FETCH_OPEN = 24,  /* JSON: {"migration", "stream"}: voyager-fs asks to fetch from this tree; ACK or ERROR */
+	VY_MSG_RELEASE = 25,     /* JSON: {"id"}: every chunk is local and durable on the target; ACK once the source let go */
+	VY_MSG_TYPE_MAX = 25,
 };
 
 struct vy_frame_header {

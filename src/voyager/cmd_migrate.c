@@ -6,6 +6,7 @@
  */
 #include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -75,6 +76,13 @@ static void print_report(json_object *r)
 			printf(" %s %lld ms;", k, (long long)json_object_get_int64(val));
 		printf("\n");
 	}
+	json_object *h = json_object_object_get(r, "hydration");
+	if (h) {
+		char left[32];
+		cli_format_bytes((unsigned long long)vy_json_int(h, "bytes_left", 0), left, sizeof(left));
+		printf("  files     %s to hydrate in the background; `voyager status` on the "
+		       "target shows progress\n", left);
+	}
 	json_object *w = json_object_object_get(r, "warnings");
 	for (size_t i = 0; w && i < json_object_array_length(w); i++)
 		fprintf(stderr, "warning: %s\n", json_object_get_string(json_object_array_get_idx(w, i)));
@@ -89,23 +97,47 @@ int cmd_migrate(struct cli_globals *g, int argc, char **argv)
 	static const struct option opts[] = { { "to", required_argument, 0, 't' },
 					      { "mode", required_argument, 0, 'm' },
 					      { "memory", required_argument, 0, 'M' },
+					      { "hydrate-rate", required_argument, 0, 'r' },
 					      { "json", no_argument, 0, 'j' },
 					      { "help", no_argument, 0, 'h' },
 					      { 0, 0, 0, 0 } };
-	const char *to = NULL, *mode = "presync", *memory = "auto";
+	const char *to = NULL, *mode = "jit", *memory = "auto";
+	long long rate = 0;
 	int c;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "t:m:M:jh", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "t:m:M:r:jh", opts, NULL)) != -1) {
 		switch (c) {
 		case 't': to = optarg; break;
 		case 'm': mode = optarg; break;
 		case 'M': memory = optarg; break;
+		case 'r': {
+			char *end;
+			rate = strtoll(optarg, &end, 10);
+			long long unit = !*end ? 1 : (*end == 'k' || *end == 'K') ? 1000
+				       : (*end == 'm' || *end == 'M') ? 1000000
+				       : (*end == 'g' || *end == 'G') ? 1000000000 : -1;
+			if (rate < 0 || end == optarg || unit < 0 || (*end && end[1])) {
+				fprintf(stderr, "voyager migrate: --hydrate-rate wants bytes per "
+						"second, e.g. 50M\n");
+				return 2;
+			}
+			rate *= unit;
+			break;
+		}
 		case 'j': g->json = 1; break;
 		case 'h':
-			printf("Usage: voyager migrate CONTAINER --to ADDR[:PORT] [--mode presync|stop-copy] [--json]\n"
-			       "  presync (default): copy rootfs and volumes while the container runs,\n"
-			       "                     then at the freeze only what changed\n"
-			       "  stop-copy:         freeze, then copy everything (the baseline)\n"
+			printf("Usage: voyager migrate CONTAINER --to ADDR[:PORT] [--mode jit|presync|stop-copy]\n"
+			       "                       [--memory MODE] [--hydrate-rate BYTES/S] [--json]\n"
+			       "  jit (default): send the file tree's metadata while the container runs;\n"
+			       "                 at the freeze only memory and what changed in the metadata;\n"
+			       "                 the container resumes on voyager-fs at once, files arrive\n"
+			       "                 on demand and in the background, and the source serves\n"
+			       "                 them until the target holds every byte (independent)\n"
+			       "  presync:       copy rootfs and volumes while the container runs,\n"
+			       "                 then at the freeze only what changed\n"
+			       "  stop-copy:     freeze, then copy everything (the baseline)\n"
+			       "  --hydrate-rate limit jit's background stream (bytes/s; K, M, G suffixes;\n"
+			       "                 default: link speed)\n"
 			       "  --memory auto|stop-copy|pre-copy|post-copy (default auto; today auto\n"
 			       "  picks stop-copy and the report says why)\n");
 			return 0;
@@ -122,6 +154,8 @@ int cmd_migrate(struct cli_globals *g, int argc, char **argv)
 	json_object_object_add(req, "to", json_object_new_string(to));
 	json_object_object_add(req, "mode", json_object_new_string(mode));
 	json_object_object_add(req, "memory", json_object_new_string(memory));
+	if (rate)
+		json_object_object_add(req, "hydrate_rate", json_object_new_int64(rate));
 	struct view v = { .tty = !g->json && isatty(STDERR_FILENO) };
 	vy_error err;
 	int rc = cli_request(g, req, draw, &v, &res, &err);

@@ -55,6 +55,10 @@ struct vy_active {
 	uint64_t started_ms;
 	uint64_t total_bytes;
 	struct vy_progress progress;
+	/* jit target: hydration, from voyager-fs's counters */
+	bool hydrating;
+	uint64_t files_total, files_done, rate_bps, eta_s;
+	bool source_up;
 };
 
 struct vy_active *vy_active_add(const char *id, const char *container,

@@ -14,7 +14,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bundle.h"
 #include "daemon.h"
+#include "jit.h"
 #include "log.h"
 #include "netns.h"
 #include "util.h"
@@ -61,6 +63,14 @@ static void recover_source(struct vy_daemon *d, json_object *j)
 		const char *ns = vy_json_str(j, "netns", NULL);
 		if (ns && vy_path_is_under(ns, d->netns_dir))
 			vy_netns_delete(ns, NULL);
+		if (!strcmp(vy_json_str(j, "mode", ""), "jit")) {
+			/* The target still reads its files from us. */
+			json_object_object_add(j, "serving", json_object_new_boolean(1));
+			finish_journal(d, j, "migrated", NULL);
+			if (vy_serve_recover(d, j, &err) < 0)
+				vy_err("recover %s: %s", id, err.msg);
+			return;
+		}
 		/* We do not know whether the target confirmed its copy is on
 		 * disk, so our checkpoint stays until an operator removes it. */
 		json_object_object_add(j, "checkpoint_kept", json_object_new_string(dir));
@@ -102,6 +112,29 @@ static void recover_source(struct vy_daemon *d, json_object *j)
 	}
 }
 
+/* jit, committed: voyager-fs went on without us; follow it to the end. */
+static void resume_hydration(struct vy_daemon *d, json_object *j)
+{
+	const char *id = vy_json_str(j, "id", "");
+	json_object *arr = json_object_object_get(j, "fs");
+	struct vy_fs_mount fs[2 + VY_MAX_VOLUMES];
+	int n = 0;
+	vy_error err;
+	for (size_t i = 0; arr && i < json_object_array_length(arr) && n < 2 + VY_MAX_VOLUMES; i++)
+		if (vy_fs_from_json(json_object_array_get_idx(arr, i), &fs[n], &err) == 0)
+			n++;
+	struct vy_journal jr = { .doc = json_object_get(j) };
+	snprintf(jr.path, sizeof(jr.path), "%s/journal/%s.json", d->state_dir, id);
+	pthread_mutex_init(&jr.lock, NULL);
+	struct vy_active *act = vy_active_add(id, vy_json_str(j, "container", ""), "target",
+					      vy_json_str(j, "peer", ""));
+	vy_info("recover %s: committed; following hydration of %d trees", id, n);
+	vy_jit_hydrate(d, &jr, act, id, vy_json_str(j, "peer", ""), fs, n);
+	vy_active_remove(act);
+	json_object_put(jr.doc);
+	pthread_mutex_destroy(&jr.lock);
+}
+
 static void *recover_target(void *arg)
 {
 	void **a = arg;
@@ -111,9 +144,15 @@ static void *recover_target(void *arg)
 	const char *container = vy_json_str(j, "container", "");
 	const char *dirs = vy_json_str(j, "target_dirs", "");
 	const char *id = vy_json_str(j, "id", "");
+	const char *phase = vy_json_str(j, "phase", "");
 	char mig[PATH_MAX];
 	snprintf(mig, sizeof(mig), "%s/migrations/%s", d->state_dir, id);
-	if (json_object_get_boolean(json_object_object_get(j, "restored"))) {
+	if (!strcmp(vy_json_str(j, "mode", ""), "jit") &&
+	    (!strcmp(phase, "committed") || !strcmp(phase, "hydrating") ||
+	     !strcmp(phase, "independent"))) {
+		vy_rm_rf(mig, NULL);
+		resume_hydration(d, j);
+	} else if (json_object_get_boolean(json_object_object_get(j, "restored"))) {
 		vy_runtime_pause(&d->rt, container, NULL);
 		vy_warn("recover %s: %s was restored but not committed; asking the source", id,
 			container);
@@ -122,12 +161,18 @@ static void *recover_target(void *arg)
 			if (!strcmp(dec, "committed")) {
 				vy_runtime_resume(&d->rt, container, NULL);
 				vy_rm_rf(mig, NULL);
+				if (!strcmp(vy_json_str(j, "mode", ""), "jit")) {
+					resume_hydration(d, j);
+					break;
+				}
 				finish_journal(d, j, "migrated", NULL);
 				break;
 			}
 			if (!strcmp(dec, "rolled-back") || !strcmp(dec, "unknown")) {
 				vy_runtime_delete(&d->rt, container, true, NULL);
 				vy_rm_rf(mig, NULL);
+				if (dirs[0])
+					vy_fs_unmount_under(dirs);
 				vy_rm_rf(dirs, NULL);
 				if (vy_json_str(j, "netns", NULL))
 					vy_netns_delete(vy_json_str(j, "netns", ""), NULL);
@@ -138,6 +183,8 @@ static void *recover_target(void *arg)
 		}
 	} else {
 		vy_rm_rf(mig, NULL);
+		if (dirs[0])
+			vy_fs_unmount_under(dirs);
 		if (dirs[0])
 			vy_rm_rf(dirs, NULL);
 		if (vy_json_str(j, "netns", NULL))
@@ -155,9 +202,17 @@ void vy_recover(struct vy_daemon *d)
 		return;
 	for (size_t i = 0; i < json_object_array_length(all); i++) {
 		json_object *j = json_object_array_get_idx(all, i);
-		if (json_object_object_get(j, "result"))
-			continue;
 		const char *role = vy_json_str(j, "role", "");
+		if (json_object_object_get(j, "result")) {
+			/* A jit source keeps serving until the target releases it. */
+			vy_error err;
+			if (!strcmp(role, "source") && !strcmp(vy_json_str(j, "mode", ""), "jit") &&
+			    json_object_get_boolean(json_object_object_get(j, "serving")) &&
+			    !json_object_get_boolean(json_object_object_get(j, "released")) &&
+			    vy_serve_recover(d, j, &err) < 0)
+				vy_err("recover: %s", err.msg);
+			continue;
+		}
 		vy_info("recovering migration %s (%s, %s, phase %s)", vy_json_str(j, "id", ""),
 			role, vy_json_str(j, "container", ""), vy_json_str(j, "phase", ""));
 		if (!strcmp(role, "source")) {

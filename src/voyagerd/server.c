@@ -19,6 +19,7 @@
 #include "cleanup.h"
 #include "control.h"
 #include "daemon.h"
+#include "jit.h"
 #include "log.h"
 #include "preflight.h"
 #include "util.h"
@@ -95,6 +96,18 @@ json_object *vy_active_list(void)
 		json_object_object_add(o, "started_ms", json_object_new_int64((int64_t)a->started_ms));
 		json_object_object_add(o, "bytes", json_object_new_int64((int64_t)atomic_load(&a->progress.bytes)));
 		json_object_object_add(o, "total_bytes", json_object_new_int64((int64_t)a->total_bytes));
+		if (a->hydrating) {
+			json_object *h = json_object_new_object();
+			json_object_object_add(h, "bytes", json_object_new_int64(
+				(int64_t)atomic_load(&a->progress.bytes)));
+			json_object_object_add(h, "bytes_total", json_object_new_int64((int64_t)a->total_bytes));
+			json_object_object_add(h, "files", json_object_new_int64((int64_t)a->files_done));
+			json_object_object_add(h, "files_total", json_object_new_int64((int64_t)a->files_total));
+			json_object_object_add(h, "rate_bps", json_object_new_int64((int64_t)a->rate_bps));
+			json_object_object_add(h, "eta_s", json_object_new_int64((int64_t)a->eta_s));
+			json_object_object_add(h, "source_up", json_object_new_boolean(a->source_up));
+			json_object_object_add(o, "hydration", h);
+		}
 		json_object_array_add(arr, o);
 	}
 	pthread_mutex_unlock(&active_lock);
@@ -272,6 +285,10 @@ static void *peer_thread(void *arg)
 		answer_query(d, ch, body);
 	} else if (msg.type == VY_MSG_ABORT) {
 		answer_abort(d, ch, body);
+	} else if (msg.type == VY_MSG_FETCH_OPEN) {
+		vy_serve_session(d, ch, body);
+	} else if (msg.type == VY_MSG_RELEASE) {
+		vy_serve_release(d, ch, body);
 	} else {
 		vy_warn("peer %s opened with unexpected %s", vy_channel_peer(ch),
 			vy_msg_type_name(msg.type));

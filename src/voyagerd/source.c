@@ -30,6 +30,7 @@
 #include "daemon.h"
 #include "log.h"
 #include "delta.h"
+#include "jit.h"
 #include "manifest.h"
 #include "netns.h"
 #include "preflight.h"
@@ -134,6 +135,8 @@ static json_object *preflight_request(struct migration *m, vy_error *err)
 	json_object_object_add(o, "id", json_object_new_string(m->id));
 	json_object_object_add(o, "container", json_object_new_string(m->container));
 	json_object_object_add(o, "mode", json_object_new_string(m->mode));
+	if (m->hydrate_rate)
+		json_object_object_add(o, "hydrate_rate", json_object_new_int64((int64_t)m->hydrate_rate));
 	json_object_object_add(o, "runtime", json_object_new_string(m->d->rt.name));
 	json_object_object_add(o, "criu_version",
 			       json_object_new_string(vy_json_str(facts, "criu_version", "")));
@@ -318,6 +321,14 @@ static void cleanup_source(struct migration *m)
 	if (m->net && vy_path_is_under(m->netns, m->d->netns_dir) &&
 	    vy_netns_delete(m->netns, &err) < 0)
 		vy_warn("migration %s: %s", m->id, err.msg);
+	if (!strcmp(m->mode, "jit")) {
+		/* No process of it runs here any more, but its files are the
+		 * target's until the target says it holds every byte. */
+		vy_journal_set(m->j, "serving", json_object_new_boolean(1));
+		vy_info("migration %s: serving %llu bytes of %s's files until the target is "
+			"independent", m->id, (unsigned long long)m->jit_bytes, m->container);
+		return;
+	}
 	if (!m->target_durable) {
 		vy_warn("migration %s: the target has not confirmed its copy is on disk; keeping "
 			"our checkpoint in %s", m->id, m->dir);
@@ -373,6 +384,7 @@ static int rollback(struct migration *m, const char *reason, vy_error *err)
 	if (vy_journal_save(m->j, err) < 0)
 		return -1;
 	tell_target_abort(m, reason);
+	vy_serve_drop(m->id);
 	char work[PATH_MAX];
 	snprintf(work, sizeof(work), "%s/work-rollback", m->dir);
 	if (vy_mkdir_p(work, 0700, err) < 0)
@@ -438,6 +450,15 @@ static json_object *build_report(struct migration *m, const char *result,
 		(int64_t)(m->ch ? vy_channel_bytes_sent(m->ch) : m->wire_bytes)));
 	json_object_object_add(r, "bytes", b);
 	json_object_object_add(r, "phases_ms", json_object_get(m->phases_ms));
+	if (!strcmp(m->mode, "jit") && !strcmp(result, "migrated")) {
+		json_object *h = json_object_new_object();
+		json_object_object_add(h, "state", json_object_new_string("hydrating"));
+		json_object_object_add(h, "bytes_left", json_object_new_int64((int64_t)m->jit_bytes));
+		json_object_object_add(h, "note", json_object_new_string(
+			"the container runs on the target; its files move in the background and "
+			"this host serves them until the target is independent"));
+		json_object_object_add(r, "hydration", h);
+	}
 	if (m->warnings)
 		json_object_object_add(r, "warnings", json_object_get(m->warnings));
 	if (err_msg) {
@@ -457,6 +478,10 @@ static const char *run_migration(struct migration *m, vy_error *err)
 	if (!strcmp(m->mode, "presync")) {
 		phase_begin(m, "presync");
 		if (vy_source_presync(m, err) < 0)
+			return "presync-failed";
+	} else if (!strcmp(m->mode, "jit")) {
+		phase_begin(m, "skeleton");
+		if (vy_source_skeleton(m, err) < 0)
 			return "presync-failed";
 	}
 	/* Persisted with the next phase change, before anything is frozen:
@@ -489,14 +514,17 @@ static int parse_request(struct migration *m, json_object *req, vy_error *err)
 {
 	const char *c = vy_json_str(req, "container", "");
 	const char *to = vy_json_str(req, "to", "");
-	const char *mode = vy_json_str(req, "mode", "presync");
+	const char *mode = vy_json_str(req, "mode", "jit");
 	if (!vy_name_is_safe(c))
 		return vy_error_set(err, EINVAL, "invalid container name '%.64s'", c);
 	if (!*to || strlen(to) >= sizeof(m->to))
 		return vy_error_set(err, EINVAL, "missing or invalid --to address");
-	if (strcmp(mode, "stop-copy") != 0 && strcmp(mode, "presync") != 0)
-		return vy_error_set(err, ENOTSUP, "unknown mode '%.32s' (presync or stop-copy)", mode);
+	if (strcmp(mode, "stop-copy") != 0 && strcmp(mode, "presync") != 0 && strcmp(mode, "jit") != 0)
+		return vy_error_set(err, ENOTSUP, "unknown mode '%.32s' (jit, presync or stop-copy)",
+				    mode);
 	snprintf(m->mode, sizeof(m->mode), "%s", mode);
+	int64_t rate = vy_json_int(req, "hydrate_rate", 0);
+	m->hydrate_rate = rate > 0 ? (uint64_t)rate : 0;
 	snprintf(m->memory_requested, sizeof(m->memory_requested), "%.15s",
 		 vy_json_str(req, "memory", "auto"));
 	if (vy_memory_mode_choose(m->memory_requested, m->d->soft_dirty, m->d->uffd, &m->memory,
@@ -583,6 +611,8 @@ report:;
 	json_object_put(m->net);
 	json_object_put(m->phases_ms);
 	json_object_put(m->warnings);
+	json_object_put(m->hot);
+	json_object_put(m->serve);
 	vy_journal_free(m->j);
 	vy_active_remove(m->act);
 	return r;

@@ -29,7 +29,7 @@ struct migration {
 	char images[PATH_MAX];
 	char work[PATH_MAX];
 	json_object *config;
-	char mode[16];         /* "presync" or "stop-copy" */
+	char mode[16];         /* "jit", "presync" or "stop-copy" */
 	const char *memory;    /* the memory mode chosen */
 	char memory_requested[16];
 	char memory_reason[256];
@@ -47,6 +47,10 @@ struct migration {
 	uint64_t wire_bytes; /* of a channel that is already closed */
 	json_object *phases_ms;
 	json_object *warnings; /* from the target, for the report */
+	json_object *hot;      /* jit: paths the processes have open or mapped */
+	json_object *serve;    /* jit: the trees we serve ({stream, root, manifest}) */
+	uint64_t jit_bytes;    /* jit: data left behind for the target to fetch */
+	uint64_t hydrate_rate; /* jit: the target's background limit, bytes/s (0: none) */
 	bool checkpointed;
 	bool frozen;
 	bool target_durable;
@@ -63,7 +67,10 @@ uint64_t vy_tree_size(const char *path, bool is_dir);
 int vy_source_explain_send_failure(struct migration *m, vy_error *err);
 /* Before the freeze (mode presync): rootfs and volumes, whole. */
 int vy_source_presync(struct migration *m, vy_error *err);
-/* After the freeze: images, then rootfs and volumes (whole, or the delta). */
+/* Before the freeze (mode jit): the skeleton (manifest) of every tree. */
+int vy_source_skeleton(struct migration *m, vy_error *err);
+/* After the freeze: images, then rootfs and volumes (whole, the delta, or
+ * for jit only their manifests, the data being served from here). */
 int vy_source_transfer(struct migration *m, vy_error *err);
 void vy_source_progress_start(struct migration *m);
 void vy_source_progress_stop(struct migration *m);

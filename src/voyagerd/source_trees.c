@@ -13,6 +13,7 @@
 
 #include "cleanup.h"
 #include "delta.h"
+#include "jit.h"
 #include "log.h"
 #include "source.h"
 #include "transfer.h"
@@ -189,6 +190,149 @@ static uint64_t bytes_to_send(const struct vy_manifest *man, const uint8_t *skip
 	return n;
 }
 
+/* The paths (relative to root, no leading '/') that the container's
+ * processes have open or mapped below dest ("/" for the rootfs). */
+static json_object *hot_paths_under(struct migration *m, const char *dest)
+{
+	json_object *out = json_object_new_array();
+	size_t dl = strlen(dest);
+	for (size_t i = 0; m->hot && i < json_object_array_length(m->hot); i++) {
+		const char *p = json_object_get_string(json_object_array_get_idx(m->hot, i));
+		if (!strcmp(dest, "/"))
+			json_object_array_add(out, json_object_new_string(p + 1));
+		else if (!strncmp(p, dest, dl) && p[dl] == '/')
+			json_object_array_add(out, json_object_new_string(p + dl + 1));
+	}
+	return out;
+}
+
+/* jit: the tree's manifest only; its data stays here and is served to the
+ * target's voyager-fs from now until the target releases us.  Registered
+ * before TREE_END, so the target's first fetch finds it. */
+static int send_jit_tree(struct migration *m, uint32_t stream, const char *kind, int index,
+			 const char *path, bool is_dir, const char *flavor, const char *dest,
+			 vy_error *err)
+{
+	struct vy_manifest man = { 0 };
+	int rc = is_dir ? vy_manifest_scan(path, &man, err) : single_file_manifest(path, &man, err);
+	bool live = !strcmp(flavor, "skeleton");
+	for (int retry = 0; live && rc < 0 && retry < 3; retry++) {
+		vy_manifest_free(&man);
+		rc = is_dir ? vy_manifest_scan(path, &man, err) : single_file_manifest(path, &man, err);
+	}
+	if (rc == 0)
+		rc = send_manifest(m, stream, kind, index, flavor, &man, err);
+	char root[PATH_MAX], saved[PATH_MAX + 32];
+	snprintf(root, sizeof(root), "%s", path);
+	if (!is_dir) {
+		char *slash = strrchr(root, '/');
+		if (slash)
+			*(slash == root ? slash + 1 : slash) = '\0';
+	}
+	snprintf(saved, sizeof(saved), "%s/serve-%u.manifest", m->dir, stream);
+	if (rc == 0 && live) {
+		vy_manifest_free(&m->pre[stream]);
+		m->pre[stream] = man;
+		man = (struct vy_manifest){ 0 };
+	} else if (rc == 0) {
+		uint64_t data = man.data_bytes;
+		rc = vy_serve_add(m->id, stream, root, &man, saved, err);
+		if (rc == 0) {
+			json_object *s = json_object_new_object();
+			json_object_object_add(s, "stream", json_object_new_int64(stream));
+			json_object_object_add(s, "root", json_object_new_string(root));
+			json_object_object_add(s, "manifest", json_object_new_string(saved));
+			json_object_array_add(m->serve, s);
+			m->jit_bytes += data;
+		}
+	}
+	vy_manifest_free(&man);
+	if (rc == 0) {
+		json_object *e = json_object_new_object();
+		json_object_object_add(e, "stream", json_object_new_int64(stream));
+		if (!live)
+			json_object_object_add(e, "priority", hot_paths_under(m, dest));
+		rc = vy_channel_send_json(m->ch, VY_MSG_TREE_END, e, err);
+		json_object_put(e);
+	}
+	if (rc < 0)
+		return vy_error_wrap(err, "send the %s of %s %s", live ? "skeleton" : "manifest",
+				     kind, path);
+	return 0;
+}
+
+/* What the container's processes have open or mapped, as paths in its
+ * own view: the background stream fetches those first.  Read while it
+ * still runs; a path that is gone by the freeze costs nothing. */
+static void collect_hot_paths(struct migration *m, pid_t init)
+{
+	char p[PATH_MAX];
+	struct stat want, st;
+	snprintf(p, sizeof(p), "/proc/%d/root", (int)init);
+	json_object_put(m->hot);
+	m->hot = json_object_new_array();
+	if (init <= 0 || stat(p, &want) < 0)
+		return;
+	json_object *seen = json_object_new_object();
+	cleanup_closedir DIR *proc = opendir("/proc");
+	struct dirent *de;
+	while (proc && (de = readdir(proc))) {
+		if (de->d_name[0] < '1' || de->d_name[0] > '9')
+			continue;
+		snprintf(p, sizeof(p), "/proc/%s/root", de->d_name);
+		if (stat(p, &st) < 0 || st.st_dev != want.st_dev || st.st_ino != want.st_ino)
+			continue;
+		snprintf(p, sizeof(p), "/proc/%s/maps", de->d_name);
+		FILE *f = fopen(p, "re");
+		char line[PATH_MAX + 128];
+		while (f && fgets(line, sizeof(line), f)) {
+			char *path = strchr(line, '/');
+			if (!path)
+				continue;
+			path[strcspn(path, "\n")] = '\0';
+			if (!strstr(path, " (deleted)") && !json_object_object_get(seen, path))
+				json_object_object_add(seen, path, NULL);
+		}
+		if (f)
+			fclose(f);
+		snprintf(p, sizeof(p), "/proc/%s/fd", de->d_name);
+		cleanup_closedir DIR *fds = opendir(p);
+		struct dirent *fe;
+		while (fds && (fe = readdir(fds))) {
+			char lp[PATH_MAX + 300], target[PATH_MAX];
+			snprintf(lp, sizeof(lp), "%s/%s", p, fe->d_name);
+			ssize_t n = readlink(lp, target, sizeof(target) - 1);
+			if (n <= 0 || target[0] != '/')
+				continue;
+			target[n] = '\0';
+			if (!strstr(target, " (deleted)") && strncmp(target, "/dev/", 5) &&
+			    strncmp(target, "/proc/", 6) && !json_object_object_get(seen, target))
+				json_object_object_add(seen, target, NULL);
+		}
+	}
+	json_object_object_foreach(seen, k, v) {
+		(void)v;
+		if (vy_path_is_safe(k + 1, strlen(k + 1)))
+			json_object_array_add(m->hot, json_object_new_string(k));
+	}
+	json_object_put(seen);
+}
+
+/* jit, while the container runs: the skeleton of every tree. */
+int vy_source_skeleton(struct migration *m, vy_error *err)
+{
+	struct vy_container_state st;
+	if (vy_runtime_state(&m->d->rt, m->container, &st, NULL) == 0)
+		collect_hot_paths(m, st.pid);
+	int rc = send_jit_tree(m, 1, "rootfs", 0, m->rootfs, true, "skeleton", "/", err);
+	for (int i = 0; rc == 0 && i < m->nvol; i++)
+		rc = send_jit_tree(m, 2 + (uint32_t)i, "volume", i, m->vols[i].host_path,
+				   m->vols[i].is_dir, "skeleton", m->vols[i].ctr_path, err);
+	if (rc < 0)
+		return vy_source_explain_send_failure(m, err);
+	return 0;
+}
+
 /* Send one tree.  flavor "full": everything; "presync": everything, while
  * the container runs, remembering the manifest; "delta": at the freeze,
  * only files that changed since the pre-sync. */
@@ -267,10 +411,24 @@ int vy_source_transfer(struct migration *m, vy_error *err)
 	atomic_store(&m->act->progress.bytes, 0);
 	vy_source_progress_start(m);
 	const char *flavor = !strcmp(m->mode, "presync") ? "delta" : "full";
+	bool jit = !strcmp(m->mode, "jit");
+	if (jit)
+		m->act->total_bytes -= m->disk_bytes;
 	int rc = send_tree(m, 0, "memory", 0, m->images, true, "full", &m->bytes_memory, err);
-	if (rc == 0)
+	if (rc == 0 && jit) {
+		m->serve = json_object_new_array();
+		vy_journal_set(m->j, "serve", json_object_get(m->serve));
+		rc = send_jit_tree(m, 1, "rootfs", 0, m->rootfs, true, "jit", "/", err);
+		for (int i = 0; rc == 0 && i < m->nvol; i++)
+			rc = send_jit_tree(m, 2 + (uint32_t)i, "volume", i, m->vols[i].host_path,
+					   m->vols[i].is_dir, "jit", m->vols[i].ctr_path, err);
+		/* The journal names what we serve before anything can commit. */
+		if (rc == 0)
+			rc = vy_journal_save(m->j, err);
+	} else if (rc == 0) {
 		rc = send_tree(m, 1, "rootfs", 0, m->rootfs, true, flavor, &m->bytes_rootfs, err);
-	for (int i = 0; rc == 0 && i < m->nvol; i++)
+	}
+	for (int i = 0; !jit && rc == 0 && i < m->nvol; i++)
 		rc = send_tree(m, 2 + (uint32_t)i, "volume", i, m->vols[i].host_path,
 			       m->vols[i].is_dir, flavor, &m->bytes_volumes, err);
 	vy_source_progress_stop(m);

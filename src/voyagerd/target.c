@@ -24,6 +24,7 @@
 #include "daemon.h"
 #include "log.h"
 #include "delta.h"
+#include "jit.h"
 #include "manifest.h"
 #include "netns.h"
 #include "preflight.h"
@@ -51,6 +52,10 @@ struct session {
 	bool restored;
 	bool tcp_established;
 	const char *phase;
+	bool jit;                                /* trees arrive as voyager-fs mounts */
+	uint64_t hydrate_rate;                   /* --hydrate-rate for them, 0 = link speed */
+	struct vy_fs_mount fs[MAX_STREAMS];
+	int nfs;
 };
 
 static void send_error(struct session *s, const char *phase, const char *msg)
@@ -222,8 +227,17 @@ static int target_preflight(struct session *s, json_object *req, vy_error *err)
 	snprintf(s->mig_dir, sizeof(s->mig_dir), "%s/migrations/%s", s->d->state_dir, id);
 	snprintf(s->ctr_dir, sizeof(s->ctr_dir), "%s/containers/%s", s->d->state_dir, c);
 	const char *mode = vy_json_str(req, "mode", "");
-	if (strcmp(mode, "stop-copy") != 0 && strcmp(mode, "presync") != 0)
+	if (strcmp(mode, "stop-copy") != 0 && strcmp(mode, "presync") != 0 && strcmp(mode, "jit") != 0)
 		return vy_error_set(err, ENOTSUP, "unknown migration mode '%.16s'", mode);
+	s->jit = !strcmp(mode, "jit");
+	int64_t rate = vy_json_int(req, "hydrate_rate", 0);
+	s->hydrate_rate = rate > 0 ? (uint64_t)rate : 0;
+	char fsbin[PATH_MAX];
+	if (s->jit && vy_fs_binary(fsbin, sizeof(fsbin), err) < 0)
+		return -1;
+	if (s->jit && access("/dev/fuse", R_OK | W_OK) < 0)
+		return vy_error_sys(err, errno, "jit mode needs FUSE, and /dev/fuse is not usable "
+				    "here");
 	if (check_versions(s, req, err) < 0 || check_name_free(s, err) < 0 ||
 	    check_room(s, req, err) < 0 || check_volumes(s, req, err) < 0)
 		return -1;
@@ -248,12 +262,22 @@ static int stream_dir(struct session *s, json_object *t, char *out, size_t len,
 	if (stream < 0 || stream >= MAX_STREAMS)
 		return vy_error_set(err, EPROTO, "bad stream %lld", (long long)stream);
 	uint8_t want = !strcmp(flavor, "delta") ? 1 : 0;
-	if ((strcmp(flavor, "full") && strcmp(flavor, "presync") && strcmp(flavor, "delta")) ||
-	    s->seen[stream] != want || (stream == 0 && strcmp(flavor, "full")))
+	bool jit = !strcmp(flavor, "skeleton") || !strcmp(flavor, "jit");
+	if (!strcmp(flavor, "jit") && s->seen[stream] == 1)
+		want = 1; /* after its skeleton */
+	if ((strcmp(flavor, "full") && strcmp(flavor, "presync") && strcmp(flavor, "delta") && !jit) ||
+	    s->seen[stream] != want || (stream == 0 && strcmp(flavor, "full")) || jit != (s->jit && stream))
 		return vy_error_set(err, EPROTO, "unexpected '%.16s' tree on stream %lld", flavor,
 				    (long long)stream);
-	s->seen[stream] = !strcmp(flavor, "presync") ? 1 : 2;
-	if (!strcmp(kind, "memory") && stream == 0)
+	s->seen[stream] = !strcmp(flavor, "presync") || !strcmp(flavor, "skeleton") ? 1 : 2;
+	if (jit && (!strcmp(kind, "rootfs") ? stream == 1 :
+		    !strcmp(kind, "volume") && index >= 0 && stream == 2 + index &&
+		    (size_t)index < json_object_array_length(s->volumes)))
+		snprintf(out, len, "%s/backing/%lld", s->ctr_dir, (long long)stream);
+	else if (jit)
+		return vy_error_set(err, EPROTO, "unexpected tree kind '%.16s' on stream %lld",
+				    kind, (long long)stream);
+	else if (!strcmp(kind, "memory") && stream == 0)
 		snprintf(out, len, "%s/images", s->mig_dir);
 	else if (!strcmp(kind, "rootfs") && stream == 1)
 		snprintf(out, len, "%s/bundle/rootfs", s->ctr_dir);
@@ -366,6 +390,113 @@ static int recv_delta(struct session *s, uint32_t stream, const char *dir,
 	return rc;
 }
 
+/* The priority list voyager-fs hydrates first: paths, one per line. */
+static int write_priority(const char *path, json_object *list, vy_error *err)
+{
+	size_t n = list && json_object_is_type(list, json_type_array)
+		   ? json_object_array_length(list) : 0;
+	cleanup_fclose FILE *f = fopen(path, "we");
+	if (!f)
+		return vy_error_sys(err, errno, "open %s", path);
+	for (size_t i = 0; i < n; i++) {
+		const char *p = json_object_get_string(json_object_array_get_idx(list, i));
+		if (p && vy_path_is_safe(p, strlen(p)) && !strchr(p, '\n'))
+			fprintf(f, "%s\n", p);
+	}
+	return fflush(f) == 0 ? 0 : vy_error_sys(err, errno, "write %s", path);
+}
+
+static void mountpoint_of(struct session *s, uint32_t stream, char *out, size_t len)
+{
+	if (stream == 1)
+		snprintf(out, len, "%s/bundle/rootfs", s->ctr_dir);
+	else
+		snprintf(out, len, "%s/volumes/%u", s->ctr_dir, stream - 2);
+}
+
+/* jit: a skeleton (before the freeze: metadata only, materialised in the
+ * backing directory), or the frozen tree's manifest, which brings the
+ * skeleton up to date and starts voyager-fs over it.  man is consumed. */
+static int recv_jit_tree(struct session *s, uint32_t stream, const char *dir, bool skeleton,
+			 struct vy_manifest *man, vy_error *err)
+{
+	struct vy_message end = { 0 };
+	json_object *e = NULL;
+	cleanup_close int rootfd = -1;
+	int rc = vy_channel_expect(s->ch, VY_MSG_TREE_END, &end, err);
+	if (rc == 0)
+		rc = vy_message_json(&end, &e, err);
+	vy_message_free(&end);
+	/* Metadata is local before anything runs here.  At the freeze only
+	 * the entries that changed since the skeleton are touched; a tree
+	 * whose shape changed (entries added or removed) is rebuilt. */
+	bool same = false;
+	if (rc == 0 && !skeleton && s->pre[stream].entries) {
+		uint32_t changed = 0;
+		cleanup_close int oldfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		int up = oldfd < 0 ? vy_error_sys(err, errno, "open %s", dir)
+				   : vy_manifest_update_skeleton(&s->pre[stream], man, oldfd,
+								 &changed, err);
+		if (up < 0)
+			rc = -1;
+		same = up == 1;
+		vy_info("migration %s: skeleton %s: %s (%u of %u entries changed)", s->id, dir,
+			same ? "updated in place" : "rebuilt", changed, man->count);
+	}
+	if (rc == 0 && !same && access(dir, F_OK) == 0)
+		rc = vy_rm_rf(dir, err);
+	if (rc == 0 && !same)
+		rc = vy_mkdir_p(dir, 0700, err);
+	if (rc == 0 && (rootfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+		rc = vy_error_sys(err, errno, "open %s", dir);
+	if (rc == 0 && !same)
+		rc = vy_manifest_materialise(man, rootfd, err);
+	if (rc == 0 && !same)
+		rc = vy_manifest_finish(man, rootfd, err);
+	if (rc == 0 && skeleton) {
+		vy_manifest_free(&s->pre[stream]);
+		s->pre[stream] = *man;
+		*man = (struct vy_manifest){ 0 };
+	}
+	struct vy_fs_mount *fm = &s->fs[s->nfs];
+	if (rc == 0 && !skeleton) {
+		memset(fm, 0, sizeof(*fm));
+		fm->stream = stream;
+		snprintf(fm->backing, sizeof(fm->backing), "%s", dir);
+		mountpoint_of(s, stream, fm->mountpoint, sizeof(fm->mountpoint));
+		char fsdir[PATH_MAX];
+		snprintf(fsdir, sizeof(fsdir), "%s/fs", s->ctr_dir);
+		snprintf(fm->state, sizeof(fm->state), "%s/%u.state", fsdir, stream);
+		snprintf(fm->manifest, sizeof(fm->manifest), "%s/%u.manifest", fsdir, stream);
+		snprintf(fm->priority, sizeof(fm->priority), "%s/%u.priority", fsdir, stream);
+		snprintf(fm->log, sizeof(fm->log), "%s/%u.log", fsdir, stream);
+		cleanup_free uint8_t *buf = NULL;
+		size_t len = 0;
+		rc = vy_mkdir_p(fsdir, 0700, err);
+		if (rc == 0)
+			rc = vy_manifest_encode(man, &buf, &len, err);
+		if (rc == 0)
+			rc = vy_write_file_atomic(fm->manifest, buf, len, 0600, err);
+		if (rc == 0)
+			rc = write_priority(fm->priority, json_object_object_get(e, "priority"), err);
+		if (rc == 0)
+			rc = vy_fs_start(s->d, s->id, s->source_addr, s->hydrate_rate, fm, err);
+		if (rc == 0) {
+			s->nfs++;
+			json_object *arr = json_object_new_array();
+			for (int i = 0; i < s->nfs; i++)
+				json_object_array_add(arr, vy_fs_to_json(&s->fs[i]));
+			vy_journal_set(s->j, "fs", arr);
+			rc = vy_journal_save(s->j, err);
+		}
+	}
+	json_object_put(e);
+	vy_manifest_free(man);
+	if (rc < 0)
+		return vy_error_wrap(err, "%s of %s", skeleton ? "skeleton" : "federated tree", dir);
+	return 0;
+}
+
 static int recv_tree(struct session *s, struct vy_message *first, vy_error *err)
 {
 	json_object *t = NULL;
@@ -384,6 +515,8 @@ static int recv_tree(struct session *s, struct vy_message *first, vy_error *err)
 	struct vy_tree_sink *sink = NULL;
 	cleanup_close int rootfd = -1;
 	rc = recv_manifest(s, mbytes, &man, err);
+	if (rc == 0 && (!strcmp(flavor, "skeleton") || !strcmp(flavor, "jit")))
+		return recv_jit_tree(s, stream, dir, !strcmp(flavor, "skeleton"), &man, err);
 	if (rc == 0 && !strcmp(flavor, "delta")) {
 		rc = recv_delta(s, stream, dir, &man, err);
 		vy_manifest_free(&man);
@@ -553,6 +686,17 @@ static void discard(struct session *s, const char *why)
 		s->restored = false;
 	}
 	drop_network(s);
+	for (int i = 0; i < s->nfs; i++) {
+		vy_fs_stop(&s->fs[i]);
+		/* Its log goes with the directory: keep what it said. */
+		cleanup_free char *tail = vy_file_tail(s->fs[i].log, 8);
+		if (tail && tail[0])
+			vy_info("migration %s: voyager-fs on %s said, last:\n%s", s->id,
+				s->fs[i].mountpoint, tail);
+	}
+	s->nfs = 0;
+	if (s->ctr_dir[0])
+		vy_fs_unmount_under(s->ctr_dir);
 	if (s->mig_dir[0])
 		vy_rm_rf(s->mig_dir, NULL);
 	if (s->ctr_dir[0])
@@ -578,9 +722,17 @@ static bool sync_received(struct session *s)
 static void committed(struct session *s)
 {
 	vy_journal_phase(s->j, "committed", NULL);
-	vy_journal_finish(s->j, "migrated", NULL, NULL);
+	if (!s->jit)
+		vy_journal_finish(s->j, "migrated", NULL, NULL);
 	vy_rm_rf(s->mig_dir, NULL);
 	vy_info("migration %s: %s now runs here", s->id, s->container);
+}
+
+/* jit: the container is ours; its files keep arriving until independent. */
+static void after_commit(struct session *s)
+{
+	if (s->jit)
+		vy_jit_hydrate(s->d, s->j, s->act, s->id, s->source_addr, s->fs, s->nfs);
 }
 
 /* Ask the source what it decided, until it knows. */
@@ -623,6 +775,7 @@ static void await_decision(struct session *s)
 		if (!strcmp(dec, "committed")) {
 			vy_runtime_resume(&s->d->rt, s->container, NULL);
 			committed(s);
+			after_commit(s);
 			return;
 		}
 		if (!strcmp(dec, "rolled-back") || !strcmp(dec, "unknown")) {
@@ -676,6 +829,7 @@ static void run_session(struct session *s)
 			vy_channel_send_json(s->ch, VY_MSG_COMMIT_ACK, a, NULL);
 			json_object_put(a);
 			vy_message_free(&msg);
+			after_commit(s);
 			return;
 		} else if (msg.type == VY_MSG_ABORT) {
 			discard(s, "the source aborted");
@@ -720,6 +874,7 @@ void vy_target_session(struct vy_daemon *d, vy_channel *ch, struct vy_message *f
 		vy_rm_rf(s->mig_dir, NULL);
 	} else {
 		vy_journal_set(s->j, "target_dirs", json_object_new_string(s->ctr_dir));
+		vy_journal_set(s->j, "mode", json_object_new_string(s->jit ? "jit" : "copy"));
 		if (s->netns[0])
 			vy_journal_set(s->j, "netns", json_object_new_string(s->netns));
 		vy_journal_phase(s->j, "receiving", NULL);

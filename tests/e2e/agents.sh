@@ -93,3 +93,16 @@ for k in sys.argv[2].split("."):
 print("" if v is None else (json.dumps(v) if isinstance(v, (dict, list)) else v))
 ' "$1" "$2"
 }
+
+# vy_wait_independent LAB HOST MID SECS: until the target HOST's journal of
+# jit migration MID says "migrated" (every byte local and durable there,
+# and the source told to let go).
+vy_wait_independent() {
+	local i st
+	for ((i = 0; i < $4 * 2; i++)); do
+		st=$(vy_cli "$1" "$2" --json status "$3" 2>/dev/null)
+		[ "$(vy_json_get "$st" migration.result 2>/dev/null)" = migrated ] && return 0
+		sleep 0.5
+	done
+	return 1
+}

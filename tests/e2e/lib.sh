@@ -129,6 +129,14 @@ crun_cleanup() {
 e2e_teardown() {
 	local rc=$? h rt id root
 	trap - EXIT INT TERM
+	if [ -n "$LAB" ] && [ "$T_FAIL" -gt 0 ]; then
+		# What the agents said, for the failure's log.
+		for h in "${E2E_HOSTS[@]}"; do
+			[ -f "$(lab_dir "$LAB" "$h")/voyagerd.log" ] || continue
+			echo "--- voyagerd.log of host $h (last 40 lines) ---" >&2
+			tail -40 "$(lab_dir "$LAB" "$h")/voyagerd.log" >&2
+		done
+	fi
 	if [ -n "$LAB" ]; then
 		for h in "${E2E_HOSTS[@]}"; do
 			for rt in runc crun; do

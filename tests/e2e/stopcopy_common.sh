@@ -1,5 +1,10 @@
-# stopcopy_common.sh - the stop-and-copy migration test, for one runtime
-# (RUNTIME=runc|crun, set by the t_*.sh that sources this).
+# stopcopy_common.sh - the migration test, for one runtime and one mode
+# (RUNTIME=runc|crun and MODE=presync|stop-copy|jit, set by the t_*.sh that
+# sources this; MODE defaults to presync).
+#
+# Everything on B is read through the container's own root
+# (/proc/PID/root): with MODE=jit that is voyager-fs, mounted inside host
+# B's mount namespace, where the files may still be arriving.
 #
 # Host A runs the counter workload with a rich fixture tree in its rootfs,
 # a directory volume and a single-file volume.  It migrates to B.  Then:
@@ -35,7 +40,8 @@ wait_until 10 test -s "$A/bundles/$ID/rootfs/data/counter" || { t_fail "counter 
 sleep 0.5
 read -r tok_before cnt_before <"$A/bundles/$ID/rootfs/data/counter"
 
-out=$(vy_cli "$LAB" a migrate "$ID" --to "$(lab_ip "$LAB" b)" --json)
+MODE=${MODE:-presync}
+out=$(vy_cli "$LAB" a migrate "$ID" --to "$(lab_ip "$LAB" b)" --mode "$MODE" --json)
 rc=$?
 echo "report: $out"
 [ $rc = 0 ] && [ "$(vy_json_get "$out" result)" = migrated ] &&
@@ -48,8 +54,14 @@ for k in downtime_ms total_ms bytes.memory bytes.rootfs bytes.volumes phases_ms.
 done
 [ -z "${missing:-}" ] && t_ok "report has downtime, total, bytes per kind, phase times" ||
 	t_fail "report fields" "missing:$missing"
-[ "$(vy_json_get "$out" bytes.volumes)" -gt 60000000 ] 2>/dev/null &&
-	t_ok "volume bytes counted" || t_fail "volume bytes counted" "$(vy_json_get "$out" bytes.volumes)"
+if [ "$MODE" = jit ]; then
+	[ "$(vy_json_get "$out" hydration.bytes_left)" -gt 60000000 ] 2>/dev/null &&
+		t_ok "jit: the volumes' bytes are left to hydrate" ||
+		t_fail "jit: bytes left to hydrate" "$(vy_json_get "$out" hydration.bytes_left)"
+else
+	[ "$(vy_json_get "$out" bytes.volumes)" -gt 60000000 ] 2>/dev/null &&
+		t_ok "volume bytes counted" || t_fail "volume bytes counted" "$(vy_json_get "$out" bytes.volumes)"
+fi
 
 stb=$(ctr_state b "$RUNTIME" "$ID")
 # crun 1.21 may call a container it restored outside its cgroup "stopped"
@@ -59,7 +71,7 @@ stb=$(ctr_state b "$RUNTIME" "$ID")
 [ "$(ctr_state a "$RUNTIME" "$ID")" = absent ] && t_ok "gone from A" || t_fail "gone from A" \
 	"$(ctr_state a "$RUNTIME" "$ID")"
 
-RB="$B/state/containers/$ID/bundle/rootfs"
+RB="/proc/$(ctr_pid b "$RUNTIME" "$ID")/root"
 sleep 0.5
 read -r tok_after cnt_after <"$RB/data/counter"
 [ "$tok_after" = "$tok_before" ] && [ "$cnt_after" -gt "$cnt_before" ] &&
@@ -74,7 +86,7 @@ python3 "$here/fixture.py" list "$RB/fixture" >"$B/fixture.after"
 diff -u "$A/fixture.before" "$B/fixture.after" >"$B/fixture.diff" &&
 	t_ok "rootfs: every file, mode, owner, time, xattr, symlink, hard link identical" ||
 	{ t_fail "rootfs identical" "see diff"; cat "$B/fixture.diff"; }
-python3 "$here/fixture.py" list "$B/state/containers/$ID/volumes/0" >"$B/vol.after"
+python3 "$here/fixture.py" list "$RB/vol" >"$B/vol.after"
 diff -u "$A/vol.before" "$B/vol.after" >"$B/vol.diff" &&
 	t_ok "directory volume identical" || { t_fail "directory volume identical"; cat "$B/vol.diff"; }
 [ "$(ctr_cat b "$RUNTIME" "$ID" /etc/app.conf)" = "setting=42" ] &&
@@ -86,9 +98,22 @@ lst=$(vy_cli "$LAB" a list)
 echo "$lst"
 grep -q "source.*$ID.*migrated" <<<"$lst" && t_ok "list on A shows the migration" ||
 	t_fail "list on A"
-grep -q "target.*$ID.*committed.*migrated" <<<"$(vy_cli "$LAB" b list)" &&
+want_b="committed.*migrated"
+[ "$MODE" = jit ] && want_b="(committed|hydrating|independent)"
+grep -qE "target.*$ID.*$want_b" <<<"$(vy_cli "$LAB" b list)" &&
 	t_ok "list on B shows it committed" || t_fail "list on B"
 mid=$(vy_json_get "$out" id)
+if [ "$MODE" = jit ]; then
+	vy_wait_independent "$LAB" b "$mid" 120 && t_ok "jit: B became independent and released A" ||
+		t_fail "jit: B independent" "$(vy_cli "$LAB" b --json status "$mid")"
+	st=$(vy_cli "$LAB" a --json status "$mid")
+	[ "$(vy_json_get "$st" migration.released)" = True ] && t_ok "jit: A recorded the release" ||
+		t_fail "jit: A released" "$st"
+	python3 "$here/fixture.py" list "$RB/fixture" >"$B/fixture.hydrated"
+	diff -u "$A/fixture.before" "$B/fixture.hydrated" &&
+		t_ok "jit: rootfs still identical once every byte is local" ||
+		t_fail "jit: rootfs identical once hydrated"
+fi
 st=$(vy_cli "$LAB" a --json status "$mid")
 [ "$(vy_json_get "$st" migration.decision)" = committed ] && t_ok "status ID shows the decision" ||
 	t_fail "status ID" "$st"
@@ -115,13 +140,15 @@ if [ "$RUNTIME" = crun ] && [ -n "$(vy_json_get "$out" warnings)" ]; then
 fi
 
 # And back again: B's received bundle is B's to delete once A has it.
-out2=$(vy_cli "$LAB" b migrate "$ID" --to "$(lab_ip "$LAB" a)" --json)
+out2=$(vy_cli "$LAB" b migrate "$ID" --to "$(lab_ip "$LAB" a)" --mode "$MODE" --json)
+[ "$MODE" = jit ] && { vy_wait_independent "$LAB" a "$(vy_json_get "$out2" id)" 120 ||
+	t_fail "jit: A independent after the way back"; }
 [ "$(vy_json_get "$out2" result)" = migrated ] && [ "$(ctr_state a "$RUNTIME" "$ID")" = running ] &&
 	[ "$(ctr_state b "$RUNTIME" "$ID")" = absent ] && t_ok "migrates back to A" ||
 	t_fail "migrates back to A" "$out2"
 [ ! -e "$B/state/containers/$ID" ] && t_ok "B deleted its received copy" ||
 	t_fail "B deleted its received copy"
-read -r tok_back cnt_back <"$A/state/containers/$ID/bundle/rootfs/data/counter"
+read -r tok_back cnt_back <"/proc/$(ctr_pid a "$RUNTIME" "$ID")/root/data/counter"
 [ "$tok_back" = "$tok_before" ] && [ "$cnt_back" -gt "$cnt_later" ] &&
 	t_ok "counter continued after the round trip" || t_fail "counter after round trip"
 t_done

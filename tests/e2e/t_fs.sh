@@ -156,6 +156,11 @@ check_small_files() {
 	b=$(cd "$MNT" && sha256sum etc/*.conf data/sub/* data/medium | sha256sum)
 	[ "$a" = "$b" ] && t_ok "small files and a 5 MiB file read back identical on demand" ||
 		t_fail "small files differ"
+	# The agent opens files beneath a root with O_NOFOLLOW (openat2): a
+	# federated tree must serve as a source in turn.
+	python3 -c 'import os,sys; os.close(os.open(sys.argv[1], os.O_RDONLY | os.O_NOFOLLOW))' \
+		"$MNT/etc/c1.conf" && t_ok "an O_NOFOLLOW open of a file works" ||
+		t_fail "O_NOFOLLOW open fails"
 }
 
 # rename, truncate and unlink files whose data has not arrived

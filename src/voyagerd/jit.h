@@ -1,0 +1,92 @@
+/* jit.h - just-in-time migration: the parts of the federation that live in
+ * the agent.
+ *
+ * Source side: once a tree is frozen, its manifest and an open directory fd
+ * are registered under (migration id, stream).  A target's voyager-fs
+ * connects, names the tree with FETCH_OPEN and is answered by
+ * vy_chunk_serve() until it hangs up.  The trees stay served after the
+ * commit, until the target says RELEASE (every chunk local and durable
+ * there); only then does the source delete its copy.  The manifests are
+ * kept in the migration's directory so that a restarted agent serves the
+ * same trees again (vy_serve_recover).
+ *
+ * Target side: one voyager-fs process per tree, started in its own session
+ * so that it outlives voyagerd, mounted over the container's rootfs and
+ * volume directories; its status is the xattr user.voyager.status on the
+ * mount root.
+ */
+#ifndef VY_JIT_H
+#define VY_JIT_H
+
+#include <limits.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <json-c/json.h>
+
+#include "channel.h"
+#include "daemon.h"
+#include "error.h"
+#include "manifest.h"
+
+/* ---- source ---- */
+
+/* Serve the tree at root_path (opened here) described by man, as stream
+ * `stream` of migration id.  man is taken over (zeroed) on success and on
+ * failure.  The encoded manifest is also written to save_path, so that
+ * vy_serve_recover() can serve it again after a restart. */
+int vy_serve_add(const char *id, uint32_t stream, const char *root_path,
+		 struct vy_manifest *man, const char *save_path, vy_error *err);
+/* Stop serving every tree of id (open connections finish their request). */
+void vy_serve_drop(const char *id);
+/* Bytes served for id so far (all trees, all connections). */
+uint64_t vy_serve_bytes(const char *id);
+/* FETCH_OPEN on a new peer channel: answer until the peer hangs up. */
+void vy_serve_session(struct vy_daemon *d, vy_channel *ch, json_object *body);
+/* RELEASE: the target holds everything; drop the frozen copy. */
+void vy_serve_release(struct vy_daemon *d, vy_channel *ch, json_object *body);
+/* After a restart: serve again the trees of a committed, unreleased jit
+ * migration whose journal is j. */
+int vy_serve_recover(struct vy_daemon *d, json_object *j, vy_error *err);
+/* Delete the data a released migration left here: its directory, and the
+ * container's received bundle if it was ours (voyager-fs mounts below it
+ * are unmounted first).  Both sides use it. */
+void vy_jit_delete_ours(struct vy_daemon *d, const char *container,
+			const char *bundle, const char *mig_dir);
+
+/* ---- target ---- */
+
+struct vy_fs_mount {
+	uint32_t stream;
+	pid_t pid;
+	char mountpoint[PATH_MAX];
+	char backing[PATH_MAX];
+	char state[PATH_MAX];
+	char manifest[PATH_MAX];
+	char priority[PATH_MAX]; /* "" for none */
+	char log[PATH_MAX];
+};
+
+/* Where the voyager-fs binary is: $VOYAGER_FS, next to voyagerd, in the
+ * build tree's src/fs, or in PATH.  "" if none. */
+int vy_fs_binary(char *out, size_t len, vy_error *err);
+/* Start voyager-fs for fm (paths filled in) in its own session and wait
+ * until the mount answers. */
+int vy_fs_start(struct vy_daemon *d, const char *id, const char *source,
+		uint64_t hydrate_rate, struct vy_fs_mount *fm, vy_error *err);
+/* Parsed user.voyager.status of a mount, or NULL. */
+json_object *vy_fs_status(const char *mountpoint);
+/* Unmount (lazily) and stop the process if it is still voyager-fs. */
+void vy_fs_stop(struct vy_fs_mount *fm);
+/* Unmount every voyager-fs mount at or below prefix (this mount namespace). */
+void vy_fs_unmount_under(const char *prefix);
+/* Target, after the commit: follow the mounts until every tree is
+ * independent (progress in act, which may be NULL), record it in j, then
+ * tell the source at `source` to let go, retrying until it answers. */
+void vy_jit_hydrate(struct vy_daemon *d, struct vy_journal *j, struct vy_active *act,
+		    const char *id, const char *source, struct vy_fs_mount *fs, int nfs);
+json_object *vy_fs_to_json(const struct vy_fs_mount *fm);
+int vy_fs_from_json(json_object *o, struct vy_fs_mount *fm, vy_error *err);
+
+#endif
