@@ -19,12 +19,16 @@
 #   5. a client on host c (tests/workloads/redis_client.py) that keeps ONE
 #      TCP connection to the container's address and talks on it every few
 #      ms, checking every reply
-#   6. voyager migrate to host b, with the CLI's progress and report; the
-#      address and the client's connection go with the container
+#   6. voyager migrate to host b (just-in-time, the default mode), with the
+#      CLI's progress and report; the address and the client's connection
+#      go with the container, which resumes on b at once on voyager-fs
+#      while its files arrive in the background
 #   7. proof: the client's connection never broke and every write it got
 #      acknowledged is there; from host c, on a fresh connection, every key
 #      present with the right value; the container runs on b as the same
-#      redis process (run_id) and is gone from a
+#      redis process (run_id) and is gone from a; its files all arrived
+#      (voyager status on b showed the hydration), b is independent and a
+#      released its copy
 # Exits 0 only if everything verified.
 #
 # Environment: DEMO_KEYS (default 20000), DEMO_KEEP_LOGS=DIR copies the
@@ -277,6 +281,18 @@ sb=$(rt b state "$ID" 2>/dev/null | python3 -c 'import json,sys; print(json.load
 [ -z "$sa" ]; check $? "is gone from host a (runc state on a: ${sa:-absent})"
 lab_exec "$LAB" b test -e "$HB/state/netns/$ID" && ! lab_exec "$LAB" a test -e "$NS"
 check $? "its network namespace moved: held by b's agent ($HB/state/netns/$ID), gone from a"
+
+echo "     its files (voyager-fs on b, hydrating from a in the background):"
+for _ in $(seq 240); do
+	hs=$(vy_cli "$LAB" b --json status "$MID" 2>/dev/null)
+	[ "$(vy_json_get "$hs" migration.result 2>/dev/null)" = migrated ] && break
+	sleep 0.5
+done
+hb=$(vy_json_get "$hs" migration.hydration)
+[ "$(vy_json_get "$hs" migration.result 2>/dev/null)" = migrated ]
+check $? "b holds every byte: $(vy_json_get "$hb" files) files, $(( $(vy_json_get "$hb" bytes 2>/dev/null || echo 0) / 1048576 )) MiB, all local $(vy_json_get "$hb" ms) ms after the commit; b is independent"
+[ "$(vy_json_get "$(vy_cli "$LAB" a --json status "$MID" 2>/dev/null)" migration.released)" = True ]
+check $? "a was told, and released its copy"
 
 echo "     from host c, a fresh connection to $CIP:6379:"
 rid=$(rc INFO server | tr -d '\r' | sed -n 's/^run_id://p')

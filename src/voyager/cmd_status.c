@@ -51,6 +51,19 @@ static void print_active(json_object *act)
 		printf("%s  %s %s %s  phase %s  %s / %s\n", vy_json_str(a, "id", ""),
 		       vy_json_str(a, "role", ""), vy_json_str(a, "container", ""),
 		       vy_json_str(a, "peer", ""), vy_json_str(a, "phase", ""), b, t);
+		json_object *h = json_object_object_get(a, "hydration");
+		if (h) {
+			unsigned long long bt = (unsigned long long)vy_json_int(h, "bytes_total", 0);
+			unsigned long long bp = (unsigned long long)vy_json_int(h, "bytes", 0);
+			char r[32];
+			cli_format_bytes((unsigned long long)vy_json_int(h, "rate_bps", 0), r, sizeof(r));
+			long long eta = (long long)vy_json_int(h, "eta_s", 0);
+			printf("  hydration %llu%%: %s of %s, %lld of %lld files, %s/s, eta %lld s%s\n",
+			       bt ? bp * 100 / bt : 100, b, t, (long long)vy_json_int(h, "files", 0),
+			       (long long)vy_json_int(h, "files_total", 0), r, eta,
+			       json_object_get_boolean(json_object_object_get(h, "source_up"))
+				       ? "" : "  (source unreachable: waiting)");
+		}
 	}
 }
 

@@ -51,6 +51,11 @@ mid=$(vy_json_get "$out" id)
 [ "$(fs_get independent)" = False ] && t_ok "B is not independent yet (the big file is on its way)" ||
 	t_fail "B should still be hydrating" "$(fs_status)"
 advancing_on_b && t_ok "the container runs on B" || t_fail "the container runs on B"
+stb=$(vy_cli "$LAB" b status)
+echo "$stb"
+grep -qE "hydration [0-9]+%: .* of [0-9]+ files, .*/s, eta" <<<"$stb" &&
+	t_ok "voyager status on B shows hydration: bytes, files, rate, ETA" ||
+	t_fail "status shows hydration" "$stb"
 
 # A 4 KiB write at 150 MiB, far ahead of the background stream.
 before=$(fs_get demand_bytes)
