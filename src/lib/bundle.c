@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 
 #include "cleanup.h"
 #include "util.h"
@@ -65,6 +66,26 @@ static bool under(const char *path, const char *dir)
 {
 	size_t n = strlen(dir);
 	return !strncmp(path, dir, n) && (path[n] == '/' || path[n] == '\0');
+}
+
+const char *vy_network_fs(const char *path)
+{
+	static const struct {
+		unsigned long magic;
+		const char *name;
+	} kinds[] = {
+		{ 0x6969, "nfs" },       { 0x517b, "smb" },      { 0xfe534d42, "smb2" },
+		{ 0xff534d42, "cifs" },  { 0x00c36400, "ceph" }, { 0x01021997, "9p" },
+		{ 0x5346414f, "afs" },   { 0x01161970, "gfs2" }, { 0x7461636f, "ocfs2" },
+		{ 0x0bd00bd0, "lustre" },
+	};
+	struct statfs sf;
+	if (statfs(path, &sf) < 0)
+		return NULL;
+	for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)
+		if ((unsigned long)sf.f_type == kinds[i].magic)
+			return kinds[i].name;
+	return NULL;
 }
 
 int vy_bundle_volumes(json_object *config, struct vy_volume *vols, int *count,

@@ -23,6 +23,7 @@ struct vy_volume {
 	char ctr_path[PATH_MAX];       /* destination inside the container */
 	char host_path[PATH_MAX];      /* source on this host */
 	bool is_dir;
+	bool shared;                   /* network storage: re-mounted, never copied */
 };
 
 int vy_bundle_load(const char *bundle_dir, json_object **config, vy_error *err);
@@ -31,6 +32,10 @@ int vy_bundle_rootfs(json_object *config, const char *bundle_dir, char *out,
 		     size_t outlen, vy_error *err);
 /* The container's local volumes: bind mounts whose source is not under
  * /proc, /sys or /dev.  Fills at most VY_MAX_VOLUMES. */
+/* The name of the network filesystem path lives on (nfs, cifs, ceph, ...),
+ * or NULL for local storage. */
+const char *vy_network_fs(const char *path);
+
 int vy_bundle_volumes(json_object *config, struct vy_volume *vols, int *count,
 		      vy_error *err);
 /* Point root.path at rootfs, each volume's mount source at its new

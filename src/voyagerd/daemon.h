@@ -25,6 +25,7 @@
 #define VY_DEFAULT_STATE_DIR "/var/lib/voyager"
 #define VY_DEFAULT_KEY "/etc/voyager/cluster.key"
 #define VY_MAX_ACTIVE 64
+#define VY_MAX_SHARED 8
 
 struct vy_daemon {
 	char listen[256];
@@ -35,6 +36,10 @@ struct vy_daemon {
 	char pid_file[PATH_MAX];
 	char netns_dir[PATH_MAX]; /* network namespaces this agent holds */
 	char bridge[64];          /* attach received containers here ("" = as on the source) */
+	/* Storage every host mounts at the same path (--shared-path): a
+	 * volume there is re-mounted on the target, never copied. */
+	char shared[VY_MAX_SHARED][PATH_MAX];
+	int nshared;
 	uint8_t key[VY_KEY_LEN];
 	struct vy_runtime rt;
 	json_object *facts; /* this host's pre-flight facts */

@@ -43,6 +43,10 @@ static void usage(FILE *f)
 		"                             (default STATE-DIR/netns)\n"
 		"  -b, --bridge NAME          attach received containers to this bridge\n"
 		"                             (default: a bridge of the same name as on the source)\n"
+		"  -S, --shared-path DIR      storage that every host mounts at the same path\n"
+		"                             (repeatable): volumes there are re-mounted on the\n"
+		"                             target, not copied; NFS, CIFS/SMB, Ceph, 9p, AFS,\n"
+		"                             GFS2, OCFS2 and Lustre are recognised by themselves\n"
 		"  -v, --verbose              debug logging\n"
 		"  -h, --help                 this help\n"
 		"  -V, --version              print the version\n",
@@ -63,6 +67,7 @@ static int parse_args(struct vy_daemon *d, int argc, char **argv)
 		{ "pid-file", required_argument, 0, 'p' },
 		{ "netns-dir", required_argument, 0, 'n' },
 		{ "bridge", required_argument, 0, 'b' },
+		{ "shared-path", required_argument, 0, 'S' },
 		{ "verbose", no_argument, 0, 'v' },
 		{ "help", no_argument, 0, 'h' },
 		{ "version", no_argument, 0, 'V' },
@@ -75,7 +80,7 @@ static int parse_args(struct vy_daemon *d, int argc, char **argv)
 	snprintf(d->socket_path, sizeof(d->socket_path), "%s", VY_DEFAULT_SOCKET);
 	d->peer_timeout_ms = 30000;
 	int c;
-	while ((c = getopt_long(argc, argv, "l:d:k:r:R:s:c:t:p:n:b:vhV", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "l:d:k:r:R:s:c:t:p:n:b:S:vhV", opts, NULL)) != -1) {
 		switch (c) {
 		case 'l': snprintf(d->listen, sizeof(d->listen), "%s", optarg); break;
 		case 'd': snprintf(d->state_dir, sizeof(d->state_dir), "%s", optarg); break;
@@ -94,6 +99,14 @@ static int parse_args(struct vy_daemon *d, int argc, char **argv)
 		case 'p': snprintf(d->pid_file, sizeof(d->pid_file), "%s", optarg); break;
 		case 'n': snprintf(d->netns_dir, sizeof(d->netns_dir), "%s", optarg); break;
 		case 'b': snprintf(d->bridge, sizeof(d->bridge), "%s", optarg); break;
+		case 'S':
+			if (optarg[0] != '/' || d->nshared == VY_MAX_SHARED) {
+				fprintf(stderr, "voyagerd: --shared-path wants an absolute path (at "
+						"most %d of them)\n", VY_MAX_SHARED);
+				return 2;
+			}
+			snprintf(d->shared[d->nshared++], PATH_MAX, "%s", optarg);
+			break;
 		case 'v': vy_log_set_level(VY_LOG_DEBUG); break;
 		case 'h': usage(stdout); exit(0);
 		case 'V': printf("voyagerd %s\n", VOYAGER_VERSION); exit(0);

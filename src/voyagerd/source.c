@@ -76,6 +76,17 @@ static int load_container(struct migration *m, vy_error *err)
 	    vy_bundle_rootfs(m->config, m->bundle, m->rootfs, sizeof(m->rootfs), err) < 0 ||
 	    vy_bundle_volumes(m->config, m->vols, &m->nvol, err) < 0)
 		return vy_error_wrap(err, "bundle %s", m->bundle);
+	for (int i = 0; i < m->nvol; i++) {
+		const char *fs = vy_network_fs(m->vols[i].host_path);
+		for (int k = 0; !fs && k < m->d->nshared; k++)
+			if (vy_path_is_under(m->vols[i].host_path, m->d->shared[k]) ||
+			    !strcmp(m->vols[i].host_path, m->d->shared[k]))
+				fs = "--shared-path";
+		m->vols[i].shared = fs != NULL;
+		if (fs)
+			vy_info("migration %s: volume %s is on shared storage (%s): re-mounted on "
+				"the target, not copied", m->id, m->vols[i].host_path, fs);
+	}
 	/* Freezing works on the container's cgroup: a process outside it would
 	 * keep running through the dump, and then run on both hosts. */
 	const char *cgp = vy_json_str(json_object_object_get(m->config, "linux"), "cgroupsPath", "");
@@ -152,6 +163,10 @@ static json_object *preflight_request(struct migration *m, vy_error *err)
 		json_object_object_add(v, "destination", json_object_new_string(m->vols[i].ctr_path));
 		json_object_object_add(v, "is_dir", json_object_new_boolean(m->vols[i].is_dir));
 		json_object_object_add(v, "name", json_object_new_string(base ? base + 1 : "volume"));
+		if (m->vols[i].shared) {
+			json_object_object_add(v, "shared", json_object_new_boolean(1));
+			json_object_object_add(v, "source", json_object_new_string(m->vols[i].host_path));
+		}
 		json_object_array_add(vols, v);
 	}
 	json_object_object_add(o, "volumes", vols);
@@ -171,7 +186,8 @@ static int run_preflight(struct migration *m, vy_error *err)
 		return -1;
 	m->disk_bytes = vy_tree_size(m->rootfs, true);
 	for (int i = 0; i < m->nvol; i++)
-		m->disk_bytes += vy_tree_size(m->vols[i].host_path, m->vols[i].is_dir);
+		if (!m->vols[i].shared)
+			m->disk_bytes += vy_tree_size(m->vols[i].host_path, m->vols[i].is_dir);
 	m->need_bytes += m->disk_bytes;
 	if (vy_mkdir_p(m->dir, 0700, err) < 0)
 		return -1;

@@ -326,7 +326,8 @@ int vy_source_skeleton(struct migration *m, vy_error *err)
 		collect_hot_paths(m, st.pid);
 	int rc = send_jit_tree(m, 1, "rootfs", 0, m->rootfs, true, "skeleton", "/", err);
 	for (int i = 0; rc == 0 && i < m->nvol; i++)
-		rc = send_jit_tree(m, 2 + (uint32_t)i, "volume", i, m->vols[i].host_path,
+		if (!m->vols[i].shared)
+			rc = send_jit_tree(m, 2 + (uint32_t)i, "volume", i, m->vols[i].host_path,
 				   m->vols[i].is_dir, "skeleton", m->vols[i].ctr_path, err);
 	if (rc < 0)
 		return vy_source_explain_send_failure(m, err);
@@ -391,8 +392,9 @@ int vy_source_presync(struct migration *m, vy_error *err)
 	vy_source_progress_start(m);
 	int rc = send_tree(m, 1, "rootfs", 0, m->rootfs, true, "presync", &m->bytes_rootfs, err);
 	for (int i = 0; rc == 0 && i < m->nvol; i++)
-		rc = send_tree(m, 2 + (uint32_t)i, "volume", i, m->vols[i].host_path,
-			       m->vols[i].is_dir, "presync", &m->bytes_volumes, err);
+		if (!m->vols[i].shared)
+			rc = send_tree(m, 2 + (uint32_t)i, "volume", i, m->vols[i].host_path,
+				       m->vols[i].is_dir, "presync", &m->bytes_volumes, err);
 	vy_source_progress_stop(m);
 	if (rc < 0)
 		return vy_source_explain_send_failure(m, err);
@@ -420,7 +422,8 @@ int vy_source_transfer(struct migration *m, vy_error *err)
 		vy_journal_set(m->j, "serve", json_object_get(m->serve));
 		rc = send_jit_tree(m, 1, "rootfs", 0, m->rootfs, true, "jit", "/", err);
 		for (int i = 0; rc == 0 && i < m->nvol; i++)
-			rc = send_jit_tree(m, 2 + (uint32_t)i, "volume", i, m->vols[i].host_path,
+			if (!m->vols[i].shared)
+				rc = send_jit_tree(m, 2 + (uint32_t)i, "volume", i, m->vols[i].host_path,
 					   m->vols[i].is_dir, "jit", m->vols[i].ctr_path, err);
 		/* The journal names what we serve before anything can commit. */
 		if (rc == 0)
@@ -429,7 +432,8 @@ int vy_source_transfer(struct migration *m, vy_error *err)
 		rc = send_tree(m, 1, "rootfs", 0, m->rootfs, true, flavor, &m->bytes_rootfs, err);
 	}
 	for (int i = 0; !jit && rc == 0 && i < m->nvol; i++)
-		rc = send_tree(m, 2 + (uint32_t)i, "volume", i, m->vols[i].host_path,
+		if (!m->vols[i].shared)
+			rc = send_tree(m, 2 + (uint32_t)i, "volume", i, m->vols[i].host_path,
 			       m->vols[i].is_dir, flavor, &m->bytes_volumes, err);
 	vy_source_progress_stop(m);
 	if (rc < 0)

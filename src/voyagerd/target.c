@@ -155,6 +155,11 @@ static int check_room(struct session *s, json_object *req, vy_error *err)
 	return 0;
 }
 
+static bool volume_shared(json_object *v)
+{
+	return json_object_get_boolean(json_object_object_get(v, "shared"));
+}
+
 static int check_volumes(struct session *s, json_object *req, vy_error *err)
 {
 	json_object *vols;
@@ -172,6 +177,19 @@ static int check_volumes(struct session *s, json_object *req, vy_error *err)
 		    !vy_path_is_safe(name, strlen(name)) || !name[0] || strchr(name, '/'))
 			return vy_error_set(err, EINVAL, "volume %zu cannot be mapped on this host "
 					    "(name '%.64s', destination '%.64s')", i, name, dst);
+		if (!volume_shared(v))
+			continue;
+		/* Network storage: it must be right here, at the same path. */
+		const char *src = vy_json_str(v, "source", "");
+		bool is_dir = json_object_get_boolean(json_object_object_get(v, "is_dir"));
+		struct stat st;
+		if (src[0] != '/' || !vy_path_is_safe(src + 1, strlen(src + 1)))
+			return vy_error_set(err, EINVAL, "shared volume %zu has a bad source '%.64s'",
+					    i, src);
+		if (stat(src, &st) < 0 || (is_dir ? !S_ISDIR(st.st_mode) : !S_ISREG(st.st_mode)))
+			return vy_error_set(err, ENOENT, "network volume %s (%s in the container) is "
+					    "not reachable on this host: mount it here at the same "
+					    "path first", src, dst);
 	}
 	s->volumes = json_object_get(vols);
 	return 0;
@@ -272,7 +290,8 @@ static int stream_dir(struct session *s, json_object *t, char *out, size_t len,
 	s->seen[stream] = !strcmp(flavor, "presync") || !strcmp(flavor, "skeleton") ? 1 : 2;
 	if (jit && (!strcmp(kind, "rootfs") ? stream == 1 :
 		    !strcmp(kind, "volume") && index >= 0 && stream == 2 + index &&
-		    (size_t)index < json_object_array_length(s->volumes)))
+		    (size_t)index < json_object_array_length(s->volumes) &&
+		    !volume_shared(json_object_array_get_idx(s->volumes, (size_t)index))))
 		snprintf(out, len, "%s/backing/%lld", s->ctr_dir, (long long)stream);
 	else if (jit)
 		return vy_error_set(err, EPROTO, "unexpected tree kind '%.16s' on stream %lld",
@@ -282,7 +301,8 @@ static int stream_dir(struct session *s, json_object *t, char *out, size_t len,
 	else if (!strcmp(kind, "rootfs") && stream == 1)
 		snprintf(out, len, "%s/bundle/rootfs", s->ctr_dir);
 	else if (!strcmp(kind, "volume") && index >= 0 && stream == 2 + index &&
-		 (size_t)index < json_object_array_length(s->volumes))
+		 (size_t)index < json_object_array_length(s->volumes) &&
+		 !volume_shared(json_object_array_get_idx(s->volumes, (size_t)index)))
 		snprintf(out, len, "%s/volumes/%lld", s->ctr_dir, (long long)index);
 	else
 		return vy_error_set(err, EPROTO, "unexpected tree kind '%.16s' on stream %lld",
@@ -571,7 +591,9 @@ static int write_bundle(struct session *s, json_object *config, char *bundle,
 			return vy_error_set(err, EINVAL, "volume %s has no mount in config", dst);
 		vols[nvol].mount_index = (int)mi++;
 		vols[nvol].is_dir = json_object_get_boolean(json_object_object_get(v, "is_dir"));
-		if (vols[nvol].is_dir)
+		if (volume_shared(v))
+			snprintf(vols[nvol].host_path, PATH_MAX, "%s", vy_json_str(v, "source", ""));
+		else if (vols[nvol].is_dir)
 			snprintf(vols[nvol].host_path, PATH_MAX, "%s/volumes/%zu", s->ctr_dir, i);
 		else
 			snprintf(vols[nvol].host_path, PATH_MAX, "%s/volumes/%zu/%s", s->ctr_dir, i,
@@ -620,7 +642,8 @@ static int restore_here(struct session *s, struct vy_message *msg, vy_error *err
 	int rc = 0;
 	bool complete = s->seen[0] == 2 && s->seen[1] == 2;
 	for (size_t v = 0; complete && v < json_object_array_length(s->volumes); v++)
-		complete = s->seen[2 + v] == 2;
+		complete = s->seen[2 + v] == 2 ||
+			   volume_shared(json_object_array_get_idx(s->volumes, v));
 	if (!complete)
 		rc = vy_error_set(err, EPROTO, "restore requested before every tree arrived");
 	else if (!json_object_object_get_ex(r, "config", &config) ||

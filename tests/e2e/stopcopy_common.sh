@@ -18,7 +18,12 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 [ "$RUNTIME" = crun ] && { crun_prepare || { t_fail "crun set-up (hugetlb v1)"; t_done; }; }
 e2e_setup a b || { t_fail "lab set-up"; t_done; }
 vy_key_init "$(host_dir a)/../../keys" || { t_fail "keygen"; t_done; }
-vy_agent_start "$LAB" a "$RUNTIME" && vy_agent_start "$LAB" b "$RUNTIME" ||
+# Storage both hosts see at the same path, as an NFS mount would be: the
+# agents are told so, and a volume there is re-mounted, never copied.
+SHARED=$LAB_VAR_BASE/$LAB/shared
+mkdir -p "$SHARED" && echo "on the network" >"$SHARED/note"
+vy_agent_start "$LAB" a "$RUNTIME" --shared-path "$SHARED" &&
+	vy_agent_start "$LAB" b "$RUNTIME" --shared-path "$SHARED" ||
 	{ t_fail "agents start"; t_done; }
 
 ID=${LAB}c
@@ -28,7 +33,8 @@ mkdir -p "$A/vol" && python3 "$here/fixture.py" make "$A/vol"
 echo "setting=42" >"$A/app.conf"
 "$BUNDLE_SH" create "$A/bundles/$ID" busybox --id "$ID" \
 	--cgroup-parent "$(lab_cgroup_parent "$LAB" a)" \
-	--volume "$A/vol:/vol" --volume "$A/app.conf:/etc/app.conf" -- /sbin/counter >/dev/null ||
+	--volume "$A/vol:/vol" --volume "$A/app.conf:/etc/app.conf" --volume "$SHARED:/shared" \
+	-- /sbin/counter >/dev/null ||
 	{ t_fail "bundle"; t_done; }
 mkdir -p "$A/bundles/$ID/rootfs/fixture"
 python3 "$here/fixture.py" make "$A/bundles/$ID/rootfs/fixture"
@@ -93,6 +99,12 @@ diff -u "$A/vol.before" "$B/vol.after" >"$B/vol.diff" &&
 	t_ok "file volume mounted on B" || t_fail "file volume mounted on B"
 [ "$(ctr_cat b "$RUNTIME" "$ID" /vol/plain.txt | head -1)" = "hello from the source host" ] &&
 	t_ok "directory volume mounted on B" || t_fail "directory volume mounted on B"
+echo "written on B" >"$RB/shared/from-b" 2>/dev/null
+[ "$(ctr_cat b "$RUNTIME" "$ID" /shared/note)" = "on the network" ] &&
+	[ "$(cat "$SHARED/from-b" 2>/dev/null)" = "written on B" ] &&
+	[ ! -e "$B/state/containers/$ID/volumes/2" ] &&
+	t_ok "shared volume re-mounted on B, not copied (a write there lands on the shared storage)" ||
+	t_fail "shared volume re-mounted" "$(ls "$B/state/containers/$ID/volumes" 2>&1)"
 
 lst=$(vy_cli "$LAB" a list)
 echo "$lst"

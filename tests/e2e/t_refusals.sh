@@ -127,6 +127,29 @@ lab_exec "$LAB" b mount -t tmpfs -o size=2m vytmpfs "$B/state" && {
 	lab_exec "$LAB" b umount "$B/state"
 }
 
+# 6b. a volume on "shared" storage that the target cannot see: refused, and
+# never copied instead (a second container; A's agent is told that
+# $A/netvol is shared, which B cannot see)
+ID2=${ID}n
+mkdir -p "$A/netvol" && echo data >"$A/netvol/f"
+"$BUNDLE_SH" create "$A/bundles/$ID2" busybox --id "$ID2" \
+	--cgroup-parent "$(lab_cgroup_parent "$LAB" a)" --volume "$A/netvol:/net" -- /sbin/counter \
+	>/dev/null && ctr_run a runc "$ID2" "$A/bundles/$ID2" || t_fail "second container"
+vy_agent_stop "$LAB" a
+vy_agent_start "$LAB" a runc --shared-path "$A/netvol"
+vy_agent_start "$LAB" b runc
+out=$(vy_cli "$LAB" a migrate "$ID2" --to "$(lab_ip "$LAB" b)" --json)
+echo "shared volume: $out"
+[ "$(vy_json_get "$out" error.phase)" = preflight ] &&
+	grep -q "not reachable on this host" <<<"$(vy_json_get "$out" error.message)" &&
+	[ "$(ctr_state a runc "$ID2")" = running ] && [ "$(ctr_state b runc "$ID2")" = absent ] &&
+	t_ok "a shared volume the target cannot reach: refused in pre-flight, container stays" ||
+	t_fail "shared volume unreachable on the target" "$out"
+ctr_delete a runc "$ID2"
+vy_agent_stop "$LAB" a
+vy_agent_stop "$LAB" b
+vy_agent_start "$LAB" a runc
+
 # 7. a memory mode this kernel cannot do is refused before anything moves
 vy_agent_start "$LAB" b runc
 if criu check --feature mem_dirty_track >/dev/null 2>&1; then
