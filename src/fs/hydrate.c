@@ -62,7 +62,7 @@ static void nap(struct vyfs *fs, int ms)
 int vyfs_track_fd(struct vyfs *fs, uint32_t f)
 {
 	struct vyfs_track *t = &fs->tracks[f];
-	if (t->data_fd < 0 && t->handle)
+	if (t->data_fd < 0 && vyfs_resolve_track(fs, f) == 0)
 		t->data_fd = open_by_handle_at(fs->backing_dir_fd, t->handle,
 					       O_RDWR | O_CLOEXEC);
 	return t->data_fd;

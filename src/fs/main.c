@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/vfs.h>
 
 #include <openssl/evp.h>
 
@@ -145,30 +146,152 @@ static int load_manifest(struct vyfs *fs, const char *path, uint8_t sha[32],
 	return 0;
 }
 
+/* Tracked entries are sorted by directory, then name, so that each
+ * directory is read once (getdents gives the inode numbers: no stat and no
+ * path walk per file; this runs while the container waits to restore). */
+static size_t dir_len(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	return slash ? (size_t)(slash - path) : 0;
+}
+
+static const char *base_name(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	return slash ? slash + 1 : path;
+}
+
+static int by_dir_then_name(const void *a, const void *b, void *arg)
+{
+	const struct vy_manifest *m = arg;
+	const char *pa = m->entries[*(const uint32_t *)a].path;
+	const char *pb = m->entries[*(const uint32_t *)b].path;
+	size_t la = dir_len(pa), lb = dir_len(pb);
+	int c = memcmp(pa, pb, la < lb ? la : lb);
+	if (c || la != lb)
+		return c ? c : (la < lb ? -1 : 1);
+	return strcmp(base_name(pa), base_name(pb));
+}
+
+struct dent {
+	char *name;
+	uint64_t ino;
+	unsigned char type;
+};
+
+static int by_dent_name(const void *a, const void *b)
+{
+	return strcmp(((const struct dent *)a)->name, ((const struct dent *)b)->name);
+}
+
+static void dents_free(struct dent *d, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(d[i].name);
+	free(d);
+}
+
+/* The entries of directory dir (relative to the backing root), by name. */
+static int read_dir(struct vyfs *fs, const char *dir, struct dent **out, size_t *n,
+		    vy_error *err)
+{
+	int fd = vy_manifest_open_entry(fs->backing_fd, dir, O_RDONLY | O_DIRECTORY, err);
+	if (fd < 0)
+		return -1;
+	DIR *d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return vy_error_sys(err, errno, "read directory '%s'", dir);
+	}
+	size_t cap = 64, k = 0;
+	struct dent *v = malloc(cap * sizeof(*v));
+	struct dirent *de;
+	int rc = v ? 0 : vy_error_set(err, ENOMEM, "out of memory");
+	while (rc == 0 && (de = readdir(d))) {
+		if (k == cap) {
+			struct dent *nv = realloc(v, (cap *= 2) * sizeof(*v));
+			if (!nv) {
+				rc = vy_error_set(err, ENOMEM, "out of memory");
+				break;
+			}
+			v = nv;
+		}
+		v[k].type = de->d_type;
+		v[k].ino = de->d_ino;
+		if (de->d_type == DT_UNKNOWN || fs->stat_inos) {
+			struct stat st;
+			if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+				v[k].type = S_ISREG(st.st_mode) ? DT_REG : DT_UNKNOWN;
+				v[k].ino = st.st_ino;
+			}
+		}
+		if (!(v[k].name = strdup(de->d_name)))
+			rc = vy_error_set(err, ENOMEM, "out of memory");
+		else
+			k++;
+	}
+	closedir(d);
+	if (rc < 0) {
+		dents_free(v, k);
+		return -1;
+	}
+	qsort(v, k, sizeof(*v), by_dent_name);
+	*out = v;
+	*n = k;
+	return 0;
+}
+
 /* Fresh state: every tracked file's backing inode, by its manifest path. */
 static int create_state(struct vyfs *fs, const char *path, const uint8_t sha[32],
 			vy_error *err)
 {
 	cleanup_free uint64_t *inos = calloc(fs->man.count ? fs->man.count : 1, sizeof(*inos));
-	if (!inos)
+	cleanup_free uint32_t *order = malloc((fs->man.count ? fs->man.count : 1) * sizeof(*order));
+	if (!inos || !order)
 		return vy_error_set(err, ENOMEM, "out of memory");
+	/* overlayfs may give readdir inode numbers that stat does not */
+	struct statfs sf;
+	fs->stat_inos = fstatfs(fs->backing_dir_fd, &sf) < 0 || sf.f_type == 0x794c7630;
+	uint32_t n = 0;
 	for (uint32_t i = 0; i < fs->man.count; i++) {
 		const struct vy_entry *e = &fs->man.entries[i];
-		if (e->type != VY_ENTRY_REG || e->link_of != VY_NO_LINK || !e->size)
-			continue;
-		cleanup_close int fd = vy_manifest_open_entry(fs->backing_fd, e->path, O_PATH, err);
-		struct stat st;
-		if (fd < 0 || fstat(fd, &st) < 0)
-			return vy_error_wrap(err, "backing tree does not match the manifest");
-		if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != e->size)
-			return vy_error_set(err, EINVAL, "backing %s is not the manifest's "
-							 "%" PRIu64 "-byte file", e->path, e->size);
-		inos[i] = st.st_ino;
+		if (e->type == VY_ENTRY_REG && e->link_of == VY_NO_LINK && e->size)
+			order[n++] = i;
 	}
+	qsort_r(order, n, sizeof(*order), by_dir_then_name, &fs->man);
+	struct dent *dents = NULL;
+	size_t nd = 0;
+	int rc = 0;
+	for (uint32_t k = 0; rc == 0 && k < n; k++) {
+		const char *p = fs->man.entries[order[k]].path;
+		size_t dl = dir_len(p);
+		if (k == 0 || dl != dir_len(fs->man.entries[order[k - 1]].path) ||
+		    memcmp(p, fs->man.entries[order[k - 1]].path, dl)) {
+			dents_free(dents, nd);
+			dents = NULL;
+			nd = 0;
+			char *dir = strndup(p, dl);
+			rc = dir ? read_dir(fs, dir, &dents, &nd, err)
+				 : vy_error_set(err, ENOMEM, "out of memory");
+			free(dir);
+			if (rc < 0)
+				break;
+		}
+		struct dent key = { .name = (char *)base_name(p) };
+		struct dent *hit = bsearch(&key, dents, nd, sizeof(*dents), by_dent_name);
+		if (!hit || hit->type != DT_REG)
+			rc = vy_error_set(err, EINVAL, "backing tree does not match the manifest: "
+					  "no regular file %s", p);
+		else
+			inos[order[k]] = hit->ino;
+	}
+	dents_free(dents, nd);
+	if (rc < 0)
+		return -1;
 	return vy_chunkmap_create(path, &fs->man, sha, fs->chunk_size, inos, &fs->cm, err);
 }
 
-static struct vyfs *walk_fs; /* nftw has no user pointer */
+static struct vyfs *walk_fs; /* nftw has no user pointer; under resolve_lock */
 
 static int find_renamed(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
@@ -189,11 +312,52 @@ static int find_renamed(const char *path, const struct stat *st, int flag, struc
 	return 0;
 }
 
+/* The handle of tracked file f by its manifest path, if the inode there is
+ * still the one we track. */
+static struct file_handle *handle_by_path(struct vyfs *fs, uint32_t f)
+{
+	const struct vy_entry *e = &fs->man.entries[vy_chunkmap_entry(fs->cm, f)];
+	vy_error ignore;
+	cleanup_close int fd = vy_manifest_open_entry(fs->backing_fd, e->path, O_PATH, &ignore);
+	struct stat st;
+	struct file_handle *h = malloc(sizeof(*h) + MAX_HANDLE_SZ);
+	int mount_id;
+	if (!h)
+		return NULL;
+	h->handle_bytes = MAX_HANDLE_SZ;
+	if (fd >= 0 && fstat(fd, &st) == 0 && st.st_ino == vy_chunkmap_ino(fs->cm, f) &&
+	    name_to_handle_at(fd, "", h, &mount_id, AT_EMPTY_PATH) == 0)
+		return h;
+	free(h);
+	return NULL;
+}
+
+/* A fresh start resolves handles when first needed (nothing can have been
+ * renamed before the mount); a file renamed since, or a directory above
+ * it, is found by one walk of the backing tree, by inode. */
+int vyfs_resolve_track(struct vyfs *fs, uint32_t f)
+{
+	struct vyfs_track *t = &fs->tracks[f];
+	pthread_mutex_lock(&fs->resolve_lock);
+	if (!t->handle)
+		t->handle = handle_by_path(fs, f);
+	if (!t->handle && fs->backing_path) {
+		walk_fs = fs;
+		nftw(fs->backing_path, find_renamed, 64, FTW_PHYS | FTW_MOUNT);
+	}
+	int rc = t->handle ? 0 : -ENOENT;
+	pthread_mutex_unlock(&fs->resolve_lock);
+	return rc;
+}
+
 /* A handle per incomplete tracked file, so fetched bytes reach it under
  * whatever name it has now.  Files renamed while we were down are found by
- * a walk; a file whose inode is nowhere lost its last name: dropped. */
-static int resolve_tracks(struct vyfs *fs, const char *backing, vy_error *err)
+ * a walk; a file whose inode is nowhere lost its last name: dropped.  With
+ * eager false (a fresh state), handles are made when first needed. */
+static int resolve_tracks(struct vyfs *fs, const char *backing, bool eager, vy_error *err)
 {
+	pthread_mutex_init(&fs->resolve_lock, NULL);
+	fs->backing_path = backing;
 	uint32_t count = vy_chunkmap_count(fs->cm), unresolved = 0;
 	fs->tracks = calloc(count ? count : 1, sizeof(*fs->tracks));
 	if (!fs->tracks)
@@ -202,25 +366,13 @@ static int resolve_tracks(struct vyfs *fs, const char *backing, vy_error *err)
 		struct vyfs_track *t = &fs->tracks[f];
 		pthread_mutex_init(&t->lock, NULL);
 		t->data_fd = -1;
-		if (vy_chunkmap_complete(fs->cm, f))
+		if (!eager || vy_chunkmap_complete(fs->cm, f))
 			continue;
-		const struct vy_entry *e = &fs->man.entries[vy_chunkmap_entry(fs->cm, f)];
-		vy_error ignore;
-		cleanup_close int fd = vy_manifest_open_entry(fs->backing_fd, e->path, O_PATH, &ignore);
-		struct stat st;
-		struct file_handle *h = malloc(sizeof(*h) + MAX_HANDLE_SZ);
-		int mount_id;
-		if (!h)
-			return vy_error_set(err, ENOMEM, "out of memory");
-		h->handle_bytes = MAX_HANDLE_SZ;
-		if (fd >= 0 && fstat(fd, &st) == 0 && st.st_ino == vy_chunkmap_ino(fs->cm, f) &&
-		    name_to_handle_at(fd, "", h, &mount_id, AT_EMPTY_PATH) == 0) {
-			t->handle = h;
-		} else {
-			free(h);
+		if (!(t->handle = handle_by_path(fs, f)))
 			unresolved++;
-		}
 	}
+	if (!eager)
+		return 0;
 	if (unresolved) {
 		walk_fs = fs;
 		nftw(backing, find_renamed, 64, FTW_PHYS | FTW_MOUNT);
@@ -270,10 +422,10 @@ static int prepare(struct vyfs *fs, const struct options *o, vy_error *err)
 	fs->backing_dir_fd = open(o->backing, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fs->backing_fd < 0 || fs->backing_dir_fd < 0)
 		return vy_error_sys(err, errno, "open backing directory %s", o->backing);
-	int rc = access(o->state, F_OK) == 0
-		 ? vy_chunkmap_load(o->state, &fs->man, sha, fs->chunk_size, &fs->cm, err)
-		 : create_state(fs, o->state, sha, err);
-	if (rc < 0 || resolve_tracks(fs, o->backing, err) < 0 ||
+	bool resumed = access(o->state, F_OK) == 0;
+	int rc = resumed ? vy_chunkmap_load(o->state, &fs->man, sha, fs->chunk_size, &fs->cm, err)
+			 : create_state(fs, o->state, sha, err);
+	if (rc < 0 || resolve_tracks(fs, o->backing, resumed, err) < 0 ||
 	    (o->priority && load_priority(fs, o->priority, err) < 0))
 		return -1;
 	struct vy_chunkmap_stats s;

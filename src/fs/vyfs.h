@@ -98,6 +98,9 @@ struct vyfs {
 	uint32_t *priority;         /* chunk map file numbers, hydrated first */
 	uint32_t npriority;
 	bool passthrough;           /* the kernel granted FUSE_CAP_PASSTHROUGH */
+	bool stat_inos;             /* readdir's d_ino is not trusted (overlayfs) */
+	const char *backing_path;
+	pthread_mutex_t resolve_lock; /* tracks' handles, the renamed-file walk */
 	uint64_t resumed_chunks;    /* present when this run started */
 	uint64_t resumed_bytes;
 
@@ -154,6 +157,8 @@ void vyfs_hydrate_stop(struct vyfs *fs);
  * 0, or -errno (EIO once the source stayed away for the fetch timeout). */
 int vyfs_ensure(struct vyfs *fs, uint32_t f, uint64_t off, uint64_t len,
 		uint32_t readahead);
+/* main.c: make sure tracked file f has a handle (0, or -ENOENT). */
+int vyfs_resolve_track(struct vyfs *fs, uint32_t f);
 /* Open the backing file of tracked file f for writing fetched bytes. */
 int vyfs_track_fd(struct vyfs *fs, uint32_t f);
 void vyfs_wake_background(struct vyfs *fs);

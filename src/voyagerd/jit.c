@@ -135,6 +135,25 @@ int vy_serve_add(const char *id, uint32_t stream, const char *root_path,
 	return 0;
 }
 
+int vy_serve_persist(const char *id, const char *dir, vy_error *err)
+{
+	int rc = 0;
+	pthread_mutex_lock(&serve_lock);
+	for (struct served *s = served_list; rc == 0 && s; s = s->next) {
+		if (strcmp(s->id, id) != 0)
+			continue;
+		char path[PATH_MAX + 32];
+		cleanup_free uint8_t *buf = NULL;
+		size_t len = 0;
+		snprintf(path, sizeof(path), "%s/serve-%u.manifest", dir, s->stream);
+		rc = vy_manifest_encode(&s->man, &buf, &len, err);
+		if (rc == 0)
+			rc = vy_write_file_atomic(path, buf, len, 0600, err);
+	}
+	pthread_mutex_unlock(&serve_lock);
+	return rc;
+}
+
 void vy_serve_drop(const char *id)
 {
 	pthread_mutex_lock(&serve_lock);

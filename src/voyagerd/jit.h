@@ -38,6 +38,9 @@
  * vy_serve_recover() can serve it again after a restart. */
 int vy_serve_add(const char *id, uint32_t stream, const char *root_path,
 		 struct vy_manifest *man, const char *save_path, vy_error *err);
+/* Write the manifests of id's trees to dir/serve-STREAM.manifest (after the
+ * freeze window, before the commit). */
+int vy_serve_persist(const char *id, const char *dir, vy_error *err);
 /* Stop serving every tree of id (open connections finish their request). */
 void vy_serve_drop(const char *id);
 /* Bytes served for id so far (all trees, all connections). */

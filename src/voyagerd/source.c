@@ -517,6 +517,9 @@ static const char *run_migration(struct migration *m, vy_error *err)
 	phase_begin(m, "restore");
 	if (restore_remote(m, err) < 0)
 		return "rollback";
+	/* What we serve must survive a restart of this agent once committed. */
+	if (!strcmp(m->mode, "jit") && vy_serve_persist(m->id, m->dir, err) < 0)
+		return "rollback";
 	phase_begin(m, "commit");
 	if (commit(m, err) < 0)
 		return "rollback";

@@ -214,14 +214,22 @@ static int send_jit_tree(struct migration *m, uint32_t stream, const char *kind,
 			 vy_error *err)
 {
 	struct vy_manifest man = { 0 };
+	uint64_t t0 = vy_now_ms();
 	int rc = is_dir ? vy_manifest_scan(path, &man, err) : single_file_manifest(path, &man, err);
 	bool live = !strcmp(flavor, "skeleton");
 	for (int retry = 0; live && rc < 0 && retry < 3; retry++) {
 		vy_manifest_free(&man);
 		rc = is_dir ? vy_manifest_scan(path, &man, err) : single_file_manifest(path, &man, err);
 	}
+	uint64_t t1 = vy_now_ms(), sent0 = vy_channel_bytes_sent(m->ch);
 	if (rc == 0)
 		rc = send_manifest(m, stream, kind, index, flavor, &man, err);
+	if (rc == 0)
+		vy_info("migration %s: %s %s: %u entries scanned in %llu ms, manifest of %llu bytes "
+			"sent in %llu ms", m->id, flavor, kind, man.count,
+			(unsigned long long)(t1 - t0),
+			(unsigned long long)(vy_channel_bytes_sent(m->ch) - sent0),
+			(unsigned long long)(vy_now_ms() - t1));
 	char root[PATH_MAX], saved[PATH_MAX + 32];
 	snprintf(root, sizeof(root), "%s", path);
 	if (!is_dir) {
@@ -236,7 +244,8 @@ static int send_jit_tree(struct migration *m, uint32_t stream, const char *kind,
 		man = (struct vy_manifest){ 0 };
 	} else if (rc == 0) {
 		uint64_t data = man.data_bytes;
-		rc = vy_serve_add(m->id, stream, root, &man, saved, err);
+		/* persisted by vy_serve_persist() once the container runs */
+		rc = vy_serve_add(m->id, stream, root, &man, NULL, err);
 		if (rc == 0) {
 			json_object *s = json_object_new_object();
 			json_object_object_add(s, "stream", json_object_new_int64(stream));
@@ -254,6 +263,15 @@ static int send_jit_tree(struct migration *m, uint32_t stream, const char *kind,
 			json_object_object_add(e, "priority", hot_paths_under(m, dest));
 		rc = vy_channel_send_json(m->ch, VY_MSG_TREE_END, e, err);
 		json_object_put(e);
+	}
+	/* The target lays the skeleton out before we freeze: that work must
+	 * not spill into the freeze window. */
+	if (rc == 0 && live) {
+		struct vy_message ack = { 0 };
+		vy_channel_set_timeout(m->ch, 10 * 60 * 1000, NULL);
+		rc = vy_channel_expect(m->ch, VY_MSG_ACK, &ack, err);
+		vy_channel_set_timeout(m->ch, m->d->peer_timeout_ms, NULL);
+		vy_message_free(&ack);
 	}
 	if (rc < 0)
 		return vy_error_wrap(err, "send the %s of %s %s", live ? "skeleton" : "manifest",

@@ -410,6 +410,23 @@ static int recv_delta(struct session *s, uint32_t stream, const char *dir,
 	return rc;
 }
 
+/* Inside the freeze window: no fsync here, the commit syncs the tree. */
+static int write_quick(const char *path, const void *buf, size_t len, vy_error *err)
+{
+	cleanup_close int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return vy_error_sys(err, errno, "open %s", path);
+	for (size_t off = 0; off < len;) {
+		ssize_t n = write(fd, (const char *)buf + off, len - off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return vy_error_sys(err, n < 0 ? errno : EIO, "write %s", path);
+		off += (size_t)n;
+	}
+	return 0;
+}
+
 /* The priority list voyager-fs hydrates first: paths, one per line. */
 static int write_priority(const char *path, json_object *list, vy_error *err)
 {
@@ -477,6 +494,10 @@ static int recv_jit_tree(struct session *s, uint32_t stream, const char *dir, bo
 		vy_manifest_free(&s->pre[stream]);
 		s->pre[stream] = *man;
 		*man = (struct vy_manifest){ 0 };
+		json_object *ack = json_object_new_object();
+		json_object_object_add(ack, "stream", json_object_new_int64(stream));
+		rc = vy_channel_send_json(s->ch, VY_MSG_ACK, ack, err);
+		json_object_put(ack);
 	}
 	struct vy_fs_mount *fm = &s->fs[s->nfs];
 	if (rc == 0 && !skeleton) {
@@ -495,8 +516,9 @@ static int recv_jit_tree(struct session *s, uint32_t stream, const char *dir, bo
 		rc = vy_mkdir_p(fsdir, 0700, err);
 		if (rc == 0)
 			rc = vy_manifest_encode(man, &buf, &len, err);
+		/* made durable with the rest at the commit (sync_received) */
 		if (rc == 0)
-			rc = vy_write_file_atomic(fm->manifest, buf, len, 0600, err);
+			rc = write_quick(fm->manifest, buf, len, err);
 		if (rc == 0)
 			rc = write_priority(fm->priority, json_object_object_get(e, "priority"), err);
 		if (rc == 0)

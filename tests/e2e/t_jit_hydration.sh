@@ -114,8 +114,8 @@ cmp -s "/proc/$(ctr_pid b runc "$ID")/root/big" "$A/big.expected" &&
 # Independent: the source can go away for good.
 vy_agent_stop "$LAB" a
 rootb="/proc/$(ctr_pid b runc "$ID")/root"
-n=$(find "$rootb" -xdev -type f 2>/dev/null | wc -l)
-find "$rootb" -xdev -type f -print0 2>/dev/null | xargs -0 cat >/dev/null 2>"$B/read.err" &&
+n=$(find "$rootb/" -xdev -type f 2>/dev/null | wc -l)
+find "$rootb/" -xdev -type f -print0 2>/dev/null | xargs -0 cat >/dev/null 2>"$B/read.err" &&
 	[ "$n" -ge 4 ] && t_ok "with the source's agent gone, all $n files read on B" ||
 	{ t_fail "read every file on B" "$n files; $(head -3 "$B/read.err")"; }
 advancing_on_b && t_ok "and the container runs on" || t_fail "runs after the source left"
