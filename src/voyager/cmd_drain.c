@@ -65,7 +65,7 @@ int cmd_drain(struct cli_globals *g, int argc, char **argv)
 					      { "json", no_argument, 0, 'j' },
 					      { "help", no_argument, 0, 'h' },
 					      { 0, 0, 0, 0 } };
-	const char *to = NULL, *mode = "presync";
+	const char *to = NULL, *mode = "jit";
 	int c;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "t:m:jh", opts, NULL)) != -1) {
@@ -74,14 +74,14 @@ int cmd_drain(struct cli_globals *g, int argc, char **argv)
 		case 'm': mode = optarg; break;
 		case 'j': g->json = 1; break;
 		case 'h':
-			printf("Usage: voyager drain --to ADDR[:PORT] [--mode presync|stop-copy] [--json]\n"
+			printf("Usage: voyager drain --to ADDR[:PORT] [--mode jit|presync|stop-copy] [--json]\n"
 			       "Migrate every running container of this agent to ADDR, one by one.\n");
 			return 0;
 		default: return 2;
 		}
 	}
 	if (!to || optind != argc) {
-		fprintf(stderr, "Usage: voyager drain --to ADDR[:PORT] [--mode presync|stop-copy] [--json]\n");
+		fprintf(stderr, "Usage: voyager drain --to ADDR[:PORT] [--mode jit|presync|stop-copy] [--json]\n");
 		return 2;
 	}
 	vy_error err;

@@ -16,7 +16,7 @@ static void usage(FILE *f)
 		"Live-migrate OCI containers between hosts running voyagerd.\n\n"
 		"Commands:\n"
 		"  migrate CONTAINER --to ADDR[:PORT]   move a running container to another host\n"
-		"                 [--mode presync|stop-copy]   (prints a report; presync is the default)\n"
+		"                 [--mode jit|presync|stop-copy]  (prints a report; jit is the default)\n"
 		"  drain --to ADDR[:PORT] [--mode M]    migrate every running container, one by one\n"
 		"  status [ID]                          migrations in flight, or one migration\n"
 		"  list                                 all migrations this agent knows, with phase\n"

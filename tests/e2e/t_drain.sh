@@ -30,7 +30,9 @@ echo "drain: $out"
 	t_ok "drain exits 0: 2 of 2 migrated" || t_fail "drain migrates both" "rc=$rc"
 for n in 1 2; do
 	id=${LAB}d$n
-	f="$B/state/containers/$id/bundle/rootfs/data/counter"
+	# (through the container's root: with jit, the default, that is
+	# voyager-fs inside host b's mount namespace)
+	f="/proc/$(ctr_pid b runc "$id")/root/data/counter"
 	read -r tok c1 <"$f"
 	sleep 0.3
 	read -r _ c2 <"$f"
