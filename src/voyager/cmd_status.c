@@ -80,10 +80,19 @@ int cmd_status(struct cli_globals *g, int argc, char **argv)
 							      JSON_C_TO_STRING_PRETTY));
 	} else {
 		json_object *act = json_object_object_get(res, "active");
-		if (!act || json_object_array_length(act) == 0)
+		json_object *srv = json_object_object_get(res, "serving");
+		size_t nsrv = srv ? json_object_array_length(srv) : 0;
+		if ((!act || json_object_array_length(act) == 0) && !nsrv)
 			printf("no migration in flight\n");
-		else
+		else if (act)
 			print_active(act);
+		for (size_t i = 0; i < nsrv; i++) {
+			json_object *s = json_object_array_get_idx(srv, i);
+			printf("%s  source: serving %lld trees to the target until it is independent "
+			       "(%lld connections open)\n", vy_json_str(s, "id", ""),
+			       (long long)vy_json_int(s, "trees", 0),
+			       (long long)vy_json_int(s, "connections", 0));
+		}
 	}
 	json_object_put(res);
 	return 0;

@@ -84,6 +84,38 @@ static void count_bytes(const char *id, uint64_t n)
 	served_bytes[free_slot].bytes = n;
 }
 
+json_object *vy_serve_list(void)
+{
+	json_object *by_id = json_object_new_object(), *arr = json_object_new_array();
+	pthread_mutex_lock(&serve_lock);
+	for (struct served *s = served_list; s; s = s->next) {
+		json_object *o = json_object_object_get(by_id, s->id);
+		if (!o) {
+			o = json_object_new_object();
+			json_object_object_add(o, "id", json_object_new_string(s->id));
+			json_object_object_add(o, "trees", json_object_new_int(0));
+			json_object_object_add(o, "connections", json_object_new_int(0));
+			json_object_object_add(by_id, s->id, o);
+			json_object_array_add(arr, json_object_get(o));
+		}
+		json_object_object_add(o, "trees", json_object_new_int(
+			json_object_get_int(json_object_object_get(o, "trees")) + 1));
+		json_object_object_add(o, "connections", json_object_new_int(
+			json_object_get_int(json_object_object_get(o, "connections")) + s->refs));
+	}
+	for (size_t i = 0; i < json_object_array_length(arr); i++) {
+		json_object *o = json_object_array_get_idx(arr, i);
+		uint64_t n = 0;
+		for (int k = 0; k < VY_MAX_ACTIVE; k++)
+			if (!strcmp(served_bytes[k].id, vy_json_str(o, "id", "")))
+				n = served_bytes[k].bytes;
+		json_object_object_add(o, "bytes_served", json_object_new_int64((int64_t)n));
+	}
+	pthread_mutex_unlock(&serve_lock);
+	json_object_put(by_id);
+	return arr;
+}
+
 uint64_t vy_serve_bytes(const char *id)
 {
 	uint64_t n = 0;

@@ -43,6 +43,9 @@ int vy_serve_add(const char *id, uint32_t stream, const char *root_path,
 int vy_serve_persist(const char *id, const char *dir, vy_error *err);
 /* Stop serving every tree of id (open connections finish their request). */
 void vy_serve_drop(const char *id);
+/* The migrations whose trees we serve: [{"id", "trees", "connections",
+ * "bytes_served"}] (bytes of connections that have ended). */
+json_object *vy_serve_list(void);
 /* Bytes served for id so far (all trees, all connections). */
 uint64_t vy_serve_bytes(const char *id);
 /* FETCH_OPEN on a new peer channel: answer until the peer hangs up. */

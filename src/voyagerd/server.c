@@ -146,6 +146,7 @@ static json_object *handle_status(struct vy_daemon *d, json_object *req)
 	const char *id = vy_json_str(req, "id", NULL);
 	json_object *o = result_event();
 	json_object_object_add(o, "active", vy_active_list());
+	json_object_object_add(o, "serving", vy_serve_list());
 	vy_error err;
 	if (id) {
 		json_object *j;

@@ -51,6 +51,9 @@ mid=$(vy_json_get "$out" id)
 [ "$(fs_get independent)" = False ] && t_ok "B is not independent yet (the big file is on its way)" ||
 	t_fail "B should still be hydrating" "$(fs_status)"
 advancing_on_b && t_ok "the container runs on B" || t_fail "the container runs on B"
+sta=$(vy_cli "$LAB" a status)
+grep -q "$mid  source: serving 1 trees" <<<"$sta" && t_ok "voyager status on A shows what it serves" ||
+	t_fail "status on A shows serving" "$sta"
 stb=$(vy_cli "$LAB" b status)
 echo "$stb"
 grep -qE "hydration [0-9]+%: .* of [0-9]+ files, .*/s, eta" <<<"$stb" &&
