@@ -95,6 +95,26 @@ int vy_manifest_decode(const uint8_t *buf, size_t len, struct vy_manifest *m,
 /* true when rel is a safe relative path as described above ("" allowed). */
 bool vy_path_is_safe(const char *rel, size_t len);
 
+/* Watching a tree so that a later scan reads again only the directories
+ * that changed (inotify on every directory; set it up BEFORE the scan whose
+ * result is passed to vy_manifest_rescan as old, so that no change between
+ * that scan and the watch can be missed).  Fails when the tree has more
+ * directories than fs.inotify.max_user_watches allows: then scan fully. */
+struct vy_scan_watch;
+int vy_manifest_watch(const char *root, struct vy_scan_watch **out, vy_error *err);
+void vy_manifest_watch_free(struct vy_scan_watch *w);
+/* The same result as vy_manifest_scan(root), built from old (a scan made
+ * after vy_manifest_watch) by reading again only directories that saw an
+ * event or were not watched, and the entries of directories that changed
+ * themselves.  *dirs_read: how many directories were read again, or -1 for
+ * a full scan (w NULL, an event queue overflow, or a hard link among the
+ * changes).  Not followed: access times (reading is no event; entries that
+ * did not change keep the atime of the first scan), and a write through a
+ * shared mapping, which the kernel does not report either. */
+int vy_manifest_rescan(struct vy_scan_watch *w, const char *root,
+		       const struct vy_manifest *old, struct vy_manifest *out,
+		       int64_t *dirs_read, vy_error *err);
+
 /* Create the skeleton under rootfd (an O_PATH or O_DIRECTORY fd of an
  * existing, empty directory).  All lookups stay beneath rootfd and never
  * follow a symlink (openat2 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS).  Regular

@@ -15,9 +15,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
+
+#include <json-c/json.h>
 
 #include "cleanup.h"
 
@@ -320,4 +323,403 @@ int vy_manifest_scan(const char *root, struct vy_manifest *m, vy_error *err)
 		return vy_error_wrap(err, "scan '%s'", root);
 	}
 	return 0;
+}
+
+/* ---- watching a tree, and scanning only what changed ---- */
+
+#define WATCH_MASK (IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_CREATE | IN_DELETE | \
+		    IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF |      \
+		    IN_DONT_FOLLOW | IN_ONLYDIR)
+
+struct vy_scan_watch {
+	int fd;
+	char root[VY_PATH_MAX + 1];
+	char **paths;          /* by watch descriptor */
+	int npaths;
+	json_object *watched;  /* set of directory paths with a watch */
+	json_object *dirty;    /* set of directory paths that saw an event */
+	bool overflow;
+};
+
+static int watch_dir(struct vy_scan_watch *w, const char *rel, vy_error *err)
+{
+	char abs[2 * VY_PATH_MAX + 2];
+	snprintf(abs, sizeof(abs), "%s%s%s", w->root, *rel ? "/" : "", rel);
+	int wd = inotify_add_watch(w->fd, abs, WATCH_MASK);
+	if (wd < 0)
+		return vy_error_sys(err, errno, "inotify_add_watch '%s'%s", rel,
+				    errno == ENOSPC ? " (fs.inotify.max_user_watches)" : "");
+	if (wd >= w->npaths) {
+		int n = wd * 2 + 64;
+		char **more = realloc(w->paths, (size_t)n * sizeof(*more));
+		if (!more)
+			return vy_error_sys(err, ENOMEM, "watch");
+		memset(more + w->npaths, 0, (size_t)(n - w->npaths) * sizeof(*more));
+		w->paths = more;
+		w->npaths = n;
+	}
+	free(w->paths[wd]);
+	w->paths[wd] = strdup(rel);
+	json_object_object_add(w->watched, rel, NULL);
+	return w->paths[wd] ? 0 : vy_error_sys(err, ENOMEM, "watch");
+}
+
+void vy_manifest_watch_free(struct vy_scan_watch *w)
+{
+	if (!w)
+		return;
+	if (w->fd >= 0)
+		close(w->fd);
+	for (int i = 0; i < w->npaths; i++)
+		free(w->paths[i]);
+	free(w->paths);
+	json_object_put(w->watched);
+	json_object_put(w->dirty);
+	free(w);
+}
+
+int vy_manifest_watch(const char *root, struct vy_scan_watch **out, vy_error *err)
+{
+	struct vy_scan_watch *w = calloc(1, sizeof(*w));
+	if (!w)
+		return vy_error_sys(err, ENOMEM, "watch");
+	w->fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	w->watched = json_object_new_object();
+	w->dirty = json_object_new_object();
+	snprintf(w->root, sizeof(w->root), "%s", root);
+	cleanup_close int rootfd = open(root, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	struct stat st;
+	int rc = w->fd < 0 ? vy_error_sys(err, errno, "inotify_init1") : 0;
+	if (rc == 0 && (rootfd < 0 || fstat(rootfd, &st) < 0))
+		rc = vy_error_sys(err, errno, "watch '%s'", root);
+	/* Breadth-first over directories only (d_type saves a stat per file). */
+	size_t cap = 64, n = 0;
+	char **queue = rc == 0 ? malloc(cap * sizeof(*queue)) : NULL;
+	if (rc == 0 && (!queue || !(queue[n++] = strdup(""))))
+		rc = vy_error_sys(err, ENOMEM, "watch");
+	for (size_t q = 0; rc == 0 && q < n; q++) {
+		const char *rel = queue[q];
+		int fd = *rel ? open_beneath(rootfd, rel, O_RDONLY | O_DIRECTORY)
+			      : openat(rootfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		struct stat ds;
+		if (fd < 0 || fstat(fd, &ds) < 0 || ds.st_dev != st.st_dev) {
+			if (fd >= 0)
+				close(fd);
+			continue; /* gone, or a mount point: the scan does not enter it */
+		}
+		rc = watch_dir(w, rel, err);
+		DIR *d = rc == 0 ? fdopendir(fd) : NULL;
+		if (!d) {
+			close(fd);
+			continue;
+		}
+		struct dirent *de;
+		while (rc == 0 && (de = readdir(d))) {
+			if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+				continue;
+			bool dir = de->d_type == DT_DIR;
+			if (de->d_type == DT_UNKNOWN) {
+				struct stat cs;
+				dir = fstatat(dirfd(d), de->d_name, &cs, AT_SYMLINK_NOFOLLOW) == 0 &&
+				      S_ISDIR(cs.st_mode);
+			}
+			if (!dir)
+				continue;
+			if (n == cap) {
+				char **more = realloc(queue, (cap *= 2) * sizeof(*queue));
+				if (!more) {
+					rc = vy_error_sys(err, ENOMEM, "watch");
+					break;
+				}
+				queue = more;
+			}
+			size_t len = strlen(rel) + 1 + strlen(de->d_name) + 1;
+			if (len > VY_PATH_MAX || !(queue[n] = malloc(len))) {
+				rc = vy_error_set(err, ENAMETOOLONG, "watch: path too long");
+				break;
+			}
+			snprintf(queue[n++], len, "%s%s%s", rel, *rel ? "/" : "", de->d_name);
+		}
+		closedir(d);
+	}
+	for (size_t i = 0; queue && i < n; i++)
+		free(queue[i]);
+	free(queue);
+	if (rc < 0) {
+		vy_manifest_watch_free(w);
+		return -1;
+	}
+	*out = w;
+	return 0;
+}
+
+/* Read the queued events into the dirty set. */
+static void drain_events(struct vy_scan_watch *w)
+{
+	char buf[64 * 1024] __attribute__((aligned(__alignof__(struct inotify_event))));
+	for (;;) {
+		ssize_t n = read(w->fd, buf, sizeof(buf));
+		if (n <= 0)
+			return;
+		for (char *p = buf; p < buf + n;) {
+			struct inotify_event *ev = (struct inotify_event *)p;
+			if (ev->mask & IN_Q_OVERFLOW)
+				w->overflow = true;
+			else if (ev->wd >= 0 && ev->wd < w->npaths && w->paths[ev->wd] &&
+				 !(ev->mask & IN_IGNORED))
+				json_object_object_add(w->dirty, w->paths[ev->wd], NULL);
+			p += sizeof(*ev) + ev->len;
+		}
+	}
+}
+
+static int copy_entry(struct vy_manifest *m, const struct vy_entry *src, vy_error *err)
+{
+	struct vy_entry *e = manifest_add(m, err);
+	if (!e)
+		return -1;
+	*e = *src;
+	e->path = strdup(src->path);
+	e->target = src->target ? strdup(src->target) : NULL;
+	e->xattrs = src->nxattr ? calloc(src->nxattr, sizeof(*e->xattrs)) : NULL;
+	bool ok = e->path && (!src->target || e->target) && (!src->nxattr || e->xattrs);
+	for (uint16_t i = 0; ok && i < src->nxattr; i++) {
+		e->xattrs[i].len = src->xattrs[i].len;
+		e->xattrs[i].name = strdup(src->xattrs[i].name);
+		e->xattrs[i].value = malloc(src->xattrs[i].len ? src->xattrs[i].len : 1);
+		ok = e->xattrs[i].name && e->xattrs[i].value;
+		if (ok)
+			memcpy(e->xattrs[i].value, src->xattrs[i].value, src->xattrs[i].len);
+	}
+	if (!ok) {
+		e->nxattr = 0; /* the partly made copy is freed with m */
+		return vy_error_sys(err, ENOMEM, "copy entry");
+	}
+	return 0;
+}
+
+static bool is_child_of(const char *path, const char *dir)
+{
+	size_t dl = strlen(dir);
+	const char *slash = strrchr(path, '/');
+	size_t pl = slash ? (size_t)(slash - path) : 0;
+	return *path && pl == dl && !memcmp(path, dir, dl);
+}
+
+/* Re-read one entry (a directory whose own metadata changed) into m. */
+static int rescan_one(struct scan *s, const char *path, vy_error *err)
+{
+	struct stat st;
+	if (!*path) {
+		char *p = strdup("");
+		if (!p || fstat(s->rootfd, &st) < 0) {
+			free(p);
+			return vy_error_sys(err, p ? errno : ENOMEM, "rescan the root");
+		}
+		return scan_entry(s, p, s->rootfd, "", &st, err);
+	}
+	const char *slash = strrchr(path, '/');
+	char *dir = strndup(path, slash ? (size_t)(slash - path) : 0);
+	const char *name = slash ? slash + 1 : path;
+	if (!dir)
+		return vy_error_sys(err, ENOMEM, "rescan");
+	int fd = *dir ? open_beneath(s->rootfd, dir, O_RDONLY | O_DIRECTORY)
+		      : openat(s->rootfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	free(dir);
+	int rc = fd < 0 || fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0
+		 ? vy_error_sys(err, errno, "'%s': rescan", path) : 0;
+	char *p = rc == 0 ? strdup(path) : NULL;
+	if (rc == 0)
+		rc = p ? scan_entry(s, p, fd, name, &st, err) : vy_error_sys(err, ENOMEM, "rescan");
+	if (fd >= 0)
+		close(fd);
+	return rc;
+}
+
+/* The index of the first name of path's inode seen so far, or -1. */
+static int64_t find_link(struct scan *s, const char *path)
+{
+	struct stat st;
+	int fd = open_beneath(s->rootfd, path, O_PATH);
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	close(fd);
+	if (!s->links.size)
+		return -1;
+	struct inode_slot *slot = inode_index_slot(s->links.slots, s->links.size, st.st_dev,
+						   st.st_ino);
+	return slot->index ? (int64_t)slot->index - 1 : -1;
+}
+
+/* A hard link's first name, copied: its inode goes in the index so that a
+ * name of it read again links to it. */
+static int register_link(struct scan *s, const char *path, uint32_t at, vy_error *err)
+{
+	struct stat st;
+	int fd = open_beneath(s->rootfd, path, O_PATH);
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		int e = errno;
+		if (fd >= 0)
+			close(fd);
+		return vy_error_sys(err, e, "'%s': stat", path);
+	}
+	close(fd);
+	if ((s->links.used + 1) * 2 > s->links.size && inode_index_grow(&s->links) < 0)
+		return vy_error_sys(err, ENOMEM, "hard links");
+	struct inode_slot *slot = inode_index_slot(s->links.slots, s->links.size, st.st_dev,
+						   st.st_ino);
+	if (!slot->index) {
+		*slot = (struct inode_slot){ st.st_dev, st.st_ino, at + 1 };
+		s->links.used++;
+	}
+	return 0;
+}
+
+/* Build out from old, reading again only the directories that saw events
+ * (and those created since): 1 when done, 0 when a full scan is needed
+ * instead (a hard link among the changes, an event queue overflow). */
+static int rescan_changed(struct vy_scan_watch *w, const struct vy_manifest *old,
+			  struct scan *s, uint32_t *dirs_read, vy_error *err)
+{
+	struct vy_manifest *m = s->m;
+	uint32_t n = old->count;
+	cleanup_free uint32_t *start = calloc(n ? n : 1, sizeof(uint32_t));
+	cleanup_free uint32_t *len = calloc(n ? n : 1, sizeof(uint32_t));
+	cleanup_free int64_t *newidx = malloc((n ? n : 1) * sizeof(int64_t));
+	cleanup_free int64_t *oldof = NULL; /* for out's entries: old index, or -1 */
+	cleanup_free uint8_t *first_name = calloc(n ? n : 1, 1); /* of a hard-link group */
+	size_t oldof_cap = (size_t)n + 64;
+	oldof = malloc(oldof_cap * sizeof(int64_t));
+	if (!start || !len || !newidx || !oldof || !first_name)
+		return vy_error_sys(err, ENOMEM, "rescan");
+	for (uint32_t i = 0; i < n; i++)
+		if (old->entries[i].link_of != VY_NO_LINK && old->entries[i].link_of < n)
+			first_name[old->entries[i].link_of] = 1;
+	if (!n || old->entries[0].type != VY_ENTRY_DIR || *old->entries[0].path)
+		return 0;
+	/* Breadth-first: each directory's children are one block, in order. */
+	for (uint32_t i = 0, p = 1; i < n; i++) {
+		newidx[i] = -1;
+		if (old->entries[i].type != VY_ENTRY_DIR)
+			continue;
+		start[i] = p;
+		while (p < n && is_child_of(old->entries[p].path, old->entries[i].path))
+			p++;
+		len[i] = p - start[i];
+	}
+	bool root_dirty = json_object_object_get_ex(w->dirty, "", NULL);
+	int rc = root_dirty ? rescan_one(s, "", err) : copy_entry(m, &old->entries[0], err);
+	oldof[0] = 0;
+	newidx[0] = 0;
+	for (uint32_t i = 0; rc == 0 && i < m->count; i++) {
+		if (m->entries[i].type != VY_ENTRY_DIR)
+			continue;
+		int64_t od = oldof[i];
+		const char *path = m->entries[i].path;
+		bool dirty = od < 0 || json_object_object_get_ex(w->dirty, path, NULL) ||
+			     !json_object_object_get_ex(w->watched, path, NULL);
+		uint32_t first = m->count;
+		if (dirty) {
+			(*dirs_read)++;
+			rc = scan_directory(s, i, err);
+		} else {
+			for (uint32_t c = start[od]; rc == 0 && c < start[od] + len[od]; c++) {
+				const struct vy_entry *oe = &old->entries[c];
+				bool redo = oe->type == VY_ENTRY_DIR &&
+					    json_object_object_get_ex(w->dirty, oe->path, NULL);
+				uint32_t at = m->count;
+				rc = redo ? rescan_one(s, oe->path, err) : copy_entry(m, oe, err);
+				if (rc < 0)
+					break;
+				if (!redo && oe->link_of != VY_NO_LINK) {
+					/* Link to whatever now holds its inode first. */
+					int64_t first = find_link(s, oe->path);
+					if (first < 0 || first >= at)
+						return 0;
+					m->entries[at].link_of = (uint32_t)first;
+					m->entries[at].size = m->entries[first].size;
+				}
+				if (m->entries[at].type != oe->type)
+					return 0;
+				newidx[c] = at;
+				/* Names of its inode read again later must find it. */
+				if (!redo && first_name[c] && register_link(s, oe->path, at, err) < 0)
+					return -1;
+			}
+		}
+		if (rc < 0)
+			break;
+		/* Where each new child came from, for the directories among them. */
+		for (uint32_t k = first; k < m->count; k++) {
+			if (k >= oldof_cap) {
+				oldof_cap = oldof_cap * 2 + m->count;
+				int64_t *more = realloc(oldof, oldof_cap * sizeof(int64_t));
+				if (!more)
+					return vy_error_sys(err, ENOMEM, "rescan");
+				oldof = more;
+			}
+			oldof[k] = -1;
+			if (od < 0 || m->entries[k].type != VY_ENTRY_DIR)
+				continue;
+			/* the old block is sorted by name, as scan_directory sorts */
+			const char *name = strrchr(m->entries[k].path, '/');
+			name = name ? name + 1 : m->entries[k].path;
+			uint32_t lo = start[od], hi = start[od] + len[od];
+			while (lo < hi) {
+				uint32_t mid = lo + (hi - lo) / 2;
+				const char *on = strrchr(old->entries[mid].path, '/');
+				on = on ? on + 1 : old->entries[mid].path;
+				int c = strcmp(on, name);
+				if (c == 0) {
+					lo = mid;
+					break;
+				}
+				if (c < 0)
+					lo = mid + 1;
+				else
+					hi = mid;
+			}
+			if (lo < start[od] + len[od] && old->entries[lo].type == VY_ENTRY_DIR &&
+			    !strcmp(old->entries[lo].path, m->entries[k].path))
+				oldof[k] = lo;
+		}
+	}
+	if (rc < 0)
+		return -1;
+	m->data_bytes = 0;
+	for (uint32_t i = 0; i < m->count; i++)
+		if (m->entries[i].type == VY_ENTRY_REG && m->entries[i].link_of == VY_NO_LINK)
+			m->data_bytes += m->entries[i].size;
+	return 1;
+}
+
+int vy_manifest_rescan(struct vy_scan_watch *w, const char *root, const struct vy_manifest *old,
+		       struct vy_manifest *out, int64_t *dirs_read, vy_error *err)
+{
+	*dirs_read = -1;
+	if (!w || !old->count)
+		return vy_manifest_scan(root, out, err);
+	drain_events(w);
+	if (w->overflow)
+		return vy_manifest_scan(root, out, err);
+	memset(out, 0, sizeof(*out));
+	cleanup_close int rootfd = open(root, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	struct stat st;
+	if (rootfd < 0 || fstat(rootfd, &st) < 0)
+		return vy_error_sys(err, errno, "rescan '%s'", root);
+	struct scan s = { .m = out, .rootfd = rootfd, .dev = st.st_dev };
+	uint32_t read = 0;
+	int rc = rescan_changed(w, old, &s, &read, err);
+	free(s.links.slots);
+	if (rc == 1) {
+		*dirs_read = read;
+		return 0;
+	}
+	vy_manifest_free(out);
+	if (rc < 0)
+		return vy_error_wrap(err, "rescan '%s'", root);
+	return vy_manifest_scan(root, out, err);
 }

@@ -626,6 +626,8 @@ report:;
 		vy_channel_close(m->ch);
 	for (size_t i = 0; i < sizeof(m->pre) / sizeof(m->pre[0]); i++)
 		vy_manifest_free(&m->pre[i]);
+	for (size_t i = 0; i < sizeof(m->watch) / sizeof(m->watch[0]); i++)
+		vy_manifest_watch_free(m->watch[i]);
 	json_object_put(m->config);
 	json_object_put(m->net);
 	json_object_put(m->phases_ms);

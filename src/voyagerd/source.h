@@ -48,6 +48,7 @@ struct migration {
 	json_object *phases_ms;
 	json_object *warnings; /* from the target, for the report */
 	json_object *hot;      /* jit: paths the processes have open or mapped */
+	struct vy_scan_watch *watch[2 + VY_MAX_VOLUMES]; /* jit: changes since the skeleton */
 	json_object *serve;    /* jit: the trees we serve ({stream, root, manifest}) */
 	uint64_t jit_bytes;    /* jit: data left behind for the target to fetch */
 	uint64_t hydrate_rate; /* jit: the target's background limit, bytes/s (0: none) */

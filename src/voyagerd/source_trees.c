@@ -214,9 +214,19 @@ static int send_jit_tree(struct migration *m, uint32_t stream, const char *kind,
 			 vy_error *err)
 {
 	struct vy_manifest man = { 0 };
-	uint64_t t0 = vy_now_ms();
-	int rc = is_dir ? vy_manifest_scan(path, &man, err) : single_file_manifest(path, &man, err);
 	bool live = !strcmp(flavor, "skeleton");
+	/* Watched from before the skeleton's scan, the frozen tree is read
+	 * again only where it changed. */
+	if (live && is_dir && !m->watch[stream] &&
+	    vy_manifest_watch(path, &m->watch[stream], err) < 0)
+		vy_warn("migration %s: %s: %s; the freeze will scan the whole tree", m->id, kind,
+			err->msg);
+	uint64_t t0 = vy_now_ms();
+	int64_t dirs_read = -1;
+	int rc = !is_dir ? single_file_manifest(path, &man, err)
+		 : !live && m->pre[stream].count
+		 ? vy_manifest_rescan(m->watch[stream], path, &m->pre[stream], &man, &dirs_read, err)
+		 : vy_manifest_scan(path, &man, err);
 	for (int retry = 0; live && rc < 0 && retry < 3; retry++) {
 		vy_manifest_free(&man);
 		rc = is_dir ? vy_manifest_scan(path, &man, err) : single_file_manifest(path, &man, err);
@@ -225,8 +235,9 @@ static int send_jit_tree(struct migration *m, uint32_t stream, const char *kind,
 	if (rc == 0)
 		rc = send_manifest(m, stream, kind, index, flavor, &man, err);
 	if (rc == 0)
-		vy_info("migration %s: %s %s: %u entries scanned in %llu ms, manifest of %llu bytes "
+		vy_info("migration %s: %s %s: %u entries %s in %llu ms, manifest of %llu bytes "
 			"sent in %llu ms", m->id, flavor, kind, man.count,
+			dirs_read >= 0 ? "known, changed directories read again," : "scanned",
 			(unsigned long long)(t1 - t0),
 			(unsigned long long)(vy_channel_bytes_sent(m->ch) - sent0),
 			(unsigned long long)(vy_now_ms() - t1));
