@@ -20,6 +20,7 @@
 #include "control.h"
 #include "daemon.h"
 #include "log.h"
+#include "postcopy.h"
 #include "preflight.h"
 #include "util.h"
 
@@ -272,6 +273,8 @@ static void *peer_thread(void *arg)
 		answer_query(d, ch, body);
 	} else if (msg.type == VY_MSG_ABORT) {
 		answer_abort(d, ch, body);
+	} else if (msg.type == VY_MSG_HELLO && !strcmp(vy_json_str(body, "role", ""), "tunnel")) {
+		vy_postcopy_tunnel_serve(d, ch, body); /* post-copy pages (postcopy.c) */
 	} else {
 		vy_warn("peer %s opened with unexpected %s", vy_channel_peer(ch),
 			vy_msg_type_name(msg.type));
