@@ -436,7 +436,7 @@ void vy_postcopy_report(struct migration *m, json_object *r)
 				       "and they never all did; the target's copy was deleted"));
 	}
 	json_object_object_add(o, "pages", json_object_new_string(
-		pc->pages_ok ? "all arrived" : pc->exposed ? "incomplete" : "not requested"));
+		pc->pages_ok ? "all arrived" : pc->exposed ? "incomplete" : "never requested"));
 	if (pc->pages_error[0])
 		json_object_object_add(o, "pages_error", json_object_new_string(pc->pages_error));
 	if (pc->lazy_exit >= 0)
@@ -448,6 +448,7 @@ void vy_postcopy_report(struct migration *m, json_object *r)
 	json_object *p = json_object_new_object();
 	json_object_object_add(p, "found", json_object_new_int64(pc->pipe_was));
 	json_object_object_add(p, "in_force", json_object_new_int64(pc->pipe_now));
+	/* raised by us, or already high enough (maybe by another agent's lease) */
 	json_object_object_add(p, "raised", json_object_new_boolean(pc->pipe_raised));
 	json_object_object_add(o, "pipe_max_size", p);
 	json_object_object_add(r, "post_copy", o);
