@@ -390,7 +390,8 @@ run_voyager() { # MODE ID
 	local mode=$1 id=$2 want out ok=false intact=false res
 	want=$(start_runc "$id" "$MEM") || { echo '{"ok": false, "error": "container did not start on a"}'; cleanup_runc "$id"; return; }
 	sample_begin
-	out=$(vy_cli "$LAB" a migrate "$id" --to "$IPB" --mode "$mode" --json 2>>"$LOG")
+	# Memory as the baselines move it (auto would pick post-copy: bench/postcopy.sh).
+	out=$(vy_cli "$LAB" a migrate "$id" --to "$IPB" --mode "$mode" --memory stop-copy --json 2>>"$LOG")
 	res=$(sample_end)
 	[ -n "$out" ] && [ "$(vy_json_get "$out" result 2>/dev/null)" = migrated ] && ok=true
 	if [ $ok = true ] && verify_runc_b "$id" "$B/state/containers/$id/bundle/rootfs" "$want"; then
