@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -86,6 +87,12 @@ static int spawn_logged(char *const argv[], int status_w, struct vy_lazy_proc *p
 		return vy_error_sys(err, rc, "cannot run %s", argv[0]);
 	}
 	return 0;
+}
+
+void vy_lazy_background_thread(void)
+{
+	/* Linux: PRIO_PROCESS with a thread id sets that thread's nice value. */
+	setpriority(PRIO_PROCESS, (id_t)gettid(), VY_LAZY_NICE);
 }
 
 bool vy_lazy_wait(struct vy_lazy_proc *p, int timeout_ms)
@@ -194,13 +201,15 @@ int vy_lazy_dump_ready(struct vy_lazy_proc *p, const char *work_dir,
 			    tail[0] ? "; last lines of CRIU log: " : "", tail);
 }
 
-void vy_lazy_poke(int port)
+bool vy_lazy_poke(int port)
 {
 	char spec[32];
 	int fd = -1;
 	snprintf(spec, sizeof(spec), "127.0.0.1:%d", port);
-	if (vy_net_connect(spec, vy_net_deadline_after(2000), 2000, &fd, NULL) == 0)
-		close(fd);
+	if (vy_net_connect(spec, vy_net_deadline_after(2000), 2000, &fd, NULL) < 0)
+		return false;
+	close(fd);
+	return true;
 }
 
 int vy_lazy_daemon_start(const char *image_dir, const char *work_dir,
@@ -231,6 +240,7 @@ int vy_lazy_daemon_start(const char *image_dir, const char *work_dir,
 		if (in < 0 || out < 0 || dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(out, 2) < 0)
 			_exit(127);
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		setpriority(PRIO_PROCESS, 0, VY_LAZY_NICE);
 		execvp(argv[0], argv);
 		_exit(127);
 	}

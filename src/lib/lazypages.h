@@ -62,14 +62,24 @@ int vy_lazy_dump_start(const struct vy_runtime *rt, const char *id,
 int vy_lazy_dump_ready(struct vy_lazy_proc *p, const char *work_dir,
 		       int timeout_ms, vy_error *err);
 /* End a page-server session whose client never came: connect to it on the
- * loopback and close, which CRIU takes for "transfer over". */
-void vy_lazy_poke(int port);
+ * loopback and close, which CRIU takes for "transfer over".  False when
+ * nothing listened there. */
+bool vy_lazy_poke(int port);
 
 /* Target: start `criu lazy-pages` and wait until WORK/lazy-pages.socket
  * exists (runc restore --lazy-pages connects to it). */
 int vy_lazy_daemon_start(const char *image_dir, const char *work_dir,
 			 const char *addr, int port, struct vy_lazy_proc *p,
 			 vy_error *err);
+
+/* Background page traffic yields to the restore, which is downtime: the
+ * lazy-pages daemon and the tunnel's threads run at this nice value (a
+ * demand fault still goes first in its own queue; only the CPU share
+ * changes, and only when the CPUs are busy). */
+#define VY_LAZY_NICE 10
+/* Lower the calling thread's priority to VY_LAZY_NICE (threads it starts
+ * inherit it). */
+void vy_lazy_background_thread(void);
 
 /* Reap p if it has ended, waiting at most timeout_ms (0: just look).
  * Returns true once it has ended (p->status is then set). */

@@ -181,6 +181,8 @@ void vy_postcopy_tunnel_serve(struct vy_daemon *d, vy_channel *ch, json_object *
 	pthread_mutex_unlock(&slots_lock);
 	vy_channel_send(ch, VY_MSG_ACK, "{}", 2, NULL);
 	if (relay) {
+		/* A peer thread, ending with the tunnel: its priority goes with it. */
+		vy_lazy_background_thread();
 		struct vy_tunnel_opts o = { .io_timeout_ms = 30000 };
 		struct vy_tunnel_stats st = { 0 };
 		vy_error err = { 0 };
@@ -489,12 +491,17 @@ bool vy_postcopy_recover_source(struct vy_daemon *d, json_object *j)
 	 * with our previous run ends by itself.  Either way CRIU then puts
 	 * the container back to paused. */
 	struct vy_container_state st;
+	bool listened = false;
 	for (int i = 0; i < 300; i++) {
 		if (vy_runtime_state(&d->rt, container, &st, NULL) < 0 ||
 		    strcmp(st.status, "running") != 0)
 			break;
 		if (i % 50 == 0 && port > 0)
-			vy_lazy_poke(port);
+			listened |= vy_lazy_poke(port);
+		/* Running, nothing listening, for 3 s: no CRIU holds it (an
+		 * earlier run had thawed it already). */
+		if (i >= 30 && !listened)
+			break;
 		usleep(100 * 1000);
 	}
 	if (guard)

@@ -78,6 +78,7 @@ static int open_pair(void *arg, vy_channel **in, vy_channel **out, vy_error *err
 static void *tunnel_thread(void *arg)
 {
 	struct vy_pc_target *pc = arg;
+	vy_lazy_background_thread();
 	struct vy_tunnel_opts o = { .io_timeout_ms = 30000, .accept_timeout_ms = 120000 };
 	pc->tunnel_rc = vy_tunnel_run_target(pc->listen_fd, open_pair, pc, &o, &pc->st,
 					     &pc->tunnel_err);

@@ -13,7 +13,9 @@
 #      its incomplete copy, the source rolls back (thaw), memory intact
 #   5. the source agent dies while exposed: the target deletes its copy;
 #      the restarted source ends CRIU's session and thaws its original
-#   6. pre-copy on this kernel, and post-copy with crun: clear refusals
+#   6. the target agent dies right after RESTORED: the source thaws only
+#      once the restarted target has dropped its copy
+#   7. pre-copy on this kernel, and post-copy with crun: clear refusals
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$here/lib.sh"
 . "$here/agents.sh"
@@ -209,7 +211,32 @@ fi
 lab_shape "$LAB" a off
 lab_shape "$LAB" b off
 
-# 6. refusals: pre-copy on this kernel, post-copy with crun
+# 6. the target agent dies right after RESTORED, while exposed: its copy
+# runs with part of its memory, so the source must not thaw before the
+# target says its copy is gone; the restarted target asks, hears
+# rolled-back, deletes its copy, and only then does the source thaw.
+vy_agent_stop "$LAB" b
+VY_AGENT_ENV="VOYAGER_FAILPOINT=target-after-restored" \
+	vy_agent_start "$LAB" b runc --peer-timeout 5 || t_fail "agent b (failpoint)"
+migrate_bg a b --memory post-copy
+wait_until 60 grep -q "failpoint target-after-restored" "$B/voyagerd.log" ||
+	t_fail "the target agent died after RESTORED"
+sleep 3
+if kill -0 "$MIG_PID" 2>/dev/null && grep -q "waiting for the target to confirm its copy is gone" "$A/voyagerd.log"; then
+	t_ok "target died while exposed: the source waits for its word before thawing"
+else
+	t_fail "target died while exposed: the source waits for its word before thawing"
+fi
+vy_agent_start "$LAB" b runc --peer-timeout 5 || t_fail "agent b restart"
+wait "$MIG_PID"
+out=$(cat "$MIG_OUT")
+echo "target died while exposed: $out"
+[ "$(vy_json_get "$out" result)" = rolled-back ] &&
+	t_ok "target died while exposed: rolled back once the target dropped its copy" ||
+	t_fail "target died while exposed: rolled back" "$out"
+only_on a "target died while exposed"
+
+# 7. refusals: pre-copy on this kernel, post-copy with crun
 out=$(vy_cli "$LAB" a migrate "$ID" --to "$IPB" --memory pre-copy --json)
 if criu check --feature mem_dirty_track >/dev/null 2>&1; then pat="not implemented"; else pat="soft-dirty"; fi
 [ "$(vy_json_get "$out" result)" = failed ] && grep -q "$pat" <<<"$(vy_json_get "$out" error.message)" &&
