@@ -75,7 +75,12 @@ migrate_bg() {
 	vy_cli "$LAB" "$1" migrate "$ID" --to "$(lab_ip "$LAB" "$2")" --json "${@:3}" >"$MIG_OUT" &
 	MIG_PID=$!
 }
-in_pages() { grep -q '"phase":"pages"' <<<"$(vy_cli "$LAB" "$1" --json status)"; }
+# the migration in flight on HOST is in its exposed window (status also
+# lists the journals, whose phase history must not count)
+in_pages() { vy_cli "$LAB" "$1" --json status | python3 -c '
+import json, sys
+a = json.load(sys.stdin).get("active", [])
+sys.exit(0 if any(m.get("phase") == "pages" for m in a) else 1)'; }
 active_id() { vy_cli "$LAB" "$1" --json status | python3 -c '
 import json, sys
 a = json.load(sys.stdin).get("active", [])

@@ -72,8 +72,14 @@ expect_rolled_back() {
 	fi
 	back_home "$1"
 }
-in_transfer() { grep -q '"phase":"transfer"' <<<"$(vy_cli "$LAB" a --json status)"; }
-in_presync() { grep -q '"phase":"presync"' <<<"$(vy_cli "$LAB" a --json status)"; }
+# The phase of the migration in flight (status also lists every journal,
+# whose phase history names every phase an earlier migration went through).
+active_phase_is() { vy_cli "$LAB" a --json status | python3 -c '
+import json, sys
+a = json.load(sys.stdin).get("active", [])
+sys.exit(0 if any(m.get("phase") == sys.argv[1] for m in a) else 1)' "$1"; }
+in_transfer() { active_phase_is transfer; }
+in_presync() { active_phase_is presync; }
 
 # 0. presync (the default mode): the target dies before the freeze.  The
 # container was never frozen, so nothing rolls back: it simply stays.
