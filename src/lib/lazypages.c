@@ -244,13 +244,14 @@ int vy_lazy_daemon_start(const char *image_dir, const char *work_dir,
 		execvp(argv[0], argv);
 		_exit(127);
 	}
-	for (int i = 0; i < 1000; i++) {
+	/* Inside the freeze: look often (10 s in all). */
+	for (int i = 0; i < 5000; i++) {
 		struct stat st;
 		if (stat(sock, &st) == 0 && S_ISSOCK(st.st_mode))
 			return 0;
 		if (vy_lazy_wait(p, 0))
 			break;
-		usleep(10000);
+		usleep(2000);
 	}
 	vy_lazy_kill(p);
 	char log[PATH_MAX + 32];
