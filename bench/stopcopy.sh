@@ -146,7 +146,8 @@ run_voyager() { # RUN ORDER MODE
 	local run=$1 order=$2 mode=$3 id="${LAB}v$1${3:0:1}" want out rc ok=false intact=false
 	want=$(start_container "$id") || { echo "{\"method\":\"voyager-$mode\",\"run\":$run,\"order\":$order,\"ok\":false,\"error\":\"container start\"}"; return 1; }
 	log "run $run: voyager migrate --mode $mode $id"
-	out=$(vy_cli "$LAB" a migrate "$id" --to "$IPB" --mode "$mode" --json)
+	# Memory as the baselines move it (auto would pick post-copy: bench/postcopy.sh).
+	out=$(vy_cli "$LAB" a migrate "$id" --to "$IPB" --mode "$mode" --memory stop-copy --json)
 	rc=$?
 	[ $rc = 0 ] && [ "$(vy_json_get "$out" result)" = migrated ] && ok=true
 	if [ $ok = true ] && verify_on_b "$id" "$B/state/containers/$id/bundle/rootfs" "$want"; then

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "lazypages.h"
 #include "util.h"
 
 int vy_parse_criu_version(const char *text, int *major, int *minor, int *patch)
@@ -108,6 +109,8 @@ int vy_preflight_host(const struct vy_runtime *rt, json_object **facts,
 	check_pipe_limit(f);
 	json_object_object_add(f, "runtime", json_object_new_string(rt->name));
 	json_object_object_add(f, "runtime_version", json_object_new_string(ver));
+	/* post-copy (lazypages.h): does the runtime drive CRIU's lazy pages? */
+	json_object_object_add(f, "lazy_pages", json_object_new_boolean(vy_runtime_has_lazy_pages(rt)));
 	char host[256] = "";
 	gethostname(host, sizeof(host) - 1);
 	json_object_object_add(f, "hostname", json_object_new_string(host));
@@ -238,7 +241,16 @@ bool vy_criu_has_feature(const char *name)
 	return ok;
 }
 
-int vy_memory_mode_choose(const char *requested, bool soft_dirty, bool uffd,
+/* Why this runtime cannot do post-copy, in words. */
+static const char *no_lazy_pages_reason(const char *runtime)
+{
+	return runtime && !strcmp(runtime, "crun")
+		       ? "crun has no lazy pages (crun 1.21: \"checkpoint: unrecognized option "
+			 "'--lazy-pages'\", no --page-server, no --status-fd); post-copy needs runc"
+		       : "the runtime's checkpoint has no --lazy-pages/--page-server/--status-fd";
+}
+
+int vy_memory_mode_choose(const char *requested, const struct vy_memory_caps *caps,
 			  const char **chosen, char *reason, size_t len, vy_error *err)
 {
 	if (!strcmp(requested, "stop-copy")) {
@@ -247,26 +259,41 @@ int vy_memory_mode_choose(const char *requested, bool soft_dirty, bool uffd,
 		return 0;
 	}
 	if (!strcmp(requested, "pre-copy")) {
-		if (!soft_dirty)
+		if (!caps->soft_dirty)
 			return vy_error_set(err, ENOTSUP, "pre-copy needs soft-dirty page tracking, "
 					    "which this kernel lacks (criu check --feature "
-					    "mem_dirty_track fails); use --memory stop-copy or auto");
+					    "mem_dirty_track fails); use --memory post-copy, "
+					    "stop-copy or auto");
 		return vy_error_set(err, ENOTSUP, "pre-copy memory is not implemented in this "
-				    "version; use --memory stop-copy or auto");
+				    "version; use --memory post-copy, stop-copy or auto");
 	}
 	if (!strcmp(requested, "post-copy")) {
-		if (!uffd)
+		if (!caps->uffd)
 			return vy_error_set(err, ENOTSUP, "post-copy needs userfaultfd, which this "
-					    "kernel lacks; use --memory stop-copy or auto");
-		return vy_error_set(err, ENOTSUP, "post-copy memory is not implemented in this "
-				    "version; use --memory stop-copy or auto");
+					    "kernel lacks (criu check --feature uffd-noncoop fails); "
+					    "use --memory stop-copy or auto");
+		if (!caps->lazy_pages)
+			return vy_error_set(err, ENOTSUP, "post-copy is impossible with %s: %s; use "
+					    "--memory stop-copy or auto",
+					    caps->runtime ? caps->runtime : "this runtime",
+					    no_lazy_pages_reason(caps->runtime));
+		*chosen = "post-copy";
+		snprintf(reason, len, "requested");
+		return 0;
 	}
 	if (strcmp(requested, "auto") != 0)
 		return vy_error_set(err, EINVAL, "unknown memory mode '%.32s' (auto, stop-copy, "
 				    "pre-copy, post-copy)", requested);
+	const char *pre = caps->soft_dirty ? "pre-copy is not implemented in this version"
+					   : "no pre-copy (no soft-dirty tracking in this kernel)";
+	if (caps->uffd && caps->lazy_pages) {
+		*chosen = "post-copy";
+		snprintf(reason, len, "auto: %s; userfaultfd and %s lazy pages are available, "
+			 "so post-copy", pre, caps->runtime ? caps->runtime : "the runtime's");
+		return 0;
+	}
 	*chosen = "stop-copy";
-	snprintf(reason, len, "auto: pre-copy %s; post-copy %s; so stop-copy",
-		 soft_dirty ? "is not implemented yet" : "impossible (no soft-dirty tracking)",
-		 uffd ? "is not implemented yet" : "impossible (no userfaultfd)");
+	snprintf(reason, len, "auto: %s; no post-copy (%s); so stop-copy", pre,
+		 !caps->uffd ? "no userfaultfd" : no_lazy_pages_reason(caps->runtime));
 	return 0;
 }

@@ -38,11 +38,19 @@ int vy_container_processes(int pid, int *nonroot_uid, uint64_t *rss_bytes);
 /* Does `criu check --feature NAME` pass on this host? */
 bool vy_criu_has_feature(const char *name);
 
+/* What this host offers the memory modes. */
+struct vy_memory_caps {
+	bool soft_dirty;   /* criu check --feature mem_dirty_track (pre-copy) */
+	bool uffd;         /* criu check --feature uffd-noncoop (post-copy) */
+	bool lazy_pages;   /* the runtime's checkpoint has --lazy-pages */
+	const char *runtime; /* "runc" or "crun", for messages */
+};
+
 /* The memory mode to use for a requested one ("auto", "stop-copy",
  * "pre-copy", "post-copy"), given what this host supports and what this
  * version implements.  Fills chosen and a reason for the report; fails
  * with a clear message when an explicit request cannot be honoured. */
-int vy_memory_mode_choose(const char *requested, bool soft_dirty, bool uffd,
+int vy_memory_mode_choose(const char *requested, const struct vy_memory_caps *caps,
 			  const char **chosen, char *reason, size_t len, vy_error *err);
 
 /* The cgroup path of pid in the freezer v1 hierarchy, or in the unified

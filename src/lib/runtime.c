@@ -150,6 +150,8 @@ static int add_ckpt_flags(const char **rest, int n,
 		rest[n++] = "--ext-unix-sk";
 	if (o->leave_running && !restore)
 		rest[n++] = "--leave-running";
+	if (o->lazy_pages && restore)
+		rest[n++] = "--lazy-pages";
 	if (o->manage_cgroups_mode) {
 		rest[n++] = "--manage-cgroups-mode";
 		rest[n++] = o->manage_cgroups_mode;

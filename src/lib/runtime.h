@@ -34,6 +34,8 @@ struct vy_checkpoint_opts {
 	bool file_locks;
 	bool ext_unix_sk;
 	const char *manage_cgroups_mode; /* NULL: runtime default */
+	bool lazy_pages; /* restore only: post-copy, pages from `criu lazy-pages`
+			  * (the checkpoint side is lazypages.h) */
 };
 
 /* Find the runtime binary (name "runc" or "crun"); fails with a clear

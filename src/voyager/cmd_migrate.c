@@ -69,6 +69,11 @@ static void print_report(json_object *r)
 		       vy_json_str(mm, "reason", ""));
 	printf("  bytes     memory %s, rootfs %s, volumes %s; on the wire %s\n", mem, root, vols,
 	       wire);
+	json_object *pc = json_object_object_get(r, "post_copy");
+	if (pc && json_object_object_get(pc, "exposed_ms"))
+		printf("  pages     %s; last page %lld ms after the freeze; exposed %lld ms\n",
+		       vy_json_str(pc, "pages", "?"), (long long)vy_json_int(pc, "all_pages_ms", -1),
+		       (long long)vy_json_int(pc, "exposed_ms", 0));
 	json_object *ph = json_object_object_get(r, "phases_ms");
 	if (ph) {
 		printf("  phases   ");
@@ -138,8 +143,13 @@ int cmd_migrate(struct cli_globals *g, int argc, char **argv)
 			       "  stop-copy:     freeze, then copy everything (the baseline)\n"
 			       "  --hydrate-rate limit jit's background stream (bytes/s; K, M, G suffixes;\n"
 			       "                 default: link speed)\n"
-			       "  --memory auto|stop-copy|pre-copy|post-copy (default auto; today auto\n"
-			       "  picks stop-copy and the report says why)\n");
+			       "  --memory auto|stop-copy|pre-copy|post-copy (default auto)\n"
+			       "    post-copy: resume on the target at once, pages follow (CRIU lazy\n"
+			       "               pages over TLS; runc only, needs userfaultfd)\n"
+			       "    stop-copy: the whole memory image after the freeze\n"
+			       "    pre-copy:  not implemented (refused)\n"
+			       "    auto:      post-copy where possible, else stop-copy; the report\n"
+			       "               says which and why\n");
 			return 0;
 		default: return 2;
 		}

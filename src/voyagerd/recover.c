@@ -19,6 +19,7 @@
 #include "jit.h"
 #include "log.h"
 #include "netns.h"
+#include "postcopy.h"
 #include "util.h"
 
 static void finish_journal(struct vy_daemon *d, json_object *j, const char *result,
@@ -55,6 +56,8 @@ static void recover_source(struct vy_daemon *d, json_object *j)
 	const char *dec = vy_json_str(j, "decision", "");
 	vy_error err;
 	struct vy_container_state st;
+	/* post-copy: end CRIU's page-server session first (postcopy.c) */
+	bool lazy = vy_postcopy_recover_source(d, j);
 	if (!strcmp(dec, "committed")) {
 		/* The target owns it: the frozen original must not run again. */
 		if (vy_runtime_state(&d->rt, container, &st, NULL) == 0 &&
@@ -99,7 +102,7 @@ static void recover_source(struct vy_daemon *d, json_object *j)
 		else
 			vy_info("recover %s: rolled back, %s runs here again", id, container);
 		vy_rm_rf(dir, NULL);
-	} else if (!strcmp(st.status, "absent") && checkpointed) {
+	} else if (!strcmp(st.status, "absent") && checkpointed && !lazy) {
 		char images[PATH_MAX], work[PATH_MAX];
 		snprintf(images, sizeof(images), "%s/images", dir);
 		snprintf(work, sizeof(work), "%s/work-recover", dir);

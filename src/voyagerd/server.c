@@ -21,6 +21,7 @@
 #include "daemon.h"
 #include "jit.h"
 #include "log.h"
+#include "postcopy.h"
 #include "preflight.h"
 #include "util.h"
 
@@ -290,6 +291,8 @@ static void *peer_thread(void *arg)
 		vy_serve_session(d, ch, body);
 	} else if (msg.type == VY_MSG_RELEASE) {
 		vy_serve_release(d, ch, body);
+	} else if (msg.type == VY_MSG_HELLO && !strcmp(vy_json_str(body, "role", ""), "tunnel")) {
+		vy_postcopy_tunnel_serve(d, ch, body); /* post-copy pages (postcopy.c) */
 	} else {
 		vy_warn("peer %s opened with unexpected %s", vy_channel_peer(ch),
 			vy_msg_type_name(msg.type));

@@ -33,6 +33,7 @@
 #include "jit.h"
 #include "manifest.h"
 #include "netns.h"
+#include "postcopy.h"
 #include "preflight.h"
 #include "source.h"
 #include "util.h"
@@ -148,6 +149,7 @@ static json_object *preflight_request(struct migration *m, vy_error *err)
 	json_object_object_add(o, "mode", json_object_new_string(m->mode));
 	if (m->hydrate_rate)
 		json_object_object_add(o, "hydrate_rate", json_object_new_int64((int64_t)m->hydrate_rate));
+	json_object_object_add(o, "memory", json_object_new_string(m->memory));
 	json_object_object_add(o, "runtime", json_object_new_string(m->d->rt.name));
 	json_object_object_add(o, "criu_version",
 			       json_object_new_string(vy_json_str(facts, "criu_version", "")));
@@ -248,7 +250,9 @@ static int checkpoint(struct migration *m, vy_error *err)
 	}
 	m->frozen = true;
 	m->opts.leave_running = true;
-	if (vy_runtime_checkpoint(&m->d->rt, m->container, m->images, m->work, &m->opts, err) < 0) {
+	int ck = m->pc ? vy_postcopy_dump(m, err) /* post-copy: the lazy checkpoint (postcopy.c) */
+		       : vy_runtime_checkpoint(&m->d->rt, m->container, m->images, m->work, &m->opts, err);
+	if (ck < 0) {
 		vy_error thaw;
 		if (vy_runtime_resume(&m->d->rt, m->container, &thaw) < 0)
 			vy_err("migration %s: cannot thaw %s after a failed checkpoint: %s", m->id,
@@ -282,6 +286,7 @@ static int restore_remote(struct migration *m, vy_error *err)
 	json_object_object_add(r, "id", json_object_new_string(m->id));
 	json_object_object_add(r, "config", json_object_get(m->config));
 	json_object_object_add(r, "tcp_established", json_object_new_boolean(m->opts.tcp_established));
+	json_object_object_add(r, "lazy_pages", json_object_new_boolean(m->pc != NULL));
 	int rc = vy_channel_send_json(m->ch, VY_MSG_RESTORE, r, err);
 	json_object_put(r);
 	if (rc < 0)
@@ -328,6 +333,9 @@ static int commit(struct migration *m, vy_error *err)
 static void cleanup_source(struct migration *m)
 {
 	vy_error err;
+	/* post-copy: CRIU's page-server session is over before the original goes */
+	if (vy_postcopy_source_end(m, false, &err) < 0)
+		vy_warn("migration %s: %s", m->id, err.msg);
 	/* The frozen original goes first: it must never run again. */
 	if (vy_runtime_delete(&m->d->rt, m->container, true, &err) < 0)
 		vy_err("migration %s: cannot delete the frozen %s here: %s", m->id, m->container,
@@ -400,6 +408,9 @@ static int rollback(struct migration *m, const char *reason, vy_error *err)
 	if (vy_journal_save(m->j, err) < 0)
 		return -1;
 	tell_target_abort(m, reason);
+	/* post-copy: the target's copy is gone and CRIU lets go before any thaw */
+	if (vy_postcopy_source_end(m, true, err) < 0)
+		return -1;
 	vy_serve_drop(m->id);
 	char work[PATH_MAX];
 	snprintf(work, sizeof(work), "%s/work-rollback", m->dir);
@@ -419,6 +430,9 @@ static int rollback(struct migration *m, const char *reason, vy_error *err)
 	if (strcmp(st.status, "absent") != 0 && strcmp(st.status, "stopped") != 0)
 		return vy_error_set(err, EEXIST, "container %s is unexpectedly %s here",
 				    m->container, st.status);
+	if (m->pc) /* post-copy: the pages were never written to disk */
+		return vy_error_set(err, ENOENT, "container %s is gone here, and a post-copy "
+				    "checkpoint holds no memory pages to restore it from", m->container);
 	if (!strcmp(st.status, "stopped"))
 		vy_runtime_delete(&m->d->rt, m->container, true, NULL);
 	if (m->net_detached)
@@ -483,6 +497,7 @@ static json_object *build_report(struct migration *m, const char *result,
 		json_object_object_add(e, "message", json_object_new_string(err_msg));
 		json_object_object_add(r, "error", e);
 	}
+	vy_postcopy_report(m, r);
 	return r;
 }
 
@@ -502,6 +517,9 @@ static const char *run_migration(struct migration *m, vy_error *err)
 	}
 	/* Persisted with the next phase change, before anything is frozen:
 	 * a restarted agent then knows to look for a frozen container. */
+	/* post-copy: page server port, guard, pipe limit, before the freeze */
+	if (m->memory && !strcmp(m->memory, "post-copy") && vy_postcopy_prepare(m, err) < 0)
+		return "presync-failed"; /* nothing frozen: the target is told to drop */
 	vy_journal_set(m->j, "bundle", json_object_new_string(m->bundle));
 	vy_journal_set(m->j, "frozen", json_object_new_boolean(1));
 	if (m->net) {
@@ -517,6 +535,11 @@ static const char *run_migration(struct migration *m, vy_error *err)
 	phase_begin(m, "restore");
 	if (restore_remote(m, err) < 0)
 		return "rollback";
+	if (m->pc) { /* post-copy: exposed until the last page arrives (postcopy.c) */
+		phase_begin(m, "pages");
+		if (vy_postcopy_await_pages(m, err) < 0)
+			return "rollback";
+	}
 	/* What we serve must survive a restart of this agent once committed. */
 	if (!strcmp(m->mode, "jit") && vy_serve_persist(m->id, m->dir, err) < 0)
 		return "rollback";
@@ -546,7 +569,11 @@ static int parse_request(struct migration *m, json_object *req, vy_error *err)
 	m->hydrate_rate = rate > 0 ? (uint64_t)rate : 0;
 	snprintf(m->memory_requested, sizeof(m->memory_requested), "%.15s",
 		 vy_json_str(req, "memory", "auto"));
-	if (vy_memory_mode_choose(m->memory_requested, m->d->soft_dirty, m->d->uffd, &m->memory,
+	struct vy_memory_caps caps = {
+		.soft_dirty = m->d->soft_dirty, .uffd = m->d->uffd, .runtime = m->d->rt.name,
+		.lazy_pages = json_object_get_boolean(json_object_object_get(m->d->facts, "lazy_pages")),
+	};
+	if (vy_memory_mode_choose(m->memory_requested, &caps, &m->memory,
 				  m->memory_reason, sizeof(m->memory_reason), err) < 0)
 		return -1;
 	if (vy_active_has_container(c))
@@ -622,6 +649,7 @@ report:;
 	if (m->j)
 		vy_journal_set(m->j, "report", json_object_get(r)), vy_journal_save(m->j, NULL);
 	vy_source_progress_stop(m);
+	vy_postcopy_source_free(m);
 	if (m->ch)
 		vy_channel_close(m->ch);
 	for (size_t i = 0; i < sizeof(m->pre) / sizeof(m->pre[0]); i++)

@@ -60,6 +60,7 @@ struct migration {
 	pthread_cond_t progress_cond;
 	pthread_t progress_thread;
 	bool progress_running;
+	struct vy_pc_source *pc; /* post-copy memory (postcopy.c), or NULL */
 };
 
 /* source_trees.c */

@@ -27,6 +27,7 @@
 #include "jit.h"
 #include "manifest.h"
 #include "netns.h"
+#include "postcopy.h"
 #include "preflight.h"
 #include "util.h"
 
@@ -56,6 +57,7 @@ struct session {
 	uint64_t hydrate_rate;                   /* --hydrate-rate for them, 0 = link speed */
 	struct vy_fs_mount fs[MAX_STREAMS];
 	int nfs;
+	struct vy_pc_target *pc; /* post-copy memory (postcopy_target.c), or NULL */
 };
 
 static void send_error(struct session *s, const char *phase, const char *msg)
@@ -257,7 +259,8 @@ static int target_preflight(struct session *s, json_object *req, vy_error *err)
 		return vy_error_sys(err, errno, "jit mode needs FUSE, and /dev/fuse is not usable "
 				    "here");
 	if (check_versions(s, req, err) < 0 || check_name_free(s, err) < 0 ||
-	    check_room(s, req, err) < 0 || check_volumes(s, req, err) < 0)
+	    check_room(s, req, err) < 0 || check_volumes(s, req, err) < 0 ||
+	    vy_postcopy_target_preflight(s->d, req, &s->pc, err) < 0)
 		return -1;
 	if (access(s->mig_dir, F_OK) == 0)
 		return vy_error_set(err, EEXIST, "migration %s is already known here", id);
@@ -686,6 +689,10 @@ static int restore_here(struct session *s, struct vy_message *msg, vy_error *err
 	if (vy_mkdir_p(work, 0700, err) < 0)
 		return -1;
 	struct vy_checkpoint_opts o = { .tcp_established = s->tcp_established, .file_locks = true };
+	/* post-copy: the lazy-pages daemon and the page tunnel first (postcopy_target.c) */
+	if (s->pc && vy_postcopy_target_start(s->pc, s->source_addr, s->id, images, work, err) < 0)
+		return -1;
+	o.lazy_pages = s->pc != NULL;
 	vy_journal_phase(s->j, "restoring", NULL);
 	uint64_t t0 = vy_now_ms();
 	if (s->net && vy_net_link(s->net, true, err) < 0)
@@ -866,6 +873,11 @@ static void run_session(struct session *s)
 		} else if (msg.type == VY_MSG_RESTORE) {
 			s->phase = "restore";
 			rc = restore_here(s, &msg, &err);
+			if (rc == 0 && s->pc) { /* post-copy: exposed until the last page */
+				rc = vy_postcopy_target_pages(s->pc, s->ch, s->container, s->j, &err);
+				if (rc < 0)
+					s->restored = false; /* it deleted the incomplete copy */
+			}
 		} else if (msg.type == VY_MSG_COMMIT && s->restored) {
 			committed(s);
 			json_object *a = json_object_new_object();
@@ -908,6 +920,7 @@ void vy_target_session(struct vy_daemon *d, vy_channel *ch, struct vy_message *f
 		json_object_put(req);
 		json_object_put(s->volumes);
 		json_object_put(s->net);
+		vy_postcopy_target_free(s->pc);
 		return;
 	}
 	source_address(s, req);
@@ -931,6 +944,7 @@ void vy_target_session(struct vy_daemon *d, vy_channel *ch, struct vy_message *f
 			run_session(s);
 		json_object_put(ok);
 	}
+	vy_postcopy_target_free(s->pc);
 	vy_journal_free(s->j);
 	json_object_put(s->volumes);
 	json_object_put(s->net);
@@ -950,7 +964,7 @@ int vy_target_abort(struct vy_daemon *d, const char *id, vy_error *err)
 			if (!strcmp(vy_json_str(json_object_array_get_idx(l, k), "id", ""), id))
 				busy = true;
 		json_object_put(l);
-		if (!busy)
+		if (!busy && vy_postcopy_target_settled(d, id)) /* recovery may still decide */
 			return 0;
 		usleep(100 * 1000);
 	}

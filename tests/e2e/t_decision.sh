@@ -8,7 +8,9 @@
 #      the target pauses the container and keeps asking; the restarted
 #      source rolls back (thaws its frozen original) and answers
 #      "rolled-back"; the target deletes its copy.
-# VOYAGER_FAILPOINT makes an agent exit at exactly that step.
+# VOYAGER_FAILPOINT makes an agent exit at exactly that step.  These are the
+# stop-copy decision (--memory stop-copy); post-copy commits only once every
+# page has arrived, and t_postcopy tests its failures.
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$here/lib.sh"
 . "$here/agents.sh"
@@ -54,7 +56,7 @@ TOKEN=$(start_counter a "$ID") || { t_fail "container start"; t_done; }
 vy_agent_start "$LAB" a runc --peer-timeout 5 || { t_fail "agent a"; t_done; }
 VY_AGENT_ENV="VOYAGER_FAILPOINT=target-after-restored" vy_agent_start "$LAB" b runc --peer-timeout 5 ||
 	{ t_fail "agent b"; t_done; }
-out=$(vy_cli "$LAB" a migrate "$ID" --to "$IPB" --json)
+out=$(vy_cli "$LAB" a migrate "$ID" --to "$IPB" --memory stop-copy --json)
 echo "target dies: $out"
 [ "$(vy_json_get "$out" result)" = migrated ] && t_ok "target died after RESTORED: the source committed" ||
 	t_fail "target died after RESTORED: the source committed" "$out"
@@ -82,7 +84,7 @@ TOKEN=$(start_counter a "$ID") || { t_fail "container start"; t_done; }
 VY_AGENT_ENV="VOYAGER_FAILPOINT=source-before-decision" vy_agent_start "$LAB" a runc --peer-timeout 5 ||
 	{ t_fail "agent a"; t_done; }
 vy_agent_start "$LAB" b runc --peer-timeout 5 || { t_fail "agent b"; t_done; }
-out=$(vy_cli "$LAB" a migrate "$ID" --to "$IPB" --json 2>&1)
+out=$(vy_cli "$LAB" a migrate "$ID" --to "$IPB" --memory stop-copy --json 2>&1)
 echo "source dies: $out"
 grep -q "failpoint source-before-decision" "$A/voyagerd.log" && t_ok "the source agent did die there" ||
 	t_fail "the source agent did die there"
