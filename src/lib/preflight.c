@@ -286,6 +286,15 @@ int vy_memory_mode_choose(const char *requested, const struct vy_memory_caps *ca
 				    "pre-copy, post-copy)", requested);
 	const char *pre = caps->soft_dirty ? "pre-copy is not implemented in this version"
 					   : "no pre-copy (no soft-dirty tracking in this kernel)";
+	if (caps->uffd && caps->lazy_pages && caps->memory_bytes &&
+	    caps->memory_bytes < VY_POSTCOPY_MIN_BYTES) {
+		*chosen = "stop-copy";
+		snprintf(reason, len, "auto: %s; post-copy is possible, but with %llu MiB of "
+			 "memory stop-copy moves it in a moment and spares the container page "
+			 "faults over the network, so stop-copy", pre,
+			 (unsigned long long)(caps->memory_bytes >> 20));
+		return 0;
+	}
 	if (caps->uffd && caps->lazy_pages) {
 		*chosen = "post-copy";
 		snprintf(reason, len, "auto: %s; userfaultfd and %s lazy pages are available, "

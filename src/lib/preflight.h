@@ -44,7 +44,13 @@ struct vy_memory_caps {
 	bool uffd;         /* criu check --feature uffd-noncoop (post-copy) */
 	bool lazy_pages;   /* the runtime's checkpoint has --lazy-pages */
 	const char *runtime; /* "runc" or "crun", for messages */
+	uint64_t memory_bytes; /* the container's resident memory, 0 if unknown */
 };
+
+/* Below this much memory, auto keeps stop-copy: the image moves in a
+ * moment, and the container is spared page faults over the network (each
+ * a round trip through the tunnel) after it resumes. */
+#define VY_POSTCOPY_MIN_BYTES (64ull << 20)
 
 /* The memory mode to use for a requested one ("auto", "stop-copy",
  * "pre-copy", "post-copy"), given what this host supports and what this

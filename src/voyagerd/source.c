@@ -186,6 +186,18 @@ static int run_preflight(struct migration *m, vy_error *err)
 {
 	if (load_container(m, err) < 0)
 		return -1;
+	/* auto weighs the container's memory too, now that it is known */
+	if (!strcmp(m->memory_requested, "auto")) {
+		struct vy_memory_caps caps = {
+			.soft_dirty = m->d->soft_dirty, .uffd = m->d->uffd,
+			.runtime = m->d->rt.name, .memory_bytes = m->need_bytes,
+			.lazy_pages = json_object_get_boolean(
+				json_object_object_get(m->d->facts, "lazy_pages")),
+		};
+		if (vy_memory_mode_choose(m->memory_requested, &caps, &m->memory,
+					  m->memory_reason, sizeof(m->memory_reason), err) < 0)
+			return -1;
+	}
 	m->disk_bytes = vy_tree_size(m->rootfs, true);
 	for (int i = 0; i < m->nvol; i++)
 		if (!m->vols[i].shared)

@@ -46,6 +46,24 @@ static void test_auto_falls_back(void)
 	CHECK(strstr(why, "not implemented") != NULL);
 }
 
+static void test_auto_small_memory_stays_stop_copy(void)
+{
+	char why[256];
+	vy_error e;
+	const char *chosen = NULL;
+	struct vy_memory_caps c = { .uffd = true, .lazy_pages = true, .runtime = "runc",
+				    .memory_bytes = 8 * MIB };
+	CHECK(vy_memory_mode_choose("auto", &c, &chosen, why, sizeof(why), &e) == 0);
+	CHECK(chosen && !strcmp(chosen, "stop-copy") && strstr(why, "8 MiB"));
+	c.memory_bytes = 512 * MIB;
+	CHECK(vy_memory_mode_choose("auto", &c, &chosen, why, sizeof(why), &e) == 0);
+	CHECK(chosen && !strcmp(chosen, "post-copy"));
+	/* an explicit request is honoured whatever the size */
+	c.memory_bytes = 8 * MIB;
+	CHECK(vy_memory_mode_choose("post-copy", &c, &chosen, why, sizeof(why), &e) == 0);
+	CHECK(chosen && !strcmp(chosen, "post-copy"));
+}
+
 static void test_explicit_requests(void)
 {
 	char why[256];
@@ -106,6 +124,7 @@ int main(void)
 {
 	RUN(test_auto_here_is_post_copy);
 	RUN(test_auto_falls_back);
+	RUN(test_auto_small_memory_stays_stop_copy);
 	RUN(test_explicit_requests);
 	RUN(test_precopy_shrinking_rounds_go_on);
 	RUN(test_precopy_stops_when_no_longer_shrinking);
