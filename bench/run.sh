@@ -473,6 +473,20 @@ jit_poll_stop() {
 	JIT_POLL_PID=""
 }
 
+# ensure_agents: a voyagerd that died (killed from outside: the machine is
+# shared) is started again and noted, so that one kill fails one run, not
+# every Voyager run after it.
+ensure_agents() {
+	local h pid
+	for h in a b; do
+		pid=$(vy_agent_pid "$LAB" "$h")
+		[ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && continue
+		log "voyagerd on $h (pid ${pid:-?}) is gone; starting it again"
+		note "voyagerd on $h (pid ${pid:-?}) died during the run (before run $((N + 1))) and was started again"
+		vy_agent_start "$LAB" "$h" runc >>"$LOG" 2>&1 || log "voyagerd on $h did not start again"
+	done
+}
+
 # record JSON-FIELDS...: one run line (python merges the JSON pieces)
 record() {
 	python3 -c 'import json, sys
@@ -778,6 +792,7 @@ for disk in "${DISKS[@]}"; do
 					nm=${#METHODS[@]}
 					for ((k = 0; k < nm; k++)); do
 						method=${METHODS[$(((k + rep - 1) % nm))]}
+						ensure_agents
 						N=$((N + 1))
 						id="${LAB}r$N"
 						case $method in
