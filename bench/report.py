@@ -88,7 +88,7 @@ def summarize(doc):
             return [f(r) for r in ok]
 
         def share(r):
-            w, d = r.get("bytes_wire"), r.get("data_bytes")
+            w, d = wire_bytes(r), r.get("data_bytes")
             return w / d if w is not None and d else None
 
         def hwm(h):
@@ -138,7 +138,7 @@ def summarize(doc):
             "memory_intact": sum(1 for r in ok if r.get("memory_intact")),
             "downtime_ms": stats(col(lambda r: r.get("downtime_ms"))),
             "total_ms": stats(col(lambda r: r.get("total_ms"))),
-            "wire_mib": stats(col(lambda r: None if r.get("bytes_wire") is None else r["bytes_wire"] / MIB)),
+            "wire_mib": stats(col(lambda r: None if wire_bytes(r) is None else wire_bytes(r) / MIB)),
             "wire_share": stats(col(share)),
             "cpu_a": stats(col(lambda r: (r.get("cpu_s") or {}).get("a"))),
             "cpu_b": stats(col(lambda r: (r.get("cpu_s") or {}).get("b"))),
@@ -146,6 +146,17 @@ def summarize(doc):
             "hwm_b": stats(col(hwm("b"))),
         }
     return out
+
+
+def wire_bytes(r):
+    """Bytes the migration moved: a jit run's report counts only what went
+    before it, so the bytes the source served while hydrating are added
+    (None until the source was released and counted them)."""
+    w = r.get("bytes_wire")
+    if "jit" not in r or w is None:
+        return w
+    served = r["jit"].get("served_bytes")
+    return None if served is None else w + served
 
 
 def sampled_rate(r):
@@ -617,6 +628,11 @@ def render(doc, plots=()):
     md.append("")
     md.append("## Bytes, CPU and memory")
     md.append("")
+    if any(s["jit"] for s in summ.values()):
+        md.append("jit's wire bytes are the report's plus the file bytes the source served to the target "
+                  "until it was released (its journal's served_bytes); its CPU seconds and peak memory "
+                  "run until independence.")
+        md.append("")
     md += resource_table(doc, summ)
     md.append("")
     md.append("## Where the time goes")

@@ -499,7 +499,7 @@ print(json.dumps(r))' "$@" >>"$WORK/runs.jsonl"
 # Each run_* METHOD-ARG ID: prints a JSON object of its measurements and
 # leaves nothing behind.
 run_voyager() { # MODE ID
-	local mode=$1 id=$2 want out ok=false intact=false res t_req t_ret jit="" limit
+	local mode=$1 id=$2 want out ok=false intact=false res t_req t_ret jit="" limit mid served=""
 	want=$(start_runc "$id" "$MEM") || { echo '{"ok": false, "error": "container did not start on a"}'; cleanup_runc "$id"; return; }
 	sample_begin
 	limit=$((60 + DISK / 8))
@@ -513,7 +513,10 @@ run_voyager() { # MODE ID
 		# target's journal, unless the migration itself failed.
 		[ $ok = true ] && wait "$JIT_POLL_PID" 2>/dev/null
 		jit_poll_stop
-		jit=$(jit_summary "$WORK/jit-poll.jsonl" "$t_req" "$t_ret" "$limit" "$(fs_hwm "$id")")
+		mid=$(vy_json_get "$out" id 2>/dev/null)
+		[ -n "$mid" ] && served=$(_vyb_lab_exec "$LAB" a "$BUILD_DIR/voyager" --socket "$A/run/voyagerd.sock" \
+			--json status "$mid" 2>/dev/null)
+		jit=$(jit_summary "$WORK/jit-poll.jsonl" "$t_req" "$t_ret" "$limit" "$(fs_hwm "$id")" "${served:-}")
 	fi
 	res=$(sample_end)
 	if [ $ok = true ] && verify_runc_b "$id" - "$want"; then
@@ -535,13 +538,19 @@ print(json.dumps(out))' "${out:-}" "$ok" "$intact" "$res" "$jit"
 	cleanup_runc "$id"
 }
 
-# jit_summary POLL T_REQ T_RET LIMIT FS_HWM: the jit part of a run record.
-# Times in ms from the migrate request; "resume" is the target journal's
-# "committed" phase (the container runs from then on).
+# jit_summary POLL T_REQ T_RET LIMIT FS_HWM SOURCE_STATUS: the jit part of a
+# run record.  Times in ms from the migrate request; "resume" is the target
+# journal's "committed" phase (the container runs from then on).
+# SOURCE_STATUS: `voyager --json status MID` on a, whose journal has
+# served_bytes once released.
 jit_summary() {
 	python3 - "$@" <<'PY'
 import json, sys
 poll, t_req, t_ret, limit, fs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+try:
+    src = json.loads(sys.argv[6]).get("migration") or {}
+except ValueError:
+    src = {}
 lines = []
 try:
     with open(poll) as f:
@@ -564,6 +573,7 @@ print(json.dumps({
     "jit": {"cli_return_ms": t_ret - t_req, "resume_ms": resume - t_req if resume else None,
             "independent_phase_ms": at["independent"] - t_req if at.get("independent") else None,
             "target_result": j.get("result"), "released": j.get("released"),
+            "served_bytes": src.get("served_bytes") if src.get("released") else None,
             "hydration": {k: h.get(k) for k in ("bytes", "files", "ms")} if h else None,
             "wait_limit_s": int(limit), "samples": samples},
     "voyager_fs_hwm_kib": json.loads(fs) if fs else None,
@@ -880,7 +890,8 @@ doc = {
                "journal's committed phase), independent_phase_ms (request -> its independent phase), the target journal's hydration {bytes, files, ms (from the commit)}, "
                "and samples: every 0.25 s while hydrating, the target's status hydration object "
                "{t_ms from the request, bytes, bytes_total, files, files_total, rate_bps, source_up} "
-               "(voyagerd refreshes it every 0.5 s). CPU seconds and peak memory of jit runs are read "
+               "(voyagerd refreshes it every 0.5 s); served_bytes: the source journal's count of file bytes it served "
+               "to the target's voyager-fs until released (after the report, so not in bytes_wire). CPU seconds and peak memory of jit runs are read "
                "after independence, so they include hydration; the memory check too waits until then",
         "voyager_fs_hwm_kib": "jit runs: VmHWM of the voyager-fs processes serving this container in b (one per "
                               "tree), read after independence, just before the harness unmounts them: n, sum, max",

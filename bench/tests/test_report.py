@@ -195,6 +195,7 @@ def jit_run(mem, disk, rep, downtime, total, indep, resume, phase, hyd_bytes, hy
     r["jit"] = {"cli_return_ms": total + 50, "resume_ms": resume, "independent_phase_ms": phase,
                 "target_result": "migrated" if indep is not None else None,
                 "released": indep is not None,
+                "served_bytes": hyd_bytes + MIB if indep is not None else None,
                 "hydration": {"bytes": hyd_bytes, "files": 1000, "ms": hyd_ms} if indep is not None else None,
                 "wait_limit_s": 90,
                 "samples": [{"t_ms": t, "bytes": b, "bytes_total": hyd_bytes or 300 * MIB, "files": 0,
@@ -261,6 +262,15 @@ class TestJit(unittest.TestCase):
         # median 541.5
         self.assertEqual(r[1], ["1gbit", "16", "256", "1000", J, "2/3", "258.0", "4400", "4000", "4800",
                                 "541", "484", "599", "0.58", "2"])
+
+    def test_wire_with_hydration(self):
+        r = rows(report.resource_table(self.doc, self.summ))
+        j = [x for x in r if x[4] == J]
+        # report's 17 MiB + served (hydrated + 1 MiB): 20 MiB over 16 MiB of data
+        self.assertEqual(j[0][6:10], ["20.0", "20.0", "20.0", "1.250"])
+        # 17 + 258 + 1 MiB over 272; the rep never released has no total and is left out
+        self.assertEqual(j[1][6:10], ["276.0", "276.0", "276.0", "1.015"])
+        self.assertIn("plus the file bytes the source served", report.render(self.doc))
 
     def test_sampled_rate(self):
         r = self.doc["runs"][-3]
