@@ -88,7 +88,7 @@ def summarize(doc):
             return [f(r) for r in ok]
 
         def share(r):
-            w, d = r.get("bytes_wire"), r.get("data_bytes")
+            w, d = wire_bytes(r), r.get("data_bytes")
             return w / d if w is not None and d else None
 
         def hwm(h):
@@ -100,13 +100,45 @@ def summarize(doc):
                 return v / 1024 if v is not None else None
             return f
 
+        jit = [r for r in ok if "jit" in r]
+
+        def hyd(f):
+            def g(r):
+                h = (r.get("jit") or {}).get("hydration") or {}
+                return f(h) if h.get("bytes") is not None and h.get("ms") else None
+            return [g(r) for r in jit]
+
+        def resume_to_indep(r):
+            j = r["jit"]
+            t0 = j.get("resume_ms") if j.get("resume_ms") is not None else j.get("cli_return_ms")
+            i = r.get("independence_ms")
+            return i - t0 if i is not None and t0 is not None else None
+
+        def hwm_range(h):
+            return stats(col(hwm(h)))
+
         out[key] = {
             "runs": len(rs),
+            "jit": len(jit),
+            "independent": sum(1 for r in jit if r.get("independent")),
+            "indep_ms": stats(col(independence)),
+            "indep_how": "journal" if jit else "total",
+            "resume_indep_ms": stats([resume_to_indep(r) for r in jit]),
+            "hyd_mib": stats(hyd(lambda h: h["bytes"] / MIB)),
+            "hyd_ms": stats(hyd(lambda h: h["ms"])),
+            "hyd_bps": stats([sampled_rate(r) for r in jit]),
+            "samples": stats([len(r["jit"].get("samples") or []) for r in jit]),
+            "hwm_a_range": hwm_range("a"),
+            "hwm_b_range": hwm_range("b"),
+            "fs_hwm": stats(col(lambda r: None if not r.get("voyager_fs_hwm_kib")
+                                else r["voyager_fs_hwm_kib"]["sum"] / 1024)),
+            "fs_n": stats(col(lambda r: None if not r.get("voyager_fs_hwm_kib")
+                              else r["voyager_fs_hwm_kib"]["n"])),
             "ok": len(ok),
             "memory_intact": sum(1 for r in ok if r.get("memory_intact")),
             "downtime_ms": stats(col(lambda r: r.get("downtime_ms"))),
             "total_ms": stats(col(lambda r: r.get("total_ms"))),
-            "wire_mib": stats(col(lambda r: None if r.get("bytes_wire") is None else r["bytes_wire"] / MIB)),
+            "wire_mib": stats(col(lambda r: None if wire_bytes(r) is None else wire_bytes(r) / MIB)),
             "wire_share": stats(col(share)),
             "cpu_a": stats(col(lambda r: (r.get("cpu_s") or {}).get("a"))),
             "cpu_b": stats(col(lambda r: (r.get("cpu_s") or {}).get("b"))),
@@ -114,6 +146,38 @@ def summarize(doc):
             "hwm_b": stats(col(hwm("b"))),
         }
     return out
+
+
+def wire_bytes(r):
+    """Bytes the migration moved: a jit run's report counts only what went
+    before it, so the bytes the source served while hydrating are added
+    (None until the source was released and counted them)."""
+    w = r.get("bytes_wire")
+    if "jit" not in r or w is None:
+        return w
+    served = r["jit"].get("served_bytes")
+    return None if served is None else w + served
+
+
+def sampled_rate(r):
+    """bits/s a jit run hydrated at, seen from the target's status: from the
+    first sample (bytes local then) to the journal's independent phase (all
+    of its hydration bytes); None without a sample strictly before it.
+    Not bytes ÷ the journal's ms: much can arrive before the commit."""
+    j = r.get("jit") or {}
+    h = j.get("hydration") or {}
+    end = j.get("independent_phase_ms")
+    s = [x for x in j.get("samples") or [] if x.get("bytes") is not None]
+    if not s or end is None or h.get("bytes") is None or end <= s[0]["t_ms"] or h["bytes"] <= s[0]["bytes"]:
+        return None
+    return (h["bytes"] - s[0]["bytes"]) * 8 * 1000 / (end - s[0]["t_ms"])
+
+
+def independence(r):
+    """ms from the request until the target holds everything and the source
+    is let go: a jit run's measured independence_ms (None if it never got
+    there), any other method's total_ms."""
+    return r.get("independence_ms") if "jit" in r else r.get("total_ms")
 
 
 def ratio(summ, cell, method, base, field="downtime_ms"):
@@ -188,6 +252,88 @@ def resource_table(doc, summ=None):
             row += [fmt(s["hwm_a"]["median"] if s["hwm_a"] else None, "mib"),
                     fmt(s["hwm_b"]["median"] if s["hwm_b"] else None, "mib")]
             row += ["not measured"]
+            rows.append(row)
+    return table(header, rows)
+
+
+def independence_table(doc, summ=None):
+    """Time to independence for every method, with the baselines' ratios
+    (for stop-and-copy methods it is their total time)."""
+    summ = summarize(doc) if summ is None else summ
+    bases = baselines(doc)
+    header = ["link", "mem MiB", "disk MiB", "files", "method", "ok/runs", "independent/ok",
+              "to independence median ms", "min", "max"]
+    header += ["÷ %s" % b for b in bases]
+    header += ["resume → independent median ms", "min", "max", "measured as"]
+    rows = []
+    for c in cells(doc):
+        for m in method_order(doc):
+            s = summ.get((c, m))
+            if s is None:
+                continue
+            jit = s["jit"] > 0
+            row = [c[0], str(c[2]), str(c[3]), str(c[1]), m, "%d/%d" % (s["ok"], s["runs"]),
+                   "%d/%d" % (s["independent"], s["jit"]) if jit else "%d/%d" % (s["ok"], s["ok"])]
+            row += med3(s["indep_ms"], "ms")
+            row += [fmt(ratio(summ, c, m, b, "indep_ms"), "ratio") for b in bases]
+            row += med3(s["resume_indep_ms"], "ms") if jit else [DASH] * 3
+            row += ["journal migrated" if jit else "total"]
+            rows.append(row)
+    return table(header, rows)
+
+
+def link_bps(doc):
+    """{link: median iperf3 a→b bits per second}"""
+    by = {}
+    for l in doc.get("links", []):
+        if l.get("iperf3_bps") is not None:
+            by.setdefault(l["link"], []).append(l["iperf3_bps"])
+    return {k: statistics.median(v) for k, v in by.items()}
+
+
+def hydration_table(doc, summ=None):
+    """jit runs: what hydrated, how long it took, at what rate."""
+    summ = summarize(doc) if summ is None else summ
+    bps = link_bps(doc)
+    header = ["link", "mem MiB", "disk MiB", "files", "method", "independent/runs",
+              "hydrated MiB median", "hydration median ms", "min", "max",
+              "sampled rate median Mbit/s", "min", "max", "rate ÷ iperf3", "status samples median"]
+    rows = []
+    for c in cells(doc):
+        for m in method_order(doc):
+            s = summ.get((c, m))
+            if s is None or not s["jit"]:
+                continue
+            r = s["hyd_bps"]
+            mbit = {k: r[k] / 1e6 for k in ("median", "min", "max")} if r else None
+            row = [c[0], str(c[2]), str(c[3]), str(c[1]), m, "%d/%d" % (s["independent"], s["runs"])]
+            row += [fmt(s["hyd_mib"]["median"] if s["hyd_mib"] else None, "mib")]
+            row += med3(s["hyd_ms"], "ms") + med3(mbit, "mbit")
+            row += [fmt(r["median"] / bps[c[0]] if r and bps.get(c[0]) else None, "ratio")]
+            row += [fmt(s["samples"]["median"] if s["samples"] else None, "ms")]
+            rows.append(row)
+    return table(header, rows)
+
+
+def memory_table(doc, summ=None):
+    """Peak memory (VmHWM) of Voyager's processes, read at the end of each
+    run; ratios against voyager/stop-copy in the same cell."""
+    summ = summarize(doc) if summ is None else summ
+    ref = "voyager/stop-copy"
+    header = ["link", "mem MiB", "disk MiB", "files", "method", "ok/runs",
+              "voyagerd a MiB median", "min", "max", "voyagerd b MiB median", "min", "max",
+              "voyager-fs b MiB median", "min", "max", "voyager-fs processes",
+              "voyagerd b ÷ %s" % ref]
+    rows = []
+    for c in cells(doc):
+        for m in method_order(doc):
+            s = summ.get((c, m))
+            if s is None or not m.startswith("voyager"):
+                continue
+            row = [c[0], str(c[2]), str(c[3]), str(c[1]), m, "%d/%d" % (s["ok"], s["runs"])]
+            row += med3(s["hwm_a_range"], "mib") + med3(s["hwm_b_range"], "mib") + med3(s["fs_hwm"], "mib")
+            row += [fmt(s["fs_n"]["median"] if s["fs_n"] else None, "ms")]
+            row += [fmt(ratio(summ, c, m, ref, "hwm_b_range"), "ratio")]
             rows.append(row)
     return table(header, rows)
 
@@ -273,17 +419,115 @@ def plot_specs(doc, summ):
     return specs
 
 
+def hydration_specs(doc):
+    """For each link and file count with jit runs: hydration progress after
+    resume, one line per jit method and size (memory, disk): the samples of
+    the repetition with the median time to independence (the lower one of
+    an even count), then the journal's total at its independent phase.
+    x: seconds since the target journal's committed phase; y: MiB local."""
+    groups = {}
+    for r in doc.get("runs", []):
+        j = r.get("jit")
+        if not r.get("ok") or not j or not r.get("independent") or r.get("independence_ms") is None:
+            continue
+        groups.setdefault(((r["link"], r["files"]), r["method"], (r["mem_mib"], r["disk_mib"])), []).append(r)
+    specs = []
+    links = []
+    for c in cells(doc):
+        if (c[0], c[1]) not in links:
+            links.append((c[0], c[1]))
+    for link, files in links:
+        series = []
+        for m in method_order(doc):
+            sizes = sorted(k[2] for k in groups if k[0] == (link, files) and k[1] == m)
+            for mem, disk in sizes:
+                rs = sorted(groups[((link, files), m, (mem, disk))], key=lambda r: r["independence_ms"])
+                r = rs[(len(rs) - 1) // 2]
+                j = r["jit"]
+                t0 = j.get("resume_ms") if j.get("resume_ms") is not None else j.get("cli_return_ms")
+                pts = [((x["t_ms"] - t0) / 1000, x["bytes"] / MIB) for x in j.get("samples") or []
+                       if x.get("bytes") is not None]
+                h = j.get("hydration") or {}
+                if j.get("independent_phase_ms") is not None and h.get("bytes") is not None:
+                    pts.append(((j["independent_phase_ms"] - t0) / 1000, h["bytes"] / MIB))
+                if not pts:
+                    continue
+                total = max([x.get("bytes_total") or 0 for x in j.get("samples") or []] + [h.get("bytes") or 0])
+                series.append({"method": m, "mem": mem, "disk": disk, "rep": r.get("rep"),
+                               "of": len(rs), "total_mib": total / MIB, "points": sorted(pts)})
+        if series:
+            specs.append({"name": "hydration_%s_f%s" % (safe(link), files), "link": link,
+                          "files": files, "series": series})
+    return specs
+
+
+def gnuplot_term(gp):
+    term = "pngcairo size 1000,650 font ',11'"
+    if gp:
+        t = subprocess.run([gp, "-e", "set terminal"], capture_output=True, text=True)
+        if "pngcairo" not in (t.stdout + t.stderr):
+            term = "png size 1000,650"
+    return term
+
+
+def gnuplot_png(gp, pdir, name, script):
+    """Write NAME.gp; run gnuplot on it; the PNG's path, or None."""
+    gpf = os.path.join(pdir, name + ".gp")
+    with open(gpf, "w") as f:
+        f.write(script)
+    png = os.path.join(pdir, name + ".png")
+    if not gp:
+        return gpf, None
+    r = subprocess.run([gp, name + ".gp"], cwd=pdir, capture_output=True, text=True)
+    if r.returncode != 0 or not os.path.exists(png):
+        sys.stderr.write("report: gnuplot failed on %s: %s\n" % (gpf, r.stderr.strip()))
+        return gpf, None
+    return gpf, png
+
+
+def write_hydration_plots(doc, pdir, gp, term):
+    made = []
+    for sp in hydration_specs(doc):
+        dat = os.path.join(pdir, sp["name"] + ".dat")
+        plots = []
+        with open(dat, "w") as f:
+            for i, s in enumerate(sp["series"]):
+                f.write("# %s, mem %s MiB, disk %s MiB, rep %s (median of %d): s since resume, MiB local\n" % (
+                    s["method"], s["mem"], s["disk"], s["rep"], s["of"]))
+                for p in s["points"]:
+                    f.write("%.3f %.3f\n" % p)
+                f.write("\n\n")
+                plots.append("'%s.dat' index %d using 1:2 with linespoints lc rgb '%s' lw 2 pt 7 ps 0.6 "
+                             "title '%s, mem %s MiB, disk %s MiB (%.0f MiB to hydrate)'" % (
+                                 sp["name"], i, COLORS[i % len(COLORS)], s["method"], s["mem"], s["disk"],
+                                 s["total_mib"]))
+        title = ("Hydration progress over time after resume (link %s, %s files; per size the rep with "
+                 "the median time to independence)" % (sp["link"], sp["files"]))
+        script = "\n".join([
+            "set terminal %s" % term,
+            "set output '%s.png'" % sp["name"],
+            "set title \"%s\" noenhanced" % title,
+            "set xlabel 'seconds since the container resumed on the target (journal: committed)'",
+            "set ylabel 'MiB local on the target (status: hydration.bytes)'",
+            "set key bottom right noenhanced",
+            "set grid",
+            "set yrange [0:*]",
+            "set xrange [0:*]",
+            "set offsets 0, graph 0.04, graph 0.05, 0",
+            "plot " + ", \\\n     ".join(plots),
+            ""])
+        gpf, png = gnuplot_png(gp, pdir, sp["name"], script)
+        made.append({"name": sp["name"], "png": png, "gp": gpf, "dat": dat})
+    return made
+
+
 def write_plots(doc, outdir, summ=None, run_gnuplot=True):
     summ = summarize(doc) if summ is None else summ
     pdir = os.path.join(outdir, "plots")
     os.makedirs(pdir, exist_ok=True)
     made = []
     gp = shutil.which("gnuplot") if run_gnuplot else None
-    term = "pngcairo size 1000,650 font ',11'"
-    if gp:
-        t = subprocess.run([gp, "-e", "set terminal"], capture_output=True, text=True)
-        if "pngcairo" not in (t.stdout + t.stderr):
-            term = "png size 1000,650"
+    term = gnuplot_term(gp)
     for sp in plot_specs(doc, summ):
         dat = os.path.join(pdir, sp["name"] + ".dat")
         with open(dat, "w") as f:
@@ -315,19 +559,9 @@ def write_plots(doc, outdir, summ=None, run_gnuplot=True):
     "set offsets 0, graph 0.04, graph 0.05, 0",
             "plot " + ", \\\n     ".join(plots),
             ""])
-        gpf = os.path.join(pdir, sp["name"] + ".gp")
-        with open(gpf, "w") as f:
-            f.write(script)
-        png = os.path.join(pdir, sp["name"] + ".png")
-        if gp:
-            r = subprocess.run([gp, sp["name"] + ".gp"], cwd=pdir, capture_output=True, text=True)
-            if r.returncode != 0 or not os.path.exists(png):
-                sys.stderr.write("report: gnuplot failed on %s: %s\n" % (gpf, r.stderr.strip()))
-                png = None
-        else:
-            png = None
+        gpf, png = gnuplot_png(gp, pdir, sp["name"], script)
         made.append({"name": sp["name"], "png": png, "gp": gpf, "dat": dat})
-    return made
+    return made + write_hydration_plots(doc, pdir, gp, term)
 
 
 # ------------------------------------------------------------------ report
@@ -338,6 +572,7 @@ def render(doc, plots=()):
     runs = doc.get("runs", [])
     failed = [r for r in runs if not r.get("ok")]
     not_intact = [r for r in runs if r.get("ok") and not r.get("memory_intact")]
+    not_indep = [r for r in runs if r.get("ok") and "jit" in r and not r.get("independent")]
     md = ["# Voyager benchmark: %s profile" % doc.get("profile", "?"), ""]
     md.append("Run %s to %s. Host: kernel %s, %s CPUs, %s MiB memory; %s; %s%s; %s." % (
         doc.get("started"), doc.get("finished"), h.get("kernel"), h.get("cpus"), h.get("mem_mib"),
@@ -364,8 +599,40 @@ def render(doc, plots=()):
     md.append("")
     md += headline_table(doc, summ)
     md.append("")
+    md.append("## Time to independence")
+    md.append("")
+    md.append("From the migrate request until the target holds every byte and the source has let go: for "
+              "jit, until the target's journal says migrated (polled every 0.25 s); for the stop-and-copy "
+              "methods, their total time. *resume → independent*: from the target journal's commit.")
+    md.append("")
+    md += independence_table(doc, summ)
+    md.append("")
+    if any(s["jit"] for s in summ.values()):
+        md.append("## Hydration (jit)")
+        md.append("")
+        md.append("The target journal's hydration record at independence (bytes, and ms from the commit; "
+                  "bytes that arrived before the commit count, their time does not). Rate: bytes that "
+                  "arrived between the first status sample and the journal's independent phase ÷ that "
+                  "time (the agent refreshes its status every 0.5 s, so short hydrations have no rate), "
+                  "against the median iperf3 rate of the same link. `bench/jit.sh` measures the rate "
+                  "from voyager-fs's own counters.")
+        md.append("")
+        md += hydration_table(doc, summ)
+        md.append("")
+    md.append("## Peak memory")
+    md.append("")
+    md.append("VmHWM at the end of each run (voyagerd's reset before it; voyager-fs: the sum over the "
+              "container's trees, one process each).")
+    md.append("")
+    md += memory_table(doc, summ)
+    md.append("")
     md.append("## Bytes, CPU and memory")
     md.append("")
+    if any(s["jit"] for s in summ.values()):
+        md.append("jit's wire bytes are the report's plus the file bytes the source served to the target "
+                  "until it was released (its journal's served_bytes); its CPU seconds and peak memory "
+                  "run until independence.")
+        md.append("")
     md += resource_table(doc, summ)
     md.append("")
     md.append("## Where the time goes")
@@ -384,7 +651,7 @@ def render(doc, plots=()):
             md.append("- mem %s MiB, disk %s MiB, files %s, link %s: %s" % (
                 s.get("mem_mib"), s.get("disk_mib"), s.get("files"), s.get("link"), s.get("reason")))
         md.append("")
-    if failed or not_intact:
+    if failed or not_intact or not_indep:
         md.append("## Failed runs")
         md.append("")
         for r in failed:
@@ -397,6 +664,12 @@ def render(doc, plots=()):
         for r in not_intact:
             md.append("- %s, link %s, mem %s, disk %s, files %s, rep %s: migrated but memory check FAILED" % (
                 r["method"], r["link"], r["mem_mib"], r["disk_mib"], r["files"], r.get("rep")))
+        for r in not_indep:
+            j = r["jit"]
+            md.append("- %s, link %s, mem %s, disk %s, files %s, rep %s: migrated but not independent "
+                      "within %s s (target journal result: %s)" % (
+                          r["method"], r["link"], r["mem_mib"], r["disk_mib"], r["files"], r.get("rep"),
+                          j.get("wait_limit_s"), j.get("target_result")))
         md.append("")
     if plots:
         md.append("## Plots")
@@ -414,7 +687,8 @@ def render(doc, plots=()):
         d = defs.get(k)
         if isinstance(d, dict):
             md.append("- **%s**: %s" % (k, "; ".join("%s: %s" % (m, t) for m, t in d.items())))
-    for k in ("data_bytes", "podman_image", "cpu_s", "voyagerd_cpu_s", "voyagerd_hwm_kib", "client_pause_ms"):
+    for k in ("data_bytes", "podman_image", "cpu_s", "voyagerd_cpu_s", "voyagerd_hwm_kib", "independence_ms",
+              "jit", "voyager_fs_hwm_kib", "client_pause_ms"):
         if k in defs:
             md.append("- **%s**: %s" % (k, defs[k]))
     for n in doc.get("notes", []):

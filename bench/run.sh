@@ -14,9 +14,9 @@
 #                     unshaped; 3 reps
 #   --out      results directory (default bench/results/DATE-TIME)
 #   --modes    Voyager modes to measure, each a column of its own, passed
-#              to `voyager migrate --mode` (default: stop-copy, the only
-#              mode Voyager has today; another one is attempted and, if
-#              voyager refuses it, recorded as failed)
+#              to `voyager migrate --mode` (default: stop-copy,jit for
+#              smoke; stop-copy,presync,jit for quick and full; a mode
+#              voyager refuses is recorded as failed, never faked)
 #   --build    use voyager and voyagerd from DIR (a meson build directory
 #              of some other checkout) instead of building ./build
 #   --no-podman  leave the podman baseline out
@@ -38,6 +38,17 @@
 #                 (each host has its own podman storage)
 # After every restore memhog re-checks its memory; the checksum must match.
 #
+# jit runs go on after the report: a poller in b asks `voyager --json status
+# MID` every 0.25 s and keeps the hydration object {bytes, bytes_total,
+# files, ...} of each sample, until the target's journal says "migrated"
+# (every byte local, source released) or a bound (60 s + 1 s per 8 MiB of
+# disk) passes.  Time to independence: migrate request -> first poll that
+# sees "migrated".  memhog's memory check waits until then, so that it does
+# not compete with hydration for the CPU.  At the end of every run (for jit,
+# after independence) the harness reads VmHWM of voyagerd on a and b and of
+# the voyager-fs processes of this container in b (found through b's netns
+# pids; read only: they exit when the harness unmounts their trees).
+#
 # Writes DIR/results.json (every repetition, raw), then bench/report.py makes
 # DIR/report.md, DIR/plots/*.{dat,gp} and the PNGs.  Exit status: 0 when the
 # harness ran to the end, whatever the migrations did (failures are recorded
@@ -48,7 +59,7 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PROFILE=quick
 OUTDIR=""
-MODES=stop-copy
+MODES=""
 USE_PODMAN=1
 SETUP=1
 BUILD_DIR=""
@@ -72,6 +83,9 @@ full) MEMS=(16 256 1024 4096); DISKS=(0 256 1024 4096); FILES=(1000 100000)
 	LINKS=(1gbit 10gbit unshaped); REPS=3; IPERF_S=5 ;;
 *) echo "bench: unknown profile '$PROFILE' (smoke, quick, full)" >&2; exit 2 ;;
 esac
+if [ -z "$MODES" ]; then
+	case $PROFILE in smoke) MODES=stop-copy,jit ;; *) MODES=stop-copy,presync,jit ;; esac
+fi
 IFS=, read -r -a MODE_LIST <<<"$MODES"
 for m in "${MODE_LIST[@]}"; do
 	[[ $m =~ ^[a-z][a-z0-9-]{0,30}$ ]] || { echo "bench: bad mode '$m'" >&2; exit 2; }
@@ -300,12 +314,15 @@ start_runc() {
 	cut -d' ' -f2 "$b/rootfs/data/memhog"
 }
 
-# verify_runc_b ID ROOTFS WANT: memhog re-checks its memory on b
+# verify_runc_b ID ROOTFS WANT: memhog re-checks its memory on b.  ROOTFS
+# "-": the container's root as its process sees it (a jit rootfs is a FUSE
+# mount in b's mount namespace only).
 verify_runc_b() {
 	local id=$1 rootfs=$2 want=$3 pid i got verdict
 	pid=$(_vyb_lab_exec "$LAB" b runc --root "$B/runtime/runc" state "$id" 2>/dev/null |
 		python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])' 2>/dev/null)
 	[ -n "$pid" ] || return 1
+	[ "$rootfs" = - ] && rootfs=/proc/$pid/root
 	rm -f "$rootfs/data/memhog.verify"
 	kill -USR1 "$pid" || return 1
 	for i in $(seq 600); do
@@ -375,6 +392,101 @@ print(json.dumps({
 PY
 }
 
+# fs_hwm ID: VmHWM of the voyager-fs processes serving container ID's trees
+# in b (found among b's netns pids by name and mount point; only read).
+fs_hwm() {
+	local id=$1 p comm kib out=()
+	for p in $(ip netns pids "$(lab_netns "$LAB" b)" 2>/dev/null); do
+		read -r comm <"/proc/$p/comm" 2>/dev/null || continue
+		[ "$comm" = voyager-fs ] || continue
+		tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -qF "/containers/$id/" || continue
+		kib=$(vyd_hwm "$p") && [ -n "$kib" ] && out+=("$kib")
+	done
+	python3 -c 'import json, sys
+v = [int(x) for x in sys.argv[1:]]
+print(json.dumps({"n": len(v), "sum": sum(v), "max": max(v)} if v else None))' "${out[@]}"
+}
+
+# jit_poll_start ID OUT DEADLINE_S: in b, until the target's journal of
+# container ID's migration says how it ended (or STOP, or the deadline):
+# every 0.25 s `voyager --json status MID`, one JSON line per sample with
+# the hydration object; the last line carries the journal.  MID comes from
+# the target journal file that names ID (the report is not out yet when
+# hydration starts).  Not in the CPU accounting cgroup.
+JIT_POLL_PID=""
+jit_poll_start() {
+	rm -f "$WORK/jit-poll.stop"
+	_vyb_lab_exec "$LAB" b python3 - "$BUILD_DIR/voyager" "$B/run/voyagerd.sock" "$B/state/journal" \
+		"$1" "$2" "$WORK/jit-poll.stop" "$3" "$$" <<'PY' >>"$LOG" 2>&1 &
+import json, os, subprocess, sys, time
+vy, sock, jdir, cid, out, stop, limit = sys.argv[1:8]
+def ls():
+    try:
+        return set(os.listdir(jdir))
+    except OSError:
+        return set()
+# Container IDs are unique in the lab: the target journal naming this one
+# is this migration's (files that name another are not read again).
+other, mid, end = set(), None, time.time() + float(limit)
+harness = "/proc/" + sys.argv[8]  # gone (interrupted): stop too
+with open(out, "w") as f:
+    def put(r):
+        r["t"] = int(time.time() * 1000)
+        f.write(json.dumps(r) + "\n")
+        f.flush()
+    while time.time() < end and not os.path.exists(stop) and os.path.exists(harness):
+        tick = time.time()
+        if mid is None:
+            for n in sorted(ls() - other):
+                if not n.endswith(".json"):
+                    continue
+                try:
+                    with open(os.path.join(jdir, n)) as j:
+                        doc = json.load(j)
+                except (OSError, ValueError):
+                    continue
+                if doc.get("container") == cid and doc.get("role") == "target":
+                    mid = n[:-5]
+                else:
+                    other.add(n)
+        if mid is not None:
+            try:
+                st = json.loads(subprocess.run([vy, "--socket", sock, "--json", "status", mid],
+                                               capture_output=True, text=True, timeout=10).stdout)
+            except (ValueError, subprocess.SubprocessError):
+                st = {}
+            j = st.get("migration") or {}
+            h = [a.get("hydration") for a in st.get("active") or [] if a.get("id") == mid]
+            if h and h[0]:
+                put({"hydration": h[0]})
+            if j.get("result"):
+                put({"mid": mid, "journal": j})
+                break
+        time.sleep(max(0.0, 0.25 - (time.time() - tick)))
+PY
+	JIT_POLL_PID=$!
+}
+jit_poll_stop() {
+	[ -n "$JIT_POLL_PID" ] || return 0
+	touch "$WORK/jit-poll.stop"
+	wait "$JIT_POLL_PID" 2>/dev/null
+	JIT_POLL_PID=""
+}
+
+# ensure_agents: a voyagerd that died (killed from outside: the machine is
+# shared) is started again and noted, so that one kill fails one run, not
+# every Voyager run after it.
+ensure_agents() {
+	local h pid
+	for h in a b; do
+		pid=$(vy_agent_pid "$LAB" "$h")
+		[ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && continue
+		log "voyagerd on $h (pid ${pid:-?}) is gone; starting it again"
+		note "voyagerd on $h (pid ${pid:-?}) died during the run (before run $((N + 1))) and was started again"
+		vy_agent_start "$LAB" "$h" runc >>"$LOG" 2>&1 || log "voyagerd on $h did not start again"
+	done
+}
+
 # record JSON-FIELDS...: one run line (python merges the JSON pieces)
 record() {
 	python3 -c 'import json, sys
@@ -387,13 +499,27 @@ print(json.dumps(r))' "$@" >>"$WORK/runs.jsonl"
 # Each run_* METHOD-ARG ID: prints a JSON object of its measurements and
 # leaves nothing behind.
 run_voyager() { # MODE ID
-	local mode=$1 id=$2 want out ok=false intact=false res
+	local mode=$1 id=$2 want out ok=false intact=false res t_req t_ret jit="" limit mid served=""
 	want=$(start_runc "$id" "$MEM") || { echo '{"ok": false, "error": "container did not start on a"}'; cleanup_runc "$id"; return; }
 	sample_begin
+	limit=$((60 + DISK / 8))
+	[ "$mode" = jit ] && jit_poll_start "$id" "$WORK/jit-poll.jsonl" "$limit"
+	t_req=$(now_ms)
 	out=$(vy_cli "$LAB" a migrate "$id" --to "$IPB" --mode "$mode" --json 2>>"$LOG")
-	res=$(sample_end)
+	t_ret=$(now_ms)
 	[ -n "$out" ] && [ "$(vy_json_get "$out" result 2>/dev/null)" = migrated ] && ok=true
-	if [ $ok = true ] && verify_runc_b "$id" "$B/state/containers/$id/bundle/rootfs" "$want"; then
+	if [ "$mode" = jit ]; then
+		# Hydration goes on after the report: wait (bounded) for the
+		# target's journal, unless the migration itself failed.
+		[ $ok = true ] && wait "$JIT_POLL_PID" 2>/dev/null
+		jit_poll_stop
+		mid=$(vy_json_get "$out" id 2>/dev/null)
+		[ -n "$mid" ] && served=$(_vyb_lab_exec "$LAB" a "$BUILD_DIR/voyager" --socket "$A/run/voyagerd.sock" \
+			--json status "$mid" 2>/dev/null)
+		jit=$(jit_summary "$WORK/jit-poll.jsonl" "$t_req" "$t_ret" "$limit" "$(fs_hwm "$id")" "${served:-}")
+	fi
+	res=$(sample_end)
+	if [ $ok = true ] && verify_runc_b "$id" - "$want"; then
 		intact=true
 	fi
 	python3 -c 'import json, sys
@@ -406,12 +532,64 @@ out = {"ok": sys.argv[2] == "true", "memory_intact": sys.argv[3] == "true",
        "bytes_wire": (r.get("bytes") or {}).get("wire"), "bytes": r.get("bytes"),
        "phases_ms": r.get("phases_ms"), "error": r.get("error")}
 out.update(json.loads(sys.argv[4]))
-print(json.dumps(out))' "${out:-}" "$ok" "$intact" "$res"
+if sys.argv[5]:
+    out.update(json.loads(sys.argv[5]))
+print(json.dumps(out))' "${out:-}" "$ok" "$intact" "$res" "$jit"
 	cleanup_runc "$id"
 }
+
+# jit_summary POLL T_REQ T_RET LIMIT FS_HWM SOURCE_STATUS: the jit part of a
+# run record.  Times in ms from the migrate request; "resume" is the target
+# journal's "committed" phase (the container runs from then on).
+# SOURCE_STATUS: `voyager --json status MID` on a, whose journal has
+# served_bytes once released.
+jit_summary() {
+	python3 - "$@" <<'PY'
+import json, sys
+poll, t_req, t_ret, limit, fs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
+try:
+    src = json.loads(sys.argv[6]).get("migration") or {}
+except ValueError:
+    src = {}
+lines = []
+try:
+    with open(poll) as f:
+        lines = [json.loads(l) for l in f if l.strip()]
+except (OSError, ValueError):
+    pass
+j = next((l["journal"] for l in lines if "journal" in l), {})
+at = {p.get("phase"): p.get("at_ms") for p in j.get("phases") or []}
+resume = at.get("committed") or at.get("restored")
+done = next((l["t"] for l in lines if "journal" in l), None)
+indep = j.get("result") == "migrated" and bool(j.get("hydration"))
+samples = [{"t_ms": l["t"] - t_req, "bytes": l["hydration"].get("bytes"),
+            "bytes_total": l["hydration"].get("bytes_total"), "files": l["hydration"].get("files"),
+            "files_total": l["hydration"].get("files_total"), "rate_bps": l["hydration"].get("rate_bps"),
+            "source_up": l["hydration"].get("source_up")} for l in lines if "hydration" in l]
+h = j.get("hydration") or {}
+print(json.dumps({
+    "independent": indep,
+    "independence_ms": done - t_req if indep and done else None,
+    "jit": {"cli_return_ms": t_ret - t_req, "resume_ms": resume - t_req if resume else None,
+            "independent_phase_ms": at["independent"] - t_req if at.get("independent") else None,
+            "target_result": j.get("result"), "released": j.get("released"),
+            "served_bytes": src.get("served_bytes") if src.get("released") else None,
+            "hydration": {k: h.get(k) for k in ("bytes", "files", "ms")} if h else None,
+            "wait_limit_s": int(limit), "samples": samples},
+    "voyager_fs_hwm_kib": json.loads(fs) if fs else None,
+}))
+PY
+}
 cleanup_runc() { # ID
+	local m
 	_vyb_lab_exec "$LAB" b runc --root "$B/runtime/runc" delete -f "$1" >/dev/null 2>&1
 	_vyb_lab_exec "$LAB" a runc --root "$A/runtime/runc" delete -f "$1" >/dev/null 2>&1
+	# jit: voyager-fs mounts in b's mount namespace; each voyager-fs exits
+	# when its tree is unmounted.
+	for m in $(_vyb_lab_exec "$LAB" b awk -v d="$B/state/containers/$1/" \
+		'index($5, d) == 1 {print length($5) " " $5}' /proc/self/mountinfo | sort -rn | cut -d' ' -f2-); do
+		_vyb_lab_exec "$LAB" b umount -l "$m" 2>/dev/null
+	done
 	rm -rf "$B/state/containers/$1" "$A/bundles/$1"
 }
 
@@ -613,6 +791,7 @@ for disk in "${DISKS[@]}"; do
 			[ $fill_ok = 1 ] && shape_link "$link"
 			for mem in "${MEMS[@]}"; do
 				MEM=$mem
+				DISK=$disk
 				if ! why=$(fits "$mem" "$disk"); then
 					log "skip mem $mem MiB, disk $disk MiB, files $files, link $link: $why"
 					python3 -c 'import json,sys; print(json.dumps({"mem_mib": int(sys.argv[1]), "disk_mib": int(sys.argv[2]), "files": int(sys.argv[3]), "link": sys.argv[4], "reason": sys.argv[5]}))' \
@@ -623,6 +802,7 @@ for disk in "${DISKS[@]}"; do
 					nm=${#METHODS[@]}
 					for ((k = 0; k < nm; k++)); do
 						method=${METHODS[$(((k + rep - 1) % nm))]}
+						ensure_agents
 						N=$((N + 1))
 						id="${LAB}r$N"
 						case $method in
@@ -633,7 +813,7 @@ for disk in "${DISKS[@]}"; do
 						[ -n "$res" ] || res='{"ok": false, "error": "harness: no measurement"}'
 						record "$res" "$(python3 -c 'import json,sys; a=sys.argv[1:]; print(json.dumps({"method": a[0], "link": a[1], "mem_mib": int(a[2]), "disk_mib": int(a[3]), "files": int(a[4]), "rep": int(a[5]), "order": int(a[6]), "data_bytes": (int(a[2]) + int(a[3])) << 20}))' \
 							"$method" "$link" "$mem" "$disk" "$files" "$rep" "$((k + 1))")"
-						log "$(tail -1 "$WORK/runs.jsonl" | python3 -c 'import json,sys; r=json.load(sys.stdin); print("%-17s link %s mem %4d disk %4d files %d rep %d: %s" % (r["method"], r["link"], r["mem_mib"], r["disk_mib"], r["files"], r["rep"], ("downtime %s ms, total %s ms, wire %s B, memory intact %s" % (r.get("downtime_ms"), r.get("total_ms"), r.get("bytes_wire"), r.get("memory_intact"))) if r.get("ok") else "FAILED: %s" % (r.get("error"),)))')"
+						log "$(tail -1 "$WORK/runs.jsonl" | python3 -c 'import json,sys; r=json.load(sys.stdin); print("%-17s link %s mem %4d disk %4d files %d rep %d: %s%s" % (r["method"], r["link"], r["mem_mib"], r["disk_mib"], r["files"], r["rep"], ("downtime %s ms, total %s ms, wire %s B, memory intact %s" % (r.get("downtime_ms"), r.get("total_ms"), r.get("bytes_wire"), r.get("memory_intact"))) if r.get("ok") else "FAILED: %s" % (r.get("error"),), "" if "jit" not in r else ", independent after %s ms (%d samples), voyager-fs peak %s KiB" % (r.get("independence_ms"), len(r["jit"]["samples"]), (r.get("voyager_fs_hwm_kib") or {}).get("sum"))))')"
 						grep -q '"ok": true' <<<"$res" || FAILED=$((FAILED + 1))
 					done
 				done
@@ -702,6 +882,19 @@ doc = {
                  "included (they run in their own cgroups). Idle voyagerd agents are included for every method.",
         "voyagerd_cpu_s": "voyagerd's utime+stime+cutime+cstime from /proc/PID/stat (itself plus the runc/criu children it reaped), per host",
         "voyagerd_hwm_kib": "voyagerd's VmHWM from /proc/PID/status, reset (clear_refs 5) before each run, per host; voyagerd only",
+        "independence_ms": "jit runs: migrate request -> the first poll (every 0.25 s, `voyager --json status MID` on b) "
+                           "that sees the target's journal result \"migrated\" (every byte local and synced, the "
+                           "source released); null when that did not happen within jit.wait_limit_s. For the other "
+                           "methods the report uses total_ms: the target holds everything when they finish",
+        "jit": "jit runs: cli_return_ms (request -> voyager migrate returned), resume_ms (request -> the target "
+               "journal's committed phase), independent_phase_ms (request -> its independent phase), the target journal's hydration {bytes, files, ms (from the commit)}, "
+               "and samples: every 0.25 s while hydrating, the target's status hydration object "
+               "{t_ms from the request, bytes, bytes_total, files, files_total, rate_bps, source_up} "
+               "(voyagerd refreshes it every 0.5 s); served_bytes: the source journal's count of file bytes it served "
+               "to the target's voyager-fs until released (after the report, so not in bytes_wire). CPU seconds and peak memory of jit runs are read "
+               "after independence, so they include hydration; the memory check too waits until then",
+        "voyager_fs_hwm_kib": "jit runs: VmHWM of the voyager-fs processes serving this container in b (one per "
+                              "tree), read after independence, just before the harness unmounts them: n, sum, max",
         "client_pause_ms": "not measured in this grid: its memhog container serves no client. bench/network.sh "
                            "measures the pause a redis client sees, separately"},
     "links": lines("links.jsonl"),

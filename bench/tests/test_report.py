@@ -183,5 +183,150 @@ class TestPlots(unittest.TestCase):
                 self.assertIn("## Downtime and total time", f.read())
 
 
+J = "voyager/jit"
+
+
+def jit_run(mem, disk, rep, downtime, total, indep, resume, phase, hyd_bytes, hyd_ms, samples,
+            fs_kib, hwm=(30720, 30720)):
+    """A jit run as bench/run.sh records it; indep None: never independent."""
+    r = run(J, mem, disk, rep, downtime, total, 17 * MIB, hwm=hwm)
+    r["independent"] = indep is not None
+    r["independence_ms"] = indep
+    r["jit"] = {"cli_return_ms": total + 50, "resume_ms": resume, "independent_phase_ms": phase,
+                "target_result": "migrated" if indep is not None else None,
+                "released": indep is not None,
+                "served_bytes": hyd_bytes + MIB if indep is not None else None,
+                "hydration": {"bytes": hyd_bytes, "files": 1000, "ms": hyd_ms} if indep is not None else None,
+                "wait_limit_s": 90,
+                "samples": [{"t_ms": t, "bytes": b, "bytes_total": hyd_bytes or 300 * MIB, "files": 0,
+                             "files_total": 1000, "rate_bps": 0, "source_up": True} for t, b in samples]}
+    r["voyager_fs_hwm_kib"] = {"n": 1, "sum": fs_kib, "max": fs_kib}
+    return r
+
+
+def doc_jit():
+    """doc() plus jit runs in both cells (one never independent)."""
+    d = doc()
+    d["grid"]["methods"] = ["voyager/stop-copy", J, "manual-runc", "podman"]
+    d["runs"] += [
+        # 16/0: independence 1000, 1200, 1100; resume -> independent 500, 600, 550
+        jit_run(16, 0, 1, 300, 600, 1000, 500, 900, 2 * MIB, 400, [(700, 1 * MIB)], 10240),
+        jit_run(16, 0, 2, 320, 620, 1200, 600, 1000, 2 * MIB, 500, [(800, 1 * MIB)], 12288),
+        jit_run(16, 0, 3, 310, 610, 1100, 550, 950, 2 * MIB, 450, [], 11264, hwm=(28672, 30720)),
+        # 16/256: rep 2 migrated but never became independent
+        jit_run(16, 256, 1, 330, 650, 5000, 500, 4500, 258 * MIB, 4000,
+                [(1000, 8 * MIB), (2000, 90 * MIB), (3000, 170 * MIB), (4000, 250 * MIB)], 20480),
+        jit_run(16, 256, 2, 340, 660, None, 500, None, None, None, [(1000, 5 * MIB)], 16384),
+        jit_run(16, 256, 3, 350, 670, 6000, 600, 5400, 258 * MIB, 4800,
+                [(1100, 10 * MIB), (5000, 250 * MIB)], 22528),
+    ]
+    return d
+
+
+class TestJit(unittest.TestCase):
+    def setUp(self):
+        self.doc = doc_jit()
+        self.summ = report.summarize(self.doc)
+
+    def test_independence(self):
+        t = report.independence_table(self.doc, self.summ)
+        self.assertEqual(t[0], "| link | mem MiB | disk MiB | files | method | ok/runs | independent/ok "
+                               "| to independence median ms | min | max | ÷ manual-runc | ÷ podman "
+                               "| resume → independent median ms | min | max | measured as |")
+        r = rows(t)
+        self.assertEqual([x[4] for x in r], ["voyager/stop-copy", J, "manual-runc", "podman",
+                                              "voyager/stop-copy", J, "manual-runc"])
+        # stop-and-copy methods: their total time (950 ÷ 950, ÷ 1900)
+        self.assertEqual(r[0], ["1gbit", "16", "0", "1000", "voyager/stop-copy", "3/3", "3/3",
+                                "950", "900", "1000", "1.00", "0.50", "—", "—", "—", "total"])
+        # jit: 1100 ÷ 950 and ÷ 1900; resume -> independent 500, 600, 550
+        self.assertEqual(r[1], ["1gbit", "16", "0", "1000", J, "3/3", "3/3",
+                                "1100", "1000", "1200", "1.16", "0.58", "550", "500", "600",
+                                "journal migrated"])
+        # the rep that never became independent is out of the statistics:
+        # median of 5000 and 6000 over manual's 6101
+        self.assertEqual(r[5], ["1gbit", "16", "256", "1000", J, "3/3", "2/3",
+                                "5500", "5000", "6000", "0.90", "—", "4950", "4500", "5400",
+                                "journal migrated"])
+        self.assertEqual(r[6][6:10], ["3/3", "6101", "6100", "6102"])
+
+    def test_hydration(self):
+        r = rows(report.hydration_table(self.doc, self.summ))
+        self.assertEqual(len(r), 2)  # jit only
+        # rates (bytes after the first sample ÷ time to the independent
+        # phase): 1 MiB in 200 ms = 41.9 Mbit/s, 1 MiB in 200 ms, none for
+        # rep 3 (no sample); median 41.9 over iperf3's 940 Mbit/s
+        self.assertEqual(r[0], ["1gbit", "16", "0", "1000", J, "3/3", "2.0", "450", "400", "500",
+                                "42", "42", "42", "0.04", "1"])
+        # 250 MiB in 3.5 s = 599.2 Mbit/s, 248 MiB in 4.3 s = 483.8 Mbit/s;
+        # median 541.5
+        self.assertEqual(r[1], ["1gbit", "16", "256", "1000", J, "2/3", "258.0", "4400", "4000", "4800",
+                                "541", "484", "599", "0.58", "2"])
+
+    def test_wire_with_hydration(self):
+        r = rows(report.resource_table(self.doc, self.summ))
+        j = [x for x in r if x[4] == J]
+        # report's 17 MiB + served (hydrated + 1 MiB): 20 MiB over 16 MiB of data
+        self.assertEqual(j[0][6:10], ["20.0", "20.0", "20.0", "1.250"])
+        # 17 + 258 + 1 MiB over 272; the rep never released has no total and is left out
+        self.assertEqual(j[1][6:10], ["276.0", "276.0", "276.0", "1.015"])
+        self.assertIn("plus the file bytes the source served", report.render(self.doc))
+
+    def test_sampled_rate(self):
+        r = self.doc["runs"][-3]
+        self.assertAlmostEqual(report.sampled_rate(r), 250 * MIB * 8 / 3.5)
+        self.assertIsNone(report.sampled_rate(self.doc["runs"][-4]))  # no sample
+        self.assertIsNone(report.sampled_rate(self.doc["runs"][-2]))  # never independent
+
+    def test_memory(self):
+        r = rows(report.memory_table(self.doc, self.summ))
+        self.assertEqual([x[4] for x in r], ["voyager/stop-copy", J] * 2)  # voyager only
+        # stop-copy's b: 20, 20, 22 MiB; jit's b: 30 MiB each: 1.50
+        self.assertEqual(r[0], ["1gbit", "16", "0", "1000", "voyager/stop-copy", "3/3",
+                                "11.0", "10.0", "12.0", "20.0", "20.0", "22.0", "—", "—", "—", "—", "1.00"])
+        self.assertEqual(r[1], ["1gbit", "16", "0", "1000", J, "3/3",
+                                "30.0", "28.0", "30.0", "30.0", "30.0", "30.0", "11.0", "10.0", "12.0", "1",
+                                "1.50"])
+        # 16/256: every ok run counts, the one never independent too
+        self.assertEqual(r[3][12:16], ["20.0", "16.0", "22.0", "1"])
+        self.assertEqual(r[2][12:], ["—"] * 5)  # stop-copy's b has no peak recorded
+
+    def test_render(self):
+        md = report.render(self.doc)
+        for h in ("## Time to independence", "## Hydration (jit)", "## Peak memory"):
+            self.assertIn(h, md)
+        self.assertIn("- voyager/jit, link 1gbit, mem 16, disk 256, files 1000, rep 2: migrated but not "
+                      "independent within 90 s (target journal result: None)", md)
+        self.assertNotIn("## Hydration (jit)", report.render(doc()))
+
+    def test_hydration_plot(self):
+        specs = report.hydration_specs(self.doc)
+        self.assertEqual([s["name"] for s in specs], ["hydration_1gbit_f1000"])
+        ss = specs[0]["series"]
+        self.assertEqual([(s["mem"], s["disk"], s["rep"], s["of"]) for s in ss], [(16, 0, 3, 3), (16, 256, 1, 2)])
+        # rep 3 of 16/0 has no sample: only the journal's end point
+        self.assertEqual(ss[0]["points"], [(0.4, 2.0)])
+        # seconds since resume (500 ms), MiB; then the independent phase
+        self.assertEqual(ss[1]["points"], [(0.5, 8.0), (1.5, 90.0), (2.5, 170.0), (3.5, 250.0), (4.0, 258.0)])
+        self.assertEqual(ss[1]["total_mib"], 258.0)
+
+    def test_plot_files(self):
+        with tempfile.TemporaryDirectory(prefix="vybtest") as t:
+            made = {m["name"]: m for m in report.write_plots(self.doc, t, run_gnuplot=False)}
+            self.assertEqual(sorted(made), ["downtime_vs_disk_1gbit_f1000", "hydration_1gbit_f1000"])
+            with open(made["hydration_1gbit_f1000"]["dat"]) as f:
+                text = f.read()
+            self.assertIn("0.500 8.000\n1.500 90.000\n2.500 170.000\n3.500 250.000\n4.000 258.000\n", text)
+            with open(made["hydration_1gbit_f1000"]["gp"]) as f:
+                self.assertIn("Hydration progress over time after resume", f.read())
+            # jit is a series of the downtime-vs-disk plot: 310 ms, then
+            # the median of 330, 340, 350
+            with open(made["downtime_vs_disk_1gbit_f1000"]["gp"]) as f:
+                self.assertIn("title 'voyager/jit, mem 16 MiB'", f.read())
+        spec = report.plot_specs(self.doc, self.summ)[0]
+        by = {s["method"]: s["points"] for s in spec["series"]}
+        self.assertEqual(by[J], [(0, 0.31, 0.3, 0.32), (256, 0.34, 0.33, 0.35)])
+
+
 if __name__ == "__main__":
     unittest.main()
