@@ -14,9 +14,11 @@
 #                     unshaped; 3 reps
 #   --out      results directory (default bench/results/DATE-TIME)
 #   --modes    Voyager modes to measure, each a column of its own, passed
-#              to `voyager migrate --mode` (default: stop-copy,jit for
-#              smoke; stop-copy,presync,jit for quick and full; a mode
-#              voyager refuses is recorded as failed, never faked)
+#              to `voyager migrate --mode` with `--memory stop-copy`, or
+#              MODE+post-copy for `--memory post-copy` (default:
+#              stop-copy,jit for smoke; stop-copy,presync,jit,jit+post-copy
+#              for quick and full; a mode voyager refuses is recorded as
+#              failed, never faked)
 #   --build    use voyager and voyagerd from DIR (a meson build directory
 #              of some other checkout) instead of building ./build
 #   --no-podman  leave the podman baseline out
@@ -30,7 +32,8 @@
 # (M MiB of non-zero pseudo-random memory) with D MiB of random data spread
 # over F files under /data/vyfill in its root filesystem, migrated from a to
 # b by each method, in an order that rotates with the repetition:
-#   voyager/MODE  `voyager migrate ID --to B --mode MODE --json`
+#   voyager/MODE  `voyager migrate ID --to B --mode MODE --memory stop-copy --json`
+#                 (MODE+post-copy: `--memory post-copy`)
 #   manual-runc   bench/manual-stopcopy.sh's msc_run (runc checkpoint, tar of
 #                 bundle + images over TCP, runc restore)
 #   podman        podman container checkpoint --export (zstd) on a, the
@@ -84,11 +87,11 @@ full) MEMS=(16 256 1024 4096); DISKS=(0 256 1024 4096); FILES=(1000 100000)
 *) echo "bench: unknown profile '$PROFILE' (smoke, quick, full)" >&2; exit 2 ;;
 esac
 if [ -z "$MODES" ]; then
-	case $PROFILE in smoke) MODES=stop-copy,jit ;; *) MODES=stop-copy,presync,jit ;; esac
+	case $PROFILE in smoke) MODES=stop-copy,jit ;; *) MODES=stop-copy,presync,jit,jit+post-copy ;; esac
 fi
 IFS=, read -r -a MODE_LIST <<<"$MODES"
 for m in "${MODE_LIST[@]}"; do
-	[[ $m =~ ^[a-z][a-z0-9-]{0,30}$ ]] || { echo "bench: bad mode '$m'" >&2; exit 2; }
+	[[ $m =~ ^[a-z][a-z0-9-]{0,30}(\+post-copy)?$ ]] || { echo "bench: bad mode '$m'" >&2; exit 2; }
 done
 [ "$(id -u)" = 0 ] || { echo "bench: must run as root" >&2; exit 1; }
 [ -n "$OUTDIR" ] || OUTDIR="$ROOT/bench/results/$(date +%Y-%m-%d-%H%M%S)"
@@ -500,15 +503,21 @@ print(json.dumps(r))' "$@" >>"$WORK/runs.jsonl"
 # leaves nothing behind.
 run_voyager() { # MODE ID
 	local mode=$1 id=$2 want out ok=false intact=false res t_req t_ret jit="" limit mid served=""
+	# MODE is a transfer mode, optionally "+post-copy": plain modes pin
+	# --memory stop-copy, so that they compare like with like (auto would
+	# pick post-copy for the larger memory sizes).
+	local memory=stop-copy
+	case $mode in *+post-copy) memory=post-copy ;; esac
 	want=$(start_runc "$id" "$MEM") || { echo '{"ok": false, "error": "container did not start on a"}'; cleanup_runc "$id"; return; }
 	sample_begin
 	limit=$((60 + DISK / 8))
-	[ "$mode" = jit ] && jit_poll_start "$id" "$WORK/jit-poll.jsonl" "$limit"
+	[ "${mode%+post-copy}" = jit ] && jit_poll_start "$id" "$WORK/jit-poll.jsonl" "$limit"
 	t_req=$(now_ms)
-	out=$(vy_cli "$LAB" a migrate "$id" --to "$IPB" --mode "$mode" --json 2>>"$LOG")
+	out=$(vy_cli "$LAB" a migrate "$id" --to "$IPB" --mode "${mode%+post-copy}" --memory "$memory" \
+		--json 2>>"$LOG")
 	t_ret=$(now_ms)
 	[ -n "$out" ] && [ "$(vy_json_get "$out" result 2>/dev/null)" = migrated ] && ok=true
-	if [ "$mode" = jit ]; then
+	if [ "${mode%+post-copy}" = jit ]; then
 		# Hydration goes on after the report: wait (bounded) for the
 		# target's journal, unless the migration itself failed.
 		[ $ok = true ] && wait "$JIT_POLL_PID" 2>/dev/null
