@@ -425,6 +425,7 @@ char *vyfs_status_json(struct vyfs *fs)
 	ADD_U64(o, "passthrough_refused", atomic_load(&fs->n.refused_passthrough));
 	ADD_U64(o, "hydrate_rate", atomic_load(&fs->hydrate_rate));
 	ADD_U64(o, "local_write_bytes", atomic_load(&fs->n.local_write_bytes));
+	ADD_U64(o, "fd_exhausted", atomic_load(&fs->n.fd_exhausted));
 	char *text = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
 	json_object_put(o);
 	return text;

@@ -14,6 +14,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "log.h"
+#include "util.h"
 #include "vyfs.h"
 
 int vyfs_table_init(struct vyfs *fs, vy_error *err)
@@ -90,6 +92,19 @@ int vyfs_lookup_entry(struct vyfs *fs, struct vyfs_inode *parent,
 {
 	memset(e, 0, sizeof(*e));
 	int fd = openat(parent->fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0 && (errno == EMFILE || errno == ENFILE)) {
+		/* Said once a minute, not once per lookup. */
+		static _Atomic uint64_t last;
+		uint64_t now = vy_now_ms();
+		if (now - atomic_load(&last) > 60000) {
+			atomic_store(&last, now);
+			vy_err("out of file descriptors: voyager-fs holds one per inode the kernel "
+			       "has cached, and lookups fail (EMFILE) until the kernel forgets some; "
+			       "raise the open-file limit (RLIMIT_NOFILE) of voyager-fs");
+		}
+		atomic_fetch_add(&fs->n.fd_exhausted, 1);
+		return -EMFILE;
+	}
 	if (fd < 0)
 		return -errno;
 	if (fstatat(fd, "", &e->attr, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {

@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/resource.h>
 #include <sys/vfs.h>
 
 #include <openssl/evp.h>
@@ -499,6 +500,15 @@ int main(int argc, char **argv)
 	}
 	if (o.verbose)
 		vy_log_set_level(VY_LOG_DEBUG);
+	/* One descriptor per inode the kernel has cached: take all we may. */
+	struct rlimit nofile;
+	if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+		nofile.rlim_cur = nofile.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &nofile);
+	}
+	if (getrlimit(RLIMIT_NOFILE, &nofile) == 0)
+		vy_info("open-file limit %llu: at most that many inodes can be cached by the "
+			"kernel at once", (unsigned long long)nofile.rlim_cur);
 	static struct vyfs fs;
 	vy_error err;
 	if (prepare(&fs, &o, &err) < 0) {

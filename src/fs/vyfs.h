@@ -80,6 +80,7 @@ struct vyfs_counters {
 	_Atomic uint64_t passthrough_opens, cached_opens;
 	_Atomic uint64_t refused_passthrough;
 	_Atomic uint64_t local_write_bytes;
+	_Atomic uint64_t fd_exhausted;  /* lookups refused for want of a descriptor */
 };
 
 struct vyfs {
