@@ -262,15 +262,16 @@ static int64_t next_file(struct vyfs *fs, uint32_t *cursor, uint32_t *prio)
 static void became_independent(struct vyfs *fs)
 {
 	vy_error err;
+	if (atomic_exchange(&fs->becoming_independent, true))
+		return; /* the other lane is at it */
 	if (vy_chunkmap_flush(fs->cm, &err) < 0) {
 		vy_warn("%s", err.msg);
+		atomic_store(&fs->becoming_independent, false);
 		return;
 	}
 	syncfs(fs->backing_dir_fd);
 	atomic_store(&fs->independent, true);
 	vy_info("every chunk is local and durable: independent of the source");
-	vy_channel_close(fs->background.ch);
-	fs->background.ch = NULL;
 	/* Nothing will be fetched again: let the source close the tree. */
 	pthread_mutex_lock(&fs->demand.lock);
 	vy_channel_close(fs->demand.ch);
@@ -292,17 +293,64 @@ static void pace(struct vyfs *fs, uint64_t bytes, uint64_t *next_ms)
 		nap(fs, (int)(*next_ms - now < 1000 ? *next_ms - now : 1000));
 }
 
-static void background_step(struct vyfs *fs, uint32_t f, int *backoff,
+/* Claim for lane k the first missing run of f that no other lane holds:
+ * its first chunk in *c and length in *n (0: nothing free here now). */
+static void claim_run(struct vyfs *fs, int k, uint32_t f, uint64_t *c, uint64_t *n)
+{
+	uint64_t until = remote_chunks(fs, f), from = 0;
+	pthread_mutex_lock(&fs->claim_lock);
+	*n = 0;
+	while ((*c = vy_chunkmap_next_missing(fs->cm, f, from)) != UINT64_MAX && *c < until) {
+		uint64_t stop = until;
+		bool taken = false;
+		for (int o = 0; o < VYFS_BG_LANES; o++) {
+			if (o == k || fs->claim[o].f != (int64_t)f || !fs->claim[o].n)
+				continue;
+			uint64_t oc = fs->claim[o].c, oe = oc + fs->claim[o].n;
+			if (*c >= oc && *c < oe) {
+				from = oe; /* inside the other's run: look past it */
+				taken = true;
+				break;
+			}
+			if (oc > *c && oc < stop)
+				stop = oc; /* stop where the other's run starts */
+		}
+		if (taken)
+			continue;
+		*n = missing_run(fs, f, *c, stop, max_chunks(fs));
+		break;
+	}
+	fs->claim[k].f = (int64_t)f;
+	fs->claim[k].c = *c;
+	fs->claim[k].n = *n;
+	pthread_mutex_unlock(&fs->claim_lock);
+}
+
+static void release_claim(struct vyfs *fs, int k)
+{
+	pthread_mutex_lock(&fs->claim_lock);
+	fs->claim[k].n = 0;
+	fs->claim[k].f = -1;
+	pthread_mutex_unlock(&fs->claim_lock);
+}
+
+static void background_step(struct vyfs *fs, int k, uint32_t f, int *backoff,
 			    uint64_t *next_ms)
 {
-	uint64_t c = vy_chunkmap_next_missing(fs->cm, f, 0);
-	if (c == UINT64_MAX)
+	uint64_t c, n;
+	claim_run(fs, k, f, &c, &n);
+	if (!n) {
+		/* all that is missing here is the other lane's: wait for it */
+		release_claim(fs, k);
+		nap(fs, 5);
 		return;
-	uint64_t n = missing_run(fs, f, c, remote_chunks(fs, f), max_chunks(fs));
+	}
 	vy_error err;
-	pthread_mutex_lock(&fs->background.lock);
-	int rc = lane_fetch(fs, &fs->background, f, c, n, CONNECT_TIMEOUT_MS, &err);
-	pthread_mutex_unlock(&fs->background.lock);
+	struct vyfs_lane *lane = &fs->background[k];
+	pthread_mutex_lock(&lane->lock);
+	int rc = lane_fetch(fs, lane, f, c, n, CONNECT_TIMEOUT_MS, &err);
+	pthread_mutex_unlock(&lane->lock);
+	release_claim(fs, k);
 	if (rc < 0) {
 		atomic_fetch_add(&fs->n.fetch_errors, 1);
 		if (atomic_exchange(&fs->source_up, false))
@@ -319,12 +367,15 @@ static void background_step(struct vyfs *fs, uint32_t f, int *backoff,
 	b = c * fs->chunk_size + b > sz ? sz - c * fs->chunk_size : b;
 	atomic_fetch_add(&fs->n.background_fetches, 1);
 	atomic_fetch_add(&fs->n.background_bytes, b);
-	pace(fs, b, next_ms);
+	pace(fs, b * VYFS_BG_LANES, next_ms); /* the limit is for all lanes together */
 }
+
+static struct vyfs *lane_fs;
 
 static void *background_main(void *arg)
 {
-	struct vyfs *fs = arg;
+	int k = (int)(intptr_t)arg;
+	struct vyfs *fs = lane_fs;
 	uint32_t cursor = 0, prio = 0;
 	int backoff = RETRY_MS;
 	uint64_t next_ms = 0;
@@ -333,10 +384,16 @@ static void *background_main(void *arg)
 		if (f < 0) {
 			if (!atomic_load(&fs->independent))
 				became_independent(fs);
+			if (atomic_load(&fs->independent) && fs->background[k].ch) {
+				pthread_mutex_lock(&fs->background[k].lock);
+				vy_channel_close(fs->background[k].ch);
+				fs->background[k].ch = NULL;
+				pthread_mutex_unlock(&fs->background[k].lock);
+			}
 			nap(fs, 1000);
 			continue;
 		}
-		background_step(fs, (uint32_t)f, &backoff, &next_ms);
+		background_step(fs, k, (uint32_t)f, &backoff, &next_ms);
 	}
 	return NULL;
 }
@@ -368,12 +425,19 @@ int vyfs_hydrate_start(struct vyfs *fs, vy_error *err)
 	pthread_mutex_init(&fs->wake_lock, NULL);
 	pthread_cond_init(&fs->wake, NULL);
 	atomic_store(&fs->source_up, true);
-	if (lane_init(&fs->demand, "demand", err) < 0 ||
-	    lane_init(&fs->background, "background", err) < 0)
+	pthread_mutex_init(&fs->claim_lock, NULL);
+	if (lane_init(&fs->demand, "demand", err) < 0)
 		return -1;
+	for (int k = 0; k < VYFS_BG_LANES; k++) {
+		fs->claim[k].f = -1;
+		if (lane_init(&fs->background[k], "background", err) < 0)
+			return -1;
+	}
 	int rc = pthread_create(&fs->flush_thread, NULL, flush_main, fs);
-	if (rc == 0)
-		rc = pthread_create(&fs->background_thread, NULL, background_main, fs);
+	lane_fs = fs;
+	for (int k = 0; rc == 0 && k < VYFS_BG_LANES; k++)
+		rc = pthread_create(&fs->background_thread[k], NULL, background_main,
+				    (void *)(intptr_t)k);
 	if (rc)
 		return vy_error_sys(err, rc, "starting the hydration threads");
 	return 0;
@@ -383,12 +447,15 @@ void vyfs_hydrate_stop(struct vyfs *fs)
 {
 	atomic_store(&fs->stopping, true);
 	vyfs_wake_background(fs);
-	pthread_join(fs->background_thread, NULL);
+	for (int k = 0; k < VYFS_BG_LANES; k++)
+		pthread_join(fs->background_thread[k], NULL);
 	pthread_join(fs->flush_thread, NULL);
 	vy_channel_close(fs->demand.ch);
-	vy_channel_close(fs->background.ch);
 	free(fs->demand.buf);
-	free(fs->background.buf);
+	for (int k = 0; k < VYFS_BG_LANES; k++) {
+		vy_channel_close(fs->background[k].ch);
+		free(fs->background[k].buf);
+	}
 }
 
 #define ADD_U64(o, k, v) json_object_object_add(o, k, json_object_new_int64((int64_t)(v)))

@@ -112,7 +112,14 @@ struct vyfs {
 	size_t nbuckets;
 
 	/* fetching */
-	struct vyfs_lane demand, background;
+	/* Two background lanes, each with one request in flight: while one
+	 * waits for its reply, the other's bytes land and are synced.  Each
+	 * claims the run it fetches, so they never fetch the same chunks. */
+#define VYFS_BG_LANES 2
+	struct vyfs_lane demand, background[VYFS_BG_LANES];
+	pthread_mutex_t claim_lock;
+	struct { int64_t f; uint64_t c, n; } claim[VYFS_BG_LANES];
+	atomic_bool becoming_independent;
 	struct vyfs_counters n;
 	_Atomic uint64_t hydrate_rate; /* background bytes/s, 0 = link speed */
 	_Atomic uint32_t nhot;      /* tracks with hot set */
@@ -120,7 +127,7 @@ struct vyfs {
 	atomic_bool demand_gave_up; /* a demand fetch timed out; no success since */
 	atomic_bool stopping;
 	atomic_bool independent;
-	pthread_t background_thread, flush_thread;
+	pthread_t background_thread[VYFS_BG_LANES], flush_thread;
 	pthread_mutex_t wake_lock;
 	pthread_cond_t wake;
 };
