@@ -708,3 +708,12 @@ void vy_channel_close(vy_channel *ch)
 	OPENSSL_cleanse(ch->key, sizeof(ch->key));
 	free(ch);
 }
+
+void vy_channel_send_error(vy_channel *ch, const char *phase, const char *msg)
+{
+	json_object *o = json_object_new_object();
+	json_object_object_add(o, "phase", json_object_new_string(phase));
+	json_object_object_add(o, "error", json_object_new_string(msg));
+	vy_channel_send_json(ch, VY_MSG_ERROR, o, NULL);
+	json_object_put(o);
+}

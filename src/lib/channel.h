@@ -51,6 +51,8 @@ int vy_channel_send(vy_channel *ch, uint16_t type, const void *payload,
 		    size_t len, vy_error *err);
 int vy_channel_send_json(vy_channel *ch, uint16_t type, json_object *obj,
 			 vy_error *err);
+/* Send ERROR {"phase", "error"}: best effort, the peer may be gone. */
+void vy_channel_send_error(vy_channel *ch, const char *phase, const char *msg);
 /* Send a DATA frame: header + 16-byte data prefix + bytes, without copying
  * the bytes into a second buffer where avoidable. */
 int vy_channel_send_data(vy_channel *ch, uint32_t stream, uint32_t entry,

@@ -72,6 +72,8 @@ void vy_active_phase(struct vy_active *a, const char *phase);
 void vy_active_remove(struct vy_active *a);
 /* JSON array of active migrations with live byte counts. */
 json_object *vy_active_list(void);
+/* Is migration id in flight on this agent (either role)? */
+bool vy_active_has_id(const char *id);
 /* Is container being migrated right now (either role)? */
 bool vy_active_has_container(const char *container);
 

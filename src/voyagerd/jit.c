@@ -199,11 +199,7 @@ void vy_serve_drop(const char *id)
 
 static void send_error(vy_channel *ch, const char *msg)
 {
-	json_object *o = json_object_new_object();
-	json_object_object_add(o, "phase", json_object_new_string("fetch"));
-	json_object_object_add(o, "error", json_object_new_string(msg));
-	vy_channel_send_json(ch, VY_MSG_ERROR, o, NULL);
-	json_object_put(o);
+	vy_channel_send_error(ch, "fetch", msg);
 }
 
 void vy_serve_session(struct vy_daemon *d, vy_channel *ch, json_object *body)
@@ -279,16 +275,8 @@ void vy_serve_release(struct vy_daemon *d, vy_channel *ch, json_object *body)
 	char msg[VY_ERROR_MSG_MAX + 64] = "";
 	/* The migration's own thread writes its journal one last time as it
 	 * ends; a target that hydrated fast must not race that write. */
-	for (int i = 0; i < 600 && vy_journal_id_is_valid(id); i++) {
-		json_object *l = vy_active_list();
-		bool busy = false;
-		for (size_t k = 0; k < json_object_array_length(l); k++)
-			busy = busy || !strcmp(vy_json_str(json_object_array_get_idx(l, k), "id", ""), id);
-		json_object_put(l);
-		if (!busy)
-			break;
+	for (int i = 0; i < 600 && vy_journal_id_is_valid(id) && vy_active_has_id(id); i++)
 		usleep(100 * 1000);
-	}
 	if (!vy_journal_id_is_valid(id) || vy_journal_load(d->state_dir, id, &j, &err) < 0)
 		snprintf(msg, sizeof(msg), "unknown migration '%.20s'", id);
 	else if (strcmp(vy_json_str(j, "role", ""), "source") != 0 ||

@@ -125,11 +125,7 @@ static void slot_close(struct pc_slot *s, struct vy_tunnel_stats *st, bool *used
 
 static void tunnel_refuse(vy_channel *ch, const char *why)
 {
-	json_object *o = json_object_new_object();
-	json_object_object_add(o, "phase", json_object_new_string("tunnel"));
-	json_object_object_add(o, "error", json_object_new_string(why));
-	vy_channel_send_json(ch, VY_MSG_ERROR, o, NULL);
-	json_object_put(o);
+	vy_channel_send_error(ch, "tunnel", why);
 	vy_warn("refused a tunnel channel from %s: %s", vy_channel_peer(ch), why);
 }
 

@@ -80,6 +80,17 @@ bool vy_active_has_container(const char *container)
 	return found;
 }
 
+bool vy_active_has_id(const char *id)
+{
+	bool found = false;
+	pthread_mutex_lock(&active_lock);
+	for (int i = 0; i < VY_MAX_ACTIVE; i++)
+		if (active[i].used && !strcmp(active[i].id, id))
+			found = true;
+	pthread_mutex_unlock(&active_lock);
+	return found;
+}
+
 json_object *vy_active_list(void)
 {
 	json_object *arr = json_object_new_array();

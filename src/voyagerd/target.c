@@ -62,11 +62,7 @@ struct session {
 
 static void send_error(struct session *s, const char *phase, const char *msg)
 {
-	json_object *o = json_object_new_object();
-	json_object_object_add(o, "phase", json_object_new_string(phase));
-	json_object_object_add(o, "error", json_object_new_string(msg));
-	vy_channel_send_json(s->ch, VY_MSG_ERROR, o, NULL);
-	json_object_put(o);
+	vy_channel_send_error(s->ch, phase, msg);
 }
 
 static int check_cpu(struct session *s, const char *b64, vy_error *err)
@@ -958,13 +954,7 @@ int vy_target_abort(struct vy_daemon *d, const char *id, vy_error *err)
 	/* The session notices its channel die and asks the source, which has
 	 * already recorded "rolled-back"; wait for that to settle here. */
 	for (int i = 0; i < 150; i++) {
-		json_object *l = vy_active_list();
-		bool busy = false;
-		for (size_t k = 0; k < json_object_array_length(l); k++)
-			if (!strcmp(vy_json_str(json_object_array_get_idx(l, k), "id", ""), id))
-				busy = true;
-		json_object_put(l);
-		if (!busy && vy_postcopy_target_settled(d, id)) /* recovery may still decide */
+		if (!vy_active_has_id(id) && vy_postcopy_target_settled(d, id)) /* recovery may still decide */
 			return 0;
 		usleep(100 * 1000);
 	}
