@@ -123,6 +123,27 @@ void vy_journal_free(struct vy_journal *j)
 	free(j);
 }
 
+int vy_journal_adopt(const char *state_dir, json_object *doc,
+		     struct vy_journal **out, vy_error *err)
+{
+	const char *id = vy_json_str(doc, "id", "");
+	if (!vy_journal_id_is_valid(id)) {
+		json_object_put(doc);
+		return vy_error_set(err, EINVAL, "journal without a valid id");
+	}
+	struct vy_journal *j = calloc(1, sizeof(*j));
+	if (!j) {
+		json_object_put(doc);
+		return vy_error_set(err, ENOMEM, "out of memory");
+	}
+	snprintf(j->path, sizeof(j->path), "%s/journal/%s.json", state_dir, id);
+	pthread_mutex_init(&j->lock, NULL);
+	j->started_mono = vy_now_ms();
+	j->doc = doc;
+	*out = j;
+	return 0;
+}
+
 int vy_journal_load(const char *state_dir, const char *id, json_object **out,
 		    vy_error *err)
 {

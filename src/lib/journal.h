@@ -39,6 +39,11 @@ int vy_journal_finish(struct vy_journal *j, const char *result,
 const char *vy_journal_get_phase(struct vy_journal *j);
 void vy_journal_free(struct vy_journal *j);
 
+/* Take over doc (a journal loaded with vy_journal_load or _load_all; the
+ * reference is taken) to update and save it like one made here. */
+int vy_journal_adopt(const char *state_dir, json_object *doc,
+		     struct vy_journal **out, vy_error *err);
+
 /* Load one (by id) or all journals (array, newest first). */
 int vy_journal_load(const char *state_dir, const char *id, json_object **out,
 		    vy_error *err);

@@ -127,23 +127,19 @@ uint64_t vy_serve_bytes(const char *id)
 	return n;
 }
 
+void vy_serve_manifest_path(const char *dir, uint32_t stream, char *out, size_t len)
+{
+	snprintf(out, len, "%s/serve-%u.manifest", dir, stream);
+}
+
 int vy_serve_add(const char *id, uint32_t stream, const char *root_path,
-		 struct vy_manifest *man, const char *save_path, vy_error *err)
+		 struct vy_manifest *man, vy_error *err)
 {
 	int rc = 0;
-	if (save_path) {
-		cleanup_free uint8_t *buf = NULL;
-		size_t len = 0;
-		rc = vy_manifest_encode(man, &buf, &len, err);
-		if (rc == 0)
-			rc = vy_write_file_atomic(save_path, buf, len, 0600, err);
-	}
-	struct served *s = rc == 0 ? calloc(1, sizeof(*s)) : NULL;
-	if (rc == 0 && !s)
-		rc = vy_error_set(err, ENOMEM, "out of memory");
-	if (rc < 0) {
+	struct served *s = calloc(1, sizeof(*s));
+	if (!s) {
 		vy_manifest_free(man);
-		return -1;
+		return vy_error_set(err, ENOMEM, "out of memory");
 	}
 	snprintf(s->id, sizeof(s->id), "%s", id);
 	s->stream = stream;
@@ -177,7 +173,7 @@ int vy_serve_persist(const char *id, const char *dir, vy_error *err)
 		char path[PATH_MAX + 32];
 		cleanup_free uint8_t *buf = NULL;
 		size_t len = 0;
-		snprintf(path, sizeof(path), "%s/serve-%u.manifest", dir, s->stream);
+		vy_serve_manifest_path(dir, s->stream, path, sizeof(path));
 		rc = vy_manifest_encode(&s->man, &buf, &len, err);
 		if (rc == 0)
 			rc = vy_write_file_atomic(path, buf, len, 0600, err);
@@ -243,14 +239,6 @@ void vy_serve_session(struct vy_daemon *d, vy_channel *ch, json_object *body)
 	pthread_mutex_unlock(&serve_lock);
 }
 
-static int journal_write(struct vy_daemon *d, json_object *j, vy_error *err)
-{
-	char path[PATH_MAX];
-	snprintf(path, sizeof(path), "%s/journal/%s.json", d->state_dir, vy_json_str(j, "id", ""));
-	const char *s = json_object_to_json_string_ext(j, JSON_C_TO_STRING_PRETTY);
-	return vy_write_file_atomic(path, s, strlen(s), 0600, err);
-}
-
 void vy_jit_delete_ours(struct vy_daemon *d, const char *container, const char *bundle,
 			const char *mig_dir)
 {
@@ -294,12 +282,18 @@ void vy_serve_release(struct vy_daemon *d, vy_channel *ch, json_object *body)
 		vy_serve_drop(id);
 		vy_jit_delete_ours(d, vy_json_str(j, "container", ""), vy_json_str(j, "bundle", ""),
 				   vy_json_str(j, "source_dir", ""));
-		json_object_object_add(j, "released", json_object_new_boolean(1));
-		json_object_object_add(j, "released_ms", json_object_new_int64((int64_t)vy_wall_ms()));
-		json_object_object_add(j, "served_bytes",
+		struct vy_journal *jr;
+		int rc = vy_journal_adopt(d->state_dir, json_object_get(j), &jr, &err);
+		if (rc == 0) {
+			vy_journal_set(jr, "released", json_object_new_boolean(1));
+			vy_journal_set(jr, "released_ms", json_object_new_int64((int64_t)vy_wall_ms()));
+			vy_journal_set(jr, "served_bytes",
 				       json_object_new_int64((int64_t)vy_serve_bytes(id)));
-		if (journal_write(d, j, &err) < 0)
-			vy_warn("migration %s: %s", id, err.msg);
+			rc = vy_journal_save(jr, &err);
+			vy_journal_free(jr);
+		}
+		if (rc < 0)
+			vy_warn("migration %s: cannot record the release: %s", id, err.msg);
 		vy_info("migration %s: the target holds every byte of %s; released our copy", id,
 			vy_json_str(j, "container", ""));
 	}
@@ -324,7 +318,7 @@ int vy_serve_recover(struct vy_daemon *d, json_object *j, vy_error *err)
 		struct vy_manifest man = { 0 };
 		if (vy_read_file(mpath, (size_t)2 << 30, &buf, &len, err) < 0 ||
 		    vy_manifest_decode((const uint8_t *)buf, len, &man, err) < 0 ||
-		    vy_serve_add(id, (uint32_t)vy_json_int(t, "stream", 0), root, &man, NULL, err) < 0) {
+		    vy_serve_add(id, (uint32_t)vy_json_int(t, "stream", 0), root, &man, err) < 0) {
 			vy_manifest_free(&man);
 			return vy_error_wrap(err, "serve migration %s again", id);
 		}

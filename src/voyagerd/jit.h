@@ -34,12 +34,13 @@
 
 /* Serve the tree at root_path (opened here) described by man, as stream
  * `stream` of migration id.  man is taken over (zeroed) on success and on
- * failure.  The encoded manifest is also written to save_path, so that
- * vy_serve_recover() can serve it again after a restart. */
+ * failure. */
 int vy_serve_add(const char *id, uint32_t stream, const char *root_path,
-		 struct vy_manifest *man, const char *save_path, vy_error *err);
-/* Write the manifests of id's trees to dir/serve-STREAM.manifest (after the
- * freeze window, before the commit). */
+		 struct vy_manifest *man, vy_error *err);
+/* Where a served tree's manifest is kept: DIR/serve-STREAM.manifest. */
+void vy_serve_manifest_path(const char *dir, uint32_t stream, char *out, size_t len);
+/* Write the manifests of id's trees there (after the freeze window, before
+ * the commit), so that vy_serve_recover() can serve them after a restart. */
 int vy_serve_persist(const char *id, const char *dir, vy_error *err);
 /* Stop serving every tree of id (open connections finish their request). */
 void vy_serve_drop(const char *id);

@@ -25,15 +25,13 @@
 static void finish_journal(struct vy_daemon *d, json_object *j, const char *result,
 			   const char *why)
 {
-	json_object_object_add(j, "result", json_object_new_string(result));
-	if (why)
-		json_object_object_add(j, "error", json_object_new_string(why));
 	json_object_object_add(j, "recovered", json_object_new_boolean(1));
-	json_object_object_add(j, "finished_ms", json_object_new_int64((int64_t)vy_wall_ms()));
-	char path[PATH_MAX];
-	snprintf(path, sizeof(path), "%s/journal/%s.json", d->state_dir, vy_json_str(j, "id", ""));
-	const char *s = json_object_to_json_string_ext(j, JSON_C_TO_STRING_PRETTY);
-	vy_write_file_atomic(path, s, strlen(s), 0600, NULL);
+	struct vy_journal *jr;
+	vy_error err;
+	if (vy_journal_adopt(d->state_dir, json_object_get(j), &jr, &err) < 0 ||
+	    vy_journal_finish(jr, result, why, &err) < 0)
+		vy_err("recover %s: %s", vy_json_str(j, "id", "?"), err.msg);
+	vy_journal_free(jr);
 }
 
 /* Undo the network lock and detach of an interrupted migration. */
@@ -126,16 +124,17 @@ static void resume_hydration(struct vy_daemon *d, json_object *j)
 	for (size_t i = 0; arr && i < json_object_array_length(arr) && n < 2 + VY_MAX_VOLUMES; i++)
 		if (vy_fs_from_json(json_object_array_get_idx(arr, i), &fs[n], &err) == 0)
 			n++;
-	struct vy_journal jr = { .doc = json_object_get(j) };
-	snprintf(jr.path, sizeof(jr.path), "%s/journal/%s.json", d->state_dir, id);
-	pthread_mutex_init(&jr.lock, NULL);
+	struct vy_journal *jr;
+	if (vy_journal_adopt(d->state_dir, json_object_get(j), &jr, &err) < 0) {
+		vy_err("recover %s: %s", id, err.msg);
+		return;
+	}
 	struct vy_active *act = vy_active_add(id, vy_json_str(j, "container", ""), "target",
 					      vy_json_str(j, "peer", ""));
 	vy_info("recover %s: committed; following hydration of %d trees", id, n);
-	vy_jit_hydrate(d, &jr, act, id, vy_json_str(j, "peer", ""), fs, n);
+	vy_jit_hydrate(d, jr, act, id, vy_json_str(j, "peer", ""), fs, n);
 	vy_active_remove(act);
-	json_object_put(jr.doc);
-	pthread_mutex_destroy(&jr.lock);
+	vy_journal_free(jr);
 }
 
 static void *recover_target(void *arg)

@@ -248,7 +248,7 @@ static int send_jit_tree(struct migration *m, uint32_t stream, const char *kind,
 		if (slash)
 			*(slash == root ? slash + 1 : slash) = '\0';
 	}
-	snprintf(saved, sizeof(saved), "%s/serve-%u.manifest", m->dir, stream);
+	vy_serve_manifest_path(m->dir, stream, saved, sizeof(saved));
 	if (rc == 0 && live) {
 		vy_manifest_free(&m->pre[stream]);
 		m->pre[stream] = man;
@@ -256,7 +256,7 @@ static int send_jit_tree(struct migration *m, uint32_t stream, const char *kind,
 	} else if (rc == 0) {
 		uint64_t data = man.data_bytes;
 		/* persisted by vy_serve_persist() once the container runs */
-		rc = vy_serve_add(m->id, stream, root, &man, NULL, err);
+		rc = vy_serve_add(m->id, stream, root, &man, err);
 		if (rc == 0) {
 			json_object *s = json_object_new_object();
 			json_object_object_add(s, "stream", json_object_new_int64(stream));

@@ -309,8 +309,9 @@ static int stream_dir(struct session *s, json_object *t, char *out, size_t len,
 	return 0;
 }
 
+/* raw, when not NULL, gets the encoded bytes too (the caller frees them). */
 static int recv_manifest(struct session *s, uint64_t total, struct vy_manifest *man,
-			 vy_error *err)
+			 uint8_t **raw, vy_error *err)
 {
 	if (total == 0 || total > MAX_MANIFEST_BYTES)
 		return vy_error_set(err, EPROTO, "manifest size %llu out of range",
@@ -332,7 +333,11 @@ static int recv_manifest(struct session *s, uint64_t total, struct vy_manifest *
 		have += msg.length;
 		vy_message_free(&msg);
 	}
-	return vy_manifest_decode(buf, total, man, err);
+	if (vy_manifest_decode(buf, total, man, err) < 0)
+		return -1;
+	if (raw)
+		*raw = take_ptr(buf);
+	return 0;
 }
 
 static int recv_data(struct session *s, struct vy_tree_sink *sink, vy_error *err)
@@ -454,7 +459,7 @@ static void mountpoint_of(struct session *s, uint32_t stream, char *out, size_t 
  * backing directory), or the frozen tree's manifest, which brings the
  * skeleton up to date and starts voyager-fs over it.  man is consumed. */
 static int recv_jit_tree(struct session *s, uint32_t stream, const char *dir, bool skeleton,
-			 struct vy_manifest *man, vy_error *err)
+			 struct vy_manifest *man, const uint8_t *raw, size_t rawlen, vy_error *err)
 {
 	struct vy_message end = { 0 };
 	json_object *e = NULL;
@@ -510,14 +515,11 @@ static int recv_jit_tree(struct session *s, uint32_t stream, const char *dir, bo
 		snprintf(fm->manifest, sizeof(fm->manifest), "%s/%u.manifest", fsdir, stream);
 		snprintf(fm->priority, sizeof(fm->priority), "%s/%u.priority", fsdir, stream);
 		snprintf(fm->log, sizeof(fm->log), "%s/%u.log", fsdir, stream);
-		cleanup_free uint8_t *buf = NULL;
-		size_t len = 0;
 		rc = vy_mkdir_p(fsdir, 0700, err);
+		/* as it came (no second encoding in the freeze window); made
+		 * durable with the rest at the commit (sync_received) */
 		if (rc == 0)
-			rc = vy_manifest_encode(man, &buf, &len, err);
-		/* made durable with the rest at the commit (sync_received) */
-		if (rc == 0)
-			rc = write_quick(fm->manifest, buf, len, err);
+			rc = write_quick(fm->manifest, raw, rawlen, err);
 		if (rc == 0)
 			rc = write_priority(fm->priority, json_object_object_get(e, "priority"), err);
 		if (rc == 0)
@@ -555,9 +557,12 @@ static int recv_tree(struct session *s, struct vy_message *first, vy_error *err)
 	struct vy_manifest man = { 0 };
 	struct vy_tree_sink *sink = NULL;
 	cleanup_close int rootfd = -1;
-	rc = recv_manifest(s, mbytes, &man, err);
-	if (rc == 0 && (!strcmp(flavor, "skeleton") || !strcmp(flavor, "jit")))
-		return recv_jit_tree(s, stream, dir, !strcmp(flavor, "skeleton"), &man, err);
+	cleanup_free uint8_t *raw = NULL;
+	bool jit = !strcmp(flavor, "skeleton") || !strcmp(flavor, "jit");
+	rc = recv_manifest(s, mbytes, &man, jit ? &raw : NULL, err);
+	if (rc == 0 && jit)
+		return recv_jit_tree(s, stream, dir, !strcmp(flavor, "skeleton"), &man, raw,
+				     mbytes, err);
 	if (rc == 0 && !strcmp(flavor, "delta")) {
 		rc = recv_delta(s, stream, dir, &man, err);
 		vy_manifest_free(&man);
