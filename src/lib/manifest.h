@@ -123,12 +123,13 @@ int vy_manifest_rescan(struct vy_scan_watch *w, const char *root,
 int vy_manifest_materialise(const struct vy_manifest *m, int rootfd,
 			    vy_error *err);
 
-/* Bring the skeleton of old (materialised and finished under rootfd) to
- * cur's metadata in place, touching only entries that differ: 1 when done
- * (*changed counts the entries touched), 0 when the trees differ in shape
- * (an entry added, removed, retyped, relinked or retargeted: rebuild
- * instead), -1 on error.  File data is not touched: sizes change by
- * truncation, which is all a skeleton holds. */
+/* Bring the skeleton of old (materialised and finished under rootfd) to cur
+ * in place, touching only entries that differ: entries gone are removed,
+ * new ones made, retyped, relinked or retargeted ones made again, and
+ * changed metadata applied.  1 when done (*changed counts the entries
+ * touched), 0 when the roots are not both directories (rebuild instead),
+ * -1 on error.  File data is not touched: sizes change by truncation,
+ * which is all a skeleton holds. */
 int vy_manifest_update_skeleton(const struct vy_manifest *old,
 				const struct vy_manifest *cur, int rootfd,
 				uint32_t *changed, vy_error *err);

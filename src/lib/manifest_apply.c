@@ -291,9 +291,10 @@ int vy_manifest_finish(const struct vy_manifest *m, int rootfd, vy_error *err)
 
 /* ---- bringing a skeleton up to date ---- */
 
-static bool same_shape(const struct vy_entry *a, const struct vy_entry *b)
+/* Same path and type, symlink target and device number (links aside). */
+static bool same_shape_but_links(const struct vy_entry *a, const struct vy_entry *b)
 {
-	if (a->type != b->type || a->link_of != b->link_of || strcmp(a->path, b->path))
+	if (a->type != b->type || strcmp(a->path, b->path))
 		return false;
 	if (a->type == VY_ENTRY_SYMLINK)
 		return !strcmp(a->target ? a->target : "", b->target ? b->target : "");
@@ -359,27 +360,93 @@ static int update_entry(const struct vy_entry *old, const struct vy_entry *e, in
 	return apply_meta_at(pfd, name, e, err);
 }
 
+static int by_path_index(const void *a, const void *b, void *arg)
+{
+	const struct vy_manifest *m = arg;
+	return strcmp(m->entries[*(const uint32_t *)a].path, m->entries[*(const uint32_t *)b].path);
+}
+
+/* The index of path in m, whose indices order sorts by path; or -1. */
+static int64_t find_path(const struct vy_manifest *m, const uint32_t *order, const char *path)
+{
+	uint32_t lo = 0, hi = m->count;
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+		int c = strcmp(m->entries[order[mid]].path, path);
+		if (!c)
+			return order[mid];
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return -1;
+}
+
 int vy_manifest_update_skeleton(const struct vy_manifest *old, const struct vy_manifest *cur,
 				int rootfd, uint32_t *changed, vy_error *err)
 {
 	*changed = 0;
-	if (old->count != cur->count)
+	if (!old->count || !cur->count || old->entries[0].type != VY_ENTRY_DIR ||
+	    cur->entries[0].type != VY_ENTRY_DIR || *old->entries[0].path || *cur->entries[0].path)
 		return 0;
-	for (uint32_t i = 0; i < cur->count; i++)
-		if (!same_shape(&old->entries[i], &cur->entries[i]))
-			return 0;
+	cleanup_free uint32_t *order = malloc(old->count * sizeof(*order));
+	cleanup_free int64_t *match = malloc(cur->count * sizeof(*match)); /* cur -> old, or -1 */
+	cleanup_free uint8_t *kept = calloc(old->count, 1);
+	if (!order || !match || !kept)
+		return vy_error_set(err, ENOMEM, "out of memory");
+	for (uint32_t i = 0; i < old->count; i++)
+		order[i] = i;
+	qsort_r(order, old->count, sizeof(*order), by_path_index, (void *)old);
+	/* An entry is kept when the old skeleton has it at the same path with
+	 * the same shape; a hard link only if its first name was kept too
+	 * (first names come first, in both manifests). */
+	for (uint32_t i = 0; i < cur->count; i++) {
+		const struct vy_entry *e = &cur->entries[i];
+		int64_t o = find_path(old, order, e->path);
+		bool same = o >= 0 && same_shape_but_links(&old->entries[o], e);
+		if (same && (e->link_of != VY_NO_LINK || old->entries[o].link_of != VY_NO_LINK))
+			same = e->link_of != VY_NO_LINK && old->entries[o].link_of != VY_NO_LINK &&
+			       e->link_of < i && match[e->link_of] == (int64_t)old->entries[o].link_of;
+		match[i] = same ? o : -1;
+		if (same)
+			kept[o] = 1;
+	}
+	if (match[0] != 0)
+		return 0;
 	struct parent_cache pc = { .fd = -1 };
 	int rc = 0;
-	for (uint32_t i = 0; rc == 0 && i < cur->count; i++) {
-		if (same_meta(&old->entries[i], &cur->entries[i]))
+	/* What is gone, children before their parents. */
+	for (uint32_t j = old->count; rc == 0 && j-- > 1;) {
+		if (kept[j])
 			continue;
-		/* a later name of a hard link shares the first name's inode */
-		if (cur->entries[i].link_of == VY_NO_LINK)
-			rc = update_entry(&old->entries[i], &cur->entries[i], rootfd, &pc, err);
+		const char *name;
+		int pfd = parent_fd(&pc, rootfd, old->entries[j].path, &name, err);
+		int flags = old->entries[j].type == VY_ENTRY_DIR ? AT_REMOVEDIR : 0;
+		if (pfd < 0)
+			rc = -1;
+		else if (unlinkat(pfd, name, flags) < 0 && errno != ENOENT)
+			rc = vy_error_sys(err, errno, "'%s': remove", old->entries[j].path);
 		(*changed)++;
 	}
+	if (pc.fd >= 0)
+		close(pc.fd);
+	pc = (struct parent_cache){ .fd = -1 };
+	/* What is new, parents before their children; then what changed. */
+	for (uint32_t i = 0; rc == 0 && i < cur->count; i++) {
+		if (match[i] < 0) {
+			rc = make_entry(cur, i, rootfd, &pc, err);
+			(*changed)++;
+		} else if (!same_meta(&old->entries[match[i]], &cur->entries[i])) {
+			/* a later name of a hard link shares the first name's inode */
+			if (cur->entries[i].link_of == VY_NO_LINK)
+				rc = update_entry(&old->entries[match[i]], &cur->entries[i], rootfd,
+						  &pc, err);
+			(*changed)++;
+		}
+	}
 	for (uint32_t i = cur->count; rc == 0 && i-- > 0;)
-		if (!same_meta(&old->entries[i], &cur->entries[i]))
+		if (match[i] < 0 || !same_meta(&old->entries[match[i]], &cur->entries[i]))
 			rc = finish_entry(&cur->entries[i], rootfd, &pc, err);
 	if (pc.fd >= 0)
 		close(pc.fd);

@@ -469,8 +469,7 @@ static int recv_jit_tree(struct session *s, uint32_t stream, const char *dir, bo
 		rc = vy_message_json(&end, &e, err);
 	vy_message_free(&end);
 	/* Metadata is local before anything runs here.  At the freeze only
-	 * the entries that changed since the skeleton are touched; a tree
-	 * whose shape changed (entries added or removed) is rebuilt. */
+	 * the entries that changed since the skeleton are touched. */
 	bool same = false;
 	if (rc == 0 && !skeleton && s->pre[stream].entries) {
 		uint32_t changed = 0;

@@ -800,6 +800,75 @@ static void test_rescan_hard_links_and_no_watch(void)
 	vy_manifest_watch_free(w);
 }
 
+/* Two scans agree, access times aside (reading moves them). */
+static bool same_scans(const char *a, const char *b)
+{
+	struct vy_manifest x = { 0 }, y = { 0 };
+	vy_error err = { 0 };
+	uint8_t *ea = NULL, *eb = NULL;
+	size_t la = 0, lb = 0;
+	bool ok = vy_manifest_scan(a, &x, &err) == 0 && vy_manifest_scan(b, &y, &err) == 0;
+	for (uint32_t i = 0; ok && i < x.count && i < y.count; i++)
+		x.entries[i].atime_ns = y.entries[i].atime_ns = 0;
+	ok = ok && vy_manifest_encode(&x, &ea, &la, &err) == 0 &&
+	     vy_manifest_encode(&y, &eb, &lb, &err) == 0 && la == lb && !memcmp(ea, eb, la);
+	if (!ok)
+		fprintf(stderr, "  scans differ (%u vs %u entries) %s\n", x.count, y.count, err.msg);
+	free(ea);
+	free(eb);
+	vy_manifest_free(&x);
+	vy_manifest_free(&y);
+	return ok;
+}
+
+/* A skeleton brought up to date in place looks exactly like the tree it
+ * follows: entries added, removed, retyped, relinked, changed. */
+static void test_update_skeleton_in_place(void)
+{
+	cleanup_tree char *src = make_tmpdir();
+	cleanup_tree char *dst = make_tmpdir();
+	CHECK(src && dst && build_tree(src) == 0);
+	struct vy_manifest old = { 0 }, cur = { 0 };
+	vy_error err = { 0 };
+	uint32_t changed = 0;
+	int rootfd = open(dst, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	CHECK(vy_manifest_scan(src, &old, &err) == 0);
+	CHECK(vy_manifest_materialise(&old, rootfd, &err) == 0);
+	CHECK(vy_manifest_finish(&old, rootfd, &err) == 0);
+	/* nothing changed: nothing touched */
+	CHECK(vy_manifest_update_skeleton(&old, &old, rootfd, &changed, &err) == 1);
+	CHECK(changed == 0);
+	char p[600], q[600];
+	snprintf(p, sizeof(p), "%s/new-dir", src);
+	CHECK(mkdir(p, 0751) == 0);
+	snprintf(p, sizeof(p), "%s/new-dir/new-file", src);
+	write_text(p, "fresh");
+	snprintf(p, sizeof(p), "%s/link", src); /* a symlink becomes a directory */
+	CHECK(unlink(p) == 0 && mkdir(p, 0700) == 0);
+	snprintf(p, sizeof(p), "%s/a/b/h2", src); /* a hard link becomes a file */
+	CHECK(unlink(p) == 0);
+	write_text(p, "alone now");
+	snprintf(p, sizeof(p), "%s/h3", src); /* and another name joins the group */
+	snprintf(q, sizeof(q), "%s/new-dir/h5", src);
+	CHECK(link(p, q) == 0);
+	snprintf(p, sizeof(p), "%s/dangling", src);
+	CHECK(unlink(p) == 0);
+	snprintf(p, sizeof(p), "%s/a/b/c/abs", src); /* retargeted */
+	CHECK(unlink(p) == 0 && symlink("/elsewhere", p) == 0);
+	snprintf(p, sizeof(p), "%s/sparse", src);
+	CHECK(truncate(p, 12345) == 0 && chmod(p, 0604) == 0);
+	CHECK(vy_manifest_scan(src, &cur, &err) == 0);
+	int rc = vy_manifest_update_skeleton(&old, &cur, rootfd, &changed, &err);
+	CHECK(rc == 1);
+	if (rc < 0)
+		fprintf(stderr, "  %s\n", err.msg);
+	CHECK(changed > 0 && changed < cur.count);
+	CHECK(same_scans(src, dst));
+	close(rootfd);
+	vy_manifest_free(&old);
+	vy_manifest_free(&cur);
+}
+
 int main(void)
 {
 	RUN(test_path_is_safe);
@@ -809,6 +878,7 @@ int main(void)
 	RUN(test_rescan_reads_only_changes);
 	RUN(test_rescan_hard_links_and_no_watch);
 	RUN(test_roundtrip_materialise);
+	RUN(test_update_skeleton_in_place);
 	RUN(test_materialise_refuses_symlinked_parent);
 	RUN(test_decode_truncated);
 	RUN(test_decode_rejects_paths);
