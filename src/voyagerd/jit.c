@@ -356,7 +356,8 @@ int vy_fs_binary(char *out, size_t len, vy_error *err)
 	if (vy_find_executable("voyager-fs", out, len) == 0)
 		return 0;
 	return vy_error_set(err, ENOENT, "voyager-fs is not installed on this host (looked next "
-			    "to voyagerd and in PATH; set VOYAGER_FS to name it)");
+			    "to voyagerd and in PATH; install it, set VOYAGER_FS to name it, or "
+			    "migrate with --mode presync)");
 }
 
 json_object *vy_fs_status(const char *mountpoint)

@@ -252,8 +252,9 @@ static int target_preflight(struct session *s, json_object *req, vy_error *err)
 	if (s->jit && vy_fs_binary(fsbin, sizeof(fsbin), err) < 0)
 		return -1;
 	if (s->jit && access("/dev/fuse", R_OK | W_OK) < 0)
-		return vy_error_sys(err, errno, "jit mode needs FUSE, and /dev/fuse is not usable "
-				    "here");
+		return vy_error_sys(err, errno, "jit mode needs FUSE and /dev/fuse is not usable "
+				    "on this host (load the fuse module, or migrate with --mode "
+				    "presync)");
 	if (check_versions(s, req, err) < 0 || check_name_free(s, err) < 0 ||
 	    check_room(s, req, err) < 0 || check_volumes(s, req, err) < 0 ||
 	    vy_postcopy_target_preflight(s->d, req, &s->pc, err) < 0)
