@@ -12,12 +12,23 @@
  * The kernel refuses to mix the two ways on one inode (the open fails with
  * EIO), so an inode that has cached opens keeps opening cached until they
  * are all closed, and one with passthrough opens shares their backing file.
+ *
+ * Setuid and setgid.  We told the kernel that we clear those bits on write
+ * and truncate (FUSE_CAP_HANDLE_KILLPRIV_V2), which lets it skip a
+ * security.capability lookup through us before every write.  So a file
+ * with those bits never opens passthrough (a passthrough write, done with
+ * our credentials, would keep them), and a write or truncate by a caller
+ * without CAP_FSETID clears them here, as the kernel does natively.
+ * security.capability goes by itself: the backing filesystem drops it when
+ * we write or truncate the backing file.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <linux/capability.h>
 
 #include "log.h"
 #include "vyfs.h"
@@ -31,6 +42,55 @@ static bool incomplete(struct vyfs *fs, const struct vyfs_inode *in)
 	return f >= 0 && !vy_chunkmap_complete(fs->cm, (uint32_t)f);
 }
 
+bool vyfs_is_sxid(mode_t mode)
+{
+	return (mode & S_ISUID) || (mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP);
+}
+
+/* Whether the thread behind req holds CAP_FSETID; when /proc cannot say,
+ * uid 0 is taken to. */
+static bool caller_has_fsetid(fuse_req_t req)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	char path[64], line[256];
+	bool has = ctx->uid == 0;
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)ctx->pid);
+	FILE *fp = ctx->pid > 0 ? fopen(path, "re") : NULL;
+	if (!fp)
+		return has;
+	while (fgets(line, sizeof(line), fp))
+		if (!strncmp(line, "CapEff:", 7)) {
+			has = (strtoull(line + 7, NULL, 16) >> CAP_FSETID) & 1;
+			break;
+		}
+	fclose(fp);
+	return has;
+}
+
+bool vyfs_kill_suidgid(struct vyfs *fs, fuse_req_t req, struct vyfs_inode *in, int fd)
+{
+	struct stat st;
+	if (!fs->killpriv || !S_ISREG(in->type))
+		return false;
+	VYFS_IFD(h, fs, fd >= 0 ? NULL : in);
+	if (fd < 0)
+		fd = h.fd;
+	if (fd < 0 || fstat(fd, &st) < 0 || !vyfs_is_sxid(st.st_mode) || caller_has_fsetid(req))
+		return false;
+	mode_t mode = st.st_mode & 07777;
+	mode &= ~(mode_t)S_ISUID;
+	if (mode & S_IXGRP)
+		mode &= ~(mode_t)S_ISGID;
+	char proc[64];
+	vyfs_proc_path(fd, proc);
+	if (fchmodat(AT_FDCWD, proc, mode, 0) < 0) {
+		vy_warn("clearing setuid/setgid of inode %ju: %s", (uintmax_t)in->ino,
+			strerror(errno));
+		return false;
+	}
+	return true;
+}
+
 /* Caller holds in->open_lock.  True when the open may go passthrough. */
 static bool want_passthrough(struct vyfs *fs, fuse_req_t req, struct vyfs_inode *in)
 {
@@ -40,8 +100,13 @@ static bool want_passthrough(struct vyfs *fs, fuse_req_t req, struct vyfs_inode 
 		return true;
 	if (in->cached_opens || incomplete(fs, in))
 		return false;
+	VYFS_IFD(h, fs, in);
+	struct stat st;
+	if (h.fd < 0 || (fs->killpriv && (fstatat(h.fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0 ||
+					  vyfs_is_sxid(st.st_mode))))
+		return false;
 	char proc[64];
-	vyfs_proc_path(in, proc);
+	vyfs_proc_path(h.fd, proc);
 	/* One backing file per inode, shared by all its passthrough opens,
 	 * so it must allow every kind of access. */
 	int bfd = open(proc, O_RDWR | O_CLOEXEC);
@@ -116,7 +181,12 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct vyfs_inode *in = vyfs_inode(FS(req), ino);
 	char proc[64];
-	vyfs_proc_path(in, proc);
+	VYFS_IFD(h, FS(req), in);
+	if (h.fd < 0) {
+		fuse_reply_err(req, -h.fd);
+		return;
+	}
+	vyfs_proc_path(h.fd, proc);
 	int fd = open(proc, backing_flags(fi->flags));
 	if (fd < 0) {
 		fuse_reply_err(req, errno);
@@ -139,10 +209,15 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	struct vyfs *fs = FS(req);
 	struct vyfs_inode *dir = vyfs_inode(fs, parent);
 	int flags = backing_flags(fi->flags) | O_NOFOLLOW;
-	int fd = openat(dir->fd, name, flags | O_CREAT | O_EXCL, mode);
+	VYFS_IFD(d, fs, dir);
+	if (d.fd < 0) {
+		fuse_reply_err(req, -d.fd);
+		return;
+	}
+	int fd = openat(d.fd, name, flags | O_CREAT | O_EXCL, mode);
 	bool made = fd >= 0;
 	if (fd < 0 && errno == EEXIST && !(fi->flags & O_EXCL))
-		fd = openat(dir->fd, name, flags);
+		fd = openat(d.fd, name, flags);
 	if (fd < 0) {
 		fuse_reply_err(req, errno);
 		return;
@@ -257,19 +332,25 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 	if (f >= 0 && !vy_chunkmap_complete(fs->cm, (uint32_t)f))
 		n = write_tracked(fs, (uint32_t)f, fd, buf, size, (uint64_t)off);
 	else
-		n = pwrite(fd, buf, size, off) < 0 ? -errno : (ssize_t)size;
+		n = (n = pwrite(fd, buf, size, off)) < 0 ? -errno : n;
 	if (n < 0) {
 		fuse_reply_err(req, (int)-n);
 		return;
 	}
 	atomic_fetch_add(&fs->n.local_write_bytes, (uint64_t)n);
+	/* The kernel still caches the old mode: tell it to ask again. */
+	if (vyfs_kill_suidgid(fs, req, in, fd))
+		fuse_lowlevel_notify_inval_inode(fs->se, ino, -1, 0);
 	fuse_reply_write(req, (size_t)n);
 }
 
 int vyfs_truncate(struct vyfs *fs, struct vyfs_inode *in, int fd, off_t size)
 {
 	char proc[64];
-	vyfs_proc_path(in, proc);
+	VYFS_IFD(h, fs, fd >= 0 ? NULL : in);
+	if (fd < 0 && h.fd < 0)
+		return h.fd;
+	vyfs_proc_path(h.fd, proc);
 	int64_t f = in->track;
 	if (f < 0 || size < 0)
 		return (fd >= 0 ? ftruncate(fd, size) : truncate(proc, size)) < 0 ? -errno : 0;

@@ -472,6 +472,7 @@ char *vyfs_status_json(struct vyfs *fs)
 			       json_object_new_boolean(atomic_load(&fs->independent) &&
 						       s.chunks_present == s.chunks_total));
 	json_object_object_add(o, "passthrough", json_object_new_boolean(fs->passthrough));
+	json_object_object_add(o, "killpriv", json_object_new_boolean(fs->killpriv));
 	ADD_U64(o, "chunk_size", fs->chunk_size);
 	ADD_U64(o, "chunks_total", s.chunks_total);
 	ADD_U64(o, "chunks_present", s.chunks_present);
@@ -493,6 +494,8 @@ char *vyfs_status_json(struct vyfs *fs)
 	ADD_U64(o, "hydrate_rate", atomic_load(&fs->hydrate_rate));
 	ADD_U64(o, "local_write_bytes", atomic_load(&fs->n.local_write_bytes));
 	ADD_U64(o, "fd_exhausted", atomic_load(&fs->n.fd_exhausted));
+	ADD_U64(o, "handle_inodes", atomic_load(&fs->n.handle_inodes));
+
 	char *text = strdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
 	json_object_put(o);
 	return text;

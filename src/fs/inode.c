@@ -6,6 +6,13 @@
  * node, and they live until the kernel forgets every lookup.  Holding
  * O_PATH fds (not paths) keeps every operation beneath the backing tree and
  * correct across renames.
+ *
+ * The kernel may cache more inodes than we may hold descriptors (a find
+ * over 50 000 files, under a hard limit of 20 000 that root without
+ * CAP_SYS_RESOURCE cannot raise).  So inodes hold an fd only within a
+ * budget, directories first (they anchor every *at() call); past it an
+ * inode keeps a file handle instead (name_to_handle_at), which is just as
+ * correct across renames and costs one open_by_handle_at() per operation.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -13,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/resource.h>
 
 #include "log.h"
 #include "util.h"
@@ -36,7 +44,34 @@ int vyfs_table_init(struct vyfs *fs, vy_error *err)
 	r->nlookup = 2;
 	r->track = -1;
 	pthread_mutex_init(&r->open_lock, NULL);
+	/* Leave a quarter of the limit (at least 1024) for open files,
+	 * passthrough backing files and the fetch lanes. */
+	struct rlimit lim = { .rlim_cur = 1024 };
+	getrlimit(RLIMIT_NOFILE, &lim);
+	uint64_t spare = lim.rlim_cur / 4 > 1024 ? lim.rlim_cur / 4 : 1024;
+	fs->fd_budget = lim.rlim_cur > 2 * spare ? lim.rlim_cur - spare : lim.rlim_cur / 2;
 	return 0;
+}
+
+int vyfs_get_fd(struct vyfs *fs, const struct vyfs_inode *in)
+{
+	if (!in)
+		return -EBADF;
+	if (in->fd >= 0)
+		return in->fd;
+	int fd = open_by_handle_at(fs->backing_dir_fd, in->handle, O_PATH | O_CLOEXEC);
+	if (fd < 0 && (errno == EMFILE || errno == ENFILE))
+		atomic_fetch_add(&fs->n.fd_exhausted, 1);
+	return fd < 0 ? -errno : fd;
+}
+
+void vyfs_put_fd(const struct vyfs_inode *in, int fd)
+{
+	if (fd >= 0 && in && fd != in->fd) {
+		int saved = errno;
+		close(fd);
+		errno = saved;
+	}
 }
 
 struct vyfs_inode *vyfs_inode(struct vyfs *fs, fuse_ino_t ino)
@@ -71,13 +106,31 @@ struct vyfs_inode *vyfs_find_backing(struct vyfs *fs, dev_t dev, ino_t ino)
 	return in;
 }
 
-static struct vyfs_inode *new_inode(struct vyfs *fs, int fd,
+/* Whether a new inode of this type may keep its fd: directories within
+ * the whole budget, everything else within half of it. */
+static bool may_hold(const struct vyfs *fs, mode_t mode)
+{
+	uint64_t held = __atomic_load_n(&fs->held_fds, __ATOMIC_RELAXED);
+	return held < (S_ISDIR(mode) ? fs->fd_budget : fs->fd_budget / 2);
+}
+
+/* With handle (not NULL), the inode keeps it and fd is closed. */
+static struct vyfs_inode *new_inode(struct vyfs *fs, int fd, struct file_handle *handle,
 				    const struct stat *st)
 {
 	struct vyfs_inode *in = calloc(1, sizeof(*in));
 	if (!in)
 		return NULL;
-	in->fd = fd;
+	if (handle) {
+		if (fd >= 0)
+			close(fd);
+		in->fd = -1;
+		in->handle = handle;
+		atomic_fetch_add(&fs->n.handle_inodes, 1);
+	} else {
+		in->fd = fd;
+		fs->held_fds++;
+	}
 	in->dev = st->st_dev;
 	in->ino = st->st_ino;
 	in->type = st->st_mode & S_IFMT;
@@ -87,40 +140,81 @@ static struct vyfs_inode *new_inode(struct vyfs *fs, int fd,
 	return in;
 }
 
-int vyfs_lookup_entry(struct vyfs *fs, struct vyfs_inode *parent,
-		      const char *name, struct fuse_entry_param *e)
+/* Count and say (once a minute) a lookup refused for want of a descriptor. */
+static int fd_error(struct vyfs *fs, int rc)
 {
-	memset(e, 0, sizeof(*e));
-	int fd = openat(parent->fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0 && (errno == EMFILE || errno == ENFILE)) {
-		/* Said once a minute, not once per lookup. */
-		static _Atomic uint64_t last;
-		uint64_t now = vy_now_ms();
-		if (now - atomic_load(&last) > 60000) {
-			atomic_store(&last, now);
-			vy_err("out of file descriptors: voyager-fs holds one per inode the kernel "
-			       "has cached, and lookups fail (EMFILE) until the kernel forgets some; "
-			       "raise the open-file limit (RLIMIT_NOFILE) of voyager-fs");
-		}
-		atomic_fetch_add(&fs->n.fd_exhausted, 1);
-		return -EMFILE;
+	if (rc != -EMFILE && rc != -ENFILE)
+		return rc;
+	static _Atomic uint64_t last;
+	uint64_t now = vy_now_ms();
+	if (now - atomic_load(&last) > 60000) {
+		atomic_store(&last, now);
+		vy_err("out of file descriptors: lookups fail (EMFILE) until some files "
+		       "are closed; raise the open-file limit (RLIMIT_NOFILE) of voyager-fs");
 	}
-	if (fd < 0)
-		return -errno;
-	if (fstatat(fd, "", &e->attr, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
-		int saved = errno;
-		close(fd);
-		return -saved;
+	atomic_fetch_add(&fs->n.fd_exhausted, 1);
+	return -EMFILE;
+}
+
+/* The known inode for st, with one more lookup reference, or NULL. */
+static struct vyfs_inode *take_known(struct vyfs *fs, const struct stat *st)
+{
+	pthread_mutex_lock(&fs->table_lock);
+	struct vyfs_inode *in = find_locked(fs, st->st_dev, st->st_ino);
+	if (in)
+		in->nlookup++;
+	pthread_mutex_unlock(&fs->table_lock);
+	return in;
+}
+
+static struct file_handle *handle_at(int dirfd, const char *name)
+{
+	struct file_handle *h = malloc(sizeof(*h) + MAX_HANDLE_SZ);
+	int mount_id;
+	if (!h)
+		return NULL;
+	h->handle_bytes = MAX_HANDLE_SZ;
+	if (name_to_handle_at(dirfd, name, h, &mount_id, 0) < 0) {
+		free(h);
+		return NULL;
+	}
+	struct file_handle *small = realloc(h, sizeof(*h) + h->handle_bytes);
+	return small ? small : h;
+}
+
+/* A new node for name: an O_PATH fd within the budget, else a handle (an
+ * fd after all where the backing filesystem has no handles).  The name
+ * cannot change between the caller's stat and this: names in a directory
+ * change only through us, and the kernel holds the directory's lock
+ * shared across a lookup or readdir and exclusively across a change. */
+static int make_node(struct vyfs *fs, int dirfd, const char *name, struct stat *st,
+		     struct vyfs_inode **out)
+{
+	int fd = -1;
+	struct file_handle *handle = may_hold(fs, st->st_mode) ? NULL : handle_at(dirfd, name);
+	if (!handle) {
+		fd = openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0)
+			return fd_error(fs, -errno);
+		if (fstatat(fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
+			int saved = errno;
+			close(fd);
+			return -saved;
+		}
 	}
 	pthread_mutex_lock(&fs->table_lock);
-	struct vyfs_inode *in = find_locked(fs, e->attr.st_dev, e->attr.st_ino);
+	struct vyfs_inode *in = find_locked(fs, st->st_dev, st->st_ino);
 	if (in) {
-		close(fd);
+		if (fd >= 0)
+			close(fd);
+		free(handle);
 	} else {
-		in = new_inode(fs, fd, &e->attr);
+		in = new_inode(fs, fd, handle, st);
 		if (!in) {
 			pthread_mutex_unlock(&fs->table_lock);
-			close(fd);
+			if (fd >= 0)
+				close(fd);
+			free(handle);
 			return -ENOMEM;
 		}
 		size_t b = bucket_of(fs, in->dev, in->ino);
@@ -129,6 +223,27 @@ int vyfs_lookup_entry(struct vyfs *fs, struct vyfs_inode *parent,
 	}
 	in->nlookup++;
 	pthread_mutex_unlock(&fs->table_lock);
+	*out = in;
+	return 0;
+}
+
+int vyfs_lookup_entry(struct vyfs *fs, struct vyfs_inode *parent,
+		      const char *name, struct fuse_entry_param *e)
+{
+	memset(e, 0, sizeof(*e));
+	VYFS_IFD(dir, fs, parent);
+	if (dir.fd < 0)
+		return fd_error(fs, dir.fd);
+	if (fstatat(dir.fd, name, &e->attr, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	/* A node we still hold (a name the kernel forgot, a hard link) costs
+	 * that one stat; a new one a handle or an fd. */
+	struct vyfs_inode *in = take_known(fs, &e->attr);
+	if (!in) {
+		int rc = make_node(fs, dir.fd, name, &e->attr, &in);
+		if (rc < 0)
+			return rc;
+	}
 	e->ino = in == &fs->root ? FUSE_ROOT_ID : (fuse_ino_t)(uintptr_t)in;
 	e->attr_timeout = VYFS_TIMEOUT;
 	e->entry_timeout = VYFS_TIMEOUT;
@@ -148,14 +263,18 @@ void vyfs_forget_one(struct vyfs *fs, fuse_ino_t ino, uint64_t n)
 			pp = &(*pp)->next;
 		if (*pp)
 			*pp = in->next;
-		close(in->fd);
+		if (in->fd >= 0) {
+			close(in->fd);
+			fs->held_fds--;
+		}
+		free(in->handle);
 		pthread_mutex_destroy(&in->open_lock);
 		free(in);
 	}
 	pthread_mutex_unlock(&fs->table_lock);
 }
 
-void vyfs_proc_path(const struct vyfs_inode *in, char out[64])
+void vyfs_proc_path(int fd, char out[64])
 {
-	snprintf(out, 64, "/proc/self/fd/%d", in->fd);
+	snprintf(out, 64, "/proc/self/fd/%d", fd);
 }

@@ -447,6 +447,16 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	else
 		vy_warn("the kernel offers no FUSE passthrough: complete files are "
 			"served through the daemon");
+	/* We clear setuid/setgid on writes ourselves (data.c), so the kernel
+	 * marks inodes without them S_NOSEC and stops asking us for
+	 * security.capability before every write: without this, each 4 KiB
+	 * write, even a passthrough one, cost a round trip through us. */
+	fs->killpriv = fuse_set_feature_flag(conn, FUSE_CAP_HANDLE_KILLPRIV_V2);
+	/* Every directory read comes with attributes (READDIRPLUS), not just
+	 * the first buffer of it ("auto"): a `find` reads a whole directory
+	 * before anyone stats its entries, and each of those would otherwise
+	 * cost a LOOKUP round trip. */
+	fuse_unset_feature_flag(conn, FUSE_CAP_READDIRPLUS_AUTO);
 	/* Truncation must pass through vyfs_truncate(); writeback caching and
 	 * passthrough exclude each other. */
 	fuse_unset_feature_flag(conn, FUSE_CAP_ATOMIC_O_TRUNC);
@@ -465,6 +475,7 @@ static int serve(struct vyfs *fs, const struct options *o)
 	struct fuse_session *se = fuse_session_new(&args, &ops, sizeof(ops), fs);
 	if (!se)
 		return 1;
+	fs->se = se;
 	int rc = 1;
 	vy_error err;
 	if (fuse_set_signal_handlers(se) == 0) {
@@ -500,15 +511,29 @@ int main(int argc, char **argv)
 	}
 	if (o.verbose)
 		vy_log_set_level(VY_LOG_DEBUG);
-	/* One descriptor per inode the kernel has cached: take all we may. */
+	/* One descriptor per inode the kernel has cached: take all we may.
+	 * As root (CAP_SYS_RESOURCE) that is the kernel's own ceiling,
+	 * fs.nr_open, not the hard limit we were started with (often a few
+	 * thousand, which a find over a big tree uses up in a second). */
 	struct rlimit nofile;
-	if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
-		nofile.rlim_cur = nofile.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &nofile);
+	if (getrlimit(RLIMIT_NOFILE, &nofile) == 0) {
+		uint64_t ceiling = 0;
+		cleanup_fclose FILE *fp = fopen("/proc/sys/fs/nr_open", "re");
+		if (!fp || fscanf(fp, "%" SCNu64, &ceiling) != 1)
+			ceiling = 0;
+		struct rlimit want = nofile;
+		if (ceiling > want.rlim_max)
+			want.rlim_cur = want.rlim_max = ceiling;
+		else
+			want.rlim_cur = want.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &want) < 0 && nofile.rlim_cur < nofile.rlim_max) {
+			nofile.rlim_cur = nofile.rlim_max;
+			setrlimit(RLIMIT_NOFILE, &nofile);
+		}
 	}
 	if (getrlimit(RLIMIT_NOFILE, &nofile) == 0)
-		vy_info("open-file limit %llu: at most that many inodes can be cached by the "
-			"kernel at once", (unsigned long long)nofile.rlim_cur);
+		vy_info("open-file limit %llu: inodes keep a descriptor up to about three "
+			"quarters of it, then a file handle", (unsigned long long)nofile.rlim_cur);
 	static struct vyfs fs;
 	vy_error err;
 	if (prepare(&fs, &o, &err) < 0) {

@@ -58,13 +58,24 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 {
 	struct stat st;
 	struct vyfs_inode *in = vyfs_inode(FS(req), ino);
-	if (fstatat(in->fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
+	/* An open file answers from its own fd (it may have no name left). */
+	if (fi && S_ISREG(in->type)) {
+		if (fstat(((struct vyfs_file *)(uintptr_t)fi->fh)->fd, &st) < 0)
+			fuse_reply_err(req, errno);
+		else
+			fuse_reply_attr(req, &st, VYFS_TIMEOUT);
+		return;
+	}
+	VYFS_IFD(h, FS(req), in);
+	if (h.fd < 0)
+		fuse_reply_err(req, -h.fd);
+	else if (fstatat(h.fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
 		fuse_reply_err(req, errno);
 	else
 		fuse_reply_attr(req, &st, VYFS_TIMEOUT);
 }
 
-static int set_times(struct vyfs_inode *in, int fd, const struct stat *attr,
+static int set_times(struct vyfs_inode *in, int ifd, int fd, const struct stat *attr,
 		     int to_set)
 {
 	struct timespec tv[2] = { { .tv_nsec = UTIME_OMIT }, { .tv_nsec = UTIME_OMIT } };
@@ -79,17 +90,20 @@ static int set_times(struct vyfs_inode *in, int fd, const struct stat *attr,
 	if (fd >= 0)
 		return futimens(fd, tv);
 	if (S_ISLNK(in->type))
-		return utimensat(in->fd, "", tv, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+		return utimensat(ifd, "", tv, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
 	char proc[64];
-	vyfs_proc_path(in, proc);
+	vyfs_proc_path(ifd, proc);
 	return utimensat(AT_FDCWD, proc, tv, 0);
 }
 
-static int apply_setattr(struct vyfs *fs, struct vyfs_inode *in, int fd,
-			 struct stat *attr, int to_set)
+static int apply_setattr(struct vyfs *fs, fuse_req_t req, struct vyfs_inode *in,
+			 int fd, struct stat *attr, int to_set)
 {
+	VYFS_IFD(h, fs, in);
+	if (h.fd < 0)
+		return h.fd;
 	char proc[64];
-	vyfs_proc_path(in, proc);
+	vyfs_proc_path(h.fd, proc);
 	if ((to_set & FUSE_SET_ATTR_MODE) &&
 	    (fd >= 0 ? fchmod(fd, attr->st_mode & 07777)
 		     : fchmodat(AT_FDCWD, proc, attr->st_mode & 07777, 0)) < 0)
@@ -97,17 +111,19 @@ static int apply_setattr(struct vyfs *fs, struct vyfs_inode *in, int fd,
 	if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
 		uid_t uid = (to_set & FUSE_SET_ATTR_UID) ? attr->st_uid : (uid_t)-1;
 		gid_t gid = (to_set & FUSE_SET_ATTR_GID) ? attr->st_gid : (gid_t)-1;
-		if (fchownat(in->fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
+		if (fchownat(h.fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0)
 			return -errno;
 	}
 	if (to_set & FUSE_SET_ATTR_SIZE) {
 		int rc = vyfs_truncate(fs, in, fd, attr->st_size);
 		if (rc < 0)
 			return rc;
+		if (!(to_set & FUSE_SET_ATTR_MODE))
+			vyfs_kill_suidgid(fs, req, in, fd);
 	}
 	if ((to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME |
 		       FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW)) &&
-	    set_times(in, fd, attr, to_set) < 0)
+	    set_times(in, h.fd, fd, attr, to_set) < 0)
 		return -errno;
 	return 0;
 }
@@ -117,7 +133,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 {
 	struct vyfs_inode *in = vyfs_inode(FS(req), ino);
 	int fd = fi ? ((struct vyfs_file *)(uintptr_t)fi->fh)->fd : -1;
-	int rc = apply_setattr(FS(req), in, fd, attr, to_set);
+	int rc = apply_setattr(FS(req), req, in, fd, attr, to_set);
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
 	else
@@ -127,7 +143,12 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 {
 	char buf[PATH_MAX + 1];
-	ssize_t n = readlinkat(vyfs_inode(FS(req), ino)->fd, "", buf, sizeof(buf));
+	VYFS_IFD(h, FS(req), vyfs_inode(FS(req), ino));
+	if (h.fd < 0) {
+		fuse_reply_err(req, -h.fd);
+		return;
+	}
+	ssize_t n = readlinkat(h.fd, "", buf, sizeof(buf));
 	if (n < 0 || n > PATH_MAX) {
 		fuse_reply_err(req, n < 0 ? errno : ENAMETOOLONG);
 		return;
@@ -145,14 +166,27 @@ static int give_to_caller(fuse_req_t req, int dirfd, const char *name)
 	return 0;
 }
 
-static void reply_made(fuse_req_t req, struct vyfs_inode *dir, const char *name,
-		       int made)
+/* An fd on dir for the request, or a reply with the error and -1. */
+static int dir_fd(fuse_req_t req, struct vyfs_inode *dir)
+{
+	int fd = vyfs_get_fd(FS(req), dir);
+	if (fd < 0) {
+		fuse_reply_err(req, -fd);
+		return -1;
+	}
+	return fd;
+}
+
+static void reply_made(fuse_req_t req, struct vyfs_inode *dir, int dfd,
+		       const char *name, int made)
 {
 	if (made < 0) {
 		fuse_reply_err(req, errno);
+		vyfs_put_fd(dir, dfd);
 		return;
 	}
-	int rc = give_to_caller(req, dir->fd, name);
+	int rc = give_to_caller(req, dfd, name);
+	vyfs_put_fd(dir, dfd);
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
 	else
@@ -163,21 +197,27 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
 		     mode_t mode, dev_t rdev)
 {
 	struct vyfs_inode *dir = vyfs_inode(FS(req), parent);
-	reply_made(req, dir, name, mknodat(dir->fd, name, mode, rdev));
+	int dfd = dir_fd(req, dir);
+	if (dfd >= 0)
+		reply_made(req, dir, dfd, name, mknodat(dfd, name, mode, rdev));
 }
 
 static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 		     mode_t mode)
 {
 	struct vyfs_inode *dir = vyfs_inode(FS(req), parent);
-	reply_made(req, dir, name, mkdirat(dir->fd, name, mode));
+	int dfd = dir_fd(req, dir);
+	if (dfd >= 0)
+		reply_made(req, dir, dfd, name, mkdirat(dfd, name, mode));
 }
 
 static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
 		       const char *name)
 {
 	struct vyfs_inode *dir = vyfs_inode(FS(req), parent);
-	reply_made(req, dir, name, symlinkat(link, dir->fd, name));
+	int dfd = dir_fd(req, dir);
+	if (dfd >= 0)
+		reply_made(req, dir, dfd, name, symlinkat(link, dfd, name));
 }
 
 static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
@@ -185,7 +225,11 @@ static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
 {
 	struct vyfs_inode *in = vyfs_inode(FS(req), ino);
 	struct vyfs_inode *dir = vyfs_inode(FS(req), newparent);
-	if (linkat(in->fd, "", dir->fd, newname, AT_EMPTY_PATH) < 0)
+	VYFS_IFD(from, FS(req), in);
+	VYFS_IFD(to, FS(req), dir);
+	if (from.fd < 0 || to.fd < 0)
+		fuse_reply_err(req, from.fd < 0 ? -from.fd : -to.fd);
+	else if (linkat(from.fd, "", to.fd, newname, AT_EMPTY_PATH) < 0)
 		fuse_reply_err(req, errno);
 	else
 		reply_entry(req, dir, newname);
@@ -246,8 +290,13 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct vyfs *fs = FS(req);
 	struct vyfs_inode *dir = vyfs_inode(fs, parent);
-	int64_t f = vyfs_last_name(fs, dir->fd, name);
-	if (unlinkat(dir->fd, name, 0) < 0) {
+	VYFS_IFD(d, fs, dir);
+	if (d.fd < 0) {
+		fuse_reply_err(req, -d.fd);
+		return;
+	}
+	int64_t f = vyfs_last_name(fs, d.fd, name);
+	if (unlinkat(d.fd, name, 0) < 0) {
 		fuse_reply_err(req, errno);
 		return;
 	}
@@ -257,22 +306,30 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	struct vyfs_inode *dir = vyfs_inode(FS(req), parent);
-	fuse_reply_err(req, unlinkat(dir->fd, name, AT_REMOVEDIR) < 0 ? errno : 0);
+	VYFS_IFD(d, FS(req), vyfs_inode(FS(req), parent));
+	if (d.fd < 0)
+		fuse_reply_err(req, -d.fd);
+	else
+		fuse_reply_err(req, unlinkat(d.fd, name, AT_REMOVEDIR) < 0 ? errno : 0);
 }
 
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		      fuse_ino_t newparent, const char *newname, unsigned flags)
 {
 	struct vyfs *fs = FS(req);
-	struct vyfs_inode *from = vyfs_inode(fs, parent), *to = vyfs_inode(fs, newparent);
-	int64_t f = (flags & RENAME_EXCHANGE) ? -1 : vyfs_last_name(fs, to->fd, newname);
+	VYFS_IFD(from, fs, vyfs_inode(fs, parent));
+	VYFS_IFD(to, fs, vyfs_inode(fs, newparent));
+	if (from.fd < 0 || to.fd < 0) {
+		fuse_reply_err(req, from.fd < 0 ? -from.fd : -to.fd);
+		return;
+	}
+	int64_t f = (flags & RENAME_EXCHANGE) ? -1 : vyfs_last_name(fs, to.fd, newname);
 	/* Renaming a name onto another name of the same file replaces nothing. */
 	struct stat a, b;
-	if (f >= 0 && fstatat(from->fd, name, &a, AT_SYMLINK_NOFOLLOW) == 0 &&
-	    fstatat(to->fd, newname, &b, AT_SYMLINK_NOFOLLOW) == 0 && a.st_ino == b.st_ino)
+	if (f >= 0 && fstatat(from.fd, name, &a, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    fstatat(to.fd, newname, &b, AT_SYMLINK_NOFOLLOW) == 0 && a.st_ino == b.st_ino)
 		f = -1;
-	if (renameat2(from->fd, name, to->fd, newname, flags) < 0) {
+	if (renameat2(from.fd, name, to.fd, newname, flags) < 0) {
 		fuse_reply_err(req, errno);
 		return;
 	}
@@ -291,8 +348,10 @@ struct vyfs_dir {
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct vyfs_dir *d = calloc(1, sizeof(*d));
-	int fd = d ? openat(vyfs_inode(FS(req), ino)->fd, ".",
-			    O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+	VYFS_IFD(h, FS(req), vyfs_inode(FS(req), ino));
+	if (h.fd < 0)
+		errno = -h.fd;
+	int fd = d && h.fd >= 0 ? openat(h.fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
 	if (!d || fd < 0 || !(d->dp = fdopendir(fd))) {
 		int e = d ? errno : ENOMEM;
 		if (fd >= 0)
@@ -307,10 +366,38 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	fuse_reply_open(req, fi);
 }
 
-static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-		       struct fuse_file_info *fi)
+/* Add d->entry to buf: with its attributes and a lookup reference when
+ * plus (READDIRPLUS: a cold `find` + `stat` then costs one request per
+ * buffer of entries, not one lookup per name).  The size the entry needs,
+ * which is more than room when it did not fit (then nothing was taken). */
+static size_t add_entry(fuse_req_t req, struct vyfs_inode *dir, struct vyfs_dir *d,
+			bool plus, char *buf, size_t room)
+{
+	const char *name = d->entry->d_name;
+	if (!plus) {
+		struct stat st = { .st_ino = d->entry->d_ino,
+				   .st_mode = (mode_t)d->entry->d_type << 12 };
+		return fuse_add_direntry(req, buf, room, name, &st, d->entry->d_off);
+	}
+	struct fuse_entry_param e = { .attr = { .st_ino = d->entry->d_ino,
+						.st_mode = (mode_t)d->entry->d_type << 12 } };
+	/* "." and "..", or an entry gone since readdir: a name with no node
+	 * id, which the kernel takes without caching anything. */
+	bool dots = !strcmp(name, ".") || !strcmp(name, "..");
+	if (!dots && vyfs_lookup_entry(FS(req), dir, name, &e) < 0)
+		memset(&e, 0, sizeof(e)), e.attr.st_ino = d->entry->d_ino,
+			e.attr.st_mode = (mode_t)d->entry->d_type << 12;
+	size_t n = fuse_add_direntry_plus(req, buf, room, name, &e, d->entry->d_off);
+	if (n > room && e.ino)
+		vyfs_forget_one(FS(req), e.ino, 1);
+	return n;
+}
+
+static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi, bool plus)
 {
 	struct vyfs_dir *d = (struct vyfs_dir *)(uintptr_t)fi->fh;
+	struct vyfs_inode *dir = vyfs_inode(FS(req), ino);
 	cleanup_free char *buf = calloc(1, size);
 	if (!buf) {
 		fuse_reply_err(req, ENOMEM);
@@ -334,10 +421,7 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 				break;
 			}
 		}
-		struct stat st = { .st_ino = d->entry->d_ino,
-				   .st_mode = (mode_t)d->entry->d_type << 12 };
-		size_t n = fuse_add_direntry(req, buf + used, size - used,
-					     d->entry->d_name, &st, d->entry->d_off);
+		size_t n = add_entry(req, dir, d, plus, buf + used, size - used);
 		if (n > size - used)
 			break;
 		used += n;
@@ -345,6 +429,18 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		d->entry = NULL;
 	}
 	fuse_reply_buf(req, buf, used);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	do_readdir(req, ino, size, off, fi, false);
+}
+
+static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			   struct fuse_file_info *fi)
+{
+	do_readdir(req, ino, size, off, fi, true);
 }
 
 static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -366,7 +462,7 @@ static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
 static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 {
 	struct statvfs sv;
-	if (fstatvfs(vyfs_inode(FS(req), ino)->fd, &sv) < 0)
+	if (fstatvfs(FS(req)->backing_fd, &sv) < 0)
 		fuse_reply_err(req, errno);
 	else
 		fuse_reply_statfs(req, &sv);
@@ -396,7 +492,12 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 		return;
 	}
 	char proc[64];
-	vyfs_proc_path(vyfs_inode(FS(req), ino), proc);
+	VYFS_IFD(h, FS(req), vyfs_inode(FS(req), ino));
+	if (h.fd < 0) {
+		fuse_reply_err(req, -h.fd);
+		return;
+	}
+	vyfs_proc_path(h.fd, proc);
 	cleanup_free char *buf = size ? malloc(size) : NULL;
 	if (size && !buf) {
 		fuse_reply_err(req, ENOMEM);
@@ -414,7 +515,12 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
 	char proc[64];
-	vyfs_proc_path(vyfs_inode(FS(req), ino), proc);
+	VYFS_IFD(h, FS(req), vyfs_inode(FS(req), ino));
+	if (h.fd < 0) {
+		fuse_reply_err(req, -h.fd);
+		return;
+	}
+	vyfs_proc_path(h.fd, proc);
 	cleanup_free char *buf = size ? malloc(size) : NULL;
 	if (size && !buf) {
 		fuse_reply_err(req, ENOMEM);
@@ -463,14 +569,24 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 		return;
 	}
 	char proc[64];
-	vyfs_proc_path(vyfs_inode(FS(req), ino), proc);
+	VYFS_IFD(h, FS(req), vyfs_inode(FS(req), ino));
+	if (h.fd < 0) {
+		fuse_reply_err(req, -h.fd);
+		return;
+	}
+	vyfs_proc_path(h.fd, proc);
 	fuse_reply_err(req, setxattr(proc, name, value, size, flags) < 0 ? errno : 0);
 }
 
 static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
 	char proc[64];
-	vyfs_proc_path(vyfs_inode(FS(req), ino), proc);
+	VYFS_IFD(h, FS(req), vyfs_inode(FS(req), ino));
+	if (h.fd < 0) {
+		fuse_reply_err(req, -h.fd);
+		return;
+	}
+	vyfs_proc_path(h.fd, proc);
 	fuse_reply_err(req, removexattr(proc, name) < 0 ? errno : 0);
 }
 
@@ -491,6 +607,7 @@ void vyfs_meta_ops(struct fuse_lowlevel_ops *ops)
 	ops->rename = op_rename;
 	ops->opendir = op_opendir;
 	ops->readdir = op_readdir;
+	ops->readdirplus = op_readdirplus;
 	ops->releasedir = op_releasedir;
 	ops->fsyncdir = op_fsyncdir;
 	ops->statfs = op_statfs;

@@ -2,7 +2,8 @@
  *
  *   main.c      arguments, loading the manifest and the chunk state,
  *               finding the tracked files, mounting, the session loop
- *   inode.c     the inode table: FUSE node ids <-> backing O_PATH fds
+ *   inode.c     the inode table: FUSE node ids <-> backing O_PATH fds,
+ *               or file handles once too many fds are held
  *   meta.c      metadata operations, served from the backing tree only
  *   data.c      open/read/write/release: demand fetches, passthrough
  *   hydrate.c   the two fetch lanes (demand, background), committing
@@ -37,7 +38,11 @@
 #define VYFS_TIMEOUT 86400.0 /* attr/entry cache: every change passes us */
 
 struct vyfs_inode {
-	int fd;                 /* O_PATH | O_NOFOLLOW on the backing object */
+	/* O_PATH | O_NOFOLLOW on the backing object while we may hold that
+	 * many descriptors; past that (-1), a file handle to open one from
+	 * for each operation: see vyfs_get_fd(). */
+	int fd;
+	struct file_handle *handle;
 	dev_t dev;
 	ino_t ino;
 	mode_t type;            /* S_IFMT bits */
@@ -81,6 +86,7 @@ struct vyfs_counters {
 	_Atomic uint64_t refused_passthrough;
 	_Atomic uint64_t local_write_bytes;
 	_Atomic uint64_t fd_exhausted;  /* lookups refused for want of a descriptor */
+	_Atomic uint64_t handle_inodes; /* inodes made with a handle, not an fd */
 };
 
 struct vyfs {
@@ -99,6 +105,8 @@ struct vyfs {
 	uint32_t *priority;         /* chunk map file numbers, hydrated first */
 	uint32_t npriority;
 	bool passthrough;           /* the kernel granted FUSE_CAP_PASSTHROUGH */
+	bool killpriv;              /* ... and FUSE_CAP_HANDLE_KILLPRIV_V2 */
+	struct fuse_session *se;    /* for invalidations we send the kernel */
 	bool stat_inos;             /* readdir's d_ino is not trusted (overlayfs) */
 	const char *backing_path;
 	pthread_mutex_t resolve_lock; /* tracks' handles, the renamed-file walk */
@@ -107,6 +115,8 @@ struct vyfs {
 
 	/* inode table */
 	pthread_mutex_t table_lock;
+	uint64_t held_fds;          /* inodes' own fds, under table_lock */
+	uint64_t fd_budget;         /* how many they may hold */
 	struct vyfs_inode root;
 	struct vyfs_inode **buckets;
 	size_t nbuckets;
@@ -140,8 +150,25 @@ int vyfs_lookup_entry(struct vyfs *fs, struct vyfs_inode *parent,
 		      const char *name, struct fuse_entry_param *e);
 void vyfs_forget_one(struct vyfs *fs, fuse_ino_t ino, uint64_t n);
 struct vyfs_inode *vyfs_find_backing(struct vyfs *fs, dev_t dev, ino_t ino);
-/* "/proc/self/fd/N" of an inode's O_PATH fd. */
-void vyfs_proc_path(const struct vyfs_inode *in, char out[64]);
+/* An O_PATH fd on in's backing object for one operation: its own, or one
+ * opened from its handle.  -errno when none can be had.  Give it back with
+ * vyfs_put_fd(), or declare it with VYFS_IFD, which does that at the end of
+ * the scope.  A NULL inode gives -EBADF. */
+int vyfs_get_fd(struct vyfs *fs, const struct vyfs_inode *in);
+void vyfs_put_fd(const struct vyfs_inode *in, int fd);
+struct vyfs_ifd {
+	const struct vyfs_inode *in;
+	int fd;
+};
+static inline void vyfs_ifd_release(struct vyfs_ifd *h)
+{
+	vyfs_put_fd(h->in, h->fd);
+}
+#define VYFS_IFD(name, fs, inode) \
+	__attribute__((cleanup(vyfs_ifd_release))) struct vyfs_ifd name = \
+		{ (inode), vyfs_get_fd((fs), (inode)) }
+/* "/proc/self/fd/N" of an fd. */
+void vyfs_proc_path(int fd, char out[64]);
 
 /* meta.c */
 void vyfs_meta_ops(struct fuse_lowlevel_ops *ops);
@@ -157,6 +184,12 @@ void vyfs_drop_track(struct vyfs *fs, uint32_t f);
 void vyfs_data_ops(struct fuse_lowlevel_ops *ops);
 /* Truncate an inode's backing file to size, keeping the chunk map right. */
 int vyfs_truncate(struct vyfs *fs, struct vyfs_inode *in, int fd, off_t size);
+/* After a write or truncate by req's caller: clear setuid (and setgid, if
+ * group-executable) unless the caller holds CAP_FSETID.  True when bits
+ * were cleared. */
+bool vyfs_kill_suidgid(struct vyfs *fs, fuse_req_t req, struct vyfs_inode *in, int fd);
+/* Setuid, or setgid and group-executable: writes must clear those bits. */
+bool vyfs_is_sxid(mode_t mode);
 
 /* hydrate.c */
 int vyfs_hydrate_start(struct vyfs *fs, vy_error *err);

@@ -11,6 +11,10 @@
 #   - source gone: local data served, a missing chunk is EIO after the
 #     bounded wait; source back: hydration completes by itself;
 #   - rename/truncate/unlink of files that have not arrived;
+#   - more files than voyager-fs may hold descriptors for: file handles,
+#     every entry seen, every byte right;
+#   - setuid/setgid cleared by an unprivileged write or truncate, kept by
+#     root's, as natively;
 #   - after full hydration files open with passthrough; dd through the
 #     mount against the backing file (ratio printed, not asserted).
 # Everything lives in /tmp/vyfs-XXXXXX; the trap unmounts, stops what this
@@ -88,8 +92,9 @@ stop_source() {
 	SRC_PID=""
 }
 
+# FS_NOFILE=N: start voyager-fs with an open-file limit of N (soft and hard)
 mount_fs() {
-	"$FS_BIN" --backing "$W/back" --state "$W/state" --manifest "$W/manifest" \
+	${FS_NOFILE:+prlimit --nofile=$FS_NOFILE:$FS_NOFILE --} "$FS_BIN" --backing "$W/back" --state "$W/state" --manifest "$W/manifest" \
 		--source "127.0.0.1:$PORT" --key "$W/key" --stream 1 --fetch-timeout 3 \
 		--hydrate-rate "$1" "$MNT" 2>>"$W/fs.log" &
 	FS_PID=$!
@@ -229,6 +234,56 @@ check_source_outage() {
 	fi
 }
 
+# More inodes than voyager-fs may hold descriptors for.  Here, as on a host
+# whose hard limit root cannot raise (no CAP_SYS_RESOURCE: a 20 000 limit
+# against a 50 000-file tree), inodes past the budget keep a file handle:
+# a fresh mount with a limit of 256 sees every entry of a find + stat,
+# refuses no lookup, and check_contents then reads every file through it.
+check_fd_limit() {
+	kill "$FS_PID"
+	wait "$FS_PID" 2>/dev/null
+	FS_PID=""
+	mountpoint -q "$MNT" && umount -l "$MNT"
+	FS_NOFILE=256 mount_fs 0 || { t_fail "remount with an open-file limit of 256"; return; }
+	local native through
+	native=$(find "$W/back" -mindepth 1 | wc -l)
+	through=$(find "$MNT" -mindepth 1 -print0 | xargs -0 stat -c '%i %s %a %U' | wc -l)
+	echo "# open-file limit 256: $through entries through voyager-fs, $native in the backing tree; handle inodes $(st handle_inodes), refused $(st fd_exhausted)"
+	if [ "$native" -gt 256 ] && [ "$through" = "$native" ] && [ "$(st fd_exhausted)" = 0 ] &&
+		[ "$(st handle_inodes)" -gt 0 ]; then
+		t_ok "$native entries under an open-file limit of 256: file handles past the budget, no lookup refused"
+	else
+		t_fail "open-file limit" "$through of $native entries, $(st handle_inodes) handles, $(st fd_exhausted) refused"
+	fi
+}
+
+# Writes and truncates clear setuid (and setgid with group execute) unless
+# the writer holds CAP_FSETID, as the kernel does natively; voyager-fs does
+# it (FUSE_CAP_HANDLE_KILLPRIV_V2), so the kernel need not ask it for
+# security.capability before every write.  The unprivileged writer gets the
+# file as an inherited descriptor (the test directory is mode 700).
+check_setid() {
+	local u=$MNT/vy-setid-user t=$MNT/vy-setid-trunc g=$MNT/vy-setgid r=$MNT/vy-setid-root got
+	for f in "$u" "$t" "$g" "$r"; do echo a >"$f"; done
+	chmod 4777 "$u" "$t" "$r"
+	chmod 2777 "$g"
+	setpriv --reuid=65534 --regid=65534 --clear-groups sh -c 'echo b >&3' 3>>"$u"
+	setpriv --reuid=65534 --regid=65534 --clear-groups sh -c 'echo b >&3' 3>>"$g"
+	setpriv --reuid=65534 --regid=65534 --clear-groups \
+		/usr/bin/python3 -c 'import os; os.ftruncate(3, 1)' 3>>"$t"
+	echo b >>"$r"
+	got=$(stat -c %a "$u" "$t" "$g" "$r" | tr '\n' ' ')
+	echo "# modes after the writes: $got(backing: $(stat -c %a "$W/back/vy-setid-user" "$W/back/vy-setid-root" | tr '\n' ' '))"
+	if [ "$got" = "777 777 777 4777 " ] && [ "$(st killpriv)" = True ] &&
+		[ "$(stat -c %a "$W/back/vy-setid-user")" = 777 ] && [ "$(cat "$u")" = "a
+b" ]; then
+		t_ok "setuid/setgid cleared by an unprivileged write or truncate, kept by root's"
+	else
+		t_fail "setid" "modes $got, killpriv $(st killpriv)"
+	fi
+	rm -f "$u" "$t" "$g" "$r"
+}
+
 check_contents() {
 	local s m
 	s=$( (cd "$W/src" && find . -type f ! -name zz-big ! -path ./data/truncated \
@@ -284,6 +339,8 @@ check_small_files
 check_namespace_ops
 check_restart
 check_source_outage
+check_fd_limit
+check_setid
 check_contents
 check_passthrough
 echo "# final status: $(status)"
