@@ -9,6 +9,9 @@
 #   2. a restore that fails on b: rolled back, the connection goes on on a
 #   3. the migration to b: no reset, every acknowledged write present, a
 #      fresh connection reaches the container on b, the same process
+# In 2 and 3 the client talks through the freeze: the packets it sends
+# then are held on a (AF_PACKET on the veth's host end) and replayed into
+# the container where it runs next, so the report counts them.
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$here/lib.sh"
 . "$here/agents.sh"
@@ -122,6 +125,12 @@ echo "rollback: $out"
 	[ "$(ctr_state b "$RUNTIME" "$ID")" = absent ] && [ ! -e "$B/state/netns/$ID" ] &&
 	t_ok "failed restore: rolled back to a, b dropped its namespace" ||
 	t_fail "failed restore: rolled back to a" "$out"
+[ "$(vy_json_get "$out" network.hold)" = af_packet ] &&
+	[ "$(vy_json_get "$out" network.held_packets)" -gt 0 ] &&
+	[ "$(vy_json_get "$out" network.replayed_on)" = source ] &&
+	[ "$(vy_json_get "$out" network.replayed)" = "$(vy_json_get "$out" network.held_packets)" ] &&
+	t_ok "rollback: the packets held during the freeze were replayed on a ($(vy_json_get "$out" network.replayed))" ||
+	t_fail "rollback: held packets replayed on a" "$(vy_json_get "$out" network)"
 client_check rollback "rollback"
 vy_agent_stop "$LAB" b
 vy_agent_start "$LAB" b "$RUNTIME"
@@ -132,6 +141,13 @@ out=$(vy_cli "$LAB" a migrate "$ID" --to "$IPB" --json)
 echo "move: $out"
 [ "$(vy_json_get "$out" result)" = migrated ] && t_ok "migrated (downtime $(vy_json_get "$out" downtime_ms) ms)" ||
 	t_fail "migrated" "$out"
+[ "$(vy_json_get "$out" network.hold)" = af_packet ] &&
+	[ "$(vy_json_get "$out" network.held_packets)" -gt 0 ] &&
+	[ "$(vy_json_get "$out" network.replayed_on)" = target ] &&
+	[ "$(vy_json_get "$out" network.replayed)" = "$(vy_json_get "$out" network.held_packets)" ] &&
+	[ -z "$(vy_json_get "$out" network.replay_error)" ] &&
+	t_ok "the packets that reached a during the freeze were held and replayed on b ($(vy_json_get "$out" network.replayed), $(vy_json_get "$out" network.held_bytes) bytes)" ||
+	t_fail "held packets replayed on b" "$(vy_json_get "$out" network)"
 client_check move "migration"
 stb=$(ctr_state b "$RUNTIME" "$ID")
 # crun 1.21 may call a container it restored outside its cgroup "stopped"
