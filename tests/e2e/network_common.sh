@@ -6,7 +6,10 @@
 # connection to the container and talks every 5 ms, checking each reply.
 #   1. an address already in use on b: refused in pre-flight, and the
 #      client's connection goes on untouched on a
-#   2. a restore that fails on b: rolled back, the connection goes on on a
+#   2. a restore that fails on b: rolled back, the connection goes on on a,
+#      whose network is as before (veth up on its bridge, no lock)
+#  2b. the same with --no-hold: nothing held, the report says so, and the
+#      client still sees a pause only (its own retransmission ends it)
 #   3. the migration to b: no reset, every acknowledged write present, a
 #      fresh connection reaches the container on b, the same process
 # In 2 and 3 the client talks through the freeze: the packets it sends
@@ -132,6 +135,27 @@ echo "rollback: $out"
 	t_ok "rollback: the packets held during the freeze were replayed on a ($(vy_json_get "$out" network.replayed))" ||
 	t_fail "rollback: held packets replayed on a" "$(vy_json_get "$out" network)"
 client_check rollback "rollback"
+# network_as_before LABEL: a's veth end is up on vybr0, no lock in the namespace
+network_as_before() {
+	local l
+	l=$(lab_exec "$LAB" a ip -o link show master vybr0 | grep -v vyeth0)
+	grep -q "state UP" <<<"$l" && ! lab_exec "$LAB" a nsenter --net="$ns" nft list table inet voyager_lock >/dev/null 2>&1 &&
+		t_ok "$1: a's network is as before (veth up on vybr0, no lock)" ||
+		t_fail "$1: a's network is as before" "$l; $(lab_exec "$LAB" a nsenter --net="$ns" nft list ruleset 2>&1)"
+}
+network_as_before "rollback"
+
+# 2b. the same rollback without holding: the fallback, reported as such
+client_start nohold 5
+out=$(vy_cli "$LAB" a migrate "$ID" --to "$IPB" --no-hold --json)
+echo "rollback, --no-hold: $out"
+[ "$(vy_json_get "$out" result)" = rolled-back ] && [ "$(ctr_state a "$RUNTIME" "$ID")" = running ] &&
+	[ "$(vy_json_get "$out" network.hold)" = "off: --no-hold" ] &&
+	[ "$(vy_json_get "$out" network.held_packets)" = 0 ] && [ -z "$(vy_json_get "$out" network.replayed)" ] &&
+	t_ok "--no-hold: rolled back to a, nothing held, the report says 'off: --no-hold'" ||
+	t_fail "--no-hold: rolled back, nothing held" "$out"
+client_check nohold "rollback without holding"
+network_as_before "rollback without holding"
 vy_agent_stop "$LAB" b
 vy_agent_start "$LAB" b "$RUNTIME"
 
