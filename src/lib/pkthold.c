@@ -53,6 +53,7 @@ struct vy_hold {
 	pthread_t thread;
 	bool running;
 	uint8_t *frame;          /* receive buffer, FRAME_MAX */
+	uint8_t *seg;            /* one segment of a GSO batch, FRAME_MAX */
 	uint8_t *buf;            /* the HELD_PACKETS payload being built */
 	size_t len, cap;
 	struct vy_hold_stats st;
@@ -173,26 +174,10 @@ static void fill_checksum(uint8_t *ip, const struct vy_held_packet *p)
 	field[1] = (uint8_t)c;
 }
 
-/* One frame that the host sent into the container on interface k. */
-static void take_frame(struct vy_hold *h, int k, uint8_t *f, size_t n, uint32_t status)
+/* Hold one packet (already whole: checksums right), if the bounds allow. */
+static void hold_packet(struct vy_hold *h, const uint8_t *ip, size_t len)
 {
-	if (n < ETH_HLEN || memcmp(f, h->id.ifs[k].mac, 6) != 0)
-		return;
-	uint16_t type = (uint16_t)(f[12] << 8 | f[13]);
-	if (type != ETHERTYPE_IP && type != ETHERTYPE_IPV6)
-		return;
-	uint8_t *ip = f + ETH_HLEN;
-	size_t len = n - ETH_HLEN;
-	/* An Ethernet frame may be padded past the packet's end. */
-	if (type == ETHERTYPE_IP && len >= 4 && vy_get_u16(ip + 2) < len && vy_get_u16(ip + 2) >= 20)
-		len = vy_get_u16(ip + 2);
-	else if (type == ETHERTYPE_IPV6 && len >= 40 && (size_t)vy_get_u16(ip + 4) + 40 < len)
-		len = (size_t)vy_get_u16(ip + 4) + 40;
-	struct vy_held_packet p;
-	if (vy_wire_check_ip_packet(ip, len, &p, NULL) < 0 || iface_of(&h->id, &p) != k)
-		return; /* not TCP or UDP to the container: not ours to hold */
-	if (len > h->id.ifs[k].mtu || h->st.packets >= VY_HELD_MAX_PACKETS ||
-	    h->st.bytes + len > VY_HELD_MAX_BYTES) {
+	if (h->st.packets >= VY_HELD_MAX_PACKETS || h->st.bytes + len > VY_HELD_MAX_BYTES) {
 		h->st.dropped++;
 		return;
 	}
@@ -208,13 +193,100 @@ static void take_frame(struct vy_hold *h, int k, uint8_t *f, size_t n, uint32_t 
 		h->buf = nb;
 		h->cap = cap;
 	}
-	if (status & TP_STATUS_CSUMNOTREADY)
-		fill_checksum(ip, &p);
 	vy_put_u16(h->buf + h->len, (uint16_t)len);
 	memcpy(h->buf + h->len + 2, ip, len);
 	h->len += 2 + len;
 	h->st.packets++;
 	h->st.bytes += len;
+}
+
+static void fill_ipv4_checksum(uint8_t *ip)
+{
+	size_t hlen = (size_t)(ip[0] & 0x0f) * 4;
+	ip[10] = ip[11] = 0;
+	uint32_t s = sum16(ip, hlen, 0);
+	while (s >> 16)
+		s = (s & 0xffff) + (s >> 16);
+	vy_put_u16(ip + 10, (uint16_t)~s);
+}
+
+/* A TCP packet longer than the MTU is a batch the sender's kernel left to
+ * be cut up (GSO) further on; cut it here into segments that fit, as the
+ * hardware would have: consecutive sequence numbers, FIN and PSH on the
+ * last only, CWR on the first only, IPv4 ids counting up. */
+static void hold_segments(struct vy_hold *h, const uint8_t *ip, const struct vy_held_packet *p,
+			  unsigned mtu)
+{
+	size_t hlen = p->family == 4 ? (size_t)(ip[0] & 0x0f) * 4 : 40;
+	size_t thlen = (size_t)(ip[hlen + 12] >> 4) * 4;
+	size_t data = p->len - hlen - thlen;
+	if (p->proto != IPPROTO_TCP || mtu <= hlen + thlen || data == 0) {
+		h->st.dropped++;
+		return;
+	}
+	size_t mss = mtu - hlen - thlen;
+	h->st.gso_cut++;
+	uint32_t seq = vy_get_u32(ip + hlen + 4);
+	uint16_t id = vy_get_u16(ip + 4);
+	for (size_t off = 0, i = 0; off < data; off += mss, i++) {
+		size_t n = data - off < mss ? data - off : mss;
+		size_t len = hlen + thlen + n;
+		uint8_t *s = h->seg;
+		memcpy(s, ip, hlen + thlen);
+		memcpy(s + hlen + thlen, ip + hlen + thlen + off, n);
+		if (p->family == 4) {
+			vy_put_u16(s + 2, (uint16_t)len);
+			vy_put_u16(s + 4, (uint16_t)(id + i));
+			fill_ipv4_checksum(s);
+		} else {
+			vy_put_u16(s + 4, (uint16_t)(len - 40));
+		}
+		vy_put_u32(s + hlen + 4, seq + (uint32_t)off);
+		if (off + n < data)
+			s[hlen + 13] &= (uint8_t)~0x09; /* FIN, PSH */
+		if (off)
+			s[hlen + 13] &= (uint8_t)~0x80; /* CWR */
+		struct vy_held_packet sp;
+		if (vy_wire_check_ip_packet(s, len, &sp, NULL) < 0) {
+			h->st.dropped++;
+			continue;
+		}
+		fill_checksum(s, &sp);
+		hold_packet(h, s, len);
+	}
+}
+
+/* One frame that the host sent into the container on interface k. */
+static void take_frame(struct vy_hold *h, int k, uint8_t *f, size_t n, uint32_t status)
+{
+	if (n < ETH_HLEN || memcmp(f, h->id.ifs[k].mac, 6) != 0)
+		return;
+	uint16_t type = (uint16_t)(f[12] << 8 | f[13]);
+	if (type != ETHERTYPE_IP && type != ETHERTYPE_IPV6)
+		return;
+	uint8_t *ip = f + ETH_HLEN;
+	size_t len = n - ETH_HLEN;
+	/* An Ethernet frame may be padded past the packet's end. */
+	if (type == ETHERTYPE_IP && len >= 4 && vy_get_u16(ip + 2) < len && vy_get_u16(ip + 2) >= 20)
+		len = vy_get_u16(ip + 2);
+	else if (type == ETHERTYPE_IPV6 && len >= 40 && (size_t)vy_get_u16(ip + 4) + 40 < len)
+		len = (size_t)vy_get_u16(ip + 4) + 40;
+	vy_hold_take(h, k, ip, len, status & TP_STATUS_CSUMNOTREADY);
+}
+
+void vy_hold_take(struct vy_hold *h, int iface, uint8_t *ip, size_t len, bool csum_partial)
+{
+	struct vy_held_packet p;
+	if (iface < 0 || iface >= h->id.nifs || vy_wire_check_ip_packet(ip, len, &p, NULL) < 0 ||
+	    iface_of(&h->id, &p) != iface)
+		return; /* not TCP or UDP to the container: not ours to hold */
+	if (len > h->id.ifs[iface].mtu) {
+		hold_segments(h, ip, &p, h->id.ifs[iface].mtu);
+		return;
+	}
+	if (csum_partial)
+		fill_checksum(ip, &p);
+	hold_packet(h, ip, len);
 }
 
 /* Read every frame queued on interface k's socket. */
@@ -309,11 +381,12 @@ void vy_hold_free(struct vy_hold *h)
 		if (h->stop[k] >= 0)
 			close(h->stop[k]);
 	free(h->frame);
+	free(h->seg);
 	free(h->buf);
 	free(h);
 }
 
-int vy_hold_start(json_object *identity, struct vy_hold **out, vy_error *err)
+int vy_hold_new(json_object *identity, struct vy_hold **out, vy_error *err)
 {
 	struct vy_hold *h = calloc(1, sizeof(*h));
 	if (!h)
@@ -325,7 +398,8 @@ int vy_hold_start(json_object *identity, struct vy_hold **out, vy_error *err)
 	h->len = VY_HELD_HDR_LEN;
 	h->buf = malloc(h->cap);
 	h->frame = malloc(FRAME_MAX);
-	if (!h->buf || !h->frame) {
+	h->seg = malloc(FRAME_MAX);
+	if (!h->buf || !h->frame || !h->seg) {
 		vy_hold_free(h);
 		return vy_error_set(err, ENOMEM, "out of memory");
 	}
@@ -333,6 +407,15 @@ int vy_hold_start(json_object *identity, struct vy_hold **out, vy_error *err)
 		vy_hold_free(h);
 		return -1;
 	}
+	*out = h;
+	return 0;
+}
+
+int vy_hold_start(json_object *identity, struct vy_hold **out, vy_error *err)
+{
+	struct vy_hold *h;
+	if (vy_hold_new(identity, &h, err) < 0)
+		return -1;
 	for (int k = 0; k < h->id.nifs; k++)
 		if ((h->fds[k] = capture_socket(h->id.ifs[k].ifindex, h->id.ifs[k].host_if, err)) < 0) {
 			vy_hold_free(h);

@@ -23,13 +23,16 @@
  *
  * Frames whose checksum the sending kernel left to the hardware (as veths
  * and local senders do) get it computed here, since the replayed copy is
- * checked in software.  Packets longer than the interface's MTU (GSO
- * batches) cannot be sent as one frame and are counted as dropped.
+ * checked in software.  A TCP packet longer than the interface's MTU (a
+ * batch the sender left to be segmented further on, GSO) is cut into
+ * segments that fit, as the hardware would have; any other packet over
+ * the MTU is counted as dropped.
  * Nothing here needs a library or a kernel option beyond CONFIG_PACKET.
  */
 #ifndef VY_PKTHOLD_H
 #define VY_PKTHOLD_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -43,11 +46,20 @@ struct vy_hold_stats {
 	uint32_t packets; /* held */
 	uint64_t bytes;   /* IP bytes held */
 	uint32_t dropped; /* seen, in scope, but not held (bounds, MTU, truncation) */
+	uint32_t gso_cut; /* TCP batches over the MTU held as several segments */
 };
 
 /* Start copying what reaches the container of identity (netns.h) on this
  * host; the host ends of its veths must exist here. */
 int vy_hold_start(json_object *identity, struct vy_hold **out, vy_error *err);
+/* The same without capturing: packets come only from vy_hold_take(). */
+int vy_hold_new(json_object *identity, struct vy_hold **out, vy_error *err);
+/* Hold the IP packet ip[0..len) that reached interface iface (an index
+ * into the identity's interfaces) if it is TCP or UDP to one of that
+ * interface's addresses; csum_partial: its TCP/UDP checksum is still to
+ * be computed.  The capture calls this for every frame; so do the unit
+ * tests.  May change ip (the checksum). */
+void vy_hold_take(struct vy_hold *h, int iface, uint8_t *ip, size_t len, bool csum_partial);
 /* Stop copying (idempotent); what was held stays. */
 void vy_hold_stop(struct vy_hold *h);
 struct vy_hold_stats vy_hold_stats(const struct vy_hold *h);

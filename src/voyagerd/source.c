@@ -542,10 +542,11 @@ static json_object *network_report(struct migration *m)
 	json_object *n = json_object_new_object();
 	struct vy_hold_stats st = vy_hold_stats(m->hold);
 	json_object_object_add(n, "hold", json_object_new_string(m->hold_state[0] ? m->hold_state
-									   : "off: not started"));
+									   : "off: no freeze"));
 	json_object_object_add(n, "held_packets", json_object_new_int64(st.packets));
 	json_object_object_add(n, "held_bytes", json_object_new_int64((int64_t)st.bytes));
 	json_object_object_add(n, "held_dropped", json_object_new_int64(st.dropped));
+	json_object_object_add(n, "held_gso_cut", json_object_new_int64(st.gso_cut));
 	if (m->replayed >= 0) {
 		json_object_object_add(n, "replayed", json_object_new_int64(m->replayed));
 		json_object_object_add(n, "replayed_on", json_object_new_string(m->replayed_on));
