@@ -11,7 +11,10 @@
 #  2b. the same with --no-hold: nothing held, the report says so, and the
 #      client still sees a pause only (its own retransmission ends it)
 #   3. the migration to b: no reset, every acknowledged write present, a
-#      fresh connection reaches the container on b, the same process
+#      fresh connection reaches the container on b, the same process; a
+#      second client writes 20 000-byte values meanwhile, so that what it
+#      sends in the freeze comes as batches over the MTU (GSO), which are
+#      held cut into segments
 # In 2 and 3 the client talks through the freeze: the packets it sends
 # then are held on a (AF_PACKET on the veth's host end) and replayed into
 # the container where it runs next, so the report counts them.
@@ -60,17 +63,21 @@ end
 return bad' 0
 }
 
-# client_start NAME SECONDS; client_check NAME LABEL: one connection from c
+# client_start NAME SECONDS [CLIENT-OPTS...]; client_check NAME LABEL: one
+# connection from c each
+declare -A CLIENT_PIDS
 client_start() {
-	rm -f "$C/tmp/$1.ready" "$C/tmp/$1.json"
-	lab_exec "$LAB" c python3 "$CLIENT" "$IP" 6379 "$2" "$C/tmp/$1.json" \
-		--prefix "$1" --ready "$C/tmp/$1.ready" &
-	CLIENT_PID=$!
-	wait_until 10 test -e "$C/tmp/$1.ready"
+	local name=$1 secs=$2
+	shift 2
+	rm -f "$C/tmp/$name.ready" "$C/tmp/$name.json"
+	lab_exec "$LAB" c python3 "$CLIENT" "$IP" 6379 "$secs" "$C/tmp/$name.json" \
+		--prefix "$name" --ready "$C/tmp/$name.ready" "$@" &
+	CLIENT_PIDS[$name]=$!
+	wait_until 10 test -e "$C/tmp/$name.ready"
 	sleep 1
 }
 client_check() {
-	wait "$CLIENT_PID"
+	wait "${CLIENT_PIDS[$1]}"
 	local r
 	r=$(cat "$C/tmp/$1.json")
 	echo "client $1: $r"
@@ -160,6 +167,7 @@ vy_agent_stop "$LAB" b
 vy_agent_start "$LAB" b "$RUNTIME"
 
 # 3. the real move
+client_start bulk 7 --value-bytes 20000
 client_start move 6
 out=$(vy_cli "$LAB" a migrate "$ID" --to "$IPB" --json)
 echo "move: $out"
@@ -173,6 +181,12 @@ echo "move: $out"
 	t_ok "the packets that reached a during the freeze were held and replayed on b ($(vy_json_get "$out" network.replayed), $(vy_json_get "$out" network.held_bytes) bytes)" ||
 	t_fail "held packets replayed on b" "$(vy_json_get "$out" network)"
 client_check move "migration"
+client_check bulk "migration, 20 000-byte writes"
+n=$(vy_json_get "$out" network.held_gso_cut)
+echo "batches over the MTU held as segments: $n"
+[ "$(vy_json_get "$out" network.held_dropped)" = 0 ] &&
+	t_ok "nothing in scope was dropped from the hold ($n batches over the MTU cut into segments)" ||
+	t_fail "nothing dropped from the hold" "$(vy_json_get "$out" network)"
 stb=$(ctr_state b "$RUNTIME" "$ID")
 # crun 1.21 may call a container it restored outside its cgroup "stopped"
 # while it runs; the fresh connection below shows whether it runs.
