@@ -25,7 +25,11 @@
 # redis_client.py on c keeps ONE TCP connection to it (INCR + SET every
 # 5 ms, every reply checked), moved to b:
 #   default    `voyager migrate ID --to B --json` (whatever mode the CLI
-#              defaults to; the report's mode is recorded)
+#              defaults to; the report's mode is recorded): the packets
+#              that reach the container during the freeze are held on a
+#              and replayed on b (the report's network section counts them)
+#   no-hold    the same with --no-hold: today's behaviour before holding,
+#              where the client's own retransmission timer ends its pause
 #   stop-copy  `voyager migrate ID --to B --mode stop-copy --json`
 #   manual     by hand, as DESIGN.md's hand-made migration: the container's
 #              netns made by the host (nsfs bind mount in HOSTDIR/vynetns,
@@ -41,8 +45,8 @@
 #              Voyager's downtime spans too: freeze -> target unlocked and
 #              announced); restore_returned_ms = lock -> runc restore
 #              returned.
-# The order alternates (odd runs default, stop-copy, manual; even runs the
-# reverse).  After each move: the client's verdict (reset, errors, missing
+# The order alternates (odd runs default, no-hold, stop-copy, manual; even
+# runs the reverse).  After each move: the client's verdict (reset, errors, missing
 # acknowledged writes), the same redis run_id and the whole data set
 # (DBSIZE) on a fresh connection from c.  No timed assertions: the exit
 # status is 0 when every run migrated with no reset, no error, nothing
@@ -351,6 +355,7 @@ run_voyager() { # METHOD RUN ORDER
 	id="$LAB${m:0:1}$run"
 	next_ip
 	[ "$m" = stop-copy ] && mode_args=(--mode stop-copy)
+	[ "$m" = no-hold ] && mode_args=(--no-hold)
 	ns=$(vy_cli "$LAB" a net create "$id" --ip "$IP/24" --bridge vybr0) ||
 		{ row "$m" "$run" "$order" error='"voyager net create failed"'; return 1; }
 	read -r mem rss runid < <(start_redis a "$id" "$IP" "$ns") && [ -n "$runid" ] ||
@@ -513,9 +518,8 @@ man_clean() { # ID
 # ---- the runs ----
 fail=0
 : >"$WORK/runs.jsonl"
-METHODS=(default stop-copy manual)
 for ((r = 1; r <= RUNS; r++)); do
-	if [ $((r % 2)) = 1 ]; then order=(default stop-copy manual); else order=(manual stop-copy default); fi
+	if [ $((r % 2)) = 1 ]; then order=(default no-hold stop-copy manual); else order=(manual stop-copy no-hold default); fi
 	for ((k = 0; k < ${#order[@]}; k++)); do
 		m=${order[$k]}
 		before=$(wc -l <"$WORK/runs.jsonl")
@@ -524,9 +528,11 @@ for ((r = 1; r <= RUNS; r++)); do
 		line=$(tail -n 1 "$WORK/runs.jsonl")
 		$PY -c 'import json,sys
 r = json.loads(sys.argv[1]); c = r.get("client") or {}; p = r.get("report") or {}
-print("run %s %s: ok %s; max gap %s ms, reset %s, missing %s, errors %s; downtime %s ms (mode %s)" % (
+n = p.get("network") or {}
+print("run %s %s: ok %s; max gap %s ms, reset %s, missing %s, errors %s; downtime %s ms (mode %s); hold %s, held %s, replayed %s" % (
   r["run"], r["method"], r["ok"], c.get("max_gap_ms"), c.get("reset"), c.get("missing"),
-  c.get("errors"), p.get("downtime_ms"), p.get("mode", "-")))' "$line" | while read -r l; do log "$l"; done
+  c.get("errors"), p.get("downtime_ms"), p.get("mode", "-"), n.get("hold", "-"), n.get("held_packets", "-"),
+  n.get("replayed", "-")))' "$line" | while read -r l; do log "$l"; done
 		$PY -c 'import json,sys; sys.exit(0 if json.loads(sys.argv[1])["ok"] else 1)' "$line" || fail=1
 	done
 done
@@ -538,7 +544,7 @@ $PY - "$WORK/runs.jsonl" "$OUT" "$DATA_MIB" "$RATE" "$RUNS" "$KEYS" "$VALUE_LEN"
 import hashlib, json, os, platform, statistics, subprocess, sys, time
 src, out, data_mib, rate, runs, keys, vlen, client_s, bindir, root, brmac = sys.argv[1:12]
 rows = [json.loads(l) for l in open(src) if l.strip()]
-methods = ["default", "stop-copy", "manual"]
+methods = ["default", "no-hold", "stop-copy", "manual"]
 
 def ver(cmd):
     try:
@@ -608,7 +614,7 @@ lines = ["| method | runs ok | max gap median | min | max | downtime median | mi
          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
 for m in methods:
     s = summary[m]
-    name = m + (" (%s)" % ",".join(s["modes"]) if m == "default" and s["modes"] else "")
+    name = m + (" (%s)" % ",".join(s["modes"]) if m in ("default", "no-hold") and s["modes"] else "")
     lines.append("| %s | %d/%d | %s | %s | %s | %s | %s | %s | %d | %d | %s | %s |" % (
         name, s["runs_ok"], s["runs"], c(s, "max_gap_ms", "median"), c(s, "max_gap_ms", "min"),
         c(s, "max_gap_ms", "max"), c(s, "downtime_ms", "median"), c(s, "downtime_ms", "min"),
@@ -627,17 +633,20 @@ md = ["# Network identity: the pause a client sees, Voyager vs manual runc", "",
       "- max gap: the client's longest wait between two replies (redis_client.py max_gap_ms).",
       "- downtime: Voyager's report (freeze -> restored, unlocked, announced on b); manual: nft lock on a -> "
       "gratuitous ARP sent on b.",
-      "- default: `voyager migrate --json` with no --mode (the report's mode in brackets); stop-copy: "
+      "- default: `voyager migrate --json` with no --mode (the report's mode in brackets; packets that reach the "
+      "container during the freeze held on a and replayed on b); no-hold: the same with `--no-hold`; stop-copy: "
       "`--mode stop-copy`; manual: runc checkpoint/restore --tcp-established by hand, bundle copied before "
       "the freeze, CRIU images over TCP across the shaped link, nft lock, source veth down, gratuitous ARP.",
       "- Per run (JSON has phases, bytes, the client's counts):", ""]
 for r in rows:
     cl, p = r.get("client") or {}, r.get("report") or {}
     ph = p.get("phases_ms") or {}
+    nw = p.get("network") or {}
     md.append("  - run %s %s (#%s): max gap %s, downtime %s, reset %s, missing %s, errors %s; used_memory %s MiB; "
-              "phases %s%s" % (
+              "hold %s (held %s, replayed %s); phases %s%s" % (
                   r["run"], r["method"], r.get("order"), cl.get("max_gap_ms"), p.get("downtime_ms"), cl.get("reset"),
                   cl.get("missing"), cl.get("errors"), f(round((r.get("used_memory") or 0) / 1048576, 1)),
+                  nw.get("hold", "-"), nw.get("held_packets", "-"), nw.get("replayed", "-"),
                   ", ".join("%s %s" % kv for kv in ph.items()) or "-",
                   "" if r["ok"] else "; NOT OK: %s" % json.dumps({k: r.get(k) for k in ("error", "check", "where", "migrated")})))
 with open(out + ".md", "w") as fh:
