@@ -52,7 +52,7 @@
 # status is 0 when every run migrated with no reset, no error, nothing
 # missing.  Writes PREFIX.json (every run, the summary) and PREFIX.md.
 #
-# Voyager's binaries are copied from build/ at the start (the build may
+# Voyager's binaries (voyager, voyagerd, voyager-fs) are copied from build/ at the start (the build may
 # change while this runs); their sha256 and the tree state go in the JSON.
 set -uo pipefail
 
@@ -90,15 +90,17 @@ if [ -z "$OUT" ]; then
 	OUT="$ROOT/bench/results/$(date +%Y-%m-%d)/network"
 	[ "$DATA_MIB/$RATE/$RUNS/$BRIDGE_MAC" = 64/1gbit/3/pinned ] || OUT="$OUT-d$DATA_MIB-$RATE-r$RUNS-$BRIDGE_MAC"
 fi
-[ -x "$ROOT/build/voyager" ] && [ -x "$ROOT/build/voyagerd" ] ||
-	{ echo "network: build first (meson setup build && meson compile -C build)" >&2; exit 1; }
+# voyager-fs too: the default mode (jit) restores on it, found next to voyagerd.
+[ -x "$ROOT/build/voyager" ] && [ -x "$ROOT/build/voyagerd" ] && [ -x "$ROOT/build/voyager-fs" ] ||
+	{ echo "network: build first (meson setup build && meson compile -C build; voyager-fs needs libfuse3)" >&2; exit 1; }
 PY=/usr/bin/python3
 [ -x $PY ] || PY=$(command -v python3)
 
 . "$ROOT/lab/lab.sh"
 WORK=$(mktemp -d /tmp/vynet.XXXXXX) || exit 1
 mkdir -p "$WORK/bin"
-cp "$ROOT/build/voyager" "$ROOT/build/voyagerd" "$WORK/bin/" || { rm -rf "$WORK"; exit 1; }
+cp "$ROOT/build/voyager" "$ROOT/build/voyagerd" "$ROOT/build/voyager-fs" "$WORK/bin/" ||
+	{ rm -rf "$WORK"; exit 1; }
 VY_BUILD=$WORK/bin
 . "$ROOT/tests/e2e/agents.sh"
 BUNDLE_SH="$ROOT/tests/workloads/bundle.sh"

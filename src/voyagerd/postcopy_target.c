@@ -112,8 +112,9 @@ int vy_postcopy_target_start(struct vy_pc_target *pc, const char *source_addr,
 }
 
 /* Wait for the lazy-pages daemon; false when the source's channel stirs
- * first: in this window the source only closes it (it rolled back, or it
- * died), never sends. */
+ * first: in this window the source sends nothing but the packets it held
+ * (handed to on_message), so anything else means it closed the channel
+ * (it rolled back, or it died). */
 static bool lazy_ends_first(struct vy_pc_target *pc, vy_channel *ch,
 			    vy_pc_message_fn on_message, void *arg)
 {

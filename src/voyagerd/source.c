@@ -541,8 +541,10 @@ static json_object *network_report(struct migration *m)
 {
 	json_object *n = json_object_new_object();
 	struct vy_hold_stats st = vy_hold_stats(m->hold);
-	json_object_object_add(n, "hold", json_object_new_string(m->hold_state[0] ? m->hold_state
-									   : "off: no freeze"));
+	/* "af_packet" only once holding started; before the freeze it never did */
+	const char *state = m->hold || !strncmp(m->hold_state, "off:", 4) ? m->hold_state
+									  : "off: no freeze";
+	json_object_object_add(n, "hold", json_object_new_string(state));
 	json_object_object_add(n, "held_packets", json_object_new_int64(st.packets));
 	json_object_object_add(n, "held_bytes", json_object_new_int64((int64_t)st.bytes));
 	json_object_object_add(n, "held_dropped", json_object_new_int64(st.dropped));

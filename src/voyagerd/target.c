@@ -869,15 +869,17 @@ static int replay_held(void *arg, struct vy_message *msg)
 		return -1;
 	vy_error err;
 	uint32_t n = 0;
+	int rc = !s->net || !s->restored
+			 ? vy_error_set(&err, EPROTO, "held packets before the container was restored here")
+			 : vy_hold_replay(s->net, msg->payload, msg->length, &n, &err);
 	s->held = true;
-	if (!s->net || !s->restored)
-		vy_error_set(&err, EPROTO, "held packets before the container was restored here");
-	if (!s->net || !s->restored || vy_hold_replay(s->net, msg->payload, msg->length, &n, &err) < 0) {
-		snprintf(s->replay_error, sizeof(s->replay_error), "%s", err.msg);
-		vy_warn("migration %s: %s", s->id, err.msg);
-	}
 	s->replayed += n;
-	vy_info("migration %s: replayed %u held packets into %s", s->id, n, s->container);
+	if (rc < 0) {
+		snprintf(s->replay_error, sizeof(s->replay_error), "%s", err.msg);
+		vy_warn("migration %s: replayed %u held packets: %s", s->id, n, err.msg);
+	} else {
+		vy_info("migration %s: replayed %u held packets into %s", s->id, n, s->container);
+	}
 	return 0;
 }
 
