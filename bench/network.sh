@@ -13,6 +13,8 @@
 #                   container's veth can change the host's own MAC under
 #                   its peers' ARP caches (seen: a->b connects stalling for
 #                   seconds after a migration)
+#       --memory    auto|stop-copy|post-copy: voyager migrate --memory for
+#                   the Voyager methods                              auto
 #       --out       results prefix (default bench/results/DATE/network
 #                   for the default sizes, .../network-dMIB-RATE-rN else)
 #   Quick check: bench/network.sh --data-mib 8 --runs 1
@@ -63,6 +65,7 @@ RUNS=3
 CLIENT_S=10
 OUT=""
 BRIDGE_MAC=pinned
+MEMORY=auto
 VALUE_LEN=1000
 usage() { sed -n '2,/^$/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2; exit 2; }
 while [ $# -gt 0 ]; do
@@ -73,6 +76,7 @@ while [ $# -gt 0 ]; do
 	--client-s) CLIENT_S=${2:-}; shift 2 ;;
 	--out) OUT=${2:-}; shift 2 ;;
 	--bridge-mac) BRIDGE_MAC=${2:-}; shift 2 ;;
+	--memory) MEMORY=${2:-}; shift 2 ;;
 	-h | --help) usage ;;
 	*) echo "network: unknown argument '$1'" >&2; usage ;;
 	esac
@@ -81,6 +85,7 @@ for v in "$DATA_MIB" "$RUNS" "$CLIENT_S"; do
 	[[ $v =~ ^[0-9]+$ ]] || { echo "network: --data-mib, --runs, --client-s want numbers" >&2; exit 2; }
 done
 [ "$RUNS" -ge 1 ] && [ "$RUNS" -le 40 ] || { echo "network: --runs 1..40" >&2; exit 2; }
+case $MEMORY in auto | stop-copy | post-copy) ;; *) echo "network: --memory auto, stop-copy or post-copy" >&2; exit 2 ;; esac
 [ "$DATA_MIB" -ge 1 ] && [ "$DATA_MIB" -le 4096 ] || { echo "network: --data-mib 1..4096" >&2; exit 2; }
 [ "$CLIENT_S" -ge 4 ] && [ "$CLIENT_S" -le 300 ] || { echo "network: --client-s 4..300" >&2; exit 2; }
 [[ ${RATE,,} =~ ^[0-9]+(bit|kbit|mbit|gbit)$ ]] || { echo "network: bad --rate '$RATE'" >&2; exit 2; }
@@ -89,6 +94,7 @@ case $BRIDGE_MAC in pinned | free) ;; *) echo "network: --bridge-mac pinned|free
 if [ -z "$OUT" ]; then
 	OUT="$ROOT/bench/results/$(date +%Y-%m-%d)/network"
 	[ "$DATA_MIB/$RATE/$RUNS/$BRIDGE_MAC" = 64/1gbit/3/pinned ] || OUT="$OUT-d$DATA_MIB-$RATE-r$RUNS-$BRIDGE_MAC"
+	[ "$MEMORY" = auto ] || OUT="$OUT-mem-$MEMORY"
 fi
 # voyager-fs too: the default mode (jit) restores on it, found next to voyagerd.
 [ -x "$ROOT/build/voyager" ] && [ -x "$ROOT/build/voyagerd" ] && [ -x "$ROOT/build/voyager-fs" ] ||
@@ -353,11 +359,11 @@ SEQ=0
 next_ip() { SEQ=$((SEQ + 1)); IP="$PFX.$((50 + SEQ))"; }
 
 run_voyager() { # METHOD RUN ORDER
-	local m=$1 run=$2 order=$3 id ns mem rss runid out cj chk mode_args=() t0 t1 mig=false
+	local m=$1 run=$2 order=$3 id ns mem rss runid out cj chk mode_args=(--memory "$MEMORY") t0 t1 mig=false
 	id="$LAB${m:0:1}$run"
 	next_ip
-	[ "$m" = stop-copy ] && mode_args=(--mode stop-copy)
-	[ "$m" = no-hold ] && mode_args=(--no-hold)
+	[ "$m" = stop-copy ] && mode_args+=(--mode stop-copy)
+	[ "$m" = no-hold ] && mode_args+=(--no-hold)
 	ns=$(vy_cli "$LAB" a net create "$id" --ip "$IP/24" --bridge vybr0) ||
 		{ row "$m" "$run" "$order" error='"voyager net create failed"'; return 1; }
 	read -r mem rss runid < <(start_redis a "$id" "$IP" "$ns") && [ -n "$runid" ] ||
@@ -542,9 +548,9 @@ done
 # ---- results ----
 mkdir -p "$(dirname "$OUT")" || die "cannot make $(dirname "$OUT")"
 $PY - "$WORK/runs.jsonl" "$OUT" "$DATA_MIB" "$RATE" "$RUNS" "$KEYS" "$VALUE_LEN" "$CLIENT_S" \
-	"$WORK/bin" "$ROOT" "$BRIDGE_MAC" <<'PY'
+	"$WORK/bin" "$ROOT" "$BRIDGE_MAC" "$MEMORY" <<'PY'
 import hashlib, json, os, platform, statistics, subprocess, sys, time
-src, out, data_mib, rate, runs, keys, vlen, client_s, bindir, root, brmac = sys.argv[1:12]
+src, out, data_mib, rate, runs, keys, vlen, client_s, bindir, root, brmac, memory = sys.argv[1:13]
 rows = [json.loads(l) for l in open(src) if l.strip()]
 methods = ["default", "no-hold", "stop-copy", "manual"]
 
@@ -589,7 +595,7 @@ doc = {
     "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     "params": {"data_mib": int(data_mib), "keys": int(keys), "value_bytes": int(vlen), "rate": rate,
                "runs": int(runs), "client_seconds": int(client_s), "client_interval_ms": 5,
-               "links_shaped": ["a", "b", "c"], "bridge_mac": brmac},
+               "links_shaped": ["a", "b", "c"], "bridge_mac": brmac, "memory": memory},
     "host": {"kernel": platform.release(), "cpus": os.cpu_count(),
              "criu": "criu " + ((ver(["criu", "--version"]).splitlines() or ["?"])[0]).replace("Version: ", ""),
              "runc": (ver(["runc", "--version"]).splitlines() or ["?"])[0],
