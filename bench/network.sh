@@ -13,6 +13,8 @@
 #                   container's veth can change the host's own MAC under
 #                   its peers' ARP caches (seen: a->b connects stalling for
 #                   seconds after a migration)
+#       --memory    auto|stop-copy|post-copy: voyager migrate --memory for
+#                   the Voyager methods                              auto
 #       --out       results prefix (default bench/results/DATE/network
 #                   for the default sizes, .../network-dMIB-RATE-rN else)
 #   Quick check: bench/network.sh --data-mib 8 --runs 1
@@ -25,7 +27,11 @@
 # redis_client.py on c keeps ONE TCP connection to it (INCR + SET every
 # 5 ms, every reply checked), moved to b:
 #   default    `voyager migrate ID --to B --json` (whatever mode the CLI
-#              defaults to; the report's mode is recorded)
+#              defaults to; the report's mode is recorded): the packets
+#              that reach the container during the freeze are held on a
+#              and replayed on b (the report's network section counts them)
+#   no-hold    the same with --no-hold: today's behaviour before holding,
+#              where the client's own retransmission timer ends its pause
 #   stop-copy  `voyager migrate ID --to B --mode stop-copy --json`
 #   manual     by hand, as DESIGN.md's hand-made migration: the container's
 #              netns made by the host (nsfs bind mount in HOSTDIR/vynetns,
@@ -41,14 +47,14 @@
 #              Voyager's downtime spans too: freeze -> target unlocked and
 #              announced); restore_returned_ms = lock -> runc restore
 #              returned.
-# The order alternates (odd runs default, stop-copy, manual; even runs the
-# reverse).  After each move: the client's verdict (reset, errors, missing
+# The order alternates (odd runs default, no-hold, stop-copy, manual; even
+# runs the reverse).  After each move: the client's verdict (reset, errors, missing
 # acknowledged writes), the same redis run_id and the whole data set
 # (DBSIZE) on a fresh connection from c.  No timed assertions: the exit
 # status is 0 when every run migrated with no reset, no error, nothing
 # missing.  Writes PREFIX.json (every run, the summary) and PREFIX.md.
 #
-# Voyager's binaries are copied from build/ at the start (the build may
+# Voyager's binaries (voyager, voyagerd, voyager-fs) are copied from build/ at the start (the build may
 # change while this runs); their sha256 and the tree state go in the JSON.
 set -uo pipefail
 
@@ -59,6 +65,7 @@ RUNS=3
 CLIENT_S=10
 OUT=""
 BRIDGE_MAC=pinned
+MEMORY=auto
 VALUE_LEN=1000
 usage() { sed -n '2,/^$/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2; exit 2; }
 while [ $# -gt 0 ]; do
@@ -69,6 +76,7 @@ while [ $# -gt 0 ]; do
 	--client-s) CLIENT_S=${2:-}; shift 2 ;;
 	--out) OUT=${2:-}; shift 2 ;;
 	--bridge-mac) BRIDGE_MAC=${2:-}; shift 2 ;;
+	--memory) MEMORY=${2:-}; shift 2 ;;
 	-h | --help) usage ;;
 	*) echo "network: unknown argument '$1'" >&2; usage ;;
 	esac
@@ -77,6 +85,7 @@ for v in "$DATA_MIB" "$RUNS" "$CLIENT_S"; do
 	[[ $v =~ ^[0-9]+$ ]] || { echo "network: --data-mib, --runs, --client-s want numbers" >&2; exit 2; }
 done
 [ "$RUNS" -ge 1 ] && [ "$RUNS" -le 40 ] || { echo "network: --runs 1..40" >&2; exit 2; }
+case $MEMORY in auto | stop-copy | post-copy) ;; *) echo "network: --memory auto, stop-copy or post-copy" >&2; exit 2 ;; esac
 [ "$DATA_MIB" -ge 1 ] && [ "$DATA_MIB" -le 4096 ] || { echo "network: --data-mib 1..4096" >&2; exit 2; }
 [ "$CLIENT_S" -ge 4 ] && [ "$CLIENT_S" -le 300 ] || { echo "network: --client-s 4..300" >&2; exit 2; }
 [[ ${RATE,,} =~ ^[0-9]+(bit|kbit|mbit|gbit)$ ]] || { echo "network: bad --rate '$RATE'" >&2; exit 2; }
@@ -85,16 +94,19 @@ case $BRIDGE_MAC in pinned | free) ;; *) echo "network: --bridge-mac pinned|free
 if [ -z "$OUT" ]; then
 	OUT="$ROOT/bench/results/$(date +%Y-%m-%d)/network"
 	[ "$DATA_MIB/$RATE/$RUNS/$BRIDGE_MAC" = 64/1gbit/3/pinned ] || OUT="$OUT-d$DATA_MIB-$RATE-r$RUNS-$BRIDGE_MAC"
+	[ "$MEMORY" = auto ] || OUT="$OUT-mem-$MEMORY"
 fi
-[ -x "$ROOT/build/voyager" ] && [ -x "$ROOT/build/voyagerd" ] ||
-	{ echo "network: build first (meson setup build && meson compile -C build)" >&2; exit 1; }
+# voyager-fs too: the default mode (jit) restores on it, found next to voyagerd.
+[ -x "$ROOT/build/voyager" ] && [ -x "$ROOT/build/voyagerd" ] && [ -x "$ROOT/build/voyager-fs" ] ||
+	{ echo "network: build first (meson setup build && meson compile -C build; voyager-fs needs libfuse3)" >&2; exit 1; }
 PY=/usr/bin/python3
 [ -x $PY ] || PY=$(command -v python3)
 
 . "$ROOT/lab/lab.sh"
 WORK=$(mktemp -d /tmp/vynet.XXXXXX) || exit 1
 mkdir -p "$WORK/bin"
-cp "$ROOT/build/voyager" "$ROOT/build/voyagerd" "$WORK/bin/" || { rm -rf "$WORK"; exit 1; }
+cp "$ROOT/build/voyager" "$ROOT/build/voyagerd" "$ROOT/build/voyager-fs" "$WORK/bin/" ||
+	{ rm -rf "$WORK"; exit 1; }
 VY_BUILD=$WORK/bin
 . "$ROOT/tests/e2e/agents.sh"
 BUNDLE_SH="$ROOT/tests/workloads/bundle.sh"
@@ -347,10 +359,11 @@ SEQ=0
 next_ip() { SEQ=$((SEQ + 1)); IP="$PFX.$((50 + SEQ))"; }
 
 run_voyager() { # METHOD RUN ORDER
-	local m=$1 run=$2 order=$3 id ns mem rss runid out cj chk mode_args=() t0 t1 mig=false
+	local m=$1 run=$2 order=$3 id ns mem rss runid out cj chk mode_args=(--memory "$MEMORY") t0 t1 mig=false
 	id="$LAB${m:0:1}$run"
 	next_ip
-	[ "$m" = stop-copy ] && mode_args=(--mode stop-copy)
+	[ "$m" = stop-copy ] && mode_args+=(--mode stop-copy)
+	[ "$m" = no-hold ] && mode_args+=(--no-hold)
 	ns=$(vy_cli "$LAB" a net create "$id" --ip "$IP/24" --bridge vybr0) ||
 		{ row "$m" "$run" "$order" error='"voyager net create failed"'; return 1; }
 	read -r mem rss runid < <(start_redis a "$id" "$IP" "$ns") && [ -n "$runid" ] ||
@@ -513,9 +526,8 @@ man_clean() { # ID
 # ---- the runs ----
 fail=0
 : >"$WORK/runs.jsonl"
-METHODS=(default stop-copy manual)
 for ((r = 1; r <= RUNS; r++)); do
-	if [ $((r % 2)) = 1 ]; then order=(default stop-copy manual); else order=(manual stop-copy default); fi
+	if [ $((r % 2)) = 1 ]; then order=(default no-hold stop-copy manual); else order=(manual stop-copy no-hold default); fi
 	for ((k = 0; k < ${#order[@]}; k++)); do
 		m=${order[$k]}
 		before=$(wc -l <"$WORK/runs.jsonl")
@@ -524,9 +536,11 @@ for ((r = 1; r <= RUNS; r++)); do
 		line=$(tail -n 1 "$WORK/runs.jsonl")
 		$PY -c 'import json,sys
 r = json.loads(sys.argv[1]); c = r.get("client") or {}; p = r.get("report") or {}
-print("run %s %s: ok %s; max gap %s ms, reset %s, missing %s, errors %s; downtime %s ms (mode %s)" % (
+n = p.get("network") or {}
+print("run %s %s: ok %s; max gap %s ms, reset %s, missing %s, errors %s; downtime %s ms (mode %s); hold %s, held %s, replayed %s" % (
   r["run"], r["method"], r["ok"], c.get("max_gap_ms"), c.get("reset"), c.get("missing"),
-  c.get("errors"), p.get("downtime_ms"), p.get("mode", "-")))' "$line" | while read -r l; do log "$l"; done
+  c.get("errors"), p.get("downtime_ms"), p.get("mode", "-"), n.get("hold", "-"), n.get("held_packets", "-"),
+  n.get("replayed", "-")))' "$line" | while read -r l; do log "$l"; done
 		$PY -c 'import json,sys; sys.exit(0 if json.loads(sys.argv[1])["ok"] else 1)' "$line" || fail=1
 	done
 done
@@ -534,11 +548,11 @@ done
 # ---- results ----
 mkdir -p "$(dirname "$OUT")" || die "cannot make $(dirname "$OUT")"
 $PY - "$WORK/runs.jsonl" "$OUT" "$DATA_MIB" "$RATE" "$RUNS" "$KEYS" "$VALUE_LEN" "$CLIENT_S" \
-	"$WORK/bin" "$ROOT" "$BRIDGE_MAC" <<'PY'
+	"$WORK/bin" "$ROOT" "$BRIDGE_MAC" "$MEMORY" <<'PY'
 import hashlib, json, os, platform, statistics, subprocess, sys, time
-src, out, data_mib, rate, runs, keys, vlen, client_s, bindir, root, brmac = sys.argv[1:12]
+src, out, data_mib, rate, runs, keys, vlen, client_s, bindir, root, brmac, memory = sys.argv[1:13]
 rows = [json.loads(l) for l in open(src) if l.strip()]
-methods = ["default", "stop-copy", "manual"]
+methods = ["default", "no-hold", "stop-copy", "manual"]
 
 def ver(cmd):
     try:
@@ -581,7 +595,7 @@ doc = {
     "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     "params": {"data_mib": int(data_mib), "keys": int(keys), "value_bytes": int(vlen), "rate": rate,
                "runs": int(runs), "client_seconds": int(client_s), "client_interval_ms": 5,
-               "links_shaped": ["a", "b", "c"], "bridge_mac": brmac},
+               "links_shaped": ["a", "b", "c"], "bridge_mac": brmac, "memory": memory},
     "host": {"kernel": platform.release(), "cpus": os.cpu_count(),
              "criu": "criu " + ((ver(["criu", "--version"]).splitlines() or ["?"])[0]).replace("Version: ", ""),
              "runc": (ver(["runc", "--version"]).splitlines() or ["?"])[0],
@@ -608,7 +622,7 @@ lines = ["| method | runs ok | max gap median | min | max | downtime median | mi
          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
 for m in methods:
     s = summary[m]
-    name = m + (" (%s)" % ",".join(s["modes"]) if m == "default" and s["modes"] else "")
+    name = m + (" (%s)" % ",".join(s["modes"]) if m in ("default", "no-hold") and s["modes"] else "")
     lines.append("| %s | %d/%d | %s | %s | %s | %s | %s | %s | %d | %d | %s | %s |" % (
         name, s["runs_ok"], s["runs"], c(s, "max_gap_ms", "median"), c(s, "max_gap_ms", "min"),
         c(s, "max_gap_ms", "max"), c(s, "downtime_ms", "median"), c(s, "downtime_ms", "min"),
@@ -627,17 +641,20 @@ md = ["# Network identity: the pause a client sees, Voyager vs manual runc", "",
       "- max gap: the client's longest wait between two replies (redis_client.py max_gap_ms).",
       "- downtime: Voyager's report (freeze -> restored, unlocked, announced on b); manual: nft lock on a -> "
       "gratuitous ARP sent on b.",
-      "- default: `voyager migrate --json` with no --mode (the report's mode in brackets); stop-copy: "
+      "- default: `voyager migrate --json` with no --mode (the report's mode in brackets; packets that reach the "
+      "container during the freeze held on a and replayed on b); no-hold: the same with `--no-hold`; stop-copy: "
       "`--mode stop-copy`; manual: runc checkpoint/restore --tcp-established by hand, bundle copied before "
       "the freeze, CRIU images over TCP across the shaped link, nft lock, source veth down, gratuitous ARP.",
       "- Per run (JSON has phases, bytes, the client's counts):", ""]
 for r in rows:
     cl, p = r.get("client") or {}, r.get("report") or {}
     ph = p.get("phases_ms") or {}
+    nw = p.get("network") or {}
     md.append("  - run %s %s (#%s): max gap %s, downtime %s, reset %s, missing %s, errors %s; used_memory %s MiB; "
-              "phases %s%s" % (
+              "hold %s (held %s, replayed %s); phases %s%s" % (
                   r["run"], r["method"], r.get("order"), cl.get("max_gap_ms"), p.get("downtime_ms"), cl.get("reset"),
                   cl.get("missing"), cl.get("errors"), f(round((r.get("used_memory") or 0) / 1048576, 1)),
+                  nw.get("hold", "-"), nw.get("held_packets", "-"), nw.get("replayed", "-"),
                   ", ".join("%s %s" % kv for kv in ph.items()) or "-",
                   "" if r["ok"] else "; NOT OK: %s" % json.dumps({k: r.get(k) for k in ("error", "check", "where", "migrated")})))
 with open(out + ".md", "w") as fh:

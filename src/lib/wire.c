@@ -9,6 +9,7 @@
 #include "wire.h"
 
 #include <errno.h>
+#include <netinet/in.h>
 
 static const char *const msg_type_names[VY_MSG_TYPE_MAX + 1] = {
 	[VY_MSG_HELLO] = "HELLO",
@@ -36,6 +37,7 @@ static const char *const msg_type_names[VY_MSG_TYPE_MAX + 1] = {
 	[VY_MSG_TUNNEL_EOF] = "TUNNEL_EOF",
 	[VY_MSG_FETCH_OPEN] = "FETCH_OPEN",
 	[VY_MSG_RELEASE] = "RELEASE",
+	[VY_MSG_HELD_PACKETS] = "HELD_PACKETS",
 };
 
 const char *vy_msg_type_name(uint16_t type)
@@ -142,4 +144,129 @@ int vy_wire_parse_data(const uint8_t *payload, size_t len,
 	out->data = payload + VY_WIRE_DATA_HDR_LEN;
 	out->len = data_len;
 	return 0;
+}
+
+/* The transport header of a held packet: it must fit in what follows the
+ * IP header, and UDP's own length must agree. */
+static int check_transport(uint8_t proto, const uint8_t *l4, size_t left, vy_error *err)
+{
+	if (proto == IPPROTO_TCP) {
+		if (left < 20)
+			return vy_error_set(err, EPROTO, "held TCP segment of %zu bytes is shorter "
+					    "than a TCP header", left);
+		size_t off = (size_t)(l4[12] >> 4) * 4;
+		if (off < 20 || off > left)
+			return vy_error_set(err, EPROTO, "held TCP segment has a data offset of %zu "
+					    "bytes in %zu", off, left);
+		return 0;
+	}
+	if (proto == IPPROTO_UDP) {
+		if (left < 8)
+			return vy_error_set(err, EPROTO, "held UDP datagram of %zu bytes is shorter "
+					    "than a UDP header", left);
+		if (vy_get_u16(l4 + 4) != left)
+			return vy_error_set(err, EPROTO, "held UDP datagram says %u bytes, carries %zu",
+					    vy_get_u16(l4 + 4), left);
+		return 0;
+	}
+	return vy_error_set(err, EPROTO, "held packet carries protocol %u (only TCP and UDP "
+			    "are held)", proto);
+}
+
+int vy_wire_check_ip_packet(const uint8_t *data, size_t len,
+			    struct vy_held_packet *p, vy_error *err)
+{
+	if (!data || len < 20)
+		return vy_error_set(err, EPROTO, "held packet of %zu bytes is shorter than an IP "
+				    "header", data ? len : 0);
+	if (len > UINT16_MAX)
+		return vy_error_set(err, EMSGSIZE, "held packet of %zu bytes is longer than IP "
+				    "allows", len);
+	unsigned version = data[0] >> 4;
+	struct vy_held_packet out = { .data = data, .len = (uint16_t)len, .family = (uint8_t)version };
+	size_t hlen;
+	if (version == 4) {
+		hlen = (size_t)(data[0] & 0x0f) * 4;
+		if (hlen < 20 || hlen > len)
+			return vy_error_set(err, EPROTO, "held IPv4 packet has a header of %zu bytes "
+					    "in %zu", hlen, len);
+		if (vy_get_u16(data + 2) != len)
+			return vy_error_set(err, EPROTO, "held IPv4 packet says %u bytes, carries %zu",
+					    vy_get_u16(data + 2), len);
+		if (vy_get_u16(data + 6) & 0x3fff)
+			return vy_error_set(err, EPROTO, "held IPv4 packet is a fragment");
+		out.proto = data[9];
+		out.dst = data + 16;
+	} else if (version == 6) {
+		hlen = 40;
+		if (len < hlen || (size_t)vy_get_u16(data + 4) + hlen != len)
+			return vy_error_set(err, EPROTO, "held IPv6 packet of %zu bytes says its "
+					    "payload is %u", len, len < hlen ? 0 : vy_get_u16(data + 4));
+		out.proto = data[6];
+		out.dst = data + 24;
+	} else {
+		return vy_error_set(err, EPROTO, "held packet has IP version %u", version);
+	}
+	if (check_transport(out.proto, data + hlen, len - hlen, err) < 0)
+		return -1;
+	if (p)
+		*p = out;
+	return 0;
+}
+
+void vy_wire_encode_held_header(uint8_t out[VY_HELD_HDR_LEN], uint32_t count,
+				uint32_t dropped)
+{
+	vy_put_u32(out, count);
+	vy_put_u32(out + 4, dropped);
+}
+
+int vy_wire_parse_held(const uint8_t *payload, size_t len, struct vy_held *out,
+		       vy_error *err)
+{
+	if (!payload || len < VY_HELD_HDR_LEN)
+		return vy_error_set(err, EPROTO, "HELD_PACKETS payload truncated: %zu bytes, need "
+				    "at least %d", payload ? len : 0, VY_HELD_HDR_LEN);
+	uint32_t count = vy_get_u32(payload);
+	if (count > VY_HELD_MAX_PACKETS)
+		return vy_error_set(err, E2BIG, "HELD_PACKETS says %u packets, the limit is %u",
+				    count, VY_HELD_MAX_PACKETS);
+	size_t pos = VY_HELD_HDR_LEN, bytes = 0;
+	for (uint32_t i = 0; i < count; i++) {
+		if (len - pos < 2)
+			return vy_error_set(err, EPROTO, "HELD_PACKETS truncated at packet %u of %u",
+					    i + 1, count);
+		size_t n = vy_get_u16(payload + pos);
+		pos += 2;
+		if (n > len - pos)
+			return vy_error_set(err, EPROTO, "HELD_PACKETS packet %u of %u says %zu bytes, "
+					    "%zu are left", i + 1, count, n, len - pos);
+		bytes += n;
+		if (bytes > VY_HELD_MAX_BYTES)
+			return vy_error_set(err, E2BIG, "HELD_PACKETS holds more than %u bytes",
+					    VY_HELD_MAX_BYTES);
+		if (vy_wire_check_ip_packet(payload + pos, n, NULL, err) < 0)
+			return vy_error_wrap(err, "HELD_PACKETS packet %u of %u", i + 1, count);
+		pos += n;
+	}
+	if (pos != len)
+		return vy_error_set(err, EPROTO, "HELD_PACKETS has %zu bytes after its %u packets",
+				    len - pos, count);
+	out->count = count;
+	out->dropped = vy_get_u32(payload + 4);
+	out->packets = payload + VY_HELD_HDR_LEN;
+	out->len = len - VY_HELD_HDR_LEN;
+	return 0;
+}
+
+bool vy_wire_held_next(const struct vy_held *h, size_t *pos, struct vy_held_packet *p)
+{
+	if (*pos > h->len || h->len - *pos < 2)
+		return false;
+	size_t n = vy_get_u16(h->packets + *pos);
+	if (n > h->len - *pos - 2 ||
+	    vy_wire_check_ip_packet(h->packets + *pos + 2, n, p, NULL) < 0)
+		return false;
+	*pos += 2 + n;
+	return true;
 }

@@ -15,13 +15,26 @@
  *   u64 offset   byte offset in the file
  *   ...          data bytes (payload length - 16)
  *
- * All integers are big-endian.  vy_wire_parse_header() and
- * vy_wire_parse_data() are the only parsers of these bytes; they check
+ * VY_MSG_HELD_PACKETS carries the IP packets that reached the container
+ * while it was frozen, for the target to replay into it:
+ *
+ *   u32 count    packets that follow, <= VY_HELD_MAX_PACKETS
+ *   u32 dropped  packets the source saw but did not hold (over a bound)
+ *   count times: u16 len, then len bytes of one IPv4 or IPv6 packet
+ *
+ * Each packet is whole and unfragmented, its own length field says len,
+ * it carries TCP or UDP (IPv6: no extension headers) and its transport
+ * header fits.  The packets fill the payload exactly, and together they
+ * hold at most VY_HELD_MAX_BYTES.
+ *
+ * All integers are big-endian.  vy_wire_parse_header(), vy_wire_parse_data()
+ * and vy_wire_parse_held() are the only parsers of these bytes; they check
  * every bound and are also the fuzz targets.
  */
 #ifndef VY_WIRE_H
 #define VY_WIRE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -59,7 +72,8 @@ enum vy_msg_type {
 	VY_MSG_TUNNEL_EOF = 23,  /* empty: that stream's sender has no more bytes */
 	VY_MSG_FETCH_OPEN = 24,  /* JSON: {"migration", "stream"}: voyager-fs asks to fetch from this tree; ACK or ERROR */
 	VY_MSG_RELEASE = 25,     /* JSON: {"id"}: every chunk is local and durable on the target; ACK once the source let go */
-	VY_MSG_TYPE_MAX = 25,
+	VY_MSG_HELD_PACKETS = 26, /* binary, see below: packets held during the freeze (pkthold.h) */
+	VY_MSG_TYPE_MAX = 26,
 };
 
 struct vy_frame_header {
@@ -95,6 +109,46 @@ void vy_wire_encode_data_header(uint8_t out[VY_WIRE_DATA_HDR_LEN],
 /* Parse a DATA payload.  Rejects short payloads and offset+len overflow. */
 int vy_wire_parse_data(const uint8_t *payload, size_t len,
 		       struct vy_data_chunk *out, vy_error *err);
+
+#define VY_HELD_HDR_LEN 8
+#define VY_HELD_MAX_PACKETS 4096u
+#define VY_HELD_MAX_BYTES (4u << 20) /* IP bytes, without the u16 lengths */
+
+/* A HELD_PACKETS payload that vy_wire_parse_held() accepted. */
+struct vy_held {
+	uint32_t count;
+	uint32_t dropped;
+	const uint8_t *packets; /* the count records, inside the payload */
+	size_t len;
+};
+
+/* One packet of it, as vy_wire_held_next() walks them. */
+struct vy_held_packet {
+	const uint8_t *data; /* the IP header */
+	uint16_t len;
+	uint8_t family;      /* 4 or 6 */
+	uint8_t proto;       /* IPPROTO_TCP or IPPROTO_UDP */
+	const uint8_t *dst;  /* destination address in data (4 or 16 bytes) */
+};
+
+/* Is data[0..len) one packet as HELD_PACKETS allows (see above)?  Fills p
+ * when it is; err says what is wrong when it is not. */
+int vy_wire_check_ip_packet(const uint8_t *data, size_t len,
+			    struct vy_held_packet *p, vy_error *err);
+
+/* Encode the 8-byte HELD_PACKETS prefix. */
+void vy_wire_encode_held_header(uint8_t out[VY_HELD_HDR_LEN], uint32_t count,
+				uint32_t dropped);
+
+/* Parse and check a whole HELD_PACKETS payload, every packet included;
+ * nothing of a payload it rejects may be used. */
+int vy_wire_parse_held(const uint8_t *payload, size_t len, struct vy_held *out,
+		       vy_error *err);
+
+/* The next packet of an accepted payload: *pos starts at 0; returns false
+ * after the last. */
+bool vy_wire_held_next(const struct vy_held *h, size_t *pos,
+		       struct vy_held_packet *p);
 
 /* Big-endian helpers shared by the manifest codec. */
 static inline void vy_put_u16(uint8_t *p, uint16_t v)

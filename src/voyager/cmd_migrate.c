@@ -74,6 +74,19 @@ static void print_report(json_object *r)
 		printf("  pages     %s; last page %lld ms after the freeze; exposed %lld ms\n",
 		       vy_json_str(pc, "pages", "?"), (long long)vy_json_int(pc, "all_pages_ms", -1),
 		       (long long)vy_json_int(pc, "exposed_ms", 0));
+	json_object *net = json_object_object_get(r, "network");
+	if (net) {
+		printf("  network   hold %s; held %lld packets (%lld bytes, %lld not held)",
+		       vy_json_str(net, "hold", "?"), (long long)vy_json_int(net, "held_packets", 0),
+		       (long long)vy_json_int(net, "held_bytes", 0),
+		       (long long)vy_json_int(net, "held_dropped", 0));
+		if (json_object_object_get(net, "replayed"))
+			printf(", replayed %lld on the %s", (long long)vy_json_int(net, "replayed", 0),
+			       vy_json_str(net, "replayed_on", "?"));
+		printf("\n");
+		if (json_object_object_get(net, "replay_error"))
+			fprintf(stderr, "warning: replay: %s\n", vy_json_str(net, "replay_error", ""));
+	}
 	json_object *ph = json_object_object_get(r, "phases_ms");
 	if (ph) {
 		printf("  phases   ");
@@ -103,12 +116,13 @@ int cmd_migrate(struct cli_globals *g, int argc, char **argv)
 					      { "mode", required_argument, 0, 'm' },
 					      { "memory", required_argument, 0, 'M' },
 					      { "hydrate-rate", required_argument, 0, 'r' },
+					      { "no-hold", no_argument, 0, 'H' },
 					      { "json", no_argument, 0, 'j' },
 					      { "help", no_argument, 0, 'h' },
 					      { 0, 0, 0, 0 } };
 	const char *to = NULL, *mode = "jit", *memory = "auto";
 	long long rate = 0;
-	int c;
+	int c, no_hold = 0;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "t:m:M:r:jh", opts, NULL)) != -1) {
 		switch (c) {
@@ -129,10 +143,11 @@ int cmd_migrate(struct cli_globals *g, int argc, char **argv)
 			rate *= unit;
 			break;
 		}
+		case 'H': no_hold = 1; break;
 		case 'j': g->json = 1; break;
 		case 'h':
 			printf("Usage: voyager migrate CONTAINER --to ADDR[:PORT] [--mode jit|presync|stop-copy]\n"
-			       "                       [--memory MODE] [--hydrate-rate BYTES/S] [--json]\n"
+			       "                       [--memory MODE] [--hydrate-rate BYTES/S] [--no-hold] [--json]\n"
 			       "  jit (default): send the file tree's metadata while the container runs;\n"
 			       "                 at the freeze only memory and what changed in the metadata;\n"
 			       "                 the container resumes on voyager-fs at once, files arrive\n"
@@ -149,7 +164,12 @@ int cmd_migrate(struct cli_globals *g, int argc, char **argv)
 			       "    stop-copy: the whole memory image after the freeze\n"
 			       "    pre-copy:  not implemented (refused)\n"
 			       "    auto:      post-copy where possible, else stop-copy; the report\n"
-			       "               says which and why\n");
+			       "               says which and why\n"
+			       "  --no-hold      for a container with a network identity: do not hold the\n"
+			       "                 packets that reach it while it is frozen (by default they\n"
+			       "                 are copied on this host and replayed into it on the target\n"
+			       "                 once it runs, so a client need not wait for its TCP\n"
+			       "                 retransmission; the report's network section says how many)\n");
 			return 0;
 		default: return 2;
 		}
@@ -166,6 +186,8 @@ int cmd_migrate(struct cli_globals *g, int argc, char **argv)
 	json_object_object_add(req, "memory", json_object_new_string(memory));
 	if (rate)
 		json_object_object_add(req, "hydrate_rate", json_object_new_int64(rate));
+	if (no_hold)
+		json_object_object_add(req, "no_hold", json_object_new_boolean(1));
 	struct view v = { .tty = !g->json && isatty(STDERR_FILENO) };
 	vy_error err;
 	int rc = cli_request(g, req, draw, &v, &res, &err);

@@ -93,11 +93,14 @@ int vy_postcopy_target_preflight(struct vy_daemon *d, json_object *req,
 int vy_postcopy_target_start(struct vy_pc_target *pc, const char *source_addr,
 			     const char *id, const char *image_dir,
 			     const char *work_dir, vy_error *err);
+/* A message from the source while pages arrive: 0 if it was taken. */
+typedef int (*vy_pc_message_fn)(void *arg, struct vy_message *msg);
 /* After RESTORED: wait until every page is here, and tell the source.  On
- * failure the container has been deleted (before the source is told). */
+ * failure the container has been deleted (before the source is told).  A
+ * message the source sends meanwhile goes to on_message (may be NULL). */
 int vy_postcopy_target_pages(struct vy_pc_target *pc, vy_channel *ch,
 			     const char *container, struct vy_journal *j,
-			     vy_error *err);
+			     vy_pc_message_fn on_message, void *arg, vy_error *err);
 void vy_postcopy_target_free(struct vy_pc_target *pc);
 /* vy_target_abort: has migration id settled here (no journal, or one with
  * a result)?  A restarted agent's recovery may still be deciding. */

@@ -112,15 +112,26 @@ int vy_postcopy_target_start(struct vy_pc_target *pc, const char *source_addr,
 }
 
 /* Wait for the lazy-pages daemon; false when the source's channel stirs
- * first: in this window the source only closes it (it rolled back, or it
- * died), never sends. */
-static bool lazy_ends_first(struct vy_pc_target *pc, vy_channel *ch)
+ * first: in this window the source sends nothing but the packets it held
+ * (handed to on_message), so anything else means it closed the channel
+ * (it rolled back, or it died). */
+static bool lazy_ends_first(struct vy_pc_target *pc, vy_channel *ch,
+			    vy_pc_message_fn on_message, void *arg)
 {
 	for (;;) {
 		if (vy_lazy_wait(&pc->lazy, 0))
 			return true;
 		struct pollfd p = { .fd = vy_channel_fd(ch), .events = POLLIN };
-		if (poll(&p, 1, 50) > 0)
+		if (poll(&p, 1, 50) <= 0)
+			continue;
+		/* The source may send one thing meanwhile (held packets); any
+		 * other message, or none, means it went away. */
+		struct vy_message msg = { 0 };
+		vy_error err;
+		bool taken = on_message && vy_channel_recv(ch, &msg, &err) == 0 &&
+			     on_message(arg, &msg) == 0;
+		vy_message_free(&msg);
+		if (!taken)
 			return vy_lazy_wait(&pc->lazy, 0);
 	}
 }
@@ -156,12 +167,12 @@ static void send_pages(vy_channel *ch, struct vy_pc_target *pc, bool ok, bool dr
 
 int vy_postcopy_target_pages(struct vy_pc_target *pc, vy_channel *ch,
 			     const char *container, struct vy_journal *j,
-			     vy_error *err)
+			     vy_pc_message_fn on_message, void *arg, vy_error *err)
 {
 	pc->t_restored = vy_now_ms();
 	vy_journal_set(j, "exposed", json_object_new_boolean(1));
 	vy_journal_save(j, NULL);
-	bool ended = lazy_ends_first(pc, ch);
+	bool ended = lazy_ends_first(pc, ch, on_message, arg);
 	if (ended && pc->lazy.status == 0) {
 		/* The tunnel ends with the daemon's connection. */
 		for (int i = 0; i < 500 && !atomic_load(&pc->tunnel_done); i++)

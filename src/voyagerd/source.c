@@ -33,6 +33,7 @@
 #include "jit.h"
 #include "manifest.h"
 #include "netns.h"
+#include "pkthold.h"
 #include "postcopy.h"
 #include "preflight.h"
 #include "source.h"
@@ -219,8 +220,72 @@ static int run_preflight(struct migration *m, vy_error *err)
 	struct vy_message msg = { 0 };
 	if (vy_channel_expect(m->ch, VY_MSG_PREFLIGHT_OK, &msg, err) < 0)
 		return vy_error_wrap(err, "target %s refused", m->to);
+	json_object *ok = NULL;
+	bool can_replay = vy_message_json(&msg, &ok, NULL) == 0 &&
+			  json_object_get_boolean(json_object_object_get(ok, "packet_hold"));
+	json_object_put(ok);
 	vy_message_free(&msg);
+	if (m->net && !m->hold_state[0])
+		snprintf(m->hold_state, sizeof(m->hold_state), "%s",
+			 can_replay ? "af_packet" : "off: the target cannot replay held packets");
 	return 0;
+}
+
+/* After the lock, before the freeze: start copying what reaches the
+ * container.  Holding is an optimisation: if it cannot start, the
+ * migration goes on as without it, and the report says why. */
+static void hold_begin(struct migration *m)
+{
+	if (strcmp(m->hold_state, "af_packet") != 0)
+		return;
+	vy_error err;
+	if (vy_hold_start(m->net, &m->hold, &err) < 0) {
+		snprintf(m->hold_state, sizeof(m->hold_state), "off: %s", err.msg);
+		vy_warn("migration %s: packets are not held during the freeze: %s", m->id, err.msg);
+	}
+}
+
+/* The target runs the container: stop copying, leave the segment, and
+ * send what was held, for the target to replay. */
+static void hold_deliver(struct migration *m)
+{
+	if (!m->hold)
+		return;
+	vy_hold_stop(m->hold);
+	vy_error err;
+	if (vy_net_link(m->net, false, &err) < 0)
+		vy_warn("migration %s: detach: %s", m->id, err.msg);
+	else
+		m->net_detached = true;
+	const uint8_t *p;
+	size_t len;
+	vy_hold_payload(m->hold, &p, &len);
+	struct vy_hold_stats st = vy_hold_stats(m->hold);
+	if (vy_channel_send(m->ch, VY_MSG_HELD_PACKETS, p, len, &err) < 0)
+		vy_warn("migration %s: cannot send the %u held packets: %s", m->id, st.packets,
+			err.msg);
+	else
+		vy_info("migration %s: sent %u held packets (%llu bytes; %u not held)", m->id,
+			st.packets, (unsigned long long)st.bytes, st.dropped);
+}
+
+/* Rolling back: what was held goes into the container here. */
+static void hold_replay_here(struct migration *m)
+{
+	if (!m->hold || (m->replayed_on && !strcmp(m->replayed_on, "source")))
+		return;
+	const uint8_t *p;
+	size_t len;
+	uint32_t n = 0;
+	vy_error err;
+	vy_hold_stop(m->hold);
+	vy_hold_payload(m->hold, &p, &len);
+	if (vy_hold_replay(m->net, p, len, &n, &err) < 0) {
+		snprintf(m->replay_error, sizeof(m->replay_error), "%s", err.msg);
+		vy_warn("migration %s: replay here: %s", m->id, err.msg);
+	}
+	m->replayed = n;
+	m->replayed_on = "source";
 }
 
 /* Put the container's network back as it was before the freeze. */
@@ -229,6 +294,8 @@ static void restore_network(struct migration *m)
 	vy_error err;
 	if (!m->net)
 		return;
+	/* Stopped before the unlock: a packet let in must not also be held. */
+	vy_hold_stop(m->hold);
 	if (m->net_detached && vy_net_link(m->net, true, &err) < 0)
 		vy_err("migration %s: reattach: %s", m->id, err.msg);
 	m->net_detached = false;
@@ -237,6 +304,7 @@ static void restore_network(struct migration *m)
 	m->net_locked = false;
 	if (vy_net_announce(m->netns, m->net, &err) < 0)
 		vy_warn("migration %s: announce: %s", m->id, err.msg);
+	hold_replay_here(m);
 }
 
 static int checkpoint(struct migration *m, vy_error *err)
@@ -255,6 +323,7 @@ static int checkpoint(struct migration *m, vy_error *err)
 		if (vy_net_lock(m->netns, err) < 0)
 			return -1;
 		m->net_locked = true;
+		hold_begin(m);
 	}
 	if (vy_runtime_pause(&m->d->rt, m->container, err) < 0) {
 		restore_network(m);
@@ -282,10 +351,13 @@ static int checkpoint(struct migration *m, vy_error *err)
 		return -1;
 	}
 	m->checkpointed = true;
-	/* Detach from the segment, so the target's announcement wins. */
-	if (m->net && vy_net_link(m->net, false, err) < 0)
+	/* Detach from the segment, so the target's announcement wins.  While
+	 * packets are held the veth stays until the target has restored: the
+	 * lock keeps the container silent, and its host end is where the
+	 * packets are copied. */
+	if (m->net && !m->hold && vy_net_link(m->net, false, err) < 0)
 		vy_warn("migration %s: detach: %s", m->id, err->msg);
-	else if (m->net)
+	else if (m->net && !m->hold)
 		m->net_detached = true;
 	vy_journal_set(m->j, "checkpointed", json_object_new_boolean(1));
 	return vy_journal_phase(m->j, "checkpointed", err);
@@ -336,6 +408,12 @@ static int commit(struct migration *m, vy_error *err)
 			m->id, ack.msg);
 	/* Our checkpoint is the last copy until the target's data is on disk. */
 	m->target_durable = a && json_object_get_boolean(json_object_object_get(a, "durable"));
+	if (a && json_object_object_get(a, "replayed")) {
+		m->replayed = vy_json_int(a, "replayed", 0);
+		m->replayed_on = "target";
+		snprintf(m->replay_error, sizeof(m->replay_error), "%s",
+			 vy_json_str(a, "replay_error", ""));
+	}
 	json_object_put(a);
 	vy_message_free(&msg);
 	json_object_put(c);
@@ -459,6 +537,27 @@ static int rollback(struct migration *m, const char *reason, vy_error *err)
 	return 0;
 }
 
+static json_object *network_report(struct migration *m)
+{
+	json_object *n = json_object_new_object();
+	struct vy_hold_stats st = vy_hold_stats(m->hold);
+	/* "af_packet" only once holding started; before the freeze it never did */
+	const char *state = m->hold || !strncmp(m->hold_state, "off:", 4) ? m->hold_state
+									  : "off: no freeze";
+	json_object_object_add(n, "hold", json_object_new_string(state));
+	json_object_object_add(n, "held_packets", json_object_new_int64(st.packets));
+	json_object_object_add(n, "held_bytes", json_object_new_int64((int64_t)st.bytes));
+	json_object_object_add(n, "held_dropped", json_object_new_int64(st.dropped));
+	json_object_object_add(n, "held_gso_cut", json_object_new_int64(st.gso_cut));
+	if (m->replayed >= 0) {
+		json_object_object_add(n, "replayed", json_object_new_int64(m->replayed));
+		json_object_object_add(n, "replayed_on", json_object_new_string(m->replayed_on));
+	}
+	if (m->replay_error[0])
+		json_object_object_add(n, "replay_error", json_object_new_string(m->replay_error));
+	return n;
+}
+
 static json_object *build_report(struct migration *m, const char *result,
 				  const char *err_phase, const char *err_msg)
 {
@@ -501,6 +600,8 @@ static json_object *build_report(struct migration *m, const char *result,
 			"this host serves them until the target is independent"));
 		json_object_object_add(r, "hydration", h);
 	}
+	if (m->net)
+		json_object_object_add(r, "network", network_report(m));
 	if (m->warnings)
 		json_object_object_add(r, "warnings", json_object_get(m->warnings));
 	if (err_msg) {
@@ -547,6 +648,7 @@ static const char *run_migration(struct migration *m, vy_error *err)
 	phase_begin(m, "restore");
 	if (restore_remote(m, err) < 0)
 		return "rollback";
+	hold_deliver(m);
 	if (m->pc) { /* post-copy: exposed until the last page arrives (postcopy.c) */
 		phase_begin(m, "pages");
 		if (vy_postcopy_await_pages(m, err) < 0)
@@ -594,6 +696,11 @@ static int parse_request(struct migration *m, json_object *req, vy_error *err)
 	snprintf(m->to, sizeof(m->to), "%s", to);
 	m->opts.tcp_established = true;
 	m->opts.file_locks = true;
+	const char *env = getenv("VOYAGER_NO_PACKET_HOLD");
+	if (json_object_get_boolean(json_object_object_get(req, "no_hold")))
+		snprintf(m->hold_state, sizeof(m->hold_state), "off: --no-hold");
+	else if (env && *env && strcmp(env, "0") != 0)
+		snprintf(m->hold_state, sizeof(m->hold_state), "off: VOYAGER_NO_PACKET_HOLD is set");
 	return 0;
 }
 
@@ -609,7 +716,7 @@ static void finish(struct migration *m, const char *result, const char *msg)
 json_object *vy_source_migrate(struct vy_daemon *d, json_object *req,
 			       struct vy_events *ev)
 {
-	struct migration mm = { .d = d, .ev = ev }, *m = &mm;
+	struct migration mm = { .d = d, .ev = ev, .replayed = -1 }, *m = &mm;
 	vy_error err = { 0 };
 	m->t_start = vy_now_ms();
 	m->phases_ms = json_object_new_object();
@@ -662,6 +769,7 @@ report:;
 		vy_journal_set(m->j, "report", json_object_get(r)), vy_journal_save(m->j, NULL);
 	vy_source_progress_stop(m);
 	vy_postcopy_source_free(m);
+	vy_hold_free(m->hold);
 	if (m->ch)
 		vy_channel_close(m->ch);
 	for (size_t i = 0; i < sizeof(m->pre) / sizeof(m->pre[0]); i++)

@@ -37,6 +37,12 @@ struct migration {
 	char netns[PATH_MAX];  /* the container's network namespace, if host-made */
 	json_object *net;      /* its identity (netns.h) */
 	bool net_locked, net_detached;
+	/* Packets that reach the container while it is frozen (pkthold.h). */
+	struct vy_hold *hold;  /* capturing or captured, or NULL */
+	char hold_state[256];  /* the report's: "af_packet" or "off: why" */
+	int64_t replayed;      /* packets replayed into the container, -1: not known */
+	const char *replayed_on; /* "target", or "source" after a rollback */
+	char replay_error[512];
 	struct vy_volume vols[VY_MAX_VOLUMES];
 	int nvol;
 	struct vy_checkpoint_opts opts;

@@ -27,6 +27,7 @@
 #include "jit.h"
 #include "manifest.h"
 #include "netns.h"
+#include "pkthold.h"
 #include "postcopy.h"
 #include "preflight.h"
 #include "util.h"
@@ -58,6 +59,9 @@ struct session {
 	struct vy_fs_mount fs[MAX_STREAMS];
 	int nfs;
 	struct vy_pc_target *pc; /* post-copy memory (postcopy_target.c), or NULL */
+	bool held;               /* the source sent the packets it held */
+	uint32_t replayed;       /* of them, sent into the container */
+	char replay_error[512];
 };
 
 static void send_error(struct session *s, const char *phase, const char *msg)
@@ -855,6 +859,30 @@ static void source_address(struct session *s, json_object *req)
 		 colon ? colon + 1 : "7600");
 }
 
+/* The packets that reached the container on the source while it was
+ * frozen: into the container, which runs here now, unlocked.  A failure
+ * here is reported, never fatal: the client retransmits what is lost. */
+static int replay_held(void *arg, struct vy_message *msg)
+{
+	struct session *s = arg;
+	if (msg->type != VY_MSG_HELD_PACKETS)
+		return -1;
+	vy_error err;
+	uint32_t n = 0;
+	int rc = !s->net || !s->restored
+			 ? vy_error_set(&err, EPROTO, "held packets before the container was restored here")
+			 : vy_hold_replay(s->net, msg->payload, msg->length, &n, &err);
+	s->held = true;
+	s->replayed += n;
+	if (rc < 0) {
+		snprintf(s->replay_error, sizeof(s->replay_error), "%s", err.msg);
+		vy_warn("migration %s: replayed %u held packets: %s", s->id, n, err.msg);
+	} else {
+		vy_info("migration %s: replayed %u held packets into %s", s->id, n, s->container);
+	}
+	return 0;
+}
+
 static void run_session(struct session *s)
 {
 	vy_error err;
@@ -875,15 +903,24 @@ static void run_session(struct session *s)
 			s->phase = "restore";
 			rc = restore_here(s, &msg, &err);
 			if (rc == 0 && s->pc) { /* post-copy: exposed until the last page */
-				rc = vy_postcopy_target_pages(s->pc, s->ch, s->container, s->j, &err);
+				rc = vy_postcopy_target_pages(s->pc, s->ch, s->container, s->j,
+							      replay_held, s, &err);
 				if (rc < 0)
 					s->restored = false; /* it deleted the incomplete copy */
 			}
+		} else if (msg.type == VY_MSG_HELD_PACKETS) {
+			replay_held(s, &msg);
 		} else if (msg.type == VY_MSG_COMMIT && s->restored) {
 			committed(s);
 			json_object *a = json_object_new_object();
 			json_object_object_add(a, "id", json_object_new_string(s->id));
 			json_object_object_add(a, "durable", json_object_new_boolean(sync_received(s)));
+			if (s->held) {
+				json_object_object_add(a, "replayed", json_object_new_int64(s->replayed));
+				if (s->replay_error[0])
+					json_object_object_add(a, "replay_error",
+							       json_object_new_string(s->replay_error));
+			}
 			vy_channel_send_json(s->ch, VY_MSG_COMMIT_ACK, a, NULL);
 			json_object_put(a);
 			vy_message_free(&msg);
@@ -939,6 +976,9 @@ void vy_target_session(struct vy_daemon *d, vy_channel *ch, struct vy_message *f
 		vy_journal_phase(s->j, "receiving", NULL);
 		json_object *ok = json_object_new_object();
 		json_object_object_add(ok, "host", json_object_get(d->facts));
+		/* The source may send what reached the container while frozen. */
+		if (s->net)
+			json_object_object_add(ok, "packet_hold", json_object_new_boolean(1));
 		if (vy_channel_send_json(ch, VY_MSG_PREFLIGHT_OK, ok, &err) < 0)
 			discard(s, err.msg);
 		else

@@ -6,9 +6,18 @@
 # connection to the container and talks every 5 ms, checking each reply.
 #   1. an address already in use on b: refused in pre-flight, and the
 #      client's connection goes on untouched on a
-#   2. a restore that fails on b: rolled back, the connection goes on on a
+#   2. a restore that fails on b: rolled back, the connection goes on on a,
+#      whose network is as before (veth up on its bridge, no lock)
+#  2b. the same with --no-hold: nothing held, the report says so, and the
+#      client still sees a pause only (its own retransmission ends it)
 #   3. the migration to b: no reset, every acknowledged write present, a
-#      fresh connection reaches the container on b, the same process
+#      fresh connection reaches the container on b, the same process; a
+#      second client writes 20 000-byte values meanwhile, so that what it
+#      sends in the freeze comes as batches over the MTU (GSO), which are
+#      held cut into segments
+# In 2 and 3 the client talks through the freeze: the packets it sends
+# then are held on a (AF_PACKET on the veth's host end) and replayed into
+# the container where it runs next, so the report counts them.
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$here/lib.sh"
 . "$here/agents.sh"
@@ -54,17 +63,21 @@ end
 return bad' 0
 }
 
-# client_start NAME SECONDS; client_check NAME LABEL: one connection from c
+# client_start NAME SECONDS [CLIENT-OPTS...]; client_check NAME LABEL: one
+# connection from c each
+declare -A CLIENT_PIDS
 client_start() {
-	rm -f "$C/tmp/$1.ready" "$C/tmp/$1.json"
-	lab_exec "$LAB" c python3 "$CLIENT" "$IP" 6379 "$2" "$C/tmp/$1.json" \
-		--prefix "$1" --ready "$C/tmp/$1.ready" &
-	CLIENT_PID=$!
-	wait_until 10 test -e "$C/tmp/$1.ready"
+	local name=$1 secs=$2
+	shift 2
+	rm -f "$C/tmp/$name.ready" "$C/tmp/$name.json"
+	lab_exec "$LAB" c python3 "$CLIENT" "$IP" 6379 "$secs" "$C/tmp/$name.json" \
+		--prefix "$name" --ready "$C/tmp/$name.ready" "$@" &
+	CLIENT_PIDS[$name]=$!
+	wait_until 10 test -e "$C/tmp/$name.ready"
 	sleep 1
 }
 client_check() {
-	wait "$CLIENT_PID"
+	wait "${CLIENT_PIDS[$1]}"
 	local r
 	r=$(cat "$C/tmp/$1.json")
 	echo "client $1: $r"
@@ -122,17 +135,58 @@ echo "rollback: $out"
 	[ "$(ctr_state b "$RUNTIME" "$ID")" = absent ] && [ ! -e "$B/state/netns/$ID" ] &&
 	t_ok "failed restore: rolled back to a, b dropped its namespace" ||
 	t_fail "failed restore: rolled back to a" "$out"
+[ "$(vy_json_get "$out" network.hold)" = af_packet ] &&
+	[ "$(vy_json_get "$out" network.held_packets)" -gt 0 ] &&
+	[ "$(vy_json_get "$out" network.replayed_on)" = source ] &&
+	[ "$(vy_json_get "$out" network.replayed)" = "$(vy_json_get "$out" network.held_packets)" ] &&
+	t_ok "rollback: the packets held during the freeze were replayed on a ($(vy_json_get "$out" network.replayed))" ||
+	t_fail "rollback: held packets replayed on a" "$(vy_json_get "$out" network)"
 client_check rollback "rollback"
+# network_as_before LABEL: a's veth end is up on vybr0, no lock in the namespace
+network_as_before() {
+	local l
+	l=$(lab_exec "$LAB" a ip -o link show master vybr0 | grep -v vyeth0)
+	grep -q "state UP" <<<"$l" && ! lab_exec "$LAB" a nsenter --net="$ns" nft list table inet voyager_lock >/dev/null 2>&1 &&
+		t_ok "$1: a's network is as before (veth up on vybr0, no lock)" ||
+		t_fail "$1: a's network is as before" "$l; $(lab_exec "$LAB" a nsenter --net="$ns" nft list ruleset 2>&1)"
+}
+network_as_before "rollback"
+
+# 2b. the same rollback without holding: the fallback, reported as such
+client_start nohold 5
+out=$(vy_cli "$LAB" a migrate "$ID" --to "$IPB" --no-hold --json)
+echo "rollback, --no-hold: $out"
+[ "$(vy_json_get "$out" result)" = rolled-back ] && [ "$(ctr_state a "$RUNTIME" "$ID")" = running ] &&
+	[ "$(vy_json_get "$out" network.hold)" = "off: --no-hold" ] &&
+	[ "$(vy_json_get "$out" network.held_packets)" = 0 ] && [ -z "$(vy_json_get "$out" network.replayed)" ] &&
+	t_ok "--no-hold: rolled back to a, nothing held, the report says 'off: --no-hold'" ||
+	t_fail "--no-hold: rolled back, nothing held" "$out"
+client_check nohold "rollback without holding"
+network_as_before "rollback without holding"
 vy_agent_stop "$LAB" b
 vy_agent_start "$LAB" b "$RUNTIME"
 
 # 3. the real move
+client_start bulk 7 --value-bytes 20000
 client_start move 6
 out=$(vy_cli "$LAB" a migrate "$ID" --to "$IPB" --json)
 echo "move: $out"
 [ "$(vy_json_get "$out" result)" = migrated ] && t_ok "migrated (downtime $(vy_json_get "$out" downtime_ms) ms)" ||
 	t_fail "migrated" "$out"
+[ "$(vy_json_get "$out" network.hold)" = af_packet ] &&
+	[ "$(vy_json_get "$out" network.held_packets)" -gt 0 ] &&
+	[ "$(vy_json_get "$out" network.replayed_on)" = target ] &&
+	[ "$(vy_json_get "$out" network.replayed)" = "$(vy_json_get "$out" network.held_packets)" ] &&
+	[ -z "$(vy_json_get "$out" network.replay_error)" ] &&
+	t_ok "the packets that reached a during the freeze were held and replayed on b ($(vy_json_get "$out" network.replayed), $(vy_json_get "$out" network.held_bytes) bytes)" ||
+	t_fail "held packets replayed on b" "$(vy_json_get "$out" network)"
 client_check move "migration"
+client_check bulk "migration, 20 000-byte writes"
+n=$(vy_json_get "$out" network.held_gso_cut)
+echo "batches over the MTU held as segments: $n"
+[ "$(vy_json_get "$out" network.held_dropped)" = 0 ] &&
+	t_ok "nothing in scope was dropped from the hold ($n batches over the MTU cut into segments)" ||
+	t_fail "nothing dropped from the hold" "$(vy_json_get "$out" network)"
 stb=$(ctr_state b "$RUNTIME" "$ID")
 # crun 1.21 may call a container it restored outside its cgroup "stopped"
 # while it runs; the fresh connection below shows whether it runs.

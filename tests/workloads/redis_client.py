@@ -4,11 +4,13 @@ talks on it continuously, checking every reply, so that a test can say
 what a user of the migrated container saw.
 
   redis_client.py HOST PORT SECONDS OUT.json [--interval S] [--prefix P]
-                  [--ready FILE]
+                  [--ready FILE] [--value-bytes N]
 
 Every interval it sends INCR PREFIX:counter and SET PREFIX:k<n> <n> on the
 same connection and checks both replies.  At the end, on the same
-connection, it reads back every key whose SET was acknowledged.  It writes:
+connection, it reads back every key whose SET was acknowledged.  With
+--value-bytes N each SET stores N bytes (the number, then padding), so
+that every request spans several TCP segments, and goes before the INCR.  It writes:
   connected, errors (first error text), replies, max_gap_ms (longest time
   between two replies), last_counter (last acknowledged INCR), acked_sets,
   missing (acknowledged keys not found afterwards), reset (connection
@@ -73,6 +75,12 @@ def main():
     opts = dict(zip(sys.argv[5::2], sys.argv[6::2]))
     interval = float(opts.get("--interval", "0.005"))
     prefix = opts.get("--prefix", "vy")
+    vbytes = int(opts.get("--value-bytes", "0"))
+
+    def value(i):
+        v = str(i)
+        return v + "-" + "x" * (vbytes - len(v) - 1) if vbytes > len(v) + 1 else v
+
     r = dict(connected=False, errors=None, replies=0, max_gap_ms=0.0, last_counter=None,
              acked_sets=0, missing=0, reset=False)
     try:
@@ -89,8 +97,13 @@ def main():
     n = 0
     try:
         while time.monotonic() < end:
+            # With big values the SET goes first: the request that meets
+            # a pause is then most likely the big one.
+            if vbytes:
+                ok = c.call("SET", "%s:k%d" % (prefix, n), value(n))
             v = c.call("INCR", prefix + ":counter")
-            ok = c.call("SET", "%s:k%d" % (prefix, n), n)
+            if not vbytes:
+                ok = c.call("SET", "%s:k%d" % (prefix, n), value(n))
             now = time.monotonic()
             if ok != "OK":
                 raise RuntimeError("SET answered %r" % ok)
@@ -102,7 +115,7 @@ def main():
             r["acked_sets"] = n
             time.sleep(interval)
         for i in range(n):
-            if c.call("GET", "%s:k%d" % (prefix, i)) != str(i):
+            if c.call("GET", "%s:k%d" % (prefix, i)) != value(i):
                 r["missing"] += 1
     except (ConnectionResetError, BrokenPipeError) as e:
         r["reset"] = True
