@@ -286,6 +286,21 @@ int vy_net_link(json_object *identity, bool up, vy_error *err)
 	return 0;
 }
 
+int vy_net_unlink(json_object *identity, vy_error *err)
+{
+	json_object *ifs = json_object_object_get(identity, "interfaces");
+	for (size_t k = 0; ifs && k < json_object_array_length(ifs); k++) {
+		const char *h = vy_json_str(json_object_array_get_idx(ifs, k), "host_if", "");
+		const char *show[] = { "ip", "link", "show", h, NULL };
+		vy_error gone;
+		if (!*h || run(NULL, show, NULL, &gone) < 0)
+			continue;
+		if (RUN(NULL, err, "ip", "link", "del", h) < 0)
+			return -1;
+	}
+	return 0;
+}
+
 static bool has_address(json_object *links, const char *cidr)
 {
 	char want[128];

@@ -44,6 +44,10 @@ int vy_net_build(const char *path, json_object *identity,
 		 const char *bridge_override, vy_error *err);
 /* Set the host ends of identity's veths up or down (attach / detach). */
 int vy_net_link(json_object *identity, bool up, vy_error *err);
+/* Delete identity's veths by their host ends, where they still exist: once
+ * the identity lives on elsewhere, so that nothing of it is left here even
+ * when something still holds the old namespace open. */
+int vy_net_unlink(json_object *identity, vy_error *err);
 /* Check on this host: every bridge exists, no host_if name is taken, and
  * no address of identity is configured here or in a namespace of dir. */
 int vy_net_check_target(json_object *identity, const char *bridge_override,

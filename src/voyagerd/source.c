@@ -431,10 +431,15 @@ static void cleanup_source(struct migration *m)
 		vy_err("migration %s: cannot delete the frozen %s here: %s", m->id, m->container,
 		       err.msg);
 	m->frozen = false;
-	/* The identity lives on at the target; a namespace we hold goes. */
-	if (m->net && vy_path_is_under(m->netns, m->d->netns_dir) &&
-	    vy_netns_delete(m->netns, &err) < 0)
-		vy_warn("migration %s: %s", m->id, err.msg);
+	/* The identity lives on at the target; a namespace we hold goes, and
+	 * its veths with it (the namespace itself may outlive its bind mount
+	 * while something holds it; its veth must not keep the name here). */
+	if (m->net && vy_path_is_under(m->netns, m->d->netns_dir)) {
+		if (vy_net_unlink(m->net, &err) < 0)
+			vy_warn("migration %s: %s", m->id, err.msg);
+		if (vy_netns_delete(m->netns, &err) < 0)
+			vy_warn("migration %s: %s", m->id, err.msg);
+	}
 	if (!strcmp(m->mode, "jit")) {
 		/* No process of it runs here any more, but its files are the
 		 * target's until the target says it holds every byte. */
