@@ -211,12 +211,18 @@ lab_exec "$LAB" a redis-cli -h "$IP" ping >/dev/null && t_ok "a reaches it acros
 
 # And back to a: nothing of the identity stayed behind there (a veth still
 # named for it would make a's pre-flight refuse: "interface name taken").
-[ "$(vy_json_get "$out" mode)" = jit ] && { vy_wait_independent "$LAB" b "$(vy_json_get "$out" id)" 120 ||
-	t_fail "b independent before the way back"; }
-back=$(vy_cli "$LAB" b migrate "$ID" --to "$(lab_ip "$LAB" a)" --json)
-now=$(lab_exec "$LAB" c redis-cli -h "$IP" info server | sed -n 's/^run_id:\(.*\)\r$/\1/p')
-[ "$(vy_json_get "$back" result)" = migrated ] && [ "$now" = "$RUNID" ] &&
-	[ -e "$A/state/netns/$ID" ] && [ ! -e "$B/state/netns/$ID" ] &&
-	t_ok "migrates back to a, where the same redis process answers at $IP" ||
-	t_fail "migrates back to a" "$back"
+# Not with crun 1.21: it restores into the root cgroup, and a container
+# outside its cgroup is refused a second move (README, limits).
+if [ "$RUNTIME" = runc ]; then
+	[ "$(vy_json_get "$out" mode)" = jit ] && { vy_wait_independent "$LAB" b "$(vy_json_get "$out" id)" 120 ||
+		t_fail "b independent before the way back"; }
+	back=$(vy_cli "$LAB" b migrate "$ID" --to "$(lab_ip "$LAB" a)" --json)
+	now=$(lab_exec "$LAB" c redis-cli -h "$IP" info server | sed -n 's/^run_id:\(.*\)\r$/\1/p')
+	[ "$(vy_json_get "$back" result)" = migrated ] && [ "$now" = "$RUNID" ] &&
+		[ -e "$A/state/netns/$ID" ] && [ ! -e "$B/state/netns/$ID" ] &&
+		t_ok "migrates back to a, where the same redis process answers at $IP" ||
+		t_fail "migrates back to a" "$back"
+else
+	echo "# no move back with $RUNTIME: a container it restored runs outside its cgroup"
+fi
 t_done
