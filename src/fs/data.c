@@ -91,8 +91,9 @@ bool vyfs_kill_suidgid(struct vyfs *fs, fuse_req_t req, struct vyfs_inode *in, i
 	return true;
 }
 
-/* Caller holds in->open_lock.  True when the open may go passthrough. */
-static bool want_passthrough(struct vyfs *fs, fuse_req_t req, struct vyfs_inode *in)
+/* Caller holds in->open_lock (so no vyfs_get_fd() here: it may take it);
+ * fd is the new open file's.  True when the open may go passthrough. */
+static bool want_passthrough(struct vyfs *fs, fuse_req_t req, struct vyfs_inode *in, int fd)
 {
 	if (!fs->passthrough)
 		return false;
@@ -100,13 +101,11 @@ static bool want_passthrough(struct vyfs *fs, fuse_req_t req, struct vyfs_inode 
 		return true;
 	if (in->cached_opens || incomplete(fs, in))
 		return false;
-	VYFS_IFD(h, fs, in);
 	struct stat st;
-	if (h.fd < 0 || (fs->killpriv && (fstatat(h.fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0 ||
-					  vyfs_is_sxid(st.st_mode))))
+	if (fs->killpriv && (fstat(fd, &st) < 0 || vyfs_is_sxid(st.st_mode)))
 		return false;
 	char proc[64];
-	vyfs_proc_path(h.fd, proc);
+	vyfs_proc_path(fd, proc);
 	/* One backing file per inode, shared by all its passthrough opens,
 	 * so it must allow every kind of access. */
 	int bfd = open(proc, O_RDWR | O_CLOEXEC);
@@ -131,7 +130,9 @@ static void choose_mode(struct vyfs *fs, fuse_req_t req, struct vyfs_inode *in,
 			struct fuse_file_info *fi, struct vyfs_file *file)
 {
 	pthread_mutex_lock(&in->open_lock);
-	if (want_passthrough(fs, req, in)) {
+	if (in->fd < 0 && in->pin_fd < 0)
+		in->pin_fd = fcntl(file->fd, F_DUPFD_CLOEXEC, 0);
+	if (want_passthrough(fs, req, in, file->fd)) {
 		in->pt_opens++;
 		fi->backing_id = in->backing_id;
 		file->passthrough = true;
@@ -410,6 +411,10 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 		}
 	} else {
 		in->cached_opens--;
+	}
+	if (!in->pt_opens && !in->cached_opens && in->pin_fd >= 0) {
+		close(in->pin_fd);
+		in->pin_fd = -1;
 	}
 	int64_t drop = -1;
 	if (in->drop_on_close && !in->pt_opens && !in->cached_opens) {

@@ -43,6 +43,8 @@ int vyfs_table_init(struct vyfs *fs, vy_error *err)
 	r->type = S_IFDIR;
 	r->nlookup = 2;
 	r->track = -1;
+	r->backing_fd = -1;
+	r->pin_fd = -1;
 	pthread_mutex_init(&r->open_lock, NULL);
 	/* Leave a quarter of the limit (at least 1024) for open files,
 	 * passthrough backing files and the fetch lanes. */
@@ -60,6 +62,16 @@ int vyfs_get_fd(struct vyfs *fs, const struct vyfs_inode *in)
 	if (in->fd >= 0)
 		return in->fd;
 	int fd = open_by_handle_at(fs->backing_dir_fd, in->handle, O_PATH | O_CLOEXEC);
+	if (fd < 0 && errno == ESTALE) {
+		/* Unlinked, and still open somewhere. */
+		struct vyfs_inode *m = (struct vyfs_inode *)in;
+		pthread_mutex_lock(&m->open_lock);
+		if (m->pin_fd >= 0)
+			fd = fcntl(m->pin_fd, F_DUPFD_CLOEXEC, 0);
+		pthread_mutex_unlock(&m->open_lock);
+		if (fd < 0)
+			errno = ESTALE;
+	}
 	if (fd < 0 && (errno == EMFILE || errno == ENFILE))
 		atomic_fetch_add(&fs->n.fd_exhausted, 1);
 	return fd < 0 ? -errno : fd;
@@ -135,6 +147,7 @@ static struct vyfs_inode *new_inode(struct vyfs *fs, int fd, struct file_handle 
 	in->ino = st->st_ino;
 	in->type = st->st_mode & S_IFMT;
 	in->backing_fd = -1;
+	in->pin_fd = -1;
 	in->track = S_ISREG(st->st_mode) ? vy_chunkmap_find_ino(fs->cm, st->st_ino) : -1;
 	pthread_mutex_init(&in->open_lock, NULL);
 	return in;

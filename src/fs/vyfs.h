@@ -53,6 +53,10 @@ struct vyfs_inode {
 	pthread_mutex_t open_lock;
 	uint32_t cached_opens, pt_opens;
 	int backing_id, backing_fd;
+	/* A handle inode while open: a dup of an open file's fd, for what
+	 * comes without a file (fstat, fchmod) once its last name is gone
+	 * and its handle no longer opens (ESTALE).  -1 otherwise. */
+	int pin_fd;
 	bool drop_on_close;     /* last name unlinked while open */
 	struct vyfs_inode *next;
 };

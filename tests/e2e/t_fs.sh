@@ -255,6 +255,26 @@ check_fd_limit() {
 	else
 		t_fail "open-file limit" "$through of $native entries, $(st handle_inodes) handles, $(st fd_exhausted) refused"
 	fi
+	# A file past the budget, unlinked while open: what comes without the
+	# file (fstat after the unlink, fchmod) still reaches it.
+	local h0 got
+	h0=$(st handle_inodes)
+	got=$(python3 - "$MNT/vy-unlinked" <<'PY' 2>&1
+import os, stat, sys
+p = sys.argv[1]
+fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o644)
+os.write(fd, b"abc")
+os.unlink(p)
+os.fchmod(fd, 0o600)
+st = os.fstat(fd)
+os.write(fd, b"def")
+os.lseek(fd, 0, 0)
+print(oct(stat.S_IMODE(st.st_mode)), st.st_nlink, os.read(fd, 10).decode())
+PY
+)
+	[ "$got" = "0o600 0 abcdef" ] && [ "$(st handle_inodes)" -gt "$h0" ] &&
+		t_ok "a file kept by handle, unlinked while open: fchmod, fstat and I/O still work" ||
+		t_fail "unlinked open file past the budget" "$got (handle inodes $h0 -> $(st handle_inodes))"
 }
 
 # Writes and truncates clear setuid (and setgid with group execute) unless
