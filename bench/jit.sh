@@ -3,10 +3,12 @@
 #
 #   bench/jit.sh [--runs N] [--quick] [--disk MIB] [--files N] [--rate RATE]
 #                [--out PREFIX] [--build DIR] [--no-setup] [--no-drop-caches]
-#                [--nofile N] [--memory MODE] [--parts LIST]
+#                [--nofile N] [--memory MODE] [--parts LIST] [--fio-seconds S]
 #       --runs     repetitions of each measurement                     3
 #       --quick    1 repetition, shorter iperf3 and fio (~3 minutes; the
 #                  default takes ~6 minutes on 2 cores)
+#       --fio-seconds S  runtime of the time-based fio jobs (randread,
+#                  randwrite)                           5, or 3 with --quick
 #       --disk     MiB of random data in the "full" rootfs, in 256 MiB
 #                  files /data/blob0...                                1024
 #       --files    files in the metadata tree                          50000
@@ -90,6 +92,7 @@ DROP_CACHES=1
 NOFILE=""
 PARTS=downtime,fio,meta
 MEMORY=stop-copy
+FIO_S_OPT=""
 usage() { sed -n '2,/^$/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2; exit 2; }
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -105,6 +108,7 @@ while [ $# -gt 0 ]; do
 	--nofile) NOFILE=${2:-}; shift 2 || usage ;;
 	--parts) PARTS=${2:-}; shift 2 || usage ;;
 	--memory) MEMORY=${2:-}; shift 2 || usage ;;
+	--fio-seconds) FIO_S_OPT=${2:-}; shift 2 || usage ;;
 	-h | --help) usage ;;
 	*) echo "jit: unknown argument '$1'" >&2; usage ;;
 	esac
@@ -125,6 +129,11 @@ if [ "$QUICK" = 1 ]; then
 	RUNS=1
 	IPERF_S=3
 	FIO_S=3
+fi
+if [ -n "$FIO_S_OPT" ]; then
+	[[ $FIO_S_OPT =~ ^[0-9]+$ ]] && [ "$FIO_S_OPT" -ge 1 ] && [ "$FIO_S_OPT" -le 600 ] ||
+		{ echo "jit: --fio-seconds 1..600" >&2; exit 2; }
+	FIO_S=$FIO_S_OPT
 fi
 [ "$RUNS" -ge 1 ] && [ "$RUNS" -le 20 ] || { echo "jit: --runs 1..20" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "jit: must run as root" >&2; exit 1; }
