@@ -152,7 +152,11 @@ def federation_section(doc):
         md += ["Not run: %s" % (fed.get("why_not") or "no reason recorded"), ""]
         return md
     jit = fed.get("jit")
-    p = (jit or {}).get("params") or {}
+    if not jit:
+        md += ["`%s`, in a lab of its own after the grid." % fed.get("command", "bench/jit.sh"), "",
+               "**Not measured**: bench/jit.sh wrote no results.", ""]
+        return md + _failures(fed)
+    p = jit.get("params") or {}
     md.append("`%s`, in a lab of its own after the grid. fio (psync, iodepth 1) over the migrated files "
               "(%s MiB in 256 MiB files) and `find ROOT -xdev -print0 | xargs -0 stat` over the whole rootfs "
               "with %s small files, each through the voyager-fs mount and over the same files in its backing "
@@ -163,25 +167,23 @@ def federation_section(doc):
                   fed.get("command", "bench/jit.sh"), p.get("disk_mib", "?"), p.get("meta_files", "?"),
                   p.get("rate", "?"), p.get("runs", "?"), p.get("fio_s", "?")))
     md.append("")
-    if not jit:
-        md += ["**Not measured**: bench/jit.sh wrote no results.", ""]
-    else:
-        rows = federation_rows(jit)
-        header = ["measurement", "when", "unit", "voyager-fs", "native", "n", "ratio", "goal", "met"]
-        md += ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-        md += ["| " + " | ".join(r) + " |" for r in rows]
-        md.append("")
-        md.append("Before hydration, the scans run while voyager-fs's background hydration is held to "
-                  "256 KB/s: cold, every entry is a lookup through voyager-fs; warm, the metadata is already "
-                  "local in the kernel's caches. fio runs on a container of its own, migrated with its "
-                  "background hydration held to 1 KB/s: its files are read once through the mount (demand "
-                  "fetches), the jobs run on that data already local while hydration of the rest is held, "
-                  "then the limit is lifted and, once independent, they run again.")
-        md.append("")
+    rows = federation_rows(jit)
+    header = ["measurement", "when", "unit", "voyager-fs", "native", "n", "ratio", "goal", "met"]
+    md += ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    md += ["| " + " | ".join(r) + " |" for r in rows]
+    md.append("")
+    md.append("Before hydration, the scans run while voyager-fs's background hydration is held to "
+              "256 KB/s: cold, every entry is a lookup through voyager-fs; warm, the metadata is already "
+              "local in the kernel's caches. fio runs on a container of its own, migrated with its "
+              "background hydration held to 1 KB/s: its files are read once through the mount (demand "
+              "fetches), the jobs run on that data already local while hydration of the rest is held, "
+              "then the limit is lifted and, once independent, they run again.")
+    md.append("")
+    return md + _failures(fed)
+
+
+def _failures(fed):
     probs = federation_problems(fed)
-    if probs:
-        md.append("**Federation part: failures**")
-        md.append("")
-        md += ["- %s" % x for x in probs]
-        md.append("")
-    return md
+    if not probs:
+        return []
+    return ["**Federation part: failures**", ""] + ["- %s" % x for x in probs] + [""]

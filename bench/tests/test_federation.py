@@ -121,6 +121,7 @@ class TestFederation(unittest.TestCase):
                               error="bench/jit.sh wrote no results (federation/jit.json missing)")
         md = report.render(d)
         self.assertIn("**Not measured**: bench/jit.sh wrote no results.", md)
+        self.assertNotIn("? MiB", md)
         self.assertIn("- bench/jit.sh exited with status 124 (timed out)", md)
         self.assertIn("## The link", md)
 
