@@ -6,7 +6,8 @@
 #                [--nofile N] [--memory MODE] [--parts LIST] [--fio-seconds S]
 #       --runs     repetitions of each measurement                     3
 #       --quick    1 repetition, shorter iperf3 and fio (~3 minutes; the
-#                  default takes ~6 minutes on 2 cores)
+#                  default took ~6 minutes on 2 cores before fio's round
+#                  with the data local was added, not timed since)
 #       --fio-seconds S  runtime of the time-based fio jobs (randread,
 #                  randwrite)                           5, or 3 with --quick
 #       --disk     MiB of random data in the "full" rootfs, in 256 MiB
