@@ -3,10 +3,13 @@
 #
 #   bench/jit.sh [--runs N] [--quick] [--disk MIB] [--files N] [--rate RATE]
 #                [--out PREFIX] [--build DIR] [--no-setup] [--no-drop-caches]
-#                [--nofile N] [--memory MODE] [--parts LIST]
+#                [--nofile N] [--memory MODE] [--parts LIST] [--fio-seconds S]
 #       --runs     repetitions of each measurement                     3
 #       --quick    1 repetition, shorter iperf3 and fio (~3 minutes; the
-#                  default takes ~6 minutes on 2 cores)
+#                  default took ~6 minutes on 2 cores before fio's round
+#                  with the data local was added, not timed since)
+#       --fio-seconds S  runtime of the time-based fio jobs (randread,
+#                  randwrite)                           5, or 3 with --quick
 #       --disk     MiB of random data in the "full" rootfs, in 256 MiB
 #                  files /data/blob0...                                1024
 #       --files    files in the metadata tree                          50000
@@ -44,7 +47,11 @@
 #     beside it.  Each repetition also runs iperf3 a -> b for a few seconds
 #     on the same shaped link (server in b, client in a).  Figure: median
 #     hydration rate / median iperf3 rate (both payload bits per second).
-#  3. fio, once independent, on the last jit/full container (kept): the
+#  3. fio on a full container of its own, migrated jit with the background
+#     held to 1 KB/s: first its blobs are read once through the mount
+#     (demand fetches: the data is then local while hydration of the rest
+#     is still held) and the jobs run ("local"); then the limit is lifted
+#     and, once independent, they run again ("independent").  Each time the
 #     migrated files /data/blob* (DISK MiB), through the voyager-fs mount
 #     (STATE/containers/ID/bundle/rootfs, b's mount namespace) against the
 #     very same files in its backing directory (STATE/containers/ID/
@@ -90,6 +97,7 @@ DROP_CACHES=1
 NOFILE=""
 PARTS=downtime,fio,meta
 MEMORY=stop-copy
+FIO_S_OPT=""
 usage() { sed -n '2,/^$/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2; exit 2; }
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -105,6 +113,7 @@ while [ $# -gt 0 ]; do
 	--nofile) NOFILE=${2:-}; shift 2 || usage ;;
 	--parts) PARTS=${2:-}; shift 2 || usage ;;
 	--memory) MEMORY=${2:-}; shift 2 || usage ;;
+	--fio-seconds) FIO_S_OPT=${2:-}; shift 2 || usage ;;
 	-h | --help) usage ;;
 	*) echo "jit: unknown argument '$1'" >&2; usage ;;
 	esac
@@ -125,6 +134,11 @@ if [ "$QUICK" = 1 ]; then
 	RUNS=1
 	IPERF_S=3
 	FIO_S=3
+fi
+if [ -n "$FIO_S_OPT" ]; then
+	[[ $FIO_S_OPT =~ ^[0-9]+$ ]] && [ "$FIO_S_OPT" -ge 1 ] && [ "$FIO_S_OPT" -le 600 ] ||
+		{ echo "jit: --fio-seconds 1..600" >&2; exit 2; }
+	FIO_S=$FIO_S_OPT
 fi
 [ "$RUNS" -ge 1 ] && [ "$RUNS" -le 20 ] || { echo "jit: --runs 1..20" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "jit: must run as root" >&2; exit 1; }
@@ -450,9 +464,10 @@ for p in sys.argv[1:]:
     os.close(fd)' "$@"
 }
 
-# run_fio TARGET(native|voyager-fs) DIR JOB REP: one fio job over DIR/blob*
+# run_fio TARGET(native|voyager-fs) DIR JOB REP STATE: one fio job over
+# DIR/blob*; STATE: local (hydration held) or independent
 run_fio() {
-	local target=$1 dir=$2 job=$3 rep=$4 files="" i args out pt0 pt1 c0 c1 resident
+	local target=$1 dir=$2 job=$3 rep=$4 state=$5 files="" i args out pt0 pt1 c0 c1 resident
 	for ((i = 0; i < NBLOBS; i++)); do files="$files${files:+:}$dir/blob$i"; done
 	case $job in
 	seqread) args=(--rw=read --bs=1M) ;;
@@ -483,21 +498,21 @@ run_fio() {
 	pt1=$(fs_get "$KEPT_ID" passthrough_opens)
 	c1=$(fs_get "$KEPT_ID" cached_opens)
 	python3 -c 'import json, sys
-target, job, rep, pt0, pt1, c0, c1, resident = sys.argv[1:9]
+target, job, rep, pt0, pt1, c0, c1, resident, state = sys.argv[1:10]
 try:
-    j = json.loads(sys.argv[9])["jobs"][0]
+    j = json.loads(sys.argv[10])["jobs"][0]
     d = j["write" if job == "randwrite" else "read"]
     r = {"bw_bytes": d["bw_bytes"], "iops": round(d["iops"], 1), "runtime_ms": d["runtime"],
          "io_bytes": d["io_bytes"]}
 except Exception as x:
     r = {"bw_bytes": None, "error": "fio: %s" % (str(x) or "no output")}
-r.update({"target": target, "job": job, "rep": int(rep), "resident_before": int(resident or 0)})
+r.update({"target": target, "job": job, "rep": int(rep), "state": state, "resident_before": int(resident or 0)})
 if target == "voyager-fs":
     n = lambda s: int(s) if s.isdigit() else None
     r["passthrough_opens"] = n(pt1) - n(pt0) if n(pt1) is not None and n(pt0) is not None else None
     r["cached_opens"] = n(c1) - n(c0) if n(c1) is not None and n(c0) is not None else None
-print(json.dumps(r))' "$target" "$job" "$rep" "${pt0:-}" "${pt1:-}" "${c0:-}" "${c1:-}" "${resident:-}" "${out:-}" >>"$WORK/fio.jsonl"
-	log "fio $job $target: $(tail -1 "$WORK/fio.jsonl" | python3 -c 'import json,sys
+print(json.dumps(r))' "$target" "$job" "$rep" "${pt0:-}" "${pt1:-}" "${c0:-}" "${c1:-}" "${resident:-}" "$state" "${out:-}" >>"$WORK/fio.jsonl"
+	log "fio $job $target ($state): $(tail -1 "$WORK/fio.jsonl" | python3 -c 'import json,sys
 r = json.load(sys.stdin)
 print(("%.1f MiB/s, %.0f IOPS, %d MiB cached before" % (r["bw_bytes"] / 1048576, r["iops"], r["resident_before"] >> 20)) if r.get("bw_bytes") else r.get("error"),
       ("(opens: %s passthrough, %s cached)" % (r.get("passthrough_opens"), r.get("cached_opens"))) if r["target"] == "voyager-fs" else "")')"
@@ -622,37 +637,74 @@ if want downtime; then
 			m=${METHODS[$(((k + r - 1) % nm))]}
 			case $m in
 			iperf3) run_iperf "$r" ;;
-			jit/full) run_migration jit full "$r" $((k + 1)) "$([ "$r" = "$RUNS" ] && want fio && echo keep)" ;;
 			*) run_migration "${m%/*}" "${m#*/}" "$r" $((k + 1)) ;;
 			esac
 		done
 	done
-elif want fio; then
-	run_migration jit full 1 1 keep
 fi
 
 # ------------------------------------------------------------- 3: fio
-if ! want fio; then
-	:
-elif [ -n "$KEPT_ID" ] && [ "$(fs_get "$KEPT_ID" independent)" = True ]; then
-	log "part 3: fio on $KEPT_ID (independent): $DISK MiB in $NBLOBS files, through voyager-fs and in its backing directory"
-	# Job after job; each repetition runs both orders (native, voyager-fs,
-	# voyager-fs, native): on this VM the first of two back-to-back cold
-	# reads is often slower whichever target it is (the host's disk cache).
+# fio_round STATE: every job on KEPT_ID, each repetition in both orders
+# (native, voyager-fs, voyager-fs, native): on this VM the first of two
+# back-to-back cold reads is often slower whichever target it is (the
+# host's disk cache).
+fio_round() {
+	local job r
 	for job in seqread randread randwrite; do
 		for ((r = 1; r <= RUNS; r++)); do
-			run_fio native "$(backing_of "$KEPT_ID")/data" "$job" "$r"
-			run_fio voyager-fs "$(mnt_of "$KEPT_ID")/data" "$job" "$r"
-			run_fio voyager-fs "$(mnt_of "$KEPT_ID")/data" "$job" "$r"
-			run_fio native "$(backing_of "$KEPT_ID")/data" "$job" "$r"
+			run_fio native "$(backing_of "$KEPT_ID")/data" "$job" "$r" "$1"
+			run_fio voyager-fs "$(mnt_of "$KEPT_ID")/data" "$job" "$r" "$1"
+			run_fio voyager-fs "$(mnt_of "$KEPT_ID")/data" "$job" "$r" "$1"
+			run_fio native "$(backing_of "$KEPT_ID")/data" "$job" "$r" "$1"
 		done
 	done
-	fs_status "$KEPT_ID" >"$WORK/fio-fs-status.json"
+}
+
+# run_fio_part: one full container migrated jit with the background held
+# to 1 KB/s; its blobs read once through the mount (demand fetches make
+# them local); fio while hydration is still held (data already local);
+# then the limit lifted, independence, and fio again on the same files.
+run_fio_part() {
+	local out mid mn=() i
+	KEPT_ID="${LAB}jf"
+	if ! start_container "$KEPT_ID" full; then
+		log "part 3 FAILED: the container did not start on a"
+		FAILED=$((FAILED + 1))
+		cleanup_container "$KEPT_ID"
+		return
+	fi
+	out=$(vy_cli "$LAB" a migrate "$KEPT_ID" --to "$IPB" --mode jit --memory "$MEMORY" --hydrate-rate 1K \
+		--json 2>>"$WORK/cli.err")
+	echo "$out" >"$WORK/fio-report.json"
+	if [ "$(vy_json_get "${out:-$NOJSON}" result)" != migrated ]; then
+		log "part 3 FAILED: migrate: $out"
+		FAILED=$((FAILED + 1))
+		cleanup_container "$KEPT_ID"
+		return
+	fi
+	mid=$(vy_json_get "$out" id)
+	for ((i = 0; i < NBLOBS; i++)); do mn+=("$(mnt_of "$KEPT_ID")/data/blob$i"); done
+	lab_exec "$LAB" b cat "${mn[@]}" >/dev/null || log "part 3: reading the blobs through the mount failed"
+	fs_status "$KEPT_ID" >"$WORK/fio-fs-status-local.json"
+	if [ "$(fs_get "$KEPT_ID" independent)" = False ]; then
+		log "part 3: fio on $KEPT_ID, data local, hydration held to 1 KB/s: $DISK MiB in $NBLOBS files"
+		fio_round local
+		fs_status "$KEPT_ID" >"$WORK/fio-fs-status-local-after.json"
+	else
+		log "part 3: already independent after the demand reads; no fio while hydrating"
+	fi
+	lab_exec "$LAB" b setfattr -n user.voyager.hydrate_rate -v 0 "$(mnt_of "$KEPT_ID")"
+	if vy_wait_independent "$LAB" b "$mid" 300 && [ "$(fs_get "$KEPT_ID" independent)" = True ]; then
+		log "part 3: fio on $KEPT_ID (independent): $DISK MiB in $NBLOBS files, through voyager-fs and in its backing directory"
+		fio_round independent
+		fs_status "$KEPT_ID" >"$WORK/fio-fs-status.json"
+	else
+		log "part 3 FAILED: not independent within 300 s of lifting the rate limit: $(fs_status "$KEPT_ID")"
+		FAILED=$((FAILED + 1))
+	fi
 	cleanup_container "$KEPT_ID"
-else
-	log "part 3 SKIPPED: no independent jit/full container to measure"
-	FAILED=$((FAILED + 1))
-fi
+}
+want fio && run_fio_part
 
 # ------------------------------------------------------------- 4: metadata
 if want meta; then
@@ -706,7 +758,9 @@ S["journal_hydration_bps"] = stats([r["journal_hydration"].get("bps") for r in r
 S["iperf3_bps"] = stats([r["bps"] for r in iperf_l])
 for job in ("seqread", "randread", "randwrite"):
     for t in ("native", "voyager-fs"):
-        S["fio/%s/%s" % (job, t)] = stats([r.get("bw_bytes") for r in fio_l if r["job"] == job and r["target"] == t])
+        for st, pre in (("independent", "fio"), ("local", "fio_local")):
+            S["%s/%s/%s" % (pre, job, t)] = stats([r.get("bw_bytes") for r in fio_l if r["job"] == job and
+                                                   r["target"] == t and r.get("state", "independent") == st])
 # A scan counts only when it saw every entry the native scan saw (one that
 # failed part-way, e.g. EMFILE inside voyager-fs, is listed, not used).
 native_n = {(r["files"], r["state"], r["rep"], r["cache"]): r["entries"] for r in meta_l if r["target"] == "native"}
@@ -747,6 +801,8 @@ for job, what in (("seqread", "sequential read 1 MiB, cold"), ("randread", "rand
                   ("randwrite", "random write 4 KiB, buffered")):
     row("fio_" + job, "fio %s: voyager-fs / native (independent)" % what,
         "fio/%s/voyager-fs" % job, "fio/%s/native" % job, 0.95, ">=", mibs)
+    row("fio_local_" + job, "fio %s: voyager-fs / native (data local, hydration held)" % what,
+        "fio_local/%s/voyager-fs" % job, "fio_local/%s/native" % job, 0.95, ">=", mibs)
 for n in counts:
     for st, when in (("hydrated", "independent"), ("hydrating", "hydration in progress")):
         for cache in ("cold", "warm"):
@@ -787,6 +843,7 @@ doc = {
     "figures": rows, "summary": S,
     "runs": runs_l, "iperf3": iperf_l, "fio": fio_l, "scans": meta_l,
     "fio_fs_status": jfile("fio-fs-status.json"),
+    "fio_fs_status_local": {"before": jfile("fio-fs-status-local.json"), "after": jfile("fio-fs-status-local-after.json")},
     "meta": {str(n): {"report": jfile("meta-report-%d.json" % n), "status_before_scans": jfile("meta-status-before-%d.json" % n),
                       "status_after_scans": jfile("meta-status-after-%d.json" % n),
                       "status_hydrated": jfile("meta-status-hydrated-%d.json" % n)} for n in counts},

@@ -5,7 +5,9 @@ scripts, and PNG plots.
     python3 bench/report.py RESULTS.json [--out DIR] [--no-plots]
 
 DIR defaults to the directory of RESULTS.json.  Writes DIR/report.md and
-DIR/plots/*.dat, *.gp, and (when gnuplot is installed) *.png.
+DIR/plots/*.dat, *.gp, and (when gnuplot is installed) *.png.  The
+federation section (voyager-fs vs native, from bench/jit.sh) is made by
+bench/federation.py.
 
 Statistics are taken over the repetitions that migrated (ok); every table
 row says how many of how many that is.  Ratios compare medians of the same
@@ -19,6 +21,8 @@ import shutil
 import statistics
 import subprocess
 import sys
+
+import federation
 
 MIB = 1 << 20
 DASH = "—"
@@ -643,6 +647,11 @@ def render(doc, plots=()):
     md.append("")
     md += link_table(doc)
     md.append("")
+    try:
+        md += federation.federation_section(doc)
+    except Exception as e:  # a broken federation record must not hide the rest
+        md += ["## Federation (voyager-fs vs native)", "",
+               "**Could not be reported**: %s: %s" % (type(e).__name__, e), ""]
     sk = doc.get("skipped", [])
     if sk:
         md.append("## Cells refused by the sanity check")

@@ -4,7 +4,7 @@
 #
 #   bash bench/run.sh [--profile smoke|quick|full] [--out DIR]
 #                     [--modes stop-copy[,MODE...]] [--build DIR] [--no-podman]
-#                     [--no-setup]
+#                     [--no-setup] [--no-federation]
 #
 #   --profile  smoke: mem 16 MiB; disk 0, 32 MiB; 100 files; unshaped; 1 rep
 #              quick: mem 16, 256 MiB; disk 0, 256 MiB; 1000 files; 1gbit;
@@ -23,6 +23,7 @@
 #              of some other checkout) instead of building ./build
 #   --no-podman  leave the podman baseline out
 #   --no-setup   skip install-deps and the build (they must be done)
+#   --no-federation  leave out the voyager-fs vs native part (below)
 #
 # Set-up: scripts/install-deps.sh, podman 5 from trixie (optional; if it
 # cannot be installed the report says why), meson build.  Then one lab with
@@ -52,6 +53,18 @@
 # the voyager-fs processes of this container in b (found through b's netns
 # pids; read only: they exit when the harness unmounts their trees).
 #
+# Federation (issue 6): after the grid, `bench/jit.sh --parts fio,meta` in a
+# lab of its own measures fio (seqread, randread, randwrite) and find + stat
+# scans through voyager-fs against the same files in its backing directory:
+# scans before hydration (held to 256 KB/s) and after independence; fio with
+# the data already local (read once through the mount) while hydration is
+# held, and after independence.  Sizes per profile: smoke 256 MiB of fio
+# data, 500 files, 1 s fio jobs, 10gbit (about 65 s); quick 256 MiB, 5000
+# files, 1gbit, jit.sh --quick; full 1024 MiB, 50000 files, 3 repetitions
+# (jit.sh's defaults).  Its JSON goes into results.json ("federation") and
+# its files into DIR/federation/; a failure there is reported, and the rest
+# stands.  VYB_FED_LIMIT (seconds) overrides the profile's bound on it.
+#
 # Writes DIR/results.json (every repetition, raw), then bench/report.py makes
 # DIR/report.md, DIR/plots/*.{dat,gp} and the PNGs.  Exit status: 0 when the
 # harness ran to the end, whatever the migrations did (failures are recorded
@@ -65,6 +78,7 @@ OUTDIR=""
 MODES=""
 USE_PODMAN=1
 SETUP=1
+FEDERATION=1
 BUILD_DIR=""
 usage() { sed -n '2,/^$/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2; exit 2; }
 while [ $# -gt 0 ]; do
@@ -75,6 +89,7 @@ while [ $# -gt 0 ]; do
 	--build) BUILD_DIR=${2:-}; shift 2 || usage ;;
 	--no-podman) USE_PODMAN=0; shift ;;
 	--no-setup) SETUP=0; shift ;;
+	--no-federation) FEDERATION=0; shift ;;
 	-h | --help) usage ;;
 	*) echo "bench: unknown argument '$1'" >&2; usage ;;
 	esac
@@ -86,6 +101,14 @@ full) MEMS=(16 256 1024 4096); DISKS=(0 256 1024 4096); FILES=(1000 100000)
 	LINKS=(1gbit 10gbit unshaped); REPS=3; IPERF_S=5 ;;
 *) echo "bench: unknown profile '$PROFILE' (smoke, quick, full)" >&2; exit 2 ;;
 esac
+# bench/jit.sh's options for the federation part, and a bound on its time
+case $PROFILE in
+smoke) FED_ARGS=(--disk 256 --files 500 --quick --fio-seconds 1 --rate 10gbit); FED_LIMIT=300 ;;
+quick) FED_ARGS=(--disk 256 --files 5000 --quick --rate 1gbit); FED_LIMIT=900 ;;
+full) FED_ARGS=(--disk 1024 --files 50000 --runs 3 --rate 1gbit); FED_LIMIT=3600 ;;
+esac
+FED_LIMIT=${VYB_FED_LIMIT:-$FED_LIMIT}
+[[ $FED_LIMIT =~ ^[0-9]+$ ]] || { echo "bench: VYB_FED_LIMIT wants seconds" >&2; exit 2; }
 if [ -z "$MODES" ]; then
 	case $PROFILE in smoke) MODES=stop-copy,jit ;; *) MODES=stop-copy,presync,jit,jit+post-copy ;; esac
 fi
@@ -832,6 +855,24 @@ for disk in "${DISKS[@]}"; do
 	done
 done
 
+# ---------------------------------------------------------------- federation
+# voyager-fs against native (issue 6), by bench/jit.sh in a lab of its own.
+# Whatever happens there, the grid's results stand: exit status, timeout
+# and a missing JSON are recorded for the report.
+export VYB_FED_RAN=0 VYB_FED_RC="" VYB_FED_CMD="" VYB_FED_WHY="left out (--no-federation)"
+export VYB_FED_JSON="$OUTDIR/federation/jit.json"
+if [ "$FEDERATION" = 1 ]; then
+	mkdir -p "$OUTDIR/federation" || die "cannot make $OUTDIR/federation"
+	rm -f "$VYB_FED_JSON" # a reused --out must not report an older run's figures
+	VYB_FED_CMD="bench/jit.sh --parts fio,meta ${FED_ARGS[*]} --no-setup --build ${BUILD_DIR#$ROOT/} --out ${OUTDIR#$ROOT/}/federation/jit"
+	log "federation: $VYB_FED_CMD (at most $FED_LIMIT s; log federation/jit.log)"
+	timeout --kill-after=30 "$FED_LIMIT" bash "$ROOT/bench/jit.sh" --parts fio,meta "${FED_ARGS[@]}" --no-setup \
+		--build "$BUILD_DIR" --out "$OUTDIR/federation/jit" >"$OUTDIR/federation/jit.log" 2>&1
+	VYB_FED_RC=$?
+	VYB_FED_RAN=1
+	log "federation: bench/jit.sh exit status $VYB_FED_RC$([ -s "$VYB_FED_JSON" ] || echo ", no results")"
+fi
+
 # ---------------------------------------------------------------- results
 FINISHED=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 VYB_TMPL_BYTES=$(du -sb "$("$ROOT/tests/workloads/mkrootfs.sh" path busybox)" 2>/dev/null | cut -f1) \
@@ -913,6 +954,27 @@ doc = {
 }
 if not cg2:
     doc["notes"].append("no cgroup v2 hierarchy: cpu_s not measured")
+def federation():
+    e = os.environ
+    if e.get("VYB_FED_RAN") != "1":
+        return {"ran": False, "why_not": e.get("VYB_FED_WHY")}
+    rc = int(e["VYB_FED_RC"]) if e.get("VYB_FED_RC", "").lstrip("-").isdigit() else None
+    f = {"ran": True, "command": e.get("VYB_FED_CMD"), "exit_status": rc, "timed_out": rc in (124, 137),
+         "log": "federation/jit.log", "error": None, "jit": None}
+    try:
+        with open(e["VYB_FED_JSON"]) as fh:
+            f["jit"] = json.load(fh)
+    except (OSError, ValueError) as x:
+        last = ""
+        try:
+            with open(os.path.join(os.path.dirname(e["VYB_FED_JSON"]), "jit.log")) as fh:
+                last = ([l.strip() for l in fh if l.strip()] or [""])[-1]
+        except OSError:
+            pass
+        f["error"] = "bench/jit.sh wrote no results (%s)%s" % (
+            x.__class__.__name__, "; the last line of its log: " + last if last else "")
+    return f
+doc["federation"] = federation()
 with open(out + ".tmp", "w") as f:
     json.dump(doc, f, indent=1)
 os.rename(out + ".tmp", out)
