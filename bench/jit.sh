@@ -586,30 +586,14 @@ for i in range(n):
         f.write(rnd[i % 2048:i % 2048 + size])
 PY
 	META_ID="${LAB}m$MN"
-	if ! start_container "$META_ID" meta; then
-		log "part 4 FAILED: the container did not start"
-		FAILED=$((FAILED + 1))
-		cleanup_container "$META_ID"
-		return
-	fi
-	out=$(vy_cli "$LAB" a migrate "$META_ID" --to "$IPB" --mode jit --memory "$MEMORY" --hydrate-rate 256K \
-		--json 2>>"$WORK/cli.err")
-	echo "$out" >"$WORK/meta-report-$MN.json"
-	if [ "$(vy_json_get "${out:-$NOJSON}" result)" != migrated ]; then
-		log "part 4 FAILED: migrate: $out"
-		FAILED=$((FAILED + 1))
-		cleanup_container "$META_ID"
-		return
-	fi
+	migrate_held "$META_ID" meta 256K "part 4" "$WORK/meta-report-$MN.json" || return
 	mid=$(vy_json_get "$out" id)
 	log "migrated $META_ID (downtime $(vy_json_get "$out" downtime_ms) ms), hydration held to 256 KB/s"
 	fs_status "$META_ID" >"$WORK/meta-status-before-$MN.json"
 	scan_round hydrating native voyager-fs
 	fs_status "$META_ID" >"$WORK/meta-status-after-$MN.json"
 	if ! scans_complete hydrating; then
-		# Its fds go with the kernel's cached inodes; hydration cannot
-		# open what it needs either.  The same would happen again.
-		log "part 4 FAILED: scans through voyager-fs saw fewer entries than native (EMFILE); not waiting for independence: $(fs_status "$META_ID")"
+		log "part 4 FAILED: scans through voyager-fs saw fewer entries than native; not waiting for independence: $(fs_status "$META_ID")"
 		FAILED=$((FAILED + 1))
 		cleanup_container "$META_ID"
 		return
@@ -660,6 +644,29 @@ fio_round() {
 	done
 }
 
+# migrate_held ID KIND RATE PART REPORT: start a KIND container on a and
+# migrate it jit to b with background hydration held to RATE; the report
+# goes to REPORT and $out.  On failure: logged as PART, counted, cleaned up,
+# status 1.
+migrate_held() {
+	local id=$1 kind=$2 rate=$3 part=$4 report=$5
+	if ! start_container "$id" "$kind"; then
+		log "$part FAILED: the container did not start on a"
+		FAILED=$((FAILED + 1))
+		cleanup_container "$id"
+		return 1
+	fi
+	out=$(vy_cli "$LAB" a migrate "$id" --to "$IPB" --mode jit --memory "$MEMORY" --hydrate-rate "$rate" \
+		--json 2>>"$WORK/cli.err")
+	echo "$out" >"$report"
+	if [ "$(vy_json_get "${out:-$NOJSON}" result)" != migrated ]; then
+		log "$part FAILED: migrate: $out"
+		FAILED=$((FAILED + 1))
+		cleanup_container "$id"
+		return 1
+	fi
+}
+
 # run_fio_part: one full container migrated jit with the background held
 # to 1 KB/s; its blobs read once through the mount (demand fetches make
 # them local); fio while hydration is still held (data already local);
@@ -667,21 +674,7 @@ fio_round() {
 run_fio_part() {
 	local out mid mn=() i
 	KEPT_ID="${LAB}jf"
-	if ! start_container "$KEPT_ID" full; then
-		log "part 3 FAILED: the container did not start on a"
-		FAILED=$((FAILED + 1))
-		cleanup_container "$KEPT_ID"
-		return
-	fi
-	out=$(vy_cli "$LAB" a migrate "$KEPT_ID" --to "$IPB" --mode jit --memory "$MEMORY" --hydrate-rate 1K \
-		--json 2>>"$WORK/cli.err")
-	echo "$out" >"$WORK/fio-report.json"
-	if [ "$(vy_json_get "${out:-$NOJSON}" result)" != migrated ]; then
-		log "part 3 FAILED: migrate: $out"
-		FAILED=$((FAILED + 1))
-		cleanup_container "$KEPT_ID"
-		return
-	fi
+	migrate_held "$KEPT_ID" full 1K "part 3" "$WORK/fio-report.json" || return
 	mid=$(vy_json_get "$out" id)
 	for ((i = 0; i < NBLOBS; i++)); do mn+=("$(mnt_of "$KEPT_ID")/data/blob$i"); done
 	lab_exec "$LAB" b cat "${mn[@]}" >/dev/null || log "part 3: reading the blobs through the mount failed"
