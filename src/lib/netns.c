@@ -464,13 +464,68 @@ static int send_arp_request(int sock, int ifindex, const unsigned char mac[6],
 	return sendto(sock, frame, sizeof(frame), 0, (struct sockaddr *)&sll, sizeof(sll)) < 0 ? -1 : 0;
 }
 
-static int send_garp(int sock, const char *ifname, const char *mac_s, const char *cidr)
+static bool ipv6_of(const char *cidr, struct in6_addr *out)
+{
+	char ip_s[64];
+	snprintf(ip_s, sizeof(ip_s), "%s", cidr);
+	char *slash = strchr(ip_s, '/');
+	if (slash)
+		*slash = '\0';
+	return inet_pton(AF_INET6, ip_s, out) == 1;
+}
+
+/* An unsolicited neighbour advertisement (RFC 4861 7.2.6) of addr from
+ * mac to all nodes, override set: the IPv6 twin of a gratuitous ARP. */
+static int send_una(int sock, int ifindex, const unsigned char mac[6],
+		    const struct in6_addr *addr)
+{
+	enum { ETH = 14, IP6 = 40, NA = 24, OPT = 8 };
+	unsigned char f[ETH + IP6 + NA + OPT] = { 0 };
+	static const unsigned char all_nodes_mac[6] = { 0x33, 0x33, 0, 0, 0, 1 };
+	struct in6_addr all_nodes;
+	inet_pton(AF_INET6, "ff02::1", &all_nodes);
+	memcpy(f, all_nodes_mac, 6);
+	memcpy(f + 6, mac, 6);
+	f[12] = 0x86;
+	f[13] = 0xdd;
+	unsigned char *ip = f + ETH, *icmp = ip + IP6;
+	ip[0] = 0x60;
+	ip[5] = NA + OPT;       /* payload length (low byte) */
+	ip[6] = 58;             /* ICMPv6 */
+	ip[7] = 255;            /* hop limit: receivers drop anything else */
+	memcpy(ip + 8, addr, 16);
+	memcpy(ip + 24, &all_nodes, 16);
+	icmp[0] = 136;          /* neighbour advertisement */
+	icmp[4] = 0x20;         /* override; not a router, not solicited */
+	memcpy(icmp + 8, addr, 16);
+	icmp[24] = 2;           /* target link-layer address, 8 bytes */
+	icmp[25] = 1;
+	memcpy(icmp + 26, mac, 6);
+	/* checksum over the pseudo-header (addresses, length, next header) */
+	uint32_t s = NA + OPT + 58;
+	for (int i = 8; i < IP6; i += 2)
+		s += (uint32_t)(ip[i] << 8 | ip[i + 1]);
+	for (int i = 0; i < NA + OPT; i += 2)
+		s += (uint32_t)(icmp[i] << 8 | icmp[i + 1]);
+	while (s >> 16)
+		s = (s & 0xffff) + (s >> 16);
+	icmp[2] = (unsigned char)(~s >> 8);
+	icmp[3] = (unsigned char)~s;
+	struct sockaddr_ll sll = { .sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_IPV6),
+				   .sll_ifindex = ifindex, .sll_halen = 6 };
+	memcpy(sll.sll_addr, all_nodes_mac, 6);
+	return sendto(sock, f, sizeof(f), 0, (struct sockaddr *)&sll, sizeof(sll)) < 0 ? -1 : 0;
+}
+
+/* Announce one address of the identity: gratuitous ARP for IPv4 (sock4),
+ * unsolicited neighbour advertisement for IPv6 (sock6). */
+static int send_garp(int sock4, int sock6, const char *ifname, const char *mac_s,
+		     const char *cidr)
 {
 	struct in_addr ip;
+	struct in6_addr ip6;
 	unsigned m[6];
 	unsigned char mac[6];
-	if (!ipv4_of(cidr, &ip))
-		return 0; /* IPv6 addresses are not announced here */
 	if (sscanf(mac_s, "%x:%x:%x:%x:%x:%x", &m[0], &m[1], &m[2], &m[3], &m[4], &m[5]) != 6)
 		return -1;
 	for (int k = 0; k < 6; k++)
@@ -478,7 +533,11 @@ static int send_garp(int sock, const char *ifname, const char *mac_s, const char
 	int ifindex = (int)if_nametoindex(ifname);
 	if (!ifindex)
 		return -1;
-	return send_arp_request(sock, ifindex, mac, ip, ip);
+	if (ipv4_of(cidr, &ip))
+		return send_arp_request(sock4, ifindex, mac, ip, ip);
+	if (ipv6_of(cidr, &ip6))
+		return send_una(sock6, ifindex, mac, &ip6);
+	return 0;
 }
 
 /* setns() changes only the calling thread, so announce from a thread. */
@@ -494,8 +553,13 @@ static void *announce_thread(void *arg)
 	}
 	close(nsfd);
 	int s = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ARP));
-	if (s < 0) {
+	int s6 = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_IPV6));
+	if (s < 0 || s6 < 0) {
 		j->rc = vy_error_sys(j->err, errno, "packet socket");
+		if (s >= 0)
+			close(s);
+		if (s6 >= 0)
+			close(s6);
 		return NULL;
 	}
 	json_object *ifs = json_object_object_get(j->identity, "interfaces");
@@ -503,12 +567,14 @@ static void *announce_thread(void *arg)
 		json_object *i = json_object_array_get_idx(ifs, k);
 		json_object *addrs = json_object_object_get(i, "addrs");
 		for (size_t a = 0; addrs && a < json_object_array_length(addrs); a++)
-			if (send_garp(s, vy_json_str(i, "name", ""), vy_json_str(i, "mac", ""),
+			if (send_garp(s, s6, vy_json_str(i, "name", ""), vy_json_str(i, "mac", ""),
 				      json_object_get_string(json_object_array_get_idx(addrs, a))) < 0)
-				j->rc = vy_error_sys(j->err, errno, "gratuitous ARP on %s",
+				j->rc = vy_error_sys(j->err, errno, "announce %s on %s",
+						     json_object_get_string(json_object_array_get_idx(addrs, a)),
 						     vy_json_str(i, "name", ""));
 	}
 	close(s);
+	close(s6);
 	return NULL;
 }
 

@@ -34,10 +34,12 @@ C=$(host_dir c)
 ID=${LAB}n
 IP=$(lab_subnet_prefix "$LAB").50
 IPB=$(lab_ip "$LAB" b)
+# and an IPv6 address of its own, announced after the move too
+IP6="fd77:0:0:$(lab_subnet_prefix "$LAB" | cut -d. -f3)::50"
 
-ns=$(vy_cli "$LAB" a net create "$ID" --ip "$IP/24" --bridge vybr0) ||
+ns=$(vy_cli "$LAB" a net create "$ID" --ip "$IP/24" --ip "$IP6/64" --bridge vybr0) ||
 	{ t_fail "voyager net create"; t_done; }
-t_ok "voyager net create gives the container $IP on a's bridge"
+t_ok "voyager net create gives the container $IP and $IP6 on a's bridge"
 "$BUNDLE_SH" create "$A/bundles/$ID" redis --id "$ID" --netns "$ns" \
 	--cgroup-parent "$(lab_cgroup_parent "$LAB" a)" -- /usr/bin/redis-server /etc/redis.conf \
 	>/dev/null || { t_fail "bundle"; t_done; }
@@ -167,10 +169,35 @@ vy_agent_stop "$LAB" b
 vy_agent_start "$LAB" b "$RUNTIME"
 
 # 3. the real move
+# c listens for the unsolicited neighbour advertisement of IP6 (ICMPv6 136,
+# hop limit 255, override set) that b sends once the container runs there.
+lab_exec "$LAB" c timeout 90 python3 - "$IP6" >"$C/tmp/una.out" 2>&1 <<'PY' &
+import socket, sys
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x86dd))
+want = socket.inet_pton(socket.AF_INET6, sys.argv[1])
+print("listening", flush=True)
+while True:
+    f = s.recv(4096)
+    ip = f[14:]
+    if len(ip) >= 72 and ip[6] == 58 and ip[7] == 255 and ip[40] == 136 and ip[48:64] == want:
+        print("advertised", "override" if ip[44] & 0x20 else "no-override", ip[66:72].hex(":"))
+        break
+PY
+UNA_PID=$!
+wait_until 10 grep -q listening "$C/tmp/una.out"
 client_start bulk 7 --value-bytes 20000
 client_start move 6
 out=$(vy_cli "$LAB" a migrate "$ID" --to "$IPB" --json)
 echo "move: $out"
+wait_until 10 grep -q advertised "$C/tmp/una.out"
+kill "$UNA_PID" 2>/dev/null
+wait "$UNA_PID" 2>/dev/null
+mac6=$(lab_exec "$LAB" b nsenter --net="$B/state/netns/$ID" ip -o link show 2>/dev/null |
+	grep -v ': lo:' | sed -n 's/.*link\/ether \([0-9a-f:]*\).*/\1/p' | head -1)
+grep -qx "advertised override ${mac6:-none}" "$C/tmp/una.out" &&
+	lab_exec "$LAB" b nsenter --net="$B/state/netns/$ID" ip -6 addr show | grep -q "$IP6/64" &&
+	t_ok "$IP6 moved too, and b advertised it unsolicited (override, MAC $mac6)" ||
+	t_fail "IPv6 address moved and advertised" "$(cat "$C/tmp/una.out"); mac $mac6"
 [ "$(vy_json_get "$out" result)" = migrated ] && t_ok "migrated (downtime $(vy_json_get "$out" downtime_ms) ms)" ||
 	t_fail "migrated" "$out"
 [ "$(vy_json_get "$out" network.hold)" = af_packet ] &&
