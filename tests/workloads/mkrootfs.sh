@@ -11,8 +11,9 @@
 # workloads or the host binaries it copies change (a sha256 stamp).
 #
 # busybox: busybox-static as /bin/busybox with every applet symlinked in
-#          /bin, /sbin/counter and /sbin/memhog (static, from counter.c and
-#          memhog.c), /data, /tmp, /etc/passwd and /etc/group with root.
+#          /bin, /sbin/counter, /sbin/memhog and /sbin/udpecho (static, from
+#          counter.c, memhog.c and udpecho.c), /data, /tmp, /etc/passwd and
+#          /etc/group with root.
 # redis:   the host's redis-server and redis-cli with exactly the shared
 #          libraries ldd names (plus the dynamic loader), busybox, minimal
 #          /etc, /tmp, /data and /etc/redis.conf (bind 0.0.0.0, port 6379,
@@ -33,7 +34,7 @@ stamp_of() { # TEMPLATE -> hash of everything that goes into it
 		sha256sum "$self"
 		sha256sum "$(readlink -f "$BUSYBOX")"
 		case $t in
-		busybox) sha256sum "$here/counter.c" "$here/memhog.c" ;;
+		busybox) sha256sum "$here/counter.c" "$here/memhog.c" "$here/udpecho.c" ;;
 		redis)
 			local b
 			for b in /usr/bin/redis-server /usr/bin/redis-cli; do
@@ -77,7 +78,8 @@ build_busybox() { # ROOT
 	base_tree "$r"
 	gcc -static -O2 -Wall -o "$r/sbin/counter" "$here/counter.c"
 	gcc -static -O2 -Wall -o "$r/sbin/memhog" "$here/memhog.c"
-	strip "$r/sbin/counter" "$r/sbin/memhog"
+	gcc -static -O2 -Wall -o "$r/sbin/udpecho" "$here/udpecho.c"
+	strip "$r/sbin/counter" "$r/sbin/memhog" "$r/sbin/udpecho"
 }
 
 build_redis() { # ROOT
