@@ -141,7 +141,7 @@ static struct vyfs_inode *new_inode(struct vyfs *fs, int fd, struct file_handle 
 		atomic_fetch_add(&fs->n.handle_inodes, 1);
 	} else {
 		in->fd = fd;
-		fs->held_fds++;
+		__atomic_fetch_add(&fs->held_fds, 1, __ATOMIC_RELAXED);
 	}
 	in->dev = st->st_dev;
 	in->ino = st->st_ino;
@@ -278,7 +278,7 @@ void vyfs_forget_one(struct vyfs *fs, fuse_ino_t ino, uint64_t n)
 			*pp = in->next;
 		if (in->fd >= 0) {
 			close(in->fd);
-			fs->held_fds--;
+			__atomic_fetch_sub(&fs->held_fds, 1, __ATOMIC_RELAXED);
 		}
 		free(in->handle);
 		pthread_mutex_destroy(&in->open_lock);

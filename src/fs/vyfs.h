@@ -119,7 +119,7 @@ struct vyfs {
 
 	/* inode table */
 	pthread_mutex_t table_lock;
-	uint64_t held_fds;          /* inodes' own fds, under table_lock */
+	uint64_t held_fds;          /* inodes' own fds (atomic: read without the lock) */
 	uint64_t fd_budget;         /* how many they may hold */
 	struct vyfs_inode root;
 	struct vyfs_inode **buckets;
