@@ -14,7 +14,8 @@
 #      fresh connection reaches the container on b, the same process; a
 #      second client writes 20 000-byte values meanwhile, so that what it
 #      sends in the freeze comes as batches over the MTU (GSO), which are
-#      held cut into segments
+#      held cut into segments; a third talks to the container's IPv6
+#      address, which b advertises (unsolicited NA) once it runs there
 # In 2 and 3 the client talks through the freeze: the packets it sends
 # then are held on a (AF_PACKET on the veth's host end) and replayed into
 # the container where it runs next, so the report counts them.
@@ -72,7 +73,7 @@ client_start() {
 	local name=$1 secs=$2
 	shift 2
 	rm -f "$C/tmp/$name.ready" "$C/tmp/$name.json"
-	lab_exec "$LAB" c python3 "$CLIENT" "$IP" 6379 "$secs" "$C/tmp/$name.json" \
+	lab_exec "$LAB" c python3 "$CLIENT" "${CLIENT_HOST:-$IP}" 6379 "$secs" "$C/tmp/$name.json" \
 		--prefix "$name" --ready "$C/tmp/$name.ready" "$@" &
 	CLIENT_PIDS[$name]=$!
 	wait_until 10 test -e "$C/tmp/$name.ready"
@@ -185,6 +186,12 @@ while True:
 PY
 UNA_PID=$!
 wait_until 10 grep -q listening "$C/tmp/una.out"
+# c gets an address of the container's IPv6 subnet, and a third client
+# talks to redis over IPv6 through the move
+cif=$(lab_exec "$LAB" c ip -o -4 addr show | awk -v ip="$(lab_ip "$LAB" c)/" 'index($4, ip) == 1 {print $2; exit}')
+lab_exec "$LAB" c ip -6 addr add "${IP6%::50}::c/64" dev "$cif" nodad ||
+	t_fail "an IPv6 address for c on $cif"
+CLIENT_HOST=$IP6 client_start v6 6
 client_start bulk 7 --value-bytes 20000
 client_start move 6
 out=$(vy_cli "$LAB" a migrate "$ID" --to "$IPB" --json)
@@ -209,6 +216,7 @@ grep -qx "advertised override ${mac6:-none}" "$C/tmp/una.out" &&
 	t_fail "held packets replayed on b" "$(vy_json_get "$out" network)"
 client_check move "migration"
 client_check bulk "migration, 20 000-byte writes"
+client_check v6 "migration, over IPv6 ($IP6)"
 n=$(vy_json_get "$out" network.held_gso_cut)
 echo "batches over the MTU held as segments: $n"
 [ "$(vy_json_get "$out" network.held_dropped)" = 0 ] &&

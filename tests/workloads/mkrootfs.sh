@@ -16,7 +16,8 @@
 #          /etc/group with root.
 # redis:   the host's redis-server and redis-cli with exactly the shared
 #          libraries ldd names (plus the dynamic loader), busybox, minimal
-#          /etc, /tmp, /data and /etc/redis.conf (bind 0.0.0.0, port 6379,
+#          /etc, /tmp, /data and /etc/redis.conf (bind 0.0.0.0 and, where
+#          the namespace has IPv6, ::, port 6379,
 #          protected-mode no, no persistence, dir /data).  Run it as
 #          "redis-server /etc/redis.conf".
 set -euo pipefail
@@ -91,7 +92,7 @@ build_redis() { # ROOT
 	copy_with_libs "$r" /usr/bin/redis-server redis-server
 	copy_with_libs "$r" /usr/bin/redis-cli redis-cli
 	cat >"$r/etc/redis.conf" <<'CONF'
-bind 0.0.0.0
+bind 0.0.0.0 -::
 port 6379
 protected-mode no
 save ""
