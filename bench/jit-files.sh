@@ -53,18 +53,13 @@ WORK=$(mktemp -d /tmp/vyjitfiles.XXXXXX) || exit 1
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "jit-files: $*"; exit 1; }
 teardown() {
-	local rc=$? h id
+	local rc=$? h
 	trap - EXIT INT TERM
 	if [ "$LAB_MADE" = 1 ]; then
 		for h in a b; do vy_agent_stop "$LAB" "$h"; done
 		mkdir -p "$OUT.logs" &&
 			for h in a b; do cp "$(lab_dir "$LAB" "$h")/voyagerd.log" "$OUT.logs/$h.log"; done
-		for h in a b; do
-			for id in $(ls "$(lab_dir "$LAB" "$h")/runtime/runc" 2>/dev/null); do
-				lab_exec "$LAB" "$h" runc --root "$(lab_dir "$LAB" "$h")/runtime/runc" \
-					delete -f "$id" >/dev/null 2>&1
-			done
-		done
+		lab_delete_containers "$LAB" a b
 		lab_down "$LAB" >/dev/null 2>&1 || log "lab_down reported leftovers"
 	fi
 	rm -rf "$WORK"

@@ -194,7 +194,7 @@ LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 STARTED=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 
 teardown() {
-	local rc=$? h id
+	local rc=$? h
 	trap - EXIT INT TERM
 	[ -n "$POLL_PID" ] && kill "$POLL_PID" 2>/dev/null
 	[ -n "$IPERF_PID" ] && kill "$IPERF_PID" 2>/dev/null
@@ -204,13 +204,7 @@ teardown() {
 		for h in a b; do
 			cp "$(lab_dir "$LAB" "$h")/voyagerd.log" "$WORK/voyagerd-$h.log" 2>/dev/null
 		done
-		for h in a b; do
-			for id in "$(lab_dir "$LAB" "$h")"/runtime/runc/*; do
-				[ -d "$id" ] || continue
-				lab_exec "$LAB" "$h" runc --root "$(lab_dir "$LAB" "$h")/runtime/runc" \
-					delete -f "${id##*/}" >/dev/null 2>&1
-			done
-		done
+		lab_delete_containers "$LAB" a b
 		# lab_down kills what runs in the lab (voyager-fs included) and
 		# drops b's mount namespace, and the FUSE mounts with it.
 		lab_down "$LAB" >&2 || log "lab_down $LAB reported leftovers"

@@ -149,17 +149,12 @@ kill_ours() {
 }
 
 teardown() {
-	local rc=$? h id e
+	local rc=$? h e
 	trap - EXIT INT TERM
 	kill_ours
 	if [ "$LAB_MADE" = 1 ]; then
 		for h in a b; do vy_agent_stop "$LAB" "$h"; done
-		for h in a b; do
-			for id in $(ls "$(lab_dir "$LAB" "$h")/runtime/runc" 2>/dev/null); do
-				lab_exec "$LAB" "$h" runc --root "$(lab_dir "$LAB" "$h")/runtime/runc" \
-					delete -f "$id" >/dev/null 2>&1
-			done
-		done
+		lab_delete_containers "$LAB" a b
 		for e in "${NSFILES[@]}"; do ns_del ${e}; done
 		lab_down "$LAB" >&2 || log "lab_down $LAB reported leftovers"
 	fi

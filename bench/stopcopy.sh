@@ -71,17 +71,12 @@ log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "stopcopy: $*"; exit 1; }
 
 teardown() {
-	local rc=$? h id
+	local rc=$? h
 	trap - EXIT INT TERM
 	[ -n "$MSC_RECV_PID" ] && kill "$MSC_RECV_PID" 2>/dev/null
 	if [ "$LAB_MADE" = 1 ]; then
 		for h in a b; do vy_agent_stop "$LAB" "$h"; done
-		for h in a b; do
-			for id in $(ls "$(lab_dir "$LAB" "$h")/runtime/runc" 2>/dev/null); do
-				lab_exec "$LAB" "$h" runc --root "$(lab_dir "$LAB" "$h")/runtime/runc" \
-					delete -f "$id" >/dev/null 2>&1
-			done
-		done
+		lab_delete_containers "$LAB" a b
 		lab_down "$LAB" >&2 || log "lab_down $LAB reported leftovers"
 	fi
 	rm -rf "$WORK"

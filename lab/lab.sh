@@ -17,7 +17,9 @@
 #
 # Sourced, it provides lab_up, lab_down, lab_exec, lab_shape, lab_ip,
 # lab_subnet, lab_hosts, lab_dir, lab_netns, lab_netns_path, lab_mntns_path,
-# lab_switch_netns, lab_cgroup_parent.
+# lab_switch_netns, lab_cgroup_parent, and lab_delete_containers NAME HOST...
+# (delete -f every runc and crun container whose state is in HOST's
+# runtime/runc or runtime/crun; for teardowns, never fails).
 #
 # Names.  NAME must start with "vy" and be [A-Za-z0-9], at most 13
 # characters (so "${NAME}br" fits IFNAMSIZ).  HOST is [A-Za-z0-9_], at most
@@ -196,6 +198,21 @@ lab_up() { # NAME HOST...
 		lab_down "$name"
 		return 1
 	fi
+	return 0
+}
+
+lab_delete_containers() { # NAME HOST...
+	local name=$1 h rt root id
+	shift
+	for h in "$@"; do
+		for rt in runc crun; do
+			root="$(lab_dir "$name" "$h")/runtime/$rt"
+			[ -d "$root" ] || continue
+			for id in $(ls "$root" 2>/dev/null); do
+				lab_exec "$name" "$h" "$rt" --root "$root" delete -f "$id" >/dev/null 2>&1
+			done
+		done
+	done
 	return 0
 }
 

@@ -127,7 +127,7 @@ crun_cleanup() {
 }
 
 e2e_teardown() {
-	local rc=$? h rt id root
+	local rc=$? h
 	trap - EXIT INT TERM
 	if [ -n "$LAB" ] && [ "$T_FAIL" -gt 0 ]; then
 		# What the agents said, for the failure's log.
@@ -138,15 +138,7 @@ e2e_teardown() {
 		done
 	fi
 	if [ -n "$LAB" ]; then
-		for h in "${E2E_HOSTS[@]}"; do
-			for rt in runc crun; do
-				root="$(lab_dir "$LAB" "$h")/runtime/$rt"
-				[ -d "$root" ] || continue
-				for id in $(ls "$root" 2>/dev/null); do
-					lab_exec "$LAB" "$h" "$rt" --root "$root" delete -f "$id" >/dev/null 2>&1
-				done
-			done
-		done
+		lab_delete_containers "$LAB" "${E2E_HOSTS[@]}"
 		lab_down "$LAB" || echo "e2e: lab_down $LAB reported leftovers" >&2
 	fi
 	crun_cleanup
