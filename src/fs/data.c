@@ -332,8 +332,8 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 	}
 	if (f >= 0 && !vy_chunkmap_complete(fs->cm, (uint32_t)f))
 		n = write_tracked(fs, (uint32_t)f, fd, buf, size, (uint64_t)off);
-	else
-		n = (n = pwrite(fd, buf, size, off)) < 0 ? -errno : n;
+	else if ((n = pwrite(fd, buf, size, off)) < 0)
+		n = -errno;
 	if (n < 0) {
 		fuse_reply_err(req, (int)-n);
 		return;

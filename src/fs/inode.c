@@ -55,6 +55,24 @@ int vyfs_table_init(struct vyfs *fs, vy_error *err)
 	return 0;
 }
 
+/* rc, an -errno; for EMFILE or ENFILE counted (fd_exhausted) and said
+ * once a minute. */
+static int fd_error(struct vyfs *fs, int rc)
+{
+	if (rc != -EMFILE && rc != -ENFILE)
+		return rc;
+	static _Atomic uint64_t last;
+	uint64_t now = vy_now_ms();
+	if (now - atomic_load(&last) > 60000) {
+		atomic_store(&last, now);
+		vy_err("out of file descriptors: lookups and other operations fail (EMFILE) "
+		       "until some files are closed; raise the open-file limit "
+		       "(RLIMIT_NOFILE) of voyager-fs");
+	}
+	atomic_fetch_add(&fs->n.fd_exhausted, 1);
+	return -EMFILE;
+}
+
 int vyfs_get_fd(struct vyfs *fs, const struct vyfs_inode *in)
 {
 	if (!in)
@@ -62,19 +80,16 @@ int vyfs_get_fd(struct vyfs *fs, const struct vyfs_inode *in)
 	if (in->fd >= 0)
 		return in->fd;
 	int fd = open_by_handle_at(fs->backing_dir_fd, in->handle, O_PATH | O_CLOEXEC);
-	if (fd < 0 && errno == ESTALE) {
+	int e = errno;
+	if (fd < 0 && e == ESTALE) {
 		/* Unlinked, and still open somewhere. */
 		struct vyfs_inode *m = (struct vyfs_inode *)in;
 		pthread_mutex_lock(&m->open_lock);
-		if (m->pin_fd >= 0)
-			fd = fcntl(m->pin_fd, F_DUPFD_CLOEXEC, 0);
+		if (m->pin_fd >= 0 && (fd = fcntl(m->pin_fd, F_DUPFD_CLOEXEC, 0)) < 0)
+			e = errno;
 		pthread_mutex_unlock(&m->open_lock);
-		if (fd < 0)
-			errno = ESTALE;
 	}
-	if (fd < 0 && (errno == EMFILE || errno == ENFILE))
-		atomic_fetch_add(&fs->n.fd_exhausted, 1);
-	return fd < 0 ? -errno : fd;
+	return fd < 0 ? fd_error(fs, -e) : fd;
 }
 
 void vyfs_put_fd(const struct vyfs_inode *in, int fd)
@@ -151,22 +166,6 @@ static struct vyfs_inode *new_inode(struct vyfs *fs, int fd, struct file_handle 
 	in->track = S_ISREG(st->st_mode) ? vy_chunkmap_find_ino(fs->cm, st->st_ino) : -1;
 	pthread_mutex_init(&in->open_lock, NULL);
 	return in;
-}
-
-/* Count and say (once a minute) a lookup refused for want of a descriptor. */
-static int fd_error(struct vyfs *fs, int rc)
-{
-	if (rc != -EMFILE && rc != -ENFILE)
-		return rc;
-	static _Atomic uint64_t last;
-	uint64_t now = vy_now_ms();
-	if (now - atomic_load(&last) > 60000) {
-		atomic_store(&last, now);
-		vy_err("out of file descriptors: lookups fail (EMFILE) until some files "
-		       "are closed; raise the open-file limit (RLIMIT_NOFILE) of voyager-fs");
-	}
-	atomic_fetch_add(&fs->n.fd_exhausted, 1);
-	return -EMFILE;
 }
 
 /* The known inode for st, with one more lookup reference, or NULL. */
@@ -246,7 +245,7 @@ int vyfs_lookup_entry(struct vyfs *fs, struct vyfs_inode *parent,
 	memset(e, 0, sizeof(*e));
 	VYFS_IFD(dir, fs, parent);
 	if (dir.fd < 0)
-		return fd_error(fs, dir.fd);
+		return dir.fd;
 	if (fstatat(dir.fd, name, &e->attr, AT_SYMLINK_NOFOLLOW) < 0)
 		return -errno;
 	/* A node we still hold (a name the kernel forgot, a hard link) costs

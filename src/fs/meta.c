@@ -166,27 +166,14 @@ static int give_to_caller(fuse_req_t req, int dirfd, const char *name)
 	return 0;
 }
 
-/* An fd on dir for the request, or a reply with the error and -1. */
-static int dir_fd(fuse_req_t req, struct vyfs_inode *dir)
-{
-	int fd = vyfs_get_fd(FS(req), dir);
-	if (fd < 0) {
-		fuse_reply_err(req, -fd);
-		return -1;
-	}
-	return fd;
-}
-
 static void reply_made(fuse_req_t req, struct vyfs_inode *dir, int dfd,
 		       const char *name, int made)
 {
 	if (made < 0) {
 		fuse_reply_err(req, errno);
-		vyfs_put_fd(dir, dfd);
 		return;
 	}
 	int rc = give_to_caller(req, dfd, name);
-	vyfs_put_fd(dir, dfd);
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
 	else
@@ -197,27 +184,33 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
 		     mode_t mode, dev_t rdev)
 {
 	struct vyfs_inode *dir = vyfs_inode(FS(req), parent);
-	int dfd = dir_fd(req, dir);
-	if (dfd >= 0)
-		reply_made(req, dir, dfd, name, mknodat(dfd, name, mode, rdev));
+	VYFS_IFD(d, FS(req), dir);
+	if (d.fd < 0)
+		fuse_reply_err(req, -d.fd);
+	else
+		reply_made(req, dir, d.fd, name, mknodat(d.fd, name, mode, rdev));
 }
 
 static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 		     mode_t mode)
 {
 	struct vyfs_inode *dir = vyfs_inode(FS(req), parent);
-	int dfd = dir_fd(req, dir);
-	if (dfd >= 0)
-		reply_made(req, dir, dfd, name, mkdirat(dfd, name, mode));
+	VYFS_IFD(d, FS(req), dir);
+	if (d.fd < 0)
+		fuse_reply_err(req, -d.fd);
+	else
+		reply_made(req, dir, d.fd, name, mkdirat(d.fd, name, mode));
 }
 
 static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
 		       const char *name)
 {
 	struct vyfs_inode *dir = vyfs_inode(FS(req), parent);
-	int dfd = dir_fd(req, dir);
-	if (dfd >= 0)
-		reply_made(req, dir, dfd, name, symlinkat(link, dfd, name));
+	VYFS_IFD(d, FS(req), dir);
+	if (d.fd < 0)
+		fuse_reply_err(req, -d.fd);
+	else
+		reply_made(req, dir, d.fd, name, symlinkat(link, d.fd, name));
 }
 
 static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
