@@ -428,15 +428,16 @@ struct announce_job {
 	int rc;
 };
 
-/* The IPv4 address of "a.b.c.d/p" (false for anything else, e.g. IPv6). */
-static bool ipv4_of(const char *cidr, struct in_addr *out)
+/* The address of family af (AF_INET: struct in_addr, AF_INET6: struct
+ * in6_addr) in "ADDR/p"; false when it is not one of that family. */
+static bool addr_of(const char *cidr, int af, void *out)
 {
 	char ip_s[64];
 	snprintf(ip_s, sizeof(ip_s), "%s", cidr);
 	char *slash = strchr(ip_s, '/');
 	if (slash)
 		*slash = '\0';
-	return inet_pton(AF_INET, ip_s, out) == 1;
+	return inet_pton(af, ip_s, out) == 1;
 }
 
 /* Broadcast one ARP request from mac on ifindex: a gratuitous ARP when
@@ -462,16 +463,6 @@ static int send_arp_request(int sock, int ifindex, const unsigned char mac[6],
 				   .sll_ifindex = ifindex, .sll_halen = 6 };
 	memset(sll.sll_addr, 0xff, 6);
 	return sendto(sock, frame, sizeof(frame), 0, (struct sockaddr *)&sll, sizeof(sll)) < 0 ? -1 : 0;
-}
-
-static bool ipv6_of(const char *cidr, struct in6_addr *out)
-{
-	char ip_s[64];
-	snprintf(ip_s, sizeof(ip_s), "%s", cidr);
-	char *slash = strchr(ip_s, '/');
-	if (slash)
-		*slash = '\0';
-	return inet_pton(AF_INET6, ip_s, out) == 1;
 }
 
 /* An unsolicited neighbour advertisement (RFC 4861 7.2.6) of addr from
@@ -533,9 +524,9 @@ static int send_garp(int sock4, int sock6, const char *ifname, const char *mac_s
 	int ifindex = (int)if_nametoindex(ifname);
 	if (!ifindex)
 		return -1;
-	if (ipv4_of(cidr, &ip))
+	if (addr_of(cidr, AF_INET, &ip))
 		return send_arp_request(sock4, ifindex, mac, ip, ip);
-	if (ipv6_of(cidr, &ip6))
+	if (addr_of(cidr, AF_INET6, &ip6))
 		return send_una(sock6, ifindex, mac, &ip6);
 	return 0;
 }
@@ -657,7 +648,7 @@ int vy_net_probe(const char *bridge, json_object *identity, int wait_ms, vy_erro
 			const char *cidr = json_object_get_string(json_object_array_get_idx(addrs, a));
 			struct in_addr ip, none = { 0 };
 			char who[18];
-			if (!ipv4_of(cidr, &ip))
+			if (!addr_of(cidr, AF_INET, &ip))
 				continue;
 			for (int tries = 0; rc == 0 && tries < 2; tries++) {
 				send_arp_request(s, ifindex, mac, none, ip);
