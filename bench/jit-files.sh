@@ -59,6 +59,12 @@ teardown() {
 		for h in a b; do vy_agent_stop "$LAB" "$h"; done
 		mkdir -p "$OUT.logs" &&
 			for h in a b; do cp "$(lab_dir "$LAB" "$h")/voyagerd.log" "$OUT.logs/$h.log"; done
+		# what each target voyager-fs said (its start is inside the freeze)
+		for f in "$(lab_dir "$LAB" b)"/state/containers/*/fs/*.log; do
+			[ -f "$f" ] || continue
+			c=${f%/fs/*}
+			cp "$f" "$OUT.logs/b-fs-${c##*/}-$(basename "$f")"
+		done
 		lab_delete_containers "$LAB" a b
 		lab_down "$LAB" >/dev/null 2>&1 || log "lab_down reported leftovers"
 	fi

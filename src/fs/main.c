@@ -2,7 +2,8 @@
  * tree on the target.
  *
  *   voyager-fs --backing DIR --state FILE --manifest FILE --source ADDR:PORT
- *              --key FILE --stream N [--chunk-size BYTES] [--fetch-timeout SEC]
+ *              --key FILE --stream N [--delta FILE [--wait-fd FD]]
+ *              [--chunk-size BYTES] [--fetch-timeout SEC]
  *              [--priority FILE] [--hydrate-rate BYTES_PER_SEC]
  *              [--migration ID] [--verbose] MOUNTPOINT
  *
@@ -15,6 +16,15 @@
  * "user.voyager.hydrate_rate" there to a number of bytes/s changes the
  * background lane's limit (0: link speed, the default).  It runs in the
  * foreground until unmounted or sent SIGTERM.
+ *
+ * With --delta, the tree is the manifest brought up to date by that delta
+ * (manifest.h), and the chunk state is keyed to both.  With --wait-fd too,
+ * voyagerd starts us before the freeze: we do the work that grows with the
+ * tree (the manifest, the backing inode of every file) at once, say
+ * "ready" on FD, and wait for "go" there, which voyagerd sends at the
+ * freeze once the delta is written.  Only then do we apply the delta,
+ * make the chunk state and mount: nothing is served before the tree is
+ * final.  If FD closes first, voyagerd gave up on the migration: we exit.
  *
  * Why libfuse's low-level API: node ids map straight onto O_PATH fds of the
  * backing tree (no path strings rebuilt per call, renames cost nothing),
@@ -43,7 +53,8 @@
 
 struct options {
 	const char *backing, *state, *manifest, *source, *key, *priority, *mountpoint;
-	const char *migration;
+	const char *migration, *delta;
+	int wait_fd;
 	uint32_t stream, chunk_size;
 	uint64_t hydrate_rate;
 	int fetch_timeout_s;
@@ -55,6 +66,7 @@ static void usage(FILE *out)
 	fprintf(out,
 		"usage: voyager-fs --backing DIR --state FILE --manifest FILE\n"
 		"                  --source ADDR:PORT --key FILE --stream N\n"
+		"                  [--delta FILE [--wait-fd FD]]\n"
 		"                  [--chunk-size BYTES] [--fetch-timeout SEC]\n"
 		"                  [--priority FILE] [--hydrate-rate BYTES_PER_SEC]\n"
 		"                  [--migration ID] [--verbose] MOUNTPOINT\n");
@@ -85,13 +97,15 @@ static int parse_args(int argc, char **argv, struct options *o)
 		{ "priority", required_argument, NULL, 'p' },
 		{ "hydrate-rate", required_argument, NULL, 'r' },
 		{ "migration", required_argument, NULL, 'M' },
+		{ "delta", required_argument, NULL, 'd' },
+		{ "wait-fd", required_argument, NULL, 'w' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 } };
-	*o = (struct options){ .chunk_size = 1 << 20, .fetch_timeout_s = 30 };
+	*o = (struct options){ .chunk_size = 1 << 20, .fetch_timeout_s = 30, .wait_fd = -1 };
 	int c;
 	uint64_t v;
-	while ((c = getopt_long(argc, argv, "b:s:m:S:k:n:c:t:p:r:M:vh", longs, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "b:s:m:S:k:n:c:t:p:r:M:d:w:vh", longs, NULL)) != -1) {
 		switch (c) {
 		case 'b': o->backing = optarg; break;
 		case 's': o->state = optarg; break;
@@ -100,6 +114,12 @@ static int parse_args(int argc, char **argv, struct options *o)
 		case 'k': o->key = optarg; break;
 		case 'p': o->priority = optarg; break;
 		case 'M': o->migration = optarg; break;
+		case 'd': o->delta = optarg; break;
+		case 'w':
+			if (parse_uint(optarg, INT32_MAX, &v) < 0 || v < 3)
+				return -1;
+			o->wait_fd = (int)v;
+			break;
 		case 'v': o->verbose = true; break;
 		case 'n':
 			if (parse_uint(optarg, UINT32_MAX, &v) < 0)
@@ -127,7 +147,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 		}
 	}
 	if (optind != argc - 1 || !o->backing || !o->state || !o->manifest ||
-	    !o->source || !o->key || !o->stream_set)
+	    !o->source || !o->key || !o->stream_set || (o->wait_fd >= 0 && !o->delta))
 		return -1;
 	o->mountpoint = argv[optind];
 	return 0;
@@ -305,21 +325,22 @@ static int read_dir(struct vyfs *fs, const char *dir, struct dir_index *x, vy_er
 	return rc;
 }
 
-/* Fresh state: every tracked file's backing inode, by its manifest path. */
-static int create_state(struct vyfs *fs, const char *path, const uint8_t sha[32],
-			vy_error *err)
+static bool is_tracked(const struct vy_entry *e)
+{
+	return e->type == VY_ENTRY_REG && e->link_of == VY_NO_LINK && e->size;
+}
+
+/* For a fresh state: every tracked file's backing inode (*out[i] for
+ * entry i), by its manifest path. */
+static int backing_inos(struct vyfs *fs, uint64_t **out, vy_error *err)
 {
 	cleanup_free uint64_t *inos = calloc(fs->man.count ? fs->man.count : 1, sizeof(*inos));
 	cleanup_free uint32_t *order = malloc((fs->man.count ? fs->man.count : 1) * sizeof(*order));
 	if (!inos || !order)
 		return vy_error_set(err, ENOMEM, "out of memory");
-	/* overlayfs may give readdir inode numbers that stat does not */
-	struct statfs sf;
-	fs->stat_inos = fstatfs(fs->backing_dir_fd, &sf) < 0 || sf.f_type == 0x794c7630;
 	uint32_t n = 0;
 	for (uint32_t i = 0; i < fs->man.count; i++) {
-		const struct vy_entry *e = &fs->man.entries[i];
-		if (e->type == VY_ENTRY_REG && e->link_of == VY_NO_LINK && e->size)
+		if (is_tracked(&fs->man.entries[i]))
 			order[n++] = i;
 	}
 	qsort_r(order, n, sizeof(*order), by_dir_then_name, &fs->man);
@@ -347,7 +368,96 @@ static int create_state(struct vyfs *fs, const char *path, const uint8_t sha[32]
 	dir_index_free(&dents);
 	if (rc < 0)
 		return -1;
-	return vy_chunkmap_create(path, &fs->man, sha, fs->chunk_size, inos, &fs->cm, err);
+	*out = take_ptr(inos);
+	return 0;
+}
+
+/* Bring fs->man up to date with the delta at path: *sha, the base's, becomes
+ * the SHA-256 of it and the delta's bytes, which keys the chunk state.  With
+ * inos (the base's backing inodes), they follow their entries, and the
+ * entries the delta touched are looked up again. */
+static int apply_delta(struct vyfs *fs, const char *path, uint8_t sha[32], uint64_t **inos,
+		       vy_error *err)
+{
+	cleanup_free char *buf = NULL;
+	size_t len = 0;
+	struct vy_manifest_delta d;
+	if (vy_read_file(path, (size_t)1 << 30, &buf, &len, err) < 0 ||
+	    vy_manifest_delta_decode((const uint8_t *)buf, len, &d, err) < 0)
+		return vy_error_wrap(err, "delta %s", path);
+	if (memcmp(d.base_sha, sha, 32)) {
+		vy_manifest_delta_free(&d);
+		return vy_error_set(err, EINVAL, "delta %s is not for this manifest", path);
+	}
+	unsigned dlen = 0;
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	int ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) &&
+		 EVP_DigestUpdate(ctx, sha, 32) && EVP_DigestUpdate(ctx, buf, len) &&
+		 EVP_DigestFinal_ex(ctx, sha, &dlen);
+	EVP_MD_CTX_free(ctx);
+	/* where each put entry lands: see vy_manifest_delta_apply() */
+	uint32_t count = fs->man.count, nput = d.put.count, ngone = d.ngone, w = count - ngone;
+	cleanup_free uint32_t *at = malloc((nput ? nput : 1) * sizeof(*at));
+	cleanup_free uint32_t *map = NULL;
+	if (!ok || !at) {
+		vy_manifest_delta_free(&d);
+		return vy_error_set(err, ENOMEM, "delta %s", path);
+	}
+	memcpy(at, d.at, nput * sizeof(*at));
+	if (vy_manifest_delta_apply(&fs->man, &d, &map, err) < 0) {
+		vy_manifest_delta_free(&d);
+		return vy_error_wrap(err, "delta %s", path);
+	}
+	vy_info("delta %s: %u entries changed or new, %u gone; %u entries now", path, nput,
+		ngone, fs->man.count);
+	if (!inos)
+		return 0;
+	uint64_t *moved = calloc(fs->man.count ? fs->man.count : 1, sizeof(*moved));
+	if (!moved)
+		return vy_error_set(err, ENOMEM, "out of memory");
+	for (uint32_t i = 0; i < count; i++)
+		if (map[i] != VY_DELTA_NEW)
+			moved[map[i]] = (*inos)[i];
+	free(*inos);
+	*inos = moved;
+	for (uint32_t k = 0; k < nput; k++) {
+		uint32_t i = at[k] == VY_DELTA_NEW ? w++ : map[at[k]];
+		const struct vy_entry *e = &fs->man.entries[i];
+		moved[i] = 0;
+		if (!is_tracked(e))
+			continue;
+		struct stat st;
+		cleanup_close int fd = vy_manifest_open_entry(fs->backing_fd, e->path, O_PATH, err);
+		if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+			return vy_error_set(err, EINVAL, "backing tree does not match the delta: "
+					    "no regular file %s", e->path);
+		moved[i] = st.st_ino;
+	}
+	return 0;
+}
+
+/* Say "ready" on fd and wait for "go" (see the top of this file). */
+static int wait_for_go(int fd, vy_error *err)
+{
+	static const char ready[] = "ready\n";
+	if (write(fd, ready, sizeof(ready) - 1) != (ssize_t)sizeof(ready) - 1)
+		return vy_error_sys(err, errno, "tell voyagerd we are ready");
+	char line[8];
+	size_t n = 0;
+	while (n < sizeof(line) - 1) {
+		ssize_t r = read(fd, line + n, 1);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return vy_error_set(err, ECANCELED, "voyagerd let go of the migration "
+					    "before the freeze; nothing was mounted");
+		if (line[n++] == '\n')
+			break;
+	}
+	line[n] = '\0';
+	if (strcmp(line, "go\n"))
+		return vy_error_set(err, EPROTO, "voyagerd said '%.6s', not go", line);
+	return 0;
 }
 
 static struct vyfs *walk_fs; /* nftw has no user pointer; under resolve_lock */
@@ -482,17 +592,42 @@ static int prepare(struct vyfs *fs, const struct options *o, vy_error *err)
 	if (fs->backing_fd < 0 || fs->backing_dir_fd < 0)
 		return vy_error_sys(err, errno, "open backing directory %s", o->backing);
 	bool resumed = access(o->state, F_OK) == 0;
-	int rc = resumed ? vy_chunkmap_load(o->state, &fs->man, sha, fs->chunk_size, &fs->cm, err)
-			 : create_state(fs, o->state, sha, err);
-	if (rc < 0 || resolve_tracks(fs, o->backing, resumed, err) < 0 ||
-	    (o->priority && load_priority(fs, o->priority, err) < 0))
+	cleanup_free uint64_t *inos = NULL;
+	if (!resumed) {
+		/* overlayfs may give readdir inode numbers that stat does not */
+		struct statfs sf;
+		fs->stat_inos = fstatfs(fs->backing_dir_fd, &sf) < 0 || sf.f_type == 0x794c7630;
+		if (backing_inos(fs, &inos, err) < 0)
+			return -1;
+	}
+	if (o->wait_fd >= 0 && !resumed && wait_for_go(o->wait_fd, err) < 0)
 		return -1;
+	if (o->wait_fd >= 0)
+		close(o->wait_fd);
+	/* From here on, with --wait-fd, the container waits for us. */
+	uint64_t t[5];
+	t[0] = vy_now_ms();
+	if (o->delta && apply_delta(fs, o->delta, sha, resumed ? NULL : &inos, err) < 0)
+		return -1;
+	t[1] = vy_now_ms();
+	int rc = resumed ? vy_chunkmap_load(o->state, &fs->man, sha, fs->chunk_size, &fs->cm, err)
+			 : vy_chunkmap_create(o->state, &fs->man, sha, fs->chunk_size, inos,
+					      &fs->cm, err);
+	t[2] = vy_now_ms();
+	if (rc < 0 || resolve_tracks(fs, o->backing, resumed, err) < 0)
+		return -1;
+	t[3] = vy_now_ms();
+	if (o->priority && load_priority(fs, o->priority, err) < 0)
+		return -1;
+	t[4] = vy_now_ms();
 	struct vy_chunkmap_stats s;
 	vy_chunkmap_stats(fs->cm, &s);
 	fs->resumed_chunks = s.chunks_present;
 	fs->resumed_bytes = s.bytes_present;
-	vy_info("%u files, %" PRIu64 " of %" PRIu64 " chunks local at start",
-		s.files_total, s.chunks_present, s.chunks_total);
+	vy_info("%u files, %" PRIu64 " of %" PRIu64 " chunks local at start; ms: delta %" PRIu64
+		", chunk state %" PRIu64 ", files %" PRIu64 ", priority %" PRIu64,
+		s.files_total, s.chunks_present, s.chunks_total, t[1] - t[0], t[2] - t[1],
+		t[3] - t[2], t[4] - t[3]);
 	return vyfs_table_init(fs, err);
 }
 

@@ -38,7 +38,7 @@ struct cm_file {
 
 struct cm_ino {
 	uint64_t ino;
-	uint32_t f;
+	uint32_t f1;           /* file number + 1; 0: an empty slot */
 };
 
 struct vy_chunkmap {
@@ -47,7 +47,8 @@ struct vy_chunkmap {
 	uint32_t chunk_size;
 	uint32_t count;
 	struct cm_file *files;
-	struct cm_ino *by_ino; /* sorted by ino */
+	struct cm_ino *by_ino; /* hash table by ino, ino_mask + 1 slots */
+	size_t ino_mask;
 	uint8_t *image;
 	size_t image_len;
 	uint32_t *dirty;       /* queued file numbers */
@@ -103,10 +104,12 @@ static void count_present(struct vy_chunkmap *cm, uint32_t f)
 	cm->files[f].present = n;
 }
 
-static int cmp_ino(const void *a, const void *b)
+/* Open addressing, at most half full: built in one pass (no sort; this
+ * runs while the container waits to restore). */
+static size_t ino_slot(const struct vy_chunkmap *cm, uint64_t ino)
 {
-	const struct cm_ino *x = a, *y = b;
-	return x->ino < y->ino ? -1 : x->ino > y->ino;
+	uint64_t h = ino * 0x9e3779b97f4a7c15ull;
+	return (size_t)(h ^ (h >> 29)) & cm->ino_mask;
 }
 
 /* Lay out the files and the image for m; the image is zeroed. */
@@ -122,7 +125,11 @@ static int layout(struct vy_chunkmap *cm, const struct vy_manifest *m,
 	for (uint32_t i = 0; i < m->count; i++)
 		cm->count += tracked(&m->entries[i]);
 	cm->files = calloc(cm->count ? cm->count : 1, sizeof(*cm->files));
-	cm->by_ino = calloc(cm->count ? cm->count : 1, sizeof(*cm->by_ino));
+	size_t slots = 16;
+	while (slots < (size_t)cm->count * 2)
+		slots <<= 1;
+	cm->ino_mask = slots - 1;
+	cm->by_ino = calloc(slots, sizeof(*cm->by_ino));
 	cm->dirty = calloc(cm->count ? cm->count : 1, sizeof(*cm->dirty));
 	if (!cm->files || !cm->by_ino || !cm->dirty)
 		return vy_error_set(err, ENOMEM, "out of memory");
@@ -148,9 +155,16 @@ static int layout(struct vy_chunkmap *cm, const struct vy_manifest *m,
 
 static void index_inos(struct vy_chunkmap *cm)
 {
-	for (uint32_t f = 0; f < cm->count; f++)
-		cm->by_ino[f] = (struct cm_ino){ rec_ino(cm, f), f };
-	qsort(cm->by_ino, cm->count, sizeof(*cm->by_ino), cmp_ino);
+	for (uint32_t f = 0; f < cm->count; f++) {
+		uint64_t ino = rec_ino(cm, f);
+		if (!ino)
+			continue; /* dropped */
+		size_t k = ino_slot(cm, ino);
+		while (cm->by_ino[k].f1 && cm->by_ino[k].ino != ino)
+			k = (k + 1) & cm->ino_mask;
+		if (!cm->by_ino[k].f1)
+			cm->by_ino[k] = (struct cm_ino){ ino, f + 1 };
+	}
 	for (uint32_t f = 0; f < cm->count; f++)
 		count_present(cm, f);
 }
@@ -410,13 +424,14 @@ int64_t vy_chunkmap_find_ino(const struct vy_chunkmap *cm, uint64_t ino)
 {
 	if (ino == 0)
 		return -1;
-	struct cm_ino key = { ino, 0 };
 	pthread_mutex_lock((pthread_mutex_t *)&cm->lock);
-	const struct cm_ino *hit = bsearch(&key, cm->by_ino, cm->count,
-					   sizeof(key), cmp_ino);
+	size_t k = ino_slot(cm, ino);
+	while (cm->by_ino[k].f1 && cm->by_ino[k].ino != ino)
+		k = (k + 1) & cm->ino_mask;
+	uint32_t f1 = cm->by_ino[k].f1;
 	/* A dropped record keeps its place in the index with inode 0 on
 	 * disk; the index entry is stale then and must not match. */
-	int64_t f = hit && rec_ino(cm, hit->f) == ino ? (int64_t)hit->f : -1;
+	int64_t f = f1 && rec_ino(cm, f1 - 1) == ino ? (int64_t)f1 - 1 : -1;
 	pthread_mutex_unlock((pthread_mutex_t *)&cm->lock);
 	return f;
 }

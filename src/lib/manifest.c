@@ -118,7 +118,7 @@ int inode_index_grow(struct inode_index *t)
 
 /* ---- memory ---- */
 
-static void entry_free(struct vy_entry *e)
+void manifest_entry_free(struct vy_entry *e)
 {
 	free(e->path);
 	free(e->target);
@@ -134,7 +134,7 @@ void vy_manifest_free(struct vy_manifest *m)
 	if (!m)
 		return;
 	for (uint32_t i = 0; i < m->count; i++)
-		entry_free(&m->entries[i]);
+		manifest_entry_free(&m->entries[i]);
 	free(m->entries);
 	memset(m, 0, sizeof(*m));
 }

@@ -145,4 +145,77 @@ int vy_manifest_open_entry(int rootfd, const char *path, int flags,
 
 void vy_manifest_free(struct vy_manifest *m);
 
+/* ---- deltas: what turns one manifest into another ----
+ *
+ * A jit migration sends the tree's manifest before the freeze and, at the
+ * freeze, only a delta against it, so that the freeze does not grow with
+ * the number of files.  A delta names base entries by index (both sides
+ * hold the same base, checked by base_sha, the SHA-256 of its encoding):
+ *   gone    base entries that are no more (ascending, never the root);
+ *   put     entries new or changed, in the new manifest's order (parents
+ *           before children); at[k] is the base entry that put entry k
+ *           replaces, with the same path and type, or VY_DELTA_NEW.
+ * Applied, base becomes: changed entries in place, gone ones removed (the
+ * later ones move down, and link_of follows them), new ones appended.
+ * Hard links never change through a delta: when a change touches an entry
+ * that is part of a hard-link group (in either manifest), there is no
+ * delta, and the whole manifest is sent instead.
+ *
+ * Encoding (integers big-endian): u32 magic "VYMD" (0x56594d44), u16
+ * version (1), u16 reserved (0), u8[32] base_sha, u32 base count, u32 gone
+ * count, u32 put count; then each gone index as a u32; then per put entry
+ * a u32 at and the entry as a manifest encodes it (link_of VY_NO_LINK). */
+#define VY_DELTA_MAGIC 0x56594d44u
+#define VY_DELTA_VERSION 1
+#define VY_DELTA_NEW 0xffffffffu
+
+struct vy_manifest_delta {
+	uint8_t base_sha[32];
+	uint32_t base_count;
+	uint32_t *gone;
+	uint32_t ngone;
+	uint32_t *at;              /* [put.count] */
+	struct vy_manifest put;    /* entries only: no root, no placement rule */
+};
+
+/* The delta from base to cur (both as vy_manifest_scan makes them): 1 with
+ * *d filled (base_sha left zero for the caller), 0 when the change cannot
+ * be a delta (hard links among it, a root that is not a directory), -1 on
+ * error. */
+int vy_manifest_diff(const struct vy_manifest *base, const struct vy_manifest *cur,
+		     struct vy_manifest_delta *d, vy_error *err);
+/* The same delta as vy_manifest_diff(old, vy_manifest_rescan(...)) would
+ * give, without building the new manifest: only directories that saw an
+ * event are read again (w was set up before the scan that made old), and
+ * the rest of old is not copied, compared or hashed.  1 with *d, 0 when
+ * there can be no delta (as vy_manifest_diff, or an event queue overflow:
+ * scan and diff instead), -1 on error.  *dirs_read: directories read. */
+int vy_manifest_rescan_delta(struct vy_scan_watch *w, const char *root,
+			     const struct vy_manifest *old, struct vy_manifest_delta *d,
+			     uint32_t *dirs_read, vy_error *err);
+int vy_manifest_delta_encode(const struct vy_manifest_delta *d, uint8_t **buf,
+			     size_t *len, vy_error *err);
+/* The one parser of delta bytes: bounds, safe paths, ascending gone
+ * indices, no hard links.  What it cannot know without the base is
+ * checked by vy_manifest_delta_check(). */
+int vy_manifest_delta_decode(const uint8_t *buf, size_t len,
+			     struct vy_manifest_delta *d, vy_error *err);
+/* Whether d applies to base: counts, each base entry named at most once,
+ * replaced entries with the same path and type, no hard link touched, each
+ * new entry under a directory that exists by then and at a path that does
+ * not.  Untrusted deltas pass here before anything is done with them. */
+int vy_manifest_delta_check(const struct vy_manifest *base,
+			    const struct vy_manifest_delta *d, vy_error *err);
+/* Bring base to base + d in place, moving d's entries (d is emptied).  With
+ * map, *map[i] is where base entry i went (VY_DELTA_NEW: gone); the caller
+ * frees it.  Indices are checked, the rest is vy_manifest_delta_check's. */
+int vy_manifest_delta_apply(struct vy_manifest *base, struct vy_manifest_delta *d,
+			    uint32_t **map, vy_error *err);
+/* Bring the skeleton of base (materialised and finished under rootfd) to
+ * base + d, touching only what d names.  *changed counts those entries. */
+int vy_manifest_delta_update_skeleton(const struct vy_manifest *base,
+				      const struct vy_manifest_delta *d, int rootfd,
+				      uint32_t *changed, vy_error *err);
+void vy_manifest_delta_free(struct vy_manifest_delta *d);
+
 #endif

@@ -168,7 +168,7 @@ static int make_entry(const struct vy_manifest *m, uint32_t i, int rootfd,
 	const struct vy_entry *e = &m->entries[i];
 	const char *name = "";
 	int pfd = -1;
-	if (i > 0 && (pfd = parent_fd(pc, rootfd, e->path, &name, err)) < 0)
+	if (*e->path && (pfd = parent_fd(pc, rootfd, e->path, &name, err)) < 0)
 		return -1;
 	switch (e->type) {
 	case VY_ENTRY_DIR:
@@ -291,8 +291,7 @@ int vy_manifest_finish(const struct vy_manifest *m, int rootfd, vy_error *err)
 
 /* ---- bringing a skeleton up to date ---- */
 
-/* Same path and type, symlink target and device number (links aside). */
-static bool same_shape_but_links(const struct vy_entry *a, const struct vy_entry *b)
+bool manifest_same_shape(const struct vy_entry *a, const struct vy_entry *b)
 {
 	if (a->type != b->type || strcmp(a->path, b->path))
 		return false;
@@ -316,7 +315,7 @@ static bool same_xattr_set(const struct vy_entry *a, const struct vy_entry *b)
 	return true;
 }
 
-static bool same_meta(const struct vy_entry *a, const struct vy_entry *b)
+bool manifest_same_meta(const struct vy_entry *a, const struct vy_entry *b)
 {
 	return a->mode == b->mode && a->uid == b->uid && a->gid == b->gid &&
 	       a->size == b->size && a->mtime_ns == b->mtime_ns &&
@@ -331,12 +330,14 @@ static int update_entry(const struct vy_entry *old, const struct vy_entry *e, in
 	int pfd = -1;
 	if (*e->path && (pfd = parent_fd(pc, rootfd, e->path, &name, err)) < 0)
 		return -1;
-	/* xattrs that are gone go first */
+	/* xattrs that are gone go first (the root is its fd's /proc link:
+	 * followed, not acted on as a link) */
 	char path[64 + NAME_MAX];
 	proc_path(path, sizeof(path), *e->path ? pfd : rootfd, *e->path ? name : "");
 	for (uint16_t i = 0; i < old->nxattr; i++)
 		if (!find_xattr(e, old->xattrs[i].name) &&
-		    lremovexattr(path, old->xattrs[i].name) < 0 && errno != ENODATA)
+		    (*e->path ? lremovexattr(path, old->xattrs[i].name)
+			      : removexattr(path, old->xattrs[i].name)) < 0 && errno != ENODATA)
 			return vy_error_sys(err, errno, "'%s': lremovexattr %s", e->path,
 					    old->xattrs[i].name);
 	if (e->type == VY_ENTRY_DIR) {
@@ -404,7 +405,7 @@ int vy_manifest_update_skeleton(const struct vy_manifest *old, const struct vy_m
 	for (uint32_t i = 0; i < cur->count; i++) {
 		const struct vy_entry *e = &cur->entries[i];
 		int64_t o = find_path(old, order, e->path);
-		bool same = o >= 0 && same_shape_but_links(&old->entries[o], e);
+		bool same = o >= 0 && manifest_same_shape(&old->entries[o], e);
 		if (same && (e->link_of != VY_NO_LINK || old->entries[o].link_of != VY_NO_LINK))
 			same = e->link_of != VY_NO_LINK && old->entries[o].link_of != VY_NO_LINK &&
 			       e->link_of < i && match[e->link_of] == (int64_t)old->entries[o].link_of;
@@ -437,7 +438,7 @@ int vy_manifest_update_skeleton(const struct vy_manifest *old, const struct vy_m
 		if (match[i] < 0) {
 			rc = make_entry(cur, i, rootfd, &pc, err);
 			(*changed)++;
-		} else if (!same_meta(&old->entries[match[i]], &cur->entries[i])) {
+		} else if (!manifest_same_meta(&old->entries[match[i]], &cur->entries[i])) {
 			/* a later name of a hard link shares the first name's inode */
 			if (cur->entries[i].link_of == VY_NO_LINK)
 				rc = update_entry(&old->entries[match[i]], &cur->entries[i], rootfd,
@@ -446,9 +447,97 @@ int vy_manifest_update_skeleton(const struct vy_manifest *old, const struct vy_m
 		}
 	}
 	for (uint32_t i = cur->count; rc == 0 && i-- > 0;)
-		if (match[i] < 0 || !same_meta(&old->entries[match[i]], &cur->entries[i]))
+		if (match[i] < 0 || !manifest_same_meta(&old->entries[match[i]], &cur->entries[i]))
 			rc = finish_entry(&cur->entries[i], rootfd, &pc, err);
 	if (pc.fd >= 0)
 		close(pc.fd);
 	return rc < 0 ? vy_error_wrap(err, "update the skeleton") : 1;
+}
+
+/* ---- bringing a skeleton up to date with a delta ---- */
+
+struct parent_times {
+	const char *path;   /* an entry's path, whose first len bytes name it */
+	size_t len;
+	struct timespec ts[2];
+};
+
+int vy_manifest_delta_update_skeleton(const struct vy_manifest *base,
+				      const struct vy_manifest_delta *d, int rootfd,
+				      uint32_t *changed, vy_error *err)
+{
+	*changed = 0;
+	if (d->base_count != base->count)
+		return vy_error_set(err, EINVAL, "the delta is not for this skeleton");
+	/* Entries come and go in directories that may not be in d themselves
+	 * (their times were set back, or the change fell in the same clock
+	 * tick): their times now, put back at the end. */
+	uint32_t nparents = 0;
+	cleanup_free struct parent_times *parents =
+		calloc((size_t)d->ngone + d->put.count + 1, sizeof(*parents));
+	if (!parents)
+		return vy_error_sys(err, ENOMEM, "update the skeleton");
+	for (uint32_t k = 0; k < d->ngone + d->put.count; k++) {
+		if (k >= d->ngone && d->at[k - d->ngone] != VY_DELTA_NEW)
+			continue;
+		const char *p = k < d->ngone ? base->entries[d->gone[k]].path
+					     : d->put.entries[k - d->ngone].path;
+		const char *slash = strrchr(p, '/');
+		struct parent_times *pt = &parents[nparents];
+		pt->path = p;
+		pt->len = slash ? (size_t)(slash - p) : 0;
+		if (nparents && pt->len == pt[-1].len && !memcmp(p, pt[-1].path, pt->len))
+			continue; /* consecutive entries mostly share a parent */
+		char dir[VY_PATH_MAX + 1];
+		snprintf(dir, sizeof(dir), "%.*s", (int)pt->len, p);
+		vy_error ignore; /* a parent that is new itself is made below */
+		cleanup_close int fd = vy_manifest_open_entry(rootfd, dir, O_PATH | O_DIRECTORY,
+							      &ignore);
+		struct stat st;
+		if (fd >= 0 && fstat(fd, &st) == 0) {
+			pt->ts[0] = st.st_atim;
+			pt->ts[1] = st.st_mtim;
+			nparents++;
+		}
+	}
+	struct parent_cache pc = { .fd = -1 };
+	int rc = 0;
+	/* What is gone, children before their parents (base order reversed). */
+	for (uint32_t k = d->ngone; rc == 0 && k-- > 0;) {
+		const struct vy_entry *e = &base->entries[d->gone[k]];
+		const char *name;
+		int pfd = parent_fd(&pc, rootfd, e->path, &name, err);
+		if (pfd < 0)
+			rc = -1;
+		else if (unlinkat(pfd, name, e->type == VY_ENTRY_DIR ? AT_REMOVEDIR : 0) < 0 &&
+			 errno != ENOENT)
+			rc = vy_error_sys(err, errno, "'%s': remove", e->path);
+		(*changed)++;
+	}
+	if (pc.fd >= 0)
+		close(pc.fd);
+	pc = (struct parent_cache){ .fd = -1 };
+	/* What is new or changed, parents before their children. */
+	for (uint32_t k = 0; rc == 0 && k < d->put.count; k++) {
+		rc = d->at[k] == VY_DELTA_NEW
+		     ? make_entry(&d->put, k, rootfd, &pc, err)
+		     : update_entry(&base->entries[d->at[k]], &d->put.entries[k], rootfd, &pc, err);
+		(*changed)++;
+	}
+	/* Parents first (a parent in d gets its own times below), gone ones
+	 * skipped. */
+	for (uint32_t k = 0; rc == 0 && k < nparents; k++) {
+		char dir[VY_PATH_MAX + 1];
+		snprintf(dir, sizeof(dir), "%.*s", (int)parents[k].len, parents[k].path);
+		vy_error ignore;
+		cleanup_close int fd = vy_manifest_open_entry(rootfd, dir, O_RDONLY | O_DIRECTORY,
+							      &ignore);
+		if (fd >= 0 && futimens(fd, parents[k].ts) < 0)
+			rc = vy_error_sys(err, errno, "'%s': futimens", dir);
+	}
+	for (uint32_t k = d->put.count; rc == 0 && k-- > 0;)
+		rc = finish_entry(&d->put.entries[k], rootfd, &pc, err);
+	if (pc.fd >= 0)
+		close(pc.fd);
+	return rc < 0 ? vy_error_wrap(err, "update the skeleton") : 0;
 }

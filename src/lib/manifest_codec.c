@@ -262,8 +262,9 @@ static int check_placement(struct vy_manifest *m, struct path_index *idx,
 	return 0;
 }
 
-static int decode_entry(struct reader *r, struct vy_manifest *m,
-			struct path_index *idx, vy_error *err)
+/* Type, path and fields of entry i (appended to m): everything but its
+ * place in the tree. */
+static int decode_entry_body(struct reader *r, struct vy_manifest *m, vy_error *err)
 {
 	uint32_t i = m->count;
 	struct vy_entry *e = manifest_add(m, err);
@@ -288,9 +289,15 @@ static int decode_entry(struct reader *r, struct vy_manifest *m,
 				    (const char *)path);
 	if (!(e->path = strndup((const char *)path, plen)))
 		return vy_error_sys(err, ENOMEM, "entry %u", i);
-	if (decode_fields(r, e, i, err) < 0)
+	return decode_fields(r, e, i, err);
+}
+
+static int decode_entry(struct reader *r, struct vy_manifest *m,
+			struct path_index *idx, vy_error *err)
+{
+	if (decode_entry_body(r, m, err) < 0)
 		return -1;
-	return check_placement(m, idx, i, err);
+	return check_placement(m, idx, m->count - 1, err);
 }
 
 int vy_manifest_decode(const uint8_t *buf, size_t len, struct vy_manifest *m,
@@ -327,6 +334,110 @@ int vy_manifest_decode(const uint8_t *buf, size_t len, struct vy_manifest *m,
 	if (rc < 0) {
 		vy_manifest_free(m);
 		return vy_error_wrap(err, "manifest");
+	}
+	return 0;
+}
+
+/* ---- deltas (manifest.h) ---- */
+
+#define DELTA_HEADER_LEN 52
+
+int vy_manifest_delta_encode(const struct vy_manifest_delta *d, uint8_t **buf,
+			     size_t *len, vy_error *err)
+{
+	size_t total = DELTA_HEADER_LEN + 4 * (size_t)d->ngone;
+	for (uint32_t k = 0; k < d->put.count; k++) {
+		if (!entry_fits(&d->put.entries[k]))
+			return vy_error_set(err, EINVAL, "encode delta: entry %u too large", k);
+		total += 4 + entry_encoded_len(&d->put.entries[k]);
+	}
+	uint8_t *out = malloc(total);
+	if (!out)
+		return vy_error_sys(err, ENOMEM, "encode delta");
+	vy_put_u32(out, VY_DELTA_MAGIC);
+	vy_put_u16(out + 4, VY_DELTA_VERSION);
+	vy_put_u16(out + 6, 0);
+	memcpy(out + 8, d->base_sha, 32);
+	vy_put_u32(out + 40, d->base_count);
+	vy_put_u32(out + 44, d->ngone);
+	vy_put_u32(out + 48, d->put.count);
+	uint8_t *p = out + DELTA_HEADER_LEN;
+	for (uint32_t k = 0; k < d->ngone; k++, p += 4)
+		vy_put_u32(p, d->gone[k]);
+	for (uint32_t k = 0; k < d->put.count; k++) {
+		vy_put_u32(p, d->at[k]);
+		p = encode_entry(p + 4, &d->put.entries[k]);
+	}
+	*buf = out;
+	*len = total;
+	return 0;
+}
+
+static int decode_delta(struct reader *r, struct vy_manifest_delta *d, vy_error *err)
+{
+	const uint8_t *h = take(r, DELTA_HEADER_LEN);
+	if (!h)
+		return vy_error_set(err, EINVAL, "truncated header");
+	if (vy_get_u32(h) != VY_DELTA_MAGIC)
+		return vy_error_set(err, EINVAL, "bad magic");
+	if (vy_get_u16(h + 4) != VY_DELTA_VERSION || vy_get_u16(h + 6) != 0)
+		return vy_error_set(err, EINVAL, "unsupported version %u (reserved %u)",
+				    vy_get_u16(h + 4), vy_get_u16(h + 6));
+	memcpy(d->base_sha, h + 8, 32);
+	d->base_count = vy_get_u32(h + 40);
+	uint32_t ngone = vy_get_u32(h + 44), nput = vy_get_u32(h + 48);
+	size_t left = (size_t)(r->end - r->p);
+	if (d->base_count == 0 || d->base_count > VY_MANIFEST_MAX_ENTRIES)
+		return vy_error_set(err, EINVAL, "bad base count %u", d->base_count);
+	if (ngone >= d->base_count || ngone > left / 4)
+		return vy_error_set(err, EINVAL, "bad gone count %u", ngone);
+	if (nput > VY_MANIFEST_MAX_ENTRIES || nput > (left - 4 * (size_t)ngone) / (4 + ENTRY_FIXED_LEN))
+		return vy_error_set(err, EINVAL, "bad entry count %u", nput);
+	d->gone = malloc((ngone ? ngone : 1) * sizeof(*d->gone));
+	d->at = malloc((nput ? nput : 1) * sizeof(*d->at));
+	d->put.entries = malloc((nput ? nput : 1) * sizeof(*d->put.entries));
+	if (!d->gone || !d->at || !d->put.entries)
+		return vy_error_sys(err, ENOMEM, "delta");
+	d->put.cap = nput ? nput : 1;
+	for (; d->ngone < ngone; d->ngone++) {
+		uint32_t g = 0;
+		if (!take_u32(r, &g) || g == 0 || g >= d->base_count || (d->ngone && g <= d->gone[d->ngone - 1]))
+			return vy_error_set(err, EINVAL, "gone entry %u: bad index %u", d->ngone, g);
+		d->gone[d->ngone] = g;
+	}
+	while (d->put.count < nput) {
+		uint32_t k = d->put.count;
+		const uint8_t *a = take(r, 4);
+		if (!a)
+			return vy_error_set(err, EINVAL, "entry %u: truncated", k);
+		uint32_t at = vy_get_u32(a);
+		if (decode_entry_body(r, &d->put, err) < 0)
+			return -1;
+		const struct vy_entry *e = &d->put.entries[k];
+		d->at[k] = at;
+		if (at != VY_DELTA_NEW && at >= d->base_count)
+			return vy_error_set(err, EINVAL, "entry %u: bad index %u", k, at);
+		if ((at == 0) != (*e->path == '\0') || (at == 0 && e->type != VY_ENTRY_DIR))
+			return vy_error_set(err, EINVAL, "entry %u '%s': %s", k, e->path,
+					    at == 0 ? "the root is a directory with an empty path"
+						    : "empty path");
+		if (e->link_of != VY_NO_LINK)
+			return vy_error_set(err, EINVAL, "entry %u '%s': a hard link", k, e->path);
+	}
+	if (r->p != r->end)
+		return vy_error_set(err, EINVAL, "%zu bytes of trailing garbage",
+				    (size_t)(r->end - r->p));
+	return 0;
+}
+
+int vy_manifest_delta_decode(const uint8_t *buf, size_t len,
+			     struct vy_manifest_delta *d, vy_error *err)
+{
+	memset(d, 0, sizeof(*d));
+	struct reader r = { buf, buf + len };
+	if (decode_delta(&r, d, err) < 0) {
+		vy_manifest_delta_free(d);
+		return vy_error_wrap(err, "manifest delta");
 	}
 	return 0;
 }

@@ -8,6 +8,7 @@
 #ifndef VY_MANIFEST_INTERNAL_H
 #define VY_MANIFEST_INTERNAL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -43,6 +44,14 @@ int inode_index_grow(struct inode_index *t);
 
 /* Appends a zeroed entry (link_of = VY_NO_LINK) to m. */
 struct vy_entry *manifest_add(struct vy_manifest *m, vy_error *err);
+/* Appends a deep copy of src to m. */
+int manifest_copy_entry(struct vy_manifest *m, const struct vy_entry *src, vy_error *err);
+/* Frees what e holds (not e). */
+void manifest_entry_free(struct vy_entry *e);
+/* Same path and type, symlink target and device number (links aside). */
+bool manifest_same_shape(const struct vy_entry *a, const struct vy_entry *b);
+/* Same mode, owner, size, times and xattrs. */
+bool manifest_same_meta(const struct vy_entry *a, const struct vy_entry *b);
 
 /* Names entry name of directory dirfd as a /proc/self/fd path. */
 void proc_path(char *out, size_t len, int dirfd, const char *name);

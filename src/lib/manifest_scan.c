@@ -31,6 +31,11 @@ struct scan {
 	int rootfd;
 	dev_t dev;
 	struct inode_index links;
+	/* Part of a tree only (vy_manifest_rescan_delta): hard links are not
+	 * resolved, files with more than one name are marked here instead. */
+	bool mark_multi;
+	uint8_t *multi;
+	size_t multi_cap;
 };
 
 static ssize_t list_names(const char *path, bool follow, char **out)
@@ -136,7 +141,18 @@ static int scan_type(mode_t mode)
 static int scan_hard_link(struct scan *s, struct vy_entry *e,
 			  const struct stat *st, vy_error *err)
 {
-	if (st->st_nlink > 1) {
+	if (s->mark_multi && st->st_nlink > 1) {
+		if (s->m->count > s->multi_cap) {
+			size_t cap = s->m->count * 2 + 64;
+			uint8_t *more = realloc(s->multi, cap);
+			if (!more)
+				return vy_error_sys(err, ENOMEM, "hard links");
+			memset(more + s->multi_cap, 0, cap - s->multi_cap);
+			s->multi = more;
+			s->multi_cap = cap;
+		}
+		s->multi[s->m->count - 1] = 1;
+	} else if (st->st_nlink > 1) {
 		if ((s->links.used + 1) * 2 > s->links.size &&
 		    inode_index_grow(&s->links) < 0)
 			return vy_error_sys(err, ENOMEM, "hard links");
@@ -473,7 +489,7 @@ static void drain_events(struct vy_scan_watch *w)
 	}
 }
 
-static int copy_entry(struct vy_manifest *m, const struct vy_entry *src, vy_error *err)
+int manifest_copy_entry(struct vy_manifest *m, const struct vy_entry *src, vy_error *err)
 {
 	struct vy_entry *e = manifest_add(m, err);
 	if (!e)
@@ -611,7 +627,7 @@ static int rescan_changed(struct vy_scan_watch *w, const struct vy_manifest *old
 		len[i] = p - start[i];
 	}
 	bool root_dirty = json_object_object_get_ex(w->dirty, "", NULL);
-	int rc = root_dirty ? rescan_one(s, "", err) : copy_entry(m, &old->entries[0], err);
+	int rc = root_dirty ? rescan_one(s, "", err) : manifest_copy_entry(m, &old->entries[0], err);
 	oldof[0] = 0;
 	newidx[0] = 0;
 	for (uint32_t i = 0; rc == 0 && i < m->count; i++) {
@@ -631,7 +647,7 @@ static int rescan_changed(struct vy_scan_watch *w, const struct vy_manifest *old
 				bool redo = oe->type == VY_ENTRY_DIR &&
 					    json_object_object_get_ex(w->dirty, oe->path, NULL);
 				uint32_t at = m->count;
-				rc = redo ? rescan_one(s, oe->path, err) : copy_entry(m, oe, err);
+				rc = redo ? rescan_one(s, oe->path, err) : manifest_copy_entry(m, oe, err);
 				if (rc < 0)
 					break;
 				if (!redo && oe->link_of != VY_NO_LINK) {
@@ -722,4 +738,240 @@ int vy_manifest_rescan(struct vy_scan_watch *w, const char *root, const struct v
 	if (rc < 0)
 		return vy_error_wrap(err, "rescan '%s'", root);
 	return vy_manifest_scan(root, out, err);
+}
+
+/* ---- the change since an earlier scan, as a delta ---- */
+
+struct rdelta {
+	struct vy_scan_watch *w;
+	const struct vy_manifest *old;
+	struct vy_manifest_delta *d;
+	uint32_t *start, *len;   /* each old directory's block of children */
+	uint8_t *blink;          /* old entries in hard-link groups */
+	uint32_t gone_cap;
+	int rootfd;
+	dev_t dev;
+	uint32_t dirs_read;
+};
+
+static bool has_multi(const struct scan *s, uint32_t i)
+{
+	return i < s->multi_cap && s->multi[i];
+}
+
+/* Move e into the delta's put list (e is left empty). */
+static int delta_take(struct rdelta *r, struct vy_entry *e, uint32_t at, vy_error *err)
+{
+	struct vy_manifest_delta *d = r->d;
+	uint32_t cap = d->put.cap;
+	struct vy_entry *slot = manifest_add(&d->put, err);
+	if (!slot)
+		return -1;
+	if (d->put.cap != cap || !d->at) {
+		uint32_t *more = realloc(d->at, d->put.cap * sizeof(*more));
+		if (!more) {
+			d->put.count--;
+			return vy_error_sys(err, ENOMEM, "rescan");
+		}
+		d->at = more;
+	}
+	*slot = *e;
+	memset(e, 0, sizeof(*e));
+	e->link_of = VY_NO_LINK;
+	slot->link_of = VY_NO_LINK;
+	d->at[d->put.count - 1] = at;
+	return 0;
+}
+
+/* Old entry c and, for a directory, everything below it: gone.  0 when
+ * that touches a hard link (no delta), 1 when done. */
+static int delta_gone(struct rdelta *r, uint32_t c, vy_error *err)
+{
+	if (r->blink[c])
+		return 0;
+	struct vy_manifest_delta *d = r->d;
+	if (d->ngone == r->gone_cap) {
+		r->gone_cap = r->gone_cap * 2 + 256;
+		uint32_t *more = realloc(d->gone, r->gone_cap * sizeof(*more));
+		if (!more)
+			return vy_error_sys(err, ENOMEM, "rescan");
+		d->gone = more;
+	}
+	d->gone[d->ngone++] = c;
+	if (r->old->entries[c].type != VY_ENTRY_DIR)
+		return 1;
+	for (uint32_t k = r->start[c]; k < r->start[c] + r->len[c]; k++) {
+		int rc = delta_gone(r, k, err);
+		if (rc <= 0)
+			return rc;
+	}
+	return 1;
+}
+
+/* A new entry (in s, index i) and, for a directory, everything below it,
+ * scanned now.  0 when it has a second name (it may link to a file the
+ * base knows: no delta), 1 when done. */
+static int delta_new(struct rdelta *r, struct scan *s, uint32_t i, vy_error *err)
+{
+	if (has_multi(s, i))
+		return 0;
+	if (s->m->entries[i].type != VY_ENTRY_DIR)
+		return delta_take(r, &s->m->entries[i], VY_DELTA_NEW, err) < 0 ? -1 : 1;
+	struct vy_manifest sub = { 0 };
+	struct scan t = { .m = &sub, .rootfd = r->rootfd, .dev = r->dev, .mark_multi = true };
+	int rc = manifest_copy_entry(&sub, &s->m->entries[i], err) < 0 ? -1 : 1;
+	for (uint32_t k = 0; rc == 1 && k < sub.count; k++)
+		if (sub.entries[k].type == VY_ENTRY_DIR && scan_directory(&t, k, err) < 0)
+			rc = -1;
+	for (uint32_t k = 0; rc == 1 && k < sub.count; k++) {
+		if (has_multi(&t, k))
+			rc = 0;
+		else if (delta_take(r, &sub.entries[k], VY_DELTA_NEW, err) < 0)
+			rc = -1;
+	}
+	r->dirs_read++;
+	free(t.multi);
+	vy_manifest_free(&sub);
+	return rc;
+}
+
+/* An entry read again (s, index i) against old entry c at the same path. */
+static int delta_compare(struct rdelta *r, struct scan *s, uint32_t i, uint32_t c,
+			 vy_error *err)
+{
+	struct vy_entry *e = &s->m->entries[i];
+	const struct vy_entry *o = &r->old->entries[c];
+	if (!manifest_same_shape(o, e)) {
+		int rc = delta_gone(r, c, err);
+		return rc <= 0 ? rc : delta_new(r, s, i, err);
+	}
+	if (manifest_same_meta(o, e))
+		return 1;
+	if (r->blink[c])
+		return 0;
+	return delta_take(r, e, c, err) < 0 ? -1 : 1;
+}
+
+static bool dirty(struct rdelta *r, const char *path)
+{
+	return json_object_object_get_ex(r->w->dirty, path, NULL) ||
+	       !json_object_object_get_ex(r->w->watched, path, NULL);
+}
+
+/* Old directory od, which is still a directory: its children. */
+static int delta_dir(struct rdelta *r, uint32_t od, vy_error *err)
+{
+	const struct vy_manifest *old = r->old;
+	uint32_t b0 = r->start[od], b1 = r->start[od] + r->len[od];
+	struct vy_manifest tmp = { 0 };
+	struct scan s = { .m = &tmp, .rootfd = r->rootfd, .dev = r->dev, .mark_multi = true };
+	int rc = 1;
+	if (!dirty(r, old->entries[od].path)) {
+		/* Same names as before; a directory among them may have
+		 * changed itself (its own events name it), and is visited. */
+		for (uint32_t c = b0; rc == 1 && c < b1; c++) {
+			if (old->entries[c].type != VY_ENTRY_DIR)
+				continue;
+			bool still_dir = true;
+			if (json_object_object_get_ex(r->w->dirty, old->entries[c].path, NULL)) {
+				vy_manifest_free(&tmp);
+				rc = rescan_one(&s, old->entries[c].path, err) < 0 ? -1 : 1;
+				still_dir = rc == 1 && tmp.entries[0].type == VY_ENTRY_DIR;
+				if (rc == 1)
+					rc = delta_compare(r, &s, 0, c, err);
+			}
+			if (rc == 1 && still_dir)
+				rc = delta_dir(r, c, err);
+			vy_manifest_free(&tmp);
+		}
+		free(s.multi);
+		return rc;
+	}
+	r->dirs_read++;
+	if (manifest_copy_entry(&tmp, &old->entries[od], err) < 0 ||
+	    scan_directory(&s, 0, err) < 0)
+		rc = -1;
+	/* Both blocks are sorted by name, and share the parent's prefix. */
+	uint32_t c = b0, i = 1;
+	while (rc == 1 && (c < b1 || i < tmp.count)) {
+		int cmp = c >= b1 ? 1 : i >= tmp.count ? -1
+			  : strcmp(old->entries[c].path, tmp.entries[i].path);
+		if (cmp < 0) {
+			rc = delta_gone(r, c++, err);
+		} else if (cmp > 0) {
+			rc = delta_new(r, &s, i++, err);
+		} else {
+			bool was_dir = old->entries[c].type == VY_ENTRY_DIR &&
+				       tmp.entries[i].type == VY_ENTRY_DIR;
+			rc = delta_compare(r, &s, i, c, err);
+			if (rc == 1 && was_dir)
+				rc = delta_dir(r, c, err);
+			c++;
+			i++;
+		}
+	}
+	free(s.multi);
+	vy_manifest_free(&tmp);
+	return rc;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+int vy_manifest_rescan_delta(struct vy_scan_watch *w, const char *root,
+			     const struct vy_manifest *old, struct vy_manifest_delta *d,
+			     uint32_t *dirs_read, vy_error *err)
+{
+	memset(d, 0, sizeof(*d));
+	*dirs_read = 0;
+	uint32_t n = old->count;
+	if (!w || !n || old->entries[0].type != VY_ENTRY_DIR || *old->entries[0].path)
+		return 0;
+	drain_events(w);
+	if (w->overflow)
+		return 0;
+	cleanup_close int rootfd = open(root, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	struct stat st;
+	if (rootfd < 0 || fstat(rootfd, &st) < 0)
+		return vy_error_sys(err, errno, "rescan '%s'", root);
+	cleanup_free uint32_t *start = calloc(n, sizeof(uint32_t));
+	cleanup_free uint32_t *len = calloc(n, sizeof(uint32_t));
+	cleanup_free uint8_t *blink = calloc(n, 1);
+	if (!start || !len || !blink)
+		return vy_error_sys(err, ENOMEM, "rescan");
+	for (uint32_t i = 0, p = 1; i < n; i++) {
+		uint32_t f = old->entries[i].link_of;
+		if (f != VY_NO_LINK) {
+			blink[i] = 1;
+			if (f < n)
+				blink[f] = 1;
+		}
+		if (old->entries[i].type != VY_ENTRY_DIR)
+			continue;
+		start[i] = p;
+		while (p < n && is_child_of(old->entries[p].path, old->entries[i].path))
+			p++;
+		len[i] = p - start[i];
+	}
+	struct rdelta r = { .w = w, .old = old, .d = d, .start = start, .len = len,
+			    .blink = blink, .rootfd = rootfd, .dev = st.st_dev };
+	d->base_count = n;
+	struct vy_manifest tmp = { 0 };
+	struct scan s = { .m = &tmp, .rootfd = rootfd, .dev = st.st_dev, .mark_multi = true };
+	int rc = 1;
+	if (json_object_object_get_ex(w->dirty, "", NULL))
+		rc = rescan_one(&s, "", err) < 0 ? -1 : delta_compare(&r, &s, 0, 0, err);
+	free(s.multi);
+	vy_manifest_free(&tmp);
+	if (rc == 1)
+		rc = delta_dir(&r, 0, err);
+	if (rc == 1 && d->ngone > 1)
+		qsort(d->gone, d->ngone, sizeof(*d->gone), cmp_u32);
+	*dirs_read = r.dirs_read;
+	if (rc != 1)
+		vy_manifest_delta_free(d);
+	return rc < 0 ? vy_error_wrap(err, "rescan '%s'", root) : rc;
 }

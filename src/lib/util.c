@@ -456,3 +456,20 @@ void vy_failpoint(const char *name)
 		_exit(137);
 	}
 }
+
+void vy_waitpoint(const char *name)
+{
+	const char *want = getenv("VOYAGER_WAITPOINT");
+	size_t n = strlen(name);
+	if (!want || strncmp(want, name, n) || want[n] != ':' || want[n + 1] != '/')
+		return;
+	const char *go = want + n + 1;
+	char reached[PATH_MAX];
+	snprintf(reached, sizeof(reached), "%s.reached", go);
+	int fd = open(reached, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+	if (fd >= 0)
+		close(fd);
+	fprintf(stderr, "waitpoint %s: waiting for %s\n", name, go);
+	for (int i = 0; i < 600 && access(go, F_OK) < 0; i++)
+		usleep(100 * 1000);
+}

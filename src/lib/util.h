@@ -55,6 +55,10 @@ bool vy_path_is_under(const char *path, const char *dir);
  * end-to-end tests use this to kill an agent between two protocol steps
  * that no outside signal could separate reliably. */
 void vy_failpoint(const char *name);
+/* Wait at a named point when VOYAGER_WAITPOINT is "NAME:FILE": create
+ * FILE.reached, then wait until FILE exists (at most 60 s).  The tests use
+ * this to change a tree between two steps of a migration. */
+void vy_waitpoint(const char *name);
 
 /* A container name as runc accepts it, also safe as a path component. */
 bool vy_name_is_safe(const char *name);

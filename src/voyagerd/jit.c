@@ -4,11 +4,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
@@ -375,8 +377,10 @@ json_object *vy_fs_status(const char *mountpoint)
 	return o;
 }
 
-int vy_fs_start(struct vy_daemon *d, const char *id, const char *source,
-		uint64_t hydrate_rate, struct vy_fs_mount *fm, vy_error *err)
+/* Start voyager-fs for fm; staged: with --wait-fd, its end of a socket
+ * pair in fm->ctl. */
+static int fs_spawn(struct vy_daemon *d, const char *id, const char *source,
+		    uint64_t hydrate_rate, struct vy_fs_mount *fm, bool staged, vy_error *err)
 {
 	char bin[PATH_MAX], stream[16], rate[32];
 	if (vy_fs_binary(bin, sizeof(bin), err) < 0)
@@ -393,6 +397,10 @@ int vy_fs_start(struct vy_daemon *d, const char *id, const char *source,
 	argv[n++] = "--key", argv[n++] = d->key_path;
 	argv[n++] = "--stream", argv[n++] = stream;
 	argv[n++] = "--migration", argv[n++] = (char *)id;
+	if (fm->delta[0])
+		argv[n++] = "--delta", argv[n++] = fm->delta;
+	if (staged)
+		argv[n++] = "--wait-fd", argv[n++] = "3";
 	if (fm->priority[0])
 		argv[n++] = "--priority", argv[n++] = fm->priority;
 	if (hydrate_rate)
@@ -401,13 +409,18 @@ int vy_fs_start(struct vy_daemon *d, const char *id, const char *source,
 	argv[n] = NULL;
 	if (vy_mkdir_p(fm->mountpoint, 0755, err) < 0)
 		return -1;
+	int sv[2] = { -1, -1 };
+	if (staged && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+		return vy_error_sys(err, errno, "socketpair");
 	int logfd = open(fm->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-	if (logfd < 0)
-		return vy_error_sys(err, errno, "open %s", fm->log);
+	if (logfd < 0) {
+		vy_error_sys(err, errno, "open %s", fm->log);
+		goto fail;
+	}
 	pid_t pid = fork();
 	if (pid < 0) {
-		close(logfd);
-		return vy_error_sys(err, errno, "fork");
+		vy_error_sys(err, errno, "fork");
+		goto fail;
 	}
 	if (pid == 0) {
 		/* Its own session: it must outlive voyagerd. */
@@ -416,30 +429,60 @@ int vy_fs_start(struct vy_daemon *d, const char *id, const char *source,
 		dup2(null, 0);
 		dup2(logfd, 1);
 		dup2(logfd, 2);
-		closefrom(3);
+		if (staged && sv[1] != 3)
+			dup2(sv[1], 3); /* dup2 clears close-on-exec */
+		else if (staged)
+			fcntl(3, F_SETFD, 0);
+		closefrom(staged ? 4 : 3);
 		signal(SIGPIPE, SIG_DFL);
 		execv(bin, argv);
 		_exit(127);
 	}
 	close(logfd);
+	if (staged) {
+		close(sv[1]);
+		fm->ctl = sv[0];
+	}
 	fm->pid = pid;
-	/* This wait is inside the freeze: look often at first (a start takes
-	 * 10 to 100 ms, with the tree's size), then every 20 ms. */
+	return 0;
+fail:
+	if (logfd >= 0)
+		close(logfd);
+	if (sv[0] >= 0) {
+		close(sv[0]);
+		close(sv[1]);
+	}
+	return -1;
+}
+
+static int fs_exited(struct vy_fs_mount *fm, vy_error *err)
+{
+	int st;
+	if (waitpid(fm->pid, &st, WNOHANG) != fm->pid)
+		return 0;
+	fm->pid = 0;
+	cleanup_free char *tail = vy_file_tail(fm->log, 5);
+	return vy_error_set(err, EIO, "voyager-fs for %s exited at start: %s", fm->mountpoint,
+			    tail ? tail : "(no log)");
+}
+
+/* Until the mount answers.  This wait is inside the freeze: look often at
+ * first (a start takes 10 to 100 ms, with the tree's size), then every
+ * 20 ms. */
+static int fs_wait_mounted(struct vy_fs_mount *fm, const char *id, vy_error *err)
+{
 	uint64_t start = vy_now_ms();
 	for (int polls = 0; vy_now_ms() - start < FS_START_MS; polls++) {
-		int st;
-		if (waitpid(pid, &st, WNOHANG) == pid) {
-			fm->pid = 0;
-			cleanup_free char *tail = vy_file_tail(fm->log, 5);
-			return vy_error_set(err, EIO, "voyager-fs for %s exited at start: %s",
-					    fm->mountpoint, tail ? tail : "(no log)");
-		}
+		if (fs_exited(fm, err) < 0)
+			return -1;
 		json_object *s = vy_fs_status(fm->mountpoint);
 		if (s) {
 			json_object_put(s);
-			vy_info("migration %s: voyager-fs (pid %d) serves %s, %llu ms after its start",
-				id, (int)pid, fm->mountpoint,
-				(unsigned long long)(vy_now_ms() - start));
+			vy_info("migration %s: voyager-fs (pid %d) serves %s, %llu ms after %s",
+				id, (int)fm->pid, fm->mountpoint,
+				(unsigned long long)(vy_now_ms() - start),
+				fm->staged ? "the go" : "its start");
+			fm->staged = false;
 			return 0;
 		}
 		usleep(polls < 250 ? 2000 : 20000);
@@ -447,6 +490,79 @@ int vy_fs_start(struct vy_daemon *d, const char *id, const char *source,
 	vy_fs_stop(fm);
 	return vy_error_set(err, ETIMEDOUT, "voyager-fs did not mount %s within %d s (log %s)",
 			    fm->mountpoint, FS_START_MS / 1000, fm->log);
+}
+
+int vy_fs_start(struct vy_daemon *d, const char *id, const char *source,
+		uint64_t hydrate_rate, struct vy_fs_mount *fm, vy_error *err)
+{
+	fm->staged = false;
+	fm->ctl = -1;
+	if (fs_spawn(d, id, source, hydrate_rate, fm, false, err) < 0)
+		return -1;
+	return fs_wait_mounted(fm, id, err);
+}
+
+int vy_fs_prestart(struct vy_daemon *d, const char *id, const char *source,
+		   uint64_t hydrate_rate, struct vy_fs_mount *fm, vy_error *err)
+{
+	fm->ctl = -1;
+	if (fs_spawn(d, id, source, hydrate_rate, fm, true, err) < 0)
+		return -1;
+	fm->staged = true;
+	/* It reads the manifest and every directory holding files: seconds,
+	 * for a large tree, all of it before the freeze. */
+	uint64_t start = vy_now_ms();
+	char line[8];
+	size_t n = 0;
+	while (n < sizeof(line) - 1) {
+		struct pollfd p = { fm->ctl, POLLIN, 0 };
+		if (vy_now_ms() - start > 10 * FS_START_MS) {
+			vy_fs_stop(fm);
+			return vy_error_set(err, ETIMEDOUT, "voyager-fs for %s was not ready "
+					    "within %d s (log %s)", fm->mountpoint,
+					    10 * FS_START_MS / 1000, fm->log);
+		}
+		if (poll(&p, 1, 100) <= 0)
+			continue;
+		ssize_t r = read(fm->ctl, line + n, 1);
+		if (r <= 0) {
+			if (fs_exited(fm, err) == 0) {
+				usleep(20000);
+				if (fs_exited(fm, err) == 0)
+					vy_error_set(err, EIO, "voyager-fs for %s closed its control "
+						     "socket (log %s)", fm->mountpoint, fm->log);
+			}
+			vy_fs_stop(fm);
+			return -1;
+		}
+		if (line[n++] == '\n')
+			break;
+	}
+	line[n] = '\0';
+	if (strcmp(line, "ready\n")) {
+		vy_fs_stop(fm);
+		return vy_error_set(err, EPROTO, "voyager-fs for %s said '%.6s', not ready",
+				    fm->mountpoint, line);
+	}
+	vy_info("migration %s: voyager-fs (pid %d) for %s is ready, %llu ms after its start",
+		id, (int)fm->pid, fm->mountpoint, (unsigned long long)(vy_now_ms() - start));
+	return 0;
+}
+
+int vy_fs_go(struct vy_fs_mount *fm, const char *id, vy_error *err)
+{
+	static const char go[] = "go\n";
+	if (!fm->staged || fm->ctl < 0)
+		return vy_error_set(err, EINVAL, "voyager-fs for %s is not waiting", fm->mountpoint);
+	ssize_t w = write(fm->ctl, go, sizeof(go) - 1);
+	close(fm->ctl);
+	fm->ctl = -1;
+	if (w != (ssize_t)sizeof(go) - 1) {
+		vy_error_sys(err, errno, "tell voyager-fs for %s to go", fm->mountpoint);
+		vy_fs_stop(fm);
+		return -1;
+	}
+	return fs_wait_mounted(fm, id, err);
 }
 
 static bool is_voyager_fs(pid_t pid)
@@ -463,6 +579,12 @@ static bool is_voyager_fs(pid_t pid)
 
 void vy_fs_stop(struct vy_fs_mount *fm)
 {
+	/* A staged one exits when its control socket closes. */
+	if (fm->staged && fm->ctl >= 0) {
+		close(fm->ctl);
+		fm->ctl = -1;
+	}
+	fm->staged = false;
 	if (umount2(fm->mountpoint, MNT_DETACH) < 0 && errno != EINVAL && errno != ENOENT)
 		vy_warn("unmount %s: %s", fm->mountpoint, strerror(errno));
 	if (fm->pid <= 0)
@@ -533,6 +655,7 @@ json_object *vy_fs_to_json(const struct vy_fs_mount *fm)
 	json_object_object_add(o, "backing", json_object_new_string(fm->backing));
 	json_object_object_add(o, "state", json_object_new_string(fm->state));
 	json_object_object_add(o, "manifest", json_object_new_string(fm->manifest));
+	json_object_object_add(o, "delta", json_object_new_string(fm->delta));
 	json_object_object_add(o, "priority", json_object_new_string(fm->priority));
 	json_object_object_add(o, "log", json_object_new_string(fm->log));
 	return o;
@@ -547,6 +670,8 @@ int vy_fs_from_json(json_object *o, struct vy_fs_mount *fm, vy_error *err)
 	snprintf(fm->backing, sizeof(fm->backing), "%s", vy_json_str(o, "backing", ""));
 	snprintf(fm->state, sizeof(fm->state), "%s", vy_json_str(o, "state", ""));
 	snprintf(fm->manifest, sizeof(fm->manifest), "%s", vy_json_str(o, "manifest", ""));
+	snprintf(fm->delta, sizeof(fm->delta), "%s", vy_json_str(o, "delta", ""));
+	fm->ctl = -1;
 	snprintf(fm->priority, sizeof(fm->priority), "%s", vy_json_str(o, "priority", ""));
 	snprintf(fm->log, sizeof(fm->log), "%s", vy_json_str(o, "log", ""));
 	if (fm->mountpoint[0] != '/')

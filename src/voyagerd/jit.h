@@ -71,8 +71,13 @@ struct vy_fs_mount {
 	char backing[PATH_MAX];
 	char state[PATH_MAX];
 	char manifest[PATH_MAX];
+	char delta[PATH_MAX];    /* "" for none: the manifest is the whole tree */
 	char priority[PATH_MAX]; /* "" for none */
 	char log[PATH_MAX];
+	/* Started before the freeze and waiting for the go (vy_fs_prestart);
+	 * ctl is our end of its control socket (-1 for none). */
+	bool staged;
+	int ctl;
 };
 
 /* Where the voyager-fs binary is: $VOYAGER_FS, next to voyagerd, in the
@@ -82,6 +87,13 @@ int vy_fs_binary(char *out, size_t len, vy_error *err);
  * until the mount answers. */
 int vy_fs_start(struct vy_daemon *d, const char *id, const char *source,
 		uint64_t hydrate_rate, struct vy_fs_mount *fm, vy_error *err);
+/* Before the freeze: start voyager-fs for fm with --delta and --wait-fd,
+ * and wait until it has done what grows with the tree (it says "ready"). */
+int vy_fs_prestart(struct vy_daemon *d, const char *id, const char *source,
+		   uint64_t hydrate_rate, struct vy_fs_mount *fm, vy_error *err);
+/* At the freeze, the delta written: tell it to go, and wait until the
+ * mount answers. */
+int vy_fs_go(struct vy_fs_mount *fm, const char *id, vy_error *err);
 /* Parsed user.voyager.status of a mount, or NULL. */
 json_object *vy_fs_status(const char *mountpoint);
 /* Unmount (lazily) and stop the process if it is still voyager-fs. */

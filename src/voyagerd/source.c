@@ -632,6 +632,7 @@ static const char *run_migration(struct migration *m, vy_error *err)
 		phase_begin(m, "skeleton");
 		if (vy_source_skeleton(m, err) < 0)
 			return "presync-failed";
+		vy_waitpoint("source-after-skeleton");
 	}
 	/* Persisted with the next phase change, before anything is frozen:
 	 * a restarted agent then knows to look for a frozen container. */
@@ -777,8 +778,10 @@ report:;
 	vy_hold_free(m->hold);
 	if (m->ch)
 		vy_channel_close(m->ch);
-	for (size_t i = 0; i < sizeof(m->pre) / sizeof(m->pre[0]); i++)
+	for (size_t i = 0; i < sizeof(m->pre) / sizeof(m->pre[0]); i++) {
 		vy_manifest_free(&m->pre[i]);
+		vy_manifest_free(&m->stale[i]);
+	}
 	for (size_t i = 0; i < sizeof(m->watch) / sizeof(m->watch[0]); i++)
 		vy_manifest_watch_free(m->watch[i]);
 	json_object_put(m->config);

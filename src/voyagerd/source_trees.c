@@ -11,6 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+
 #include "cleanup.h"
 #include "delta.h"
 #include "jit.h"
@@ -141,13 +143,12 @@ static int single_file_manifest(const char *path, struct vy_manifest *man, vy_er
 	return 0;
 }
 
-static int send_manifest(struct migration *m, uint32_t stream, const char *kind, int index,
-			 const char *flavor, const struct vy_manifest *man, vy_error *err)
+/* A tree's header and its manifest (or, flavor "jit-delta", a delta)
+ * already encoded in buf. */
+static int send_encoded(struct migration *m, uint32_t stream, const char *kind, int index,
+			const char *flavor, const struct vy_manifest *man, const uint8_t *buf,
+			size_t len, vy_error *err)
 {
-	cleanup_free uint8_t *buf = NULL;
-	size_t len;
-	if (vy_manifest_encode(man, &buf, &len, err) < 0)
-		return -1;
 	json_object *t = json_object_new_object();
 	json_object_object_add(t, "stream", json_object_new_int64(stream));
 	json_object_object_add(t, "kind", json_object_new_string(kind));
@@ -163,6 +164,62 @@ static int send_manifest(struct migration *m, uint32_t stream, const char *kind,
 		rc = vy_channel_send(m->ch, VY_MSG_MANIFEST, buf + off, n, err);
 	}
 	return rc;
+}
+
+/* sha, when not NULL, gets the SHA-256 of the manifest's bytes. */
+static int send_manifest(struct migration *m, uint32_t stream, const char *kind, int index,
+			 const char *flavor, const struct vy_manifest *man, uint8_t *sha,
+			 vy_error *err)
+{
+	cleanup_free uint8_t *buf = NULL;
+	size_t len;
+	unsigned dlen = 0;
+	if (vy_manifest_encode(man, &buf, &len, err) < 0)
+		return -1;
+	if (sha && !EVP_Digest(buf, len, sha, &dlen, EVP_sha256(), NULL))
+		return vy_error_set(err, EIO, "SHA-256 of a manifest");
+	return send_encoded(m, stream, kind, index, flavor, man, buf, len, err);
+}
+
+/* jit, at the freeze: send only what changed since the skeleton, when that
+ * can be said as a delta (1; *man becomes the skeleton brought up to date,
+ * the manifest both sides now hold), or nothing (0: send man whole; -1
+ * when it failed before anything was sent, -2 when the send failed).  The
+ * delta comes from the watch, reading only directories that changed; with
+ * no watch (or no delta from it) from a rescan in man, compared whole. */
+static int send_jit_delta(struct migration *m, uint32_t stream, const char *kind, int index,
+			  const char *path, struct vy_manifest *man, int64_t *dirs_read,
+			  vy_error *err)
+{
+	struct vy_manifest_delta d;
+	uint32_t dirs = 0;
+	int rc = man->count ? vy_manifest_diff(&m->pre[stream], man, &d, err)
+		 : vy_manifest_rescan_delta(m->watch[stream], path, &m->pre[stream], &d, &dirs,
+					    err);
+	if (rc <= 0)
+		return rc;
+	if (!man->count)
+		*dirs_read = dirs;
+	memcpy(d.base_sha, m->pre_sha[stream], 32);
+	uint32_t nput = d.put.count, ngone = d.ngone;
+	cleanup_free uint8_t *buf = NULL;
+	size_t len = 0;
+	rc = vy_manifest_delta_encode(&d, &buf, &len, err);
+	if (rc == 0)
+		rc = vy_manifest_delta_apply(&m->pre[stream], &d, NULL, err);
+	vy_manifest_delta_free(&d);
+	if (rc < 0)
+		return -1;
+	/* man, the rescan, is freed after the freeze, not in it */
+	vy_manifest_free(&m->stale[stream]);
+	m->stale[stream] = *man;
+	*man = m->pre[stream];
+	m->pre[stream] = (struct vy_manifest){ 0 };
+	if (send_encoded(m, stream, kind, index, "jit-delta", man, buf, len, err) < 0)
+		return -2;
+	vy_info("migration %s: %s: %u entries changed or new and %u gone since the skeleton "
+		"(delta of %zu bytes)", m->id, kind, nput, ngone, len);
+	return 1;
 }
 
 static int open_tree_root(const char *path, bool is_dir, vy_error *err)
@@ -223,7 +280,20 @@ static int send_jit_tree(struct migration *m, uint32_t stream, const char *kind,
 			err->msg);
 	uint64_t t0 = vy_now_ms();
 	int64_t dirs_read = -1;
-	int rc = !is_dir ? single_file_manifest(path, &man, err)
+	int sent = 0;
+	/* At the freeze, first the cheap way: the delta straight from the watch. */
+	if (!live && is_dir && m->pre[stream].count) {
+		vy_error why;
+		sent = send_jit_delta(m, stream, kind, index, path, &man, &dirs_read, &why);
+		if (sent == -2)
+			return vy_error_set(err, why.code, "send the delta of %s %s: %s", kind,
+					    path, why.msg);
+		if (sent < 0)
+			vy_warn("migration %s: %s: no delta from the watch (%s); scanning again",
+				m->id, kind, why.msg);
+		sent = sent > 0;
+	}
+	int rc = sent ? 0 : !is_dir ? single_file_manifest(path, &man, err)
 		 : !live && m->pre[stream].count
 		 ? vy_manifest_rescan(m->watch[stream], path, &m->pre[stream], &man, &dirs_read, err)
 		 : vy_manifest_scan(path, &man, err);
@@ -232,8 +302,14 @@ static int send_jit_tree(struct migration *m, uint32_t stream, const char *kind,
 		rc = is_dir ? vy_manifest_scan(path, &man, err) : single_file_manifest(path, &man, err);
 	}
 	uint64_t t1 = vy_now_ms(), sent0 = vy_channel_bytes_sent(m->ch);
-	if (rc == 0)
-		rc = send_manifest(m, stream, kind, index, flavor, &man, err);
+	if (rc == 0 && !sent && !live && is_dir && m->pre[stream].count) {
+		sent = send_jit_delta(m, stream, kind, index, path, &man, &dirs_read, err);
+		rc = sent < 0 ? -1 : 0;
+		sent = sent > 0;
+	}
+	if (rc == 0 && !sent)
+		rc = send_manifest(m, stream, kind, index, flavor, &man,
+				   live ? m->pre_sha[stream] : NULL, err);
 	if (rc == 0)
 		vy_info("migration %s: %s %s: %u entries %s in %llu ms, manifest of %llu bytes "
 			"sent in %llu ms", m->id, flavor, kind, man.count,
@@ -389,7 +465,7 @@ static int send_tree(struct migration *m, uint32_t stream, const char *kind, int
 			m->act->total_bytes += bytes_to_send(&man, skip);
 	}
 	if (rc == 0)
-		rc = send_manifest(m, stream, kind, index, flavor, &man, err);
+		rc = send_manifest(m, stream, kind, index, flavor, &man, NULL, err);
 	if (rc == 0 && live) {
 		skip = calloc(man.count ? man.count : 1, 1);
 		rc = skip ? vy_tree_send_live(m->ch, stream, rootfd, &man, skip, &m->act->progress, err)

@@ -50,6 +50,7 @@ struct session {
 	char netns[PATH_MAX];    /* the namespace we built for it */
 	uint8_t seen[MAX_STREAMS];               /* 0 nothing, 1 pre-synced, 2 final */
 	struct vy_manifest pre[MAX_STREAMS];     /* what each pre-sync brought */
+	uint8_t pre_sha[MAX_STREAMS][32];        /* jit: SHA-256 of each skeleton's manifest */
 	char stale[MAX_STREAMS][PATH_MAX];       /* replaced trees, removed after restore */
 	bool restored;
 	bool tcp_established;
@@ -283,8 +284,9 @@ static int stream_dir(struct session *s, json_object *t, char *out, size_t len,
 	const char *flavor = vy_json_str(t, "flavor", "full");
 	if (stream < 0 || stream >= MAX_STREAMS)
 		return vy_error_set(err, EPROTO, "bad stream %lld", (long long)stream);
-	uint8_t want = !strcmp(flavor, "delta") ? 1 : 0;
-	bool jit = !strcmp(flavor, "skeleton") || !strcmp(flavor, "jit");
+	uint8_t want = !strcmp(flavor, "delta") || !strcmp(flavor, "jit-delta") ? 1 : 0;
+	bool jit = !strcmp(flavor, "skeleton") || !strcmp(flavor, "jit") ||
+		   !strcmp(flavor, "jit-delta");
 	if (!strcmp(flavor, "jit") && s->seen[stream] == 1)
 		want = 1; /* after its skeleton */
 	if ((strcmp(flavor, "full") && strcmp(flavor, "presync") && strcmp(flavor, "delta") && !jit) ||
@@ -314,9 +316,9 @@ static int stream_dir(struct session *s, json_object *t, char *out, size_t len,
 	return 0;
 }
 
-/* raw, when not NULL, gets the encoded bytes too (the caller frees them). */
-static int recv_manifest(struct session *s, uint64_t total, struct vy_manifest *man,
-			 uint8_t **raw, vy_error *err)
+/* The MANIFEST frames of a tree: total bytes, into *out. */
+static int recv_manifest_bytes(struct session *s, uint64_t total, uint8_t **out,
+			       vy_error *err)
 {
 	if (total == 0 || total > MAX_MANIFEST_BYTES)
 		return vy_error_set(err, EPROTO, "manifest size %llu out of range",
@@ -338,7 +340,17 @@ static int recv_manifest(struct session *s, uint64_t total, struct vy_manifest *
 		have += msg.length;
 		vy_message_free(&msg);
 	}
-	if (vy_manifest_decode(buf, total, man, err) < 0)
+	*out = take_ptr(buf);
+	return 0;
+}
+
+/* raw, when not NULL, gets the encoded bytes too (the caller frees them). */
+static int recv_manifest(struct session *s, uint64_t total, struct vy_manifest *man,
+			 uint8_t **raw, vy_error *err)
+{
+	cleanup_free uint8_t *buf = NULL;
+	if (recv_manifest_bytes(s, total, &buf, err) < 0 ||
+	    vy_manifest_decode(buf, total, man, err) < 0)
 		return -1;
 	if (raw)
 		*raw = take_ptr(buf);
@@ -460,8 +472,73 @@ static void mountpoint_of(struct session *s, uint32_t stream, char *out, size_t 
 		snprintf(out, len, "%s/volumes/%u", s->ctr_dir, stream - 2);
 }
 
+/* The voyager-fs of a stream: its slot in s->fs, or -1. */
+static int fs_of(struct session *s, uint32_t stream)
+{
+	for (int i = 0; i < s->nfs; i++)
+		if (s->fs[i].stream == stream)
+			return i;
+	return -1;
+}
+
+static void fs_paths(struct session *s, uint32_t stream, const char *dir,
+		     struct vy_fs_mount *fm)
+{
+	memset(fm, 0, sizeof(*fm));
+	fm->ctl = -1;
+	fm->stream = stream;
+	snprintf(fm->backing, sizeof(fm->backing), "%s", dir);
+	mountpoint_of(s, stream, fm->mountpoint, sizeof(fm->mountpoint));
+	char fsdir[PATH_MAX];
+	snprintf(fsdir, sizeof(fsdir), "%s/fs", s->ctr_dir);
+	snprintf(fm->state, sizeof(fm->state), "%s/%u.state", fsdir, stream);
+	snprintf(fm->manifest, sizeof(fm->manifest), "%s/%u.manifest", fsdir, stream);
+	snprintf(fm->priority, sizeof(fm->priority), "%s/%u.priority", fsdir, stream);
+	snprintf(fm->log, sizeof(fm->log), "%s/%u.log", fsdir, stream);
+}
+
+static int save_fs(struct session *s, vy_error *err)
+{
+	json_object *arr = json_object_new_array();
+	for (int i = 0; i < s->nfs; i++)
+		json_object_array_add(arr, vy_fs_to_json(&s->fs[i]));
+	vy_journal_set(s->j, "fs", arr);
+	return vy_journal_save(s->j, err);
+}
+
+/* Before the freeze, the skeleton laid out: its manifest goes where
+ * voyager-fs reads it, and voyager-fs starts, reads it and every directory
+ * of the skeleton, and waits; at the freeze only the delta is left to do
+ * (recv_jit_delta).  If voyager-fs cannot start now, it starts at the
+ * freeze instead (slower, as with a whole manifest). */
+static int stage_fs(struct session *s, uint32_t stream, const char *dir, const uint8_t *raw,
+		    size_t rawlen, vy_error *err)
+{
+	if (s->nfs >= MAX_STREAMS || fs_of(s, stream) >= 0)
+		return vy_error_set(err, EPROTO, "a second skeleton for stream %u", stream);
+	struct vy_fs_mount *fm = &s->fs[s->nfs];
+	fs_paths(s, stream, dir, fm);
+	snprintf(fm->delta, sizeof(fm->delta), "%s/fs/%u.delta", s->ctr_dir, stream);
+	char fsdir[PATH_MAX];
+	snprintf(fsdir, sizeof(fsdir), "%s/fs", s->ctr_dir);
+	unsigned dlen = 0;
+	if (!EVP_Digest(raw, rawlen, s->pre_sha[stream], &dlen, EVP_sha256(), NULL))
+		return vy_error_set(err, EIO, "SHA-256 of the skeleton's manifest");
+	if (vy_mkdir_p(fsdir, 0700, err) < 0 || write_quick(fm->manifest, raw, rawlen, err) < 0)
+		return -1;
+	vy_error why;
+	if (vy_fs_prestart(s->d, s->id, s->source_addr, s->hydrate_rate, fm, &why) < 0) {
+		vy_warn("migration %s: voyager-fs for %s cannot start before the freeze, so it "
+			"will start in it: %s", s->id, fm->mountpoint, why.msg);
+		fm->staged = false;
+		fm->pid = 0;
+	}
+	s->nfs++;
+	return save_fs(s, err);
+}
+
 /* jit: a skeleton (before the freeze: metadata only, materialised in the
- * backing directory), or the frozen tree's manifest, which brings the
+ * backing directory), or the frozen tree's whole manifest, which brings the
  * skeleton up to date and starts voyager-fs over it.  man is consumed. */
 static int recv_jit_tree(struct session *s, uint32_t stream, const char *dir, bool skeleton,
 			 struct vy_manifest *man, const uint8_t *raw, size_t rawlen, vy_error *err)
@@ -473,6 +550,11 @@ static int recv_jit_tree(struct session *s, uint32_t stream, const char *dir, bo
 	if (rc == 0)
 		rc = vy_message_json(&end, &e, err);
 	vy_message_free(&end);
+	/* A whole manifest at the freeze: the voyager-fs staged for a delta
+	 * is of no use (it holds the skeleton open); one starts afresh. */
+	int slot = skeleton ? -1 : fs_of(s, stream);
+	if (slot >= 0)
+		vy_fs_stop(&s->fs[slot]);
 	/* Metadata is local before anything runs here.  At the freeze only
 	 * the entries that changed since the skeleton are touched. */
 	bool same = false;
@@ -499,27 +581,26 @@ static int recv_jit_tree(struct session *s, uint32_t stream, const char *dir, bo
 	if (rc == 0 && !same)
 		rc = vy_manifest_finish(man, rootfd, err);
 	if (rc == 0 && skeleton) {
+		rc = stage_fs(s, stream, dir, raw, rawlen, err);
 		vy_manifest_free(&s->pre[stream]);
 		s->pre[stream] = *man;
 		*man = (struct vy_manifest){ 0 };
 		json_object *ack = json_object_new_object();
 		json_object_object_add(ack, "stream", json_object_new_int64(stream));
-		rc = vy_channel_send_json(s->ch, VY_MSG_ACK, ack, err);
+		if (rc == 0)
+			rc = vy_channel_send_json(s->ch, VY_MSG_ACK, ack, err);
 		json_object_put(ack);
 	}
-	struct vy_fs_mount *fm = &s->fs[s->nfs];
 	if (rc == 0 && !skeleton) {
-		memset(fm, 0, sizeof(*fm));
-		fm->stream = stream;
-		snprintf(fm->backing, sizeof(fm->backing), "%s", dir);
-		mountpoint_of(s, stream, fm->mountpoint, sizeof(fm->mountpoint));
+		if (slot < 0 && s->nfs >= MAX_STREAMS)
+			rc = vy_error_set(err, EPROTO, "too many trees");
+		struct vy_fs_mount *fm = &s->fs[slot >= 0 ? slot : s->nfs];
 		char fsdir[PATH_MAX];
 		snprintf(fsdir, sizeof(fsdir), "%s/fs", s->ctr_dir);
-		snprintf(fm->state, sizeof(fm->state), "%s/%u.state", fsdir, stream);
-		snprintf(fm->manifest, sizeof(fm->manifest), "%s/%u.manifest", fsdir, stream);
-		snprintf(fm->priority, sizeof(fm->priority), "%s/%u.priority", fsdir, stream);
-		snprintf(fm->log, sizeof(fm->log), "%s/%u.log", fsdir, stream);
-		rc = vy_mkdir_p(fsdir, 0700, err);
+		if (rc == 0) {
+			fs_paths(s, stream, dir, fm);
+			rc = vy_mkdir_p(fsdir, 0700, err);
+		}
 		/* as it came (no second encoding in the freeze window); made
 		 * durable with the rest at the commit (sync_received) */
 		if (rc == 0)
@@ -528,19 +609,64 @@ static int recv_jit_tree(struct session *s, uint32_t stream, const char *dir, bo
 			rc = write_priority(fm->priority, json_object_object_get(e, "priority"), err);
 		if (rc == 0)
 			rc = vy_fs_start(s->d, s->id, s->source_addr, s->hydrate_rate, fm, err);
-		if (rc == 0) {
+		if (rc == 0 && slot < 0)
 			s->nfs++;
-			json_object *arr = json_object_new_array();
-			for (int i = 0; i < s->nfs; i++)
-				json_object_array_add(arr, vy_fs_to_json(&s->fs[i]));
-			vy_journal_set(s->j, "fs", arr);
-			rc = vy_journal_save(s->j, err);
-		}
+		if (rc == 0)
+			rc = save_fs(s, err);
 	}
 	json_object_put(e);
 	vy_manifest_free(man);
 	if (rc < 0)
 		return vy_error_wrap(err, "%s of %s", skeleton ? "skeleton" : "federated tree", dir);
+	return 0;
+}
+
+/* jit, at the freeze: what changed since the skeleton (raw, the delta's
+ * bytes, len of them), applied to the skeleton; then the staged voyager-fs
+ * goes.  All of it grows with the change, not with the tree. */
+static int recv_jit_delta(struct session *s, uint32_t stream, const char *dir,
+			  const uint8_t *raw, size_t len, vy_error *err)
+{
+	struct vy_message end = { 0 };
+	json_object *e = NULL;
+	struct vy_manifest_delta d = { 0 };
+	int slot = fs_of(s, stream);
+	int rc = vy_channel_expect(s->ch, VY_MSG_TREE_END, &end, err);
+	if (rc == 0)
+		rc = vy_message_json(&end, &e, err);
+	vy_message_free(&end);
+	if (rc == 0 && (slot < 0 || !s->pre[stream].count))
+		rc = vy_error_set(err, EPROTO, "a delta for stream %u, which had no skeleton", stream);
+	if (rc == 0)
+		rc = vy_manifest_delta_decode(raw, len, &d, err);
+	if (rc == 0 && memcmp(d.base_sha, s->pre_sha[stream], 32))
+		rc = vy_error_set(err, EPROTO, "the delta is not for the skeleton we have");
+	if (rc == 0)
+		rc = vy_manifest_delta_check(&s->pre[stream], &d, err);
+	uint32_t changed = 0;
+	cleanup_close int rootfd = rc == 0 ? open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+	if (rc == 0 && rootfd < 0)
+		rc = vy_error_sys(err, errno, "open %s", dir);
+	if (rc == 0)
+		rc = vy_manifest_delta_update_skeleton(&s->pre[stream], &d, rootfd, &changed, err);
+	if (rc == 0)
+		vy_info("migration %s: skeleton %s: %u entries changed since it was laid out "
+			"(of %u)", s->id, dir, changed, s->pre[stream].count);
+	struct vy_fs_mount *fm = slot >= 0 ? &s->fs[slot] : NULL;
+	/* made durable with the rest at the commit (sync_received) */
+	if (rc == 0)
+		rc = write_quick(fm->delta, raw, len, err);
+	if (rc == 0)
+		rc = write_priority(fm->priority, json_object_object_get(e, "priority"), err);
+	if (rc == 0)
+		rc = fm->staged ? vy_fs_go(fm, s->id, err)
+				: vy_fs_start(s->d, s->id, s->source_addr, s->hydrate_rate, fm, err);
+	if (rc == 0)
+		rc = save_fs(s, err);
+	vy_manifest_delta_free(&d);
+	json_object_put(e);
+	if (rc < 0)
+		return vy_error_wrap(err, "changes to %s", dir);
 	return 0;
 }
 
@@ -562,6 +688,10 @@ static int recv_tree(struct session *s, struct vy_message *first, vy_error *err)
 	struct vy_tree_sink *sink = NULL;
 	cleanup_close int rootfd = -1;
 	cleanup_free uint8_t *raw = NULL;
+	if (!strcmp(flavor, "jit-delta")) {
+		rc = recv_manifest_bytes(s, mbytes, &raw, err);
+		return rc < 0 ? -1 : recv_jit_delta(s, stream, dir, raw, mbytes, err);
+	}
 	bool jit = !strcmp(flavor, "skeleton") || !strcmp(flavor, "jit");
 	rc = recv_manifest(s, mbytes, &man, jit ? &raw : NULL, err);
 	if (rc == 0 && jit)

@@ -1,0 +1,350 @@
+/* manifest_delta.c - the change from one manifest to another, and bringing
+ * a manifest up to date with it (manifest.h, "deltas").
+ *
+ * A jit migration's freeze sends only this change: the manifest itself
+ * went before the freeze.  vy_manifest_diff() runs on the source; both
+ * sides then apply the same delta to the same base, so that they agree on
+ * every entry's index (voyager-fs fetches by index).  The target checks an
+ * untrusted delta with vy_manifest_delta_check() before it touches anything.
+ * Applying is linear in the base but only moves entries, never copies or
+ * hashes them; hashing the base happens only for a delta with new entries,
+ * to check where they go.
+ */
+#include "manifest.h"
+#include "manifest_internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cleanup.h"
+
+void vy_manifest_delta_free(struct vy_manifest_delta *d)
+{
+	if (!d)
+		return;
+	free(d->gone);
+	free(d->at);
+	vy_manifest_free(&d->put);
+	memset(d, 0, sizeof(*d));
+}
+
+/* 1 for each entry that is part of a hard-link group. */
+static uint8_t *linked_entries(const struct vy_manifest *m)
+{
+	uint8_t *l = calloc(m->count ? m->count : 1, 1);
+	for (uint32_t i = 0; l && i < m->count; i++) {
+		uint32_t f = m->entries[i].link_of;
+		if (f != VY_NO_LINK) {
+			l[i] = 1;
+			if (f < m->count)
+				l[f] = 1;
+		}
+	}
+	return l;
+}
+
+/* Both first names, or later names of first names at the same path. */
+static bool same_link(const struct vy_manifest *base, const struct vy_entry *b,
+		      const struct vy_manifest *cur, const struct vy_entry *c)
+{
+	if (b->link_of == VY_NO_LINK || c->link_of == VY_NO_LINK)
+		return b->link_of == c->link_of;
+	return b->link_of < base->count && c->link_of < cur->count &&
+	       !strcmp(base->entries[b->link_of].path, cur->entries[c->link_of].path);
+}
+
+static int put_entry(struct vy_manifest_delta *d, const struct vy_entry *e, uint32_t at,
+		     vy_error *err)
+{
+	uint32_t cap = d->put.cap;
+	if (manifest_copy_entry(&d->put, e, err) < 0)
+		return -1;
+	if (d->put.cap != cap || !d->at) {
+		uint32_t *more = realloc(d->at, d->put.cap * sizeof(*more));
+		if (!more)
+			return vy_error_sys(err, ENOMEM, "manifest delta");
+		d->at = more;
+	}
+	d->at[d->put.count - 1] = at;
+	return 0;
+}
+
+static int diff(const struct vy_manifest *base, const struct vy_manifest *cur,
+		struct vy_manifest_delta *d, vy_error *err)
+{
+	if (!base->count || !cur->count || base->entries[0].type != VY_ENTRY_DIR ||
+	    cur->entries[0].type != VY_ENTRY_DIR || *base->entries[0].path ||
+	    *cur->entries[0].path)
+		return 0;
+	cleanup_free uint8_t *blink = linked_entries(base);
+	cleanup_free uint8_t *clink = linked_entries(cur);
+	cleanup_free uint8_t *seen = calloc(base->count, 1);
+	struct path_index idx = { 0 };
+	if (!blink || !clink || !seen || path_index_init(&idx, base->count) < 0)
+		return vy_error_sys(err, ENOMEM, "manifest delta");
+	for (uint32_t i = 0; i < base->count; i++) {
+		const char *p = base->entries[i].path;
+		*path_index_slot(&idx, base->entries, p, strlen(p)) = i + 1;
+	}
+	d->base_count = base->count;
+	int rc = 1;
+	for (uint32_t i = 0; rc == 1 && i < cur->count; i++) {
+		const struct vy_entry *e = &cur->entries[i];
+		uint32_t slot = *path_index_slot(&idx, base->entries, e->path, strlen(e->path));
+		const struct vy_entry *b = slot ? &base->entries[slot - 1] : NULL;
+		if (b && manifest_same_shape(b, e)) {
+			seen[slot - 1] = 1;
+			bool same = manifest_same_meta(b, e) && same_link(base, b, cur, e);
+			if (same)
+				continue;
+			if (blink[slot - 1] || clink[i])
+				rc = 0; /* a hard link changed */
+			else if (put_entry(d, e, slot - 1, err) < 0)
+				rc = -1;
+		} else if (clink[i]) {
+			rc = 0;
+		} else if (put_entry(d, e, VY_DELTA_NEW, err) < 0) {
+			rc = -1;
+		}
+	}
+	free(idx.slots);
+	if (rc == 1 && !seen[0])
+		rc = 0;
+	for (uint32_t i = 1; rc == 1 && i < base->count; i++) {
+		if (seen[i])
+			continue;
+		if (blink[i]) {
+			rc = 0;
+			break;
+		}
+		if (!d->gone || d->ngone % 1024 == 0) {
+			uint32_t *more = realloc(d->gone, ((size_t)d->ngone + 1024) * sizeof(*more));
+			if (!more)
+				return vy_error_sys(err, ENOMEM, "manifest delta");
+			d->gone = more;
+		}
+		d->gone[d->ngone++] = i;
+	}
+	return rc;
+}
+
+int vy_manifest_diff(const struct vy_manifest *base, const struct vy_manifest *cur,
+		     struct vy_manifest_delta *d, vy_error *err)
+{
+	memset(d, 0, sizeof(*d));
+	int rc = diff(base, cur, d, err);
+	if (rc != 1)
+		vy_manifest_delta_free(d);
+	return rc;
+}
+
+static int cmp_path(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Nothing stays below a directory that goes.  Only deltas that remove a
+ * directory pay for this look at every entry's parent. */
+static int check_gone_dirs(const struct vy_manifest *base, const struct vy_manifest_delta *d,
+			   const uint8_t *named, vy_error *err)
+{
+	uint32_t ndirs = 0;
+	for (uint32_t k = 0; k < d->ngone; k++)
+		ndirs += base->entries[d->gone[k]].type == VY_ENTRY_DIR;
+	if (!ndirs)
+		return 0;
+	cleanup_free const char **dirs = malloc(ndirs * sizeof(*dirs));
+	if (!dirs)
+		return vy_error_sys(err, ENOMEM, "manifest delta");
+	ndirs = 0;
+	for (uint32_t k = 0; k < d->ngone; k++)
+		if (base->entries[d->gone[k]].type == VY_ENTRY_DIR)
+			dirs[ndirs++] = base->entries[d->gone[k]].path;
+	qsort(dirs, ndirs, sizeof(*dirs), cmp_path);
+	for (uint32_t i = 1; i < base->count; i++) {
+		if (named[i] == 1)
+			continue;
+		const char *p = base->entries[i].path, *slash = strrchr(p, '/');
+		if (!slash)
+			continue; /* under the root, which stays */
+		size_t plen = (size_t)(slash - p);
+		uint32_t lo = 0, hi = ndirs;
+		while (lo < hi) {
+			uint32_t mid = lo + (hi - lo) / 2;
+			int c = strncmp(dirs[mid], p, plen);
+			if (c == 0 && dirs[mid][plen] == '\0')
+				return vy_error_set(err, EINVAL, "delta: '%s' stays, but its "
+						    "directory goes", p);
+			if (c < 0)
+				lo = mid + 1;
+			else
+				hi = mid; /* also when dirs[mid] only starts with it */
+		}
+	}
+	return 0;
+}
+
+int vy_manifest_delta_check(const struct vy_manifest *base,
+			    const struct vy_manifest_delta *d, vy_error *err)
+{
+	if (d->base_count != base->count)
+		return vy_error_set(err, EINVAL, "the delta is for a manifest of %u entries, "
+				    "not this one of %u", d->base_count, base->count);
+	/* 1: gone, 2: replaced */
+	cleanup_free uint8_t *named = calloc(base->count, 1);
+	if (!named)
+		return vy_error_sys(err, ENOMEM, "manifest delta");
+	for (uint32_t k = 0; k < d->ngone; k++) {
+		uint32_t g = d->gone[k];
+		if (g == 0 || g >= base->count || (k && g <= d->gone[k - 1]))
+			return vy_error_set(err, EINVAL, "delta: bad gone index %u", g);
+		named[g] = 1;
+	}
+	uint32_t nnew = 0;
+	for (uint32_t k = 0; k < d->put.count; k++) {
+		const struct vy_entry *e = &d->put.entries[k];
+		uint32_t at = d->at[k];
+		if (e->link_of != VY_NO_LINK)
+			return vy_error_set(err, EINVAL, "delta: '%s' is a hard link", e->path);
+		if (at == VY_DELTA_NEW) {
+			if (!*e->path)
+				return vy_error_set(err, EINVAL, "delta: a second root");
+			nnew++;
+			continue;
+		}
+		if (at >= base->count || named[at])
+			return vy_error_set(err, EINVAL, "delta: entry %u named twice or out of "
+					    "range", at);
+		named[at] = 2;
+		const struct vy_entry *b = &base->entries[at];
+		if (strcmp(b->path, e->path))
+			return vy_error_set(err, EINVAL, "delta: entry %u is '%s', not '%s'", at,
+					    b->path, e->path);
+		if (b->type != e->type)
+			return vy_error_set(err, EINVAL, "delta: '%s' changes type in place",
+					    e->path);
+	}
+	for (uint32_t i = 0; i < base->count; i++) {
+		uint32_t f = base->entries[i].link_of;
+		if (f != VY_NO_LINK && (named[i] || f >= base->count || named[f]))
+			return vy_error_set(err, EINVAL, "delta: touches the hard link '%s'",
+					    base->entries[i].path);
+	}
+	if (check_gone_dirs(base, d, named, err) < 0)
+		return -1;
+	if (!nnew)
+		return 0;
+	/* Where new entries go: under a directory that exists by then, at a
+	 * path that does not.  One array for base and new entries, so that a
+	 * path index can hold both. */
+	size_t total = (size_t)base->count + nnew;
+	cleanup_free struct vy_entry *all = malloc(total * sizeof(*all));
+	struct path_index idx = { 0 };
+	if (!all || path_index_init(&idx, (uint32_t)total) < 0)
+		return vy_error_sys(err, ENOMEM, "manifest delta");
+	memcpy(all, base->entries, base->count * sizeof(*all));
+	for (uint32_t i = 0; i < base->count; i++)
+		if (named[i] != 1)
+			*path_index_slot(&idx, all, all[i].path, strlen(all[i].path)) = i + 1;
+	uint32_t n = base->count;
+	int rc = 0;
+	for (uint32_t k = 0; rc == 0 && k < d->put.count; k++) {
+		const struct vy_entry *e = &d->put.entries[k];
+		if (d->at[k] != VY_DELTA_NEW)
+			continue;
+		const char *slash = strrchr(e->path, '/');
+		size_t plen = slash ? (size_t)(slash - e->path) : 0;
+		uint32_t parent = *path_index_slot(&idx, all, e->path, plen);
+		uint32_t *self = path_index_slot(&idx, all, e->path, strlen(e->path));
+		if (!parent || all[parent - 1].type != VY_ENTRY_DIR)
+			rc = vy_error_set(err, EINVAL, "delta: '%s' is not under a directory",
+					  e->path);
+		else if (*self)
+			rc = vy_error_set(err, EINVAL, "delta: '%s' exists already", e->path);
+		else {
+			all[n] = *e;
+			*self = ++n;
+		}
+	}
+	free(idx.slots);
+	return rc;
+}
+
+int vy_manifest_delta_apply(struct vy_manifest *base, struct vy_manifest_delta *d,
+			    uint32_t **map_out, vy_error *err)
+{
+	uint32_t count = base->count, nnew = 0;
+	if (d->base_count != count)
+		return vy_error_set(err, EINVAL, "the delta is for a manifest of %u entries, "
+				    "not this one of %u", d->base_count, count);
+	for (uint32_t k = 0; k < d->put.count; k++) {
+		if (d->at[k] == VY_DELTA_NEW)
+			nnew++;
+		else if (d->at[k] >= count)
+			return vy_error_set(err, EINVAL, "delta: entry %u out of range", d->at[k]);
+	}
+	for (uint32_t k = 0; k < d->ngone; k++)
+		if (d->gone[k] == 0 || d->gone[k] >= count || (k && d->gone[k] <= d->gone[k - 1]))
+			return vy_error_set(err, EINVAL, "delta: bad gone index %u", d->gone[k]);
+	if ((uint64_t)count - d->ngone + nnew > VY_MANIFEST_MAX_ENTRIES)
+		return vy_error_set(err, EFBIG, "delta: more than %u entries",
+				    VY_MANIFEST_MAX_ENTRIES);
+	cleanup_free uint32_t *map = malloc(count * sizeof(*map));
+	uint32_t want = count - d->ngone + nnew;
+	if (!map)
+		return vy_error_sys(err, ENOMEM, "manifest delta");
+	if (want > base->cap || count > base->cap) {
+		want = want > count ? want : count;
+		struct vy_entry *more = realloc(base->entries, want * sizeof(*more));
+		if (!more)
+			return vy_error_sys(err, ENOMEM, "manifest delta");
+		base->entries = more;
+		base->cap = want;
+	}
+	/* Nothing fails past this point. */
+	for (uint32_t k = 0; k < d->put.count; k++) {
+		struct vy_entry *e = &d->put.entries[k];
+		if (d->at[k] == VY_DELTA_NEW)
+			continue;
+		manifest_entry_free(&base->entries[d->at[k]]);
+		base->entries[d->at[k]] = *e;
+		memset(e, 0, sizeof(*e));
+	}
+	uint32_t w = 0;
+	for (uint32_t i = 0, g = 0; i < count; i++) {
+		if (g < d->ngone && d->gone[g] == i) {
+			manifest_entry_free(&base->entries[i]);
+			map[i] = VY_DELTA_NEW;
+			g++;
+			continue;
+		}
+		map[i] = w;
+		base->entries[w++] = base->entries[i];
+	}
+	for (uint32_t i = 0; i < w; i++) {
+		uint32_t *f = &base->entries[i].link_of;
+		/* vy_manifest_delta_check() refused deltas that touch a link */
+		if (*f != VY_NO_LINK)
+			*f = *f < count && map[*f] != VY_DELTA_NEW ? map[*f] : VY_NO_LINK;
+	}
+	for (uint32_t k = 0; k < d->put.count; k++) {
+		struct vy_entry *e = &d->put.entries[k];
+		if (d->at[k] != VY_DELTA_NEW)
+			continue;
+		base->entries[w++] = *e;
+		memset(e, 0, sizeof(*e));
+	}
+	base->count = w;
+	base->data_bytes = 0;
+	for (uint32_t i = 0; i < w; i++)
+		if (base->entries[i].type == VY_ENTRY_REG && base->entries[i].link_of == VY_NO_LINK)
+			base->data_bytes += base->entries[i].size;
+	d->put.count = 0; /* what it held was moved */
+	vy_manifest_delta_free(d);
+	if (map_out) {
+		*map_out = map;
+		map = NULL;
+	}
+	return 0;
+}

@@ -1,0 +1,1065 @@
+/* test_manifest_delta.c - unit tests for manifest deltas (manifest.h,
+ * "deltas"): vy_manifest_diff() on real trees, the delta codec and its
+ * rejections, vy_manifest_delta_check(), vy_manifest_delta_apply() and
+ * bringing a skeleton up to date with a delta.
+ *
+ * Runs as root (owners, xattrs on a skeleton).  Every tree lives in
+ * /tmp/vytest-XXXXXX and is removed by a cleanup handler, whatever the
+ * outcome.  Times are set explicitly: base trees get an old mtime and an
+ * atime in the future, so that every change moves an mtime and no scan
+ * moves an atime (relatime leaves a future atime alone).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "manifest.h"
+#include "unit.h"
+#include "wire.h"
+
+/* ---- temporary trees ---- */
+
+static int remove_one(const char *path, const struct stat *st, int flag,
+		      struct FTW *ftw)
+{
+	remove(path); /* best effort: keep going */
+	return 0;
+}
+
+static void remove_tree(char **dir)
+{
+	if (!*dir)
+		return;
+	nftw(*dir, remove_one, 32, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
+	free(*dir);
+}
+
+#define cleanup_tree __attribute__((cleanup(remove_tree)))
+
+static char *make_tmpdir(void)
+{
+	char tmpl[] = "/tmp/vytest-XXXXXX";
+	return mkdtemp(tmpl) ? strdup(tmpl) : NULL;
+}
+
+static char *join(const char *dir, const char *rel)
+{
+	static char buf[4][512];
+	static int n;
+	char *out = buf[n++ & 3];
+	snprintf(out, 512, "%s/%s", dir, rel);
+	return out;
+}
+
+static int write_at(const char *path, off_t off, const char *data)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -1;
+	ssize_t n = pwrite(fd, data, strlen(data), off);
+	close(fd);
+	return n == (ssize_t)strlen(data) ? 0 : -1;
+}
+
+#define OLD_MTIME 1200000000987654321ll
+
+static struct timespec stamp_times[2];
+
+static int stamp_one(const char *path, const struct stat *st, int flag,
+		     struct FTW *ftw)
+{
+	return utimensat(AT_FDCWD, path, stamp_times, AT_SYMLINK_NOFOLLOW) < 0 ? -1 : 0;
+}
+
+/* Every entry of the tree: mtime OLD_MTIME, atime a day ahead. */
+static int stamp_tree(const char *root)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_REALTIME, &now);
+	stamp_times[0] = (struct timespec){ now.tv_sec + 86400, 123 };
+	stamp_times[1] = (struct timespec){ OLD_MTIME / 1000000000, OLD_MTIME % 1000000000 };
+	return nftw(root, stamp_one, 32, FTW_PHYS);
+}
+
+/* ---- comparing manifests by path ---- */
+
+static int by_path(const void *a, const void *b, void *arg)
+{
+	const struct vy_manifest *m = arg;
+	return strcmp(m->entries[*(const uint32_t *)a].path,
+		      m->entries[*(const uint32_t *)b].path);
+}
+
+/* Indices of m sorted by path; the caller frees. */
+static uint32_t *path_order(const struct vy_manifest *m)
+{
+	uint32_t *order = malloc((m->count ? m->count : 1) * sizeof(*order));
+	for (uint32_t i = 0; order && i < m->count; i++)
+		order[i] = i;
+	if (order)
+		qsort_r(order, m->count, sizeof(*order), by_path, (void *)m);
+	return order;
+}
+
+static int64_t lookup(const struct vy_manifest *m, const uint32_t *order, const char *path)
+{
+	uint32_t lo = 0, hi = m->count;
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+		int c = strcmp(m->entries[order[mid]].path, path);
+		if (!c)
+			return order[mid];
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return -1;
+}
+
+static int64_t find(const struct vy_manifest *m, const char *path)
+{
+	for (uint32_t i = 0; i < m->count; i++)
+		if (!strcmp(m->entries[i].path, path))
+			return i;
+	return -1;
+}
+
+static const struct vy_xattr *find_xattr(const struct vy_entry *e, const char *name)
+{
+	for (uint16_t i = 0; e && i < e->nxattr; i++)
+		if (!strcmp(e->xattrs[i].name, name))
+			return &e->xattrs[i];
+	return NULL;
+}
+
+static bool same_xattrs(const struct vy_entry *a, const struct vy_entry *b)
+{
+	if (a->nxattr != b->nxattr)
+		return false;
+	for (uint16_t i = 0; i < a->nxattr; i++) {
+		const struct vy_xattr *x = find_xattr(b, a->xattrs[i].name);
+		if (!x || x->len != a->xattrs[i].len || memcmp(x->value, a->xattrs[i].value, x->len))
+			return false;
+	}
+	return true;
+}
+
+/* The same entry in two manifests, link_of compared by the first name's
+ * path since indices differ. */
+static bool same_entry(const struct vy_manifest *ma, const struct vy_entry *a,
+		       const struct vy_manifest *mb, const struct vy_entry *b, bool atime)
+{
+	if (strcmp(a->path, b->path) || a->type != b->type || a->mode != b->mode ||
+	    a->uid != b->uid || a->gid != b->gid || a->size != b->size || a->rdev != b->rdev ||
+	    a->mtime_ns != b->mtime_ns || (atime && a->atime_ns != b->atime_ns) ||
+	    !a->target != !b->target || (a->target && strcmp(a->target, b->target)) ||
+	    !same_xattrs(a, b))
+		return false;
+	if (a->link_of == VY_NO_LINK || b->link_of == VY_NO_LINK)
+		return a->link_of == b->link_of;
+	return a->link_of < ma->count && b->link_of < mb->count &&
+	       !strcmp(ma->entries[a->link_of].path, mb->entries[b->link_of].path);
+}
+
+/* a and b hold the same entries, in any order. */
+static bool same_manifest(const struct vy_manifest *a, const struct vy_manifest *b, bool atime)
+{
+	if (a->count != b->count) {
+		fprintf(stderr, "  %u entries, not %u\n", a->count, b->count);
+		return false;
+	}
+	uint32_t *order = path_order(b);
+	bool ok = order != NULL;
+	for (uint32_t i = 0; ok && i < a->count; i++) {
+		int64_t j = lookup(b, order, a->entries[i].path);
+		const struct vy_entry *x = &a->entries[i], *y = j >= 0 ? &b->entries[j] : NULL;
+		if (!y || !same_entry(a, x, b, y, atime)) {
+			fprintf(stderr, "  '%s' differs: ", x->path);
+			if (y)
+				fprintf(stderr, "type %u/%u mode %o/%o size %llu/%llu mtime %lld/%lld "
+					"xattrs %u/%u\n", x->type, y->type, x->mode, y->mode,
+					(unsigned long long)x->size, (unsigned long long)y->size,
+					(long long)x->mtime_ns, (long long)y->mtime_ns, x->nxattr,
+					y->nxattr);
+			else
+				fprintf(stderr, "missing\n");
+			ok = false;
+		}
+	}
+	free(order);
+	return ok;
+}
+
+/* ---- hand-made manifests and deltas ---- */
+
+static struct vy_entry *add(struct vy_manifest *m, uint8_t type, const char *path)
+{
+	m->entries = realloc(m->entries, (m->count + 1) * sizeof(*m->entries));
+	struct vy_entry *e = &m->entries[m->count++];
+	m->cap = m->count; /* as the library keeps it: apply grows from cap */
+	memset(e, 0, sizeof(*e));
+	e->path = strdup(path);
+	e->type = type;
+	e->mode = type == VY_ENTRY_DIR ? 0755 : 0644;
+	e->link_of = VY_NO_LINK;
+	if (type == VY_ENTRY_SYMLINK) {
+		e->target = strdup("t");
+		e->size = 1;
+	}
+	return e;
+}
+
+static void add_xattr(struct vy_entry *e, const char *name, uint32_t len)
+{
+	e->xattrs = realloc(e->xattrs, (e->nxattr + 1) * sizeof(*e->xattrs));
+	struct vy_xattr *x = &e->xattrs[e->nxattr++];
+	x->name = strdup(name);
+	x->value = calloc(1, len ? len : 1);
+	x->len = len;
+}
+
+static struct vy_entry *put(struct vy_manifest_delta *d, uint32_t at, uint8_t type,
+			    const char *path)
+{
+	d->at = realloc(d->at, (d->put.count + 1) * sizeof(*d->at));
+	d->at[d->put.count] = at;
+	return add(&d->put, type, path);
+}
+
+static void gone(struct vy_manifest_delta *d, uint32_t index)
+{
+	d->gone = realloc(d->gone, (d->ngone + 1) * sizeof(*d->gone));
+	d->gone[d->ngone++] = index;
+}
+
+/* A small valid delta against a base of 6 entries: the root and "d"
+ * changed, entries 2 and 3 gone, "d/n" and "l" new. */
+static void sample_delta(struct vy_manifest_delta *d)
+{
+	memset(d, 0, sizeof(*d));
+	memset(d->base_sha, 0xab, sizeof(d->base_sha));
+	d->base_count = 6;
+	gone(d, 2);
+	gone(d, 3);
+	put(d, 0, VY_ENTRY_DIR, "");
+	put(d, 1, VY_ENTRY_DIR, "d")->mode = 0700;
+	add_xattr(put(d, VY_DELTA_NEW, VY_ENTRY_REG, "d/n"), "user.a", 3);
+	put(d, VY_DELTA_NEW, VY_ENTRY_SYMLINK, "l");
+}
+
+static uint8_t *encode_delta(const struct vy_manifest_delta *d, size_t *len)
+{
+	uint8_t *buf = NULL;
+	vy_error err;
+	return vy_manifest_delta_encode(d, &buf, len, &err) < 0 ? NULL : buf;
+}
+
+/* Decodes from an exact-size copy, so that the sanitizers see overreads. */
+static bool delta_decodes(const uint8_t *buf, size_t len, const char *what)
+{
+	uint8_t *copy = malloc(len ? len : 1);
+	if (len)
+		memcpy(copy, buf, len);
+	struct vy_manifest_delta d;
+	vy_error err = { 0 };
+	int rc = vy_manifest_delta_decode(copy, len, &d, &err);
+	free(copy);
+	if (rc == 0) {
+		vy_manifest_delta_free(&d);
+		return true;
+	}
+	CHECK(err.msg[0] != '\0');
+	if (what)
+		printf("     %-28s -> %.100s\n", what, err.msg);
+	return false;
+}
+
+/* Encode d as it is, expect the decoder to refuse it, free d. */
+static void expect_refused(struct vy_manifest_delta *d, const char *what)
+{
+	size_t len;
+	uint8_t *buf = encode_delta(d, &len);
+	CHECK(buf != NULL);
+	if (buf && delta_decodes(buf, len, what))
+		fprintf(stderr, "  accepted: %s\n", what);
+	free(buf);
+	vy_manifest_delta_free(d);
+}
+
+/* ---- a real tree, changed ---- */
+
+/* The base tree: one of each kind, a hard-link pair, xattrs. */
+static int build_base_tree(const char *d)
+{
+	int rc = 0;
+	rc |= mkdir(join(d, "a"), 0755) | mkdir(join(d, "a/b"), 0750);
+	rc |= mkdir(join(d, "a/b/c"), 0700) | mkdir(join(d, "gone_dir"), 0755);
+	rc |= mkdir(join(d, "gone_dir/sub"), 0755) | mkdir(join(d, "links"), 0755);
+	rc |= mkdir(join(d, "d2f"), 0755) | mkdir(join(d, "chdir"), 0755);
+	rc |= write_at(join(d, "empty"), 0, "");
+	rc |= write_at(join(d, "small"), 0, "small");
+	char chunk[4097];
+	memset(chunk, 'm', 4096);
+	chunk[4096] = '\0';
+	for (int i = 0; i < 16; i++)
+		rc |= write_at(join(d, "medium"), i * 4096, chunk);
+	rc |= write_at(join(d, "big"), 0, "head") | truncate(join(d, "big"), 3 << 20);
+	rc |= write_at(join(d, "a/b/c/deep"), 0, "deep");
+	rc |= write_at(join(d, "a/b/keep"), 0, "keep");
+	rc |= write_at(join(d, "gone_file"), 0, "bye");
+	rc |= write_at(join(d, "gone_dir/x"), 0, "x");
+	rc |= write_at(join(d, "gone_dir/sub/y"), 0, "y");
+	rc |= write_at(join(d, "resize"), 0, "0123456789");
+	rc |= write_at(join(d, "xattr_file"), 0, "x");
+	rc |= setxattr(join(d, "xattr_file"), "user.k", "v1", 2, 0);
+	rc |= setxattr(join(d, "a"), "user.dir", "dv", 2, 0);
+	rc |= write_at(join(d, "f2d"), 0, "becomes a directory");
+	rc |= write_at(join(d, "d2f/child"), 0, "child");
+	rc |= symlink("small", join(d, "sym"));
+	rc |= mkfifo(join(d, "fifo"), 0640) | chmod(join(d, "fifo"), 0640);
+	rc |= write_at(join(d, "links/h1"), 0, "linked");
+	rc |= link(join(d, "links/h1"), join(d, "links/h2"));
+	rc |= stamp_tree(d);
+	return rc ? -1 : 0;
+}
+
+/* Every kind of change a delta carries; links/ is left alone. */
+static int change_tree(const char *d)
+{
+	int rc = 0;
+	rc |= write_at(join(d, "new1"), 0, "new one");
+	rc |= write_at(join(d, "a/new2"), 0, "new two");
+	rc |= mkdir(join(d, "newdir"), 0751) | mkdir(join(d, "newdir/inner"), 0700);
+	rc |= write_at(join(d, "newdir/f"), 0, "f");
+	rc |= write_at(join(d, "newdir/inner/leaf"), 0, "leaf");
+	rc |= unlink(join(d, "gone_file"));
+	rc |= unlink(join(d, "gone_dir/sub/y")) | rmdir(join(d, "gone_dir/sub"));
+	rc |= unlink(join(d, "gone_dir/x")) | rmdir(join(d, "gone_dir"));
+	rc |= truncate(join(d, "resize"), 5000) | chmod(join(d, "resize"), 0600);
+	rc |= unlink(join(d, "sym")) | symlink("medium", join(d, "sym"));
+	rc |= unlink(join(d, "d2f/child")) | rmdir(join(d, "d2f"));
+	rc |= write_at(join(d, "d2f"), 0, "was a directory");
+	rc |= unlink(join(d, "f2d")) | mkdir(join(d, "f2d"), 0755);
+	rc |= write_at(join(d, "f2d/inside"), 0, "inside");
+	rc |= setxattr(join(d, "xattr_file"), "user.k", "v2-longer", 9, 0);
+	rc |= setxattr(join(d, "xattr_file"), "user.k2", "", 0, 0);
+	rc |= removexattr(join(d, "a"), "user.dir");
+	rc |= chmod(join(d, "chdir"), 0711);
+	return rc ? -1 : 0;
+}
+
+static bool in_gone(const struct vy_manifest *base, const struct vy_manifest_delta *d,
+		    const char *path)
+{
+	for (uint32_t k = 0; k < d->ngone; k++)
+		if (d->gone[k] < base->count && !strcmp(base->entries[d->gone[k]].path, path))
+			return true;
+	return false;
+}
+
+static bool in_put(const struct vy_manifest_delta *d, const char *path)
+{
+	return find(&d->put, path) >= 0;
+}
+
+/* What the diff names, and what it leaves out. */
+static void check_diff_contents(const struct vy_manifest *base, const struct vy_manifest_delta *d)
+{
+	static const char *gone_paths[] = { "gone_file", "gone_dir", "gone_dir/sub",
+					    "gone_dir/x", "gone_dir/sub/y", "d2f",
+					    "d2f/child", "f2d", "sym" };
+	static const char *put_paths[] = { "", "a", "chdir", "resize", "xattr_file", "new1",
+					   "a/new2", "newdir", "newdir/inner", "newdir/f",
+					   "newdir/inner/leaf", "d2f", "f2d", "f2d/inside", "sym" };
+	static const char *untouched[] = { "links", "links/h1", "links/h2", "fifo", "small",
+					   "medium", "big", "empty", "a/b/keep", "a/b/c/deep" };
+	for (size_t i = 0; i < sizeof(gone_paths) / sizeof(*gone_paths); i++)
+		CHECK(in_gone(base, d, gone_paths[i]));
+	for (size_t i = 0; i < sizeof(put_paths) / sizeof(*put_paths); i++)
+		CHECK(in_put(d, put_paths[i]));
+	for (size_t i = 0; i < sizeof(untouched) / sizeof(*untouched); i++)
+		CHECK(!in_gone(base, d, untouched[i]) && !in_put(d, untouched[i]));
+	CHECK(d->ngone == sizeof(gone_paths) / sizeof(*gone_paths));
+	CHECK(d->put.count == sizeof(put_paths) / sizeof(*put_paths));
+	for (uint32_t k = 0; k < d->put.count; k++) {
+		int64_t b = find(base, d->put.entries[k].path);
+		bool replaced = b >= 0 && !in_gone(base, d, d->put.entries[k].path);
+		CHECK(d->at[k] == (replaced ? (uint32_t)b : VY_DELTA_NEW));
+	}
+}
+
+/* Base entry i went to map[i]: the entry of the same path, or
+ * VY_DELTA_NEW exactly when cur has no entry of that path and shape; kept
+ * entries keep their order. */
+static void check_map(const struct vy_manifest *old, const uint32_t *map,
+		      const struct vy_manifest *now, const struct vy_manifest *cur)
+{
+	uint32_t last = 0;
+	CHECK(map[0] == 0);
+	for (uint32_t i = 1; i < old->count; i++) {
+		const struct vy_entry *o = &old->entries[i];
+		int64_t c = find(cur, o->path);
+		bool kept = c >= 0 && cur->entries[c].type == o->type &&
+			    (o->type != VY_ENTRY_SYMLINK || !strcmp(cur->entries[c].target, o->target));
+		if (!kept) {
+			CHECK(map[i] == VY_DELTA_NEW);
+			continue;
+		}
+		CHECK(map[i] < now->count && !strcmp(now->entries[map[i]].path, o->path));
+		CHECK(map[i] > last);
+		last = map[i];
+	}
+}
+
+/* Diff, encode, decode, check, update the skeleton, apply: base becomes
+ * base + delta.  Returns false when a step failed. */
+static bool delta_round_trip(struct vy_manifest *base, const struct vy_manifest *cur,
+			     int rootfd, uint32_t **map)
+{
+	struct vy_manifest_delta d, back;
+	vy_error err = { 0 };
+	int rc = vy_manifest_diff(base, cur, &d, &err);
+	CHECK(rc == 1);
+	if (rc != 1)
+		return false;
+	static const uint8_t zero[32];
+	CHECK(!memcmp(d.base_sha, zero, 32) && d.base_count == base->count);
+	check_diff_contents(base, &d);
+	memset(d.base_sha, 0x5a, sizeof(d.base_sha));
+	uint8_t *buf = NULL, *again = NULL;
+	size_t len = 0, len2 = 0;
+	CHECK(vy_manifest_delta_encode(&d, &buf, &len, &err) == 0);
+	rc = vy_manifest_delta_decode(buf, len, &back, &err);
+	vy_manifest_delta_free(&d);
+	CHECK(rc == 0);
+	if (rc == 0) {
+		CHECK(vy_manifest_delta_encode(&back, &again, &len2, &err) == 0);
+		CHECK(again && len2 == len && !memcmp(again, buf, len));
+		CHECK(!memcmp(back.base_sha, buf + 8, 32) && back.base_sha[0] == 0x5a);
+	}
+	free(buf);
+	free(again);
+	if (rc < 0) {
+		fprintf(stderr, "  decode: %s\n", err.msg);
+		return false;
+	}
+	CHECK(vy_manifest_delta_check(base, &back, &err) == 0);
+	uint32_t changed = 0;
+	rc = vy_manifest_delta_update_skeleton(base, &back, rootfd, &changed, &err);
+	CHECK(rc == 0);
+	if (rc < 0)
+		fprintf(stderr, "  update skeleton: %s\n", err.msg);
+	CHECK(changed == back.ngone + back.put.count);
+	rc = vy_manifest_delta_apply(base, &back, map, &err);
+	CHECK(rc == 0);
+	if (rc < 0) {
+		fprintf(stderr, "  apply: %s\n", err.msg);
+		vy_manifest_delta_free(&back);
+		return false;
+	}
+	CHECK(back.put.count == 0 && back.ngone == 0); /* emptied */
+	return true;
+}
+
+static void test_round_trip_real_tree(void)
+{
+	cleanup_tree char *src = make_tmpdir();
+	cleanup_tree char *dst = make_tmpdir();
+	CHECK(src && dst && build_base_tree(src) == 0);
+	struct vy_manifest base = { 0 }, cur = { 0 }, skel = { 0 };
+	vy_error err = { 0 };
+	int rootfd = dst ? open(dst, O_PATH | O_DIRECTORY | O_CLOEXEC) : -1;
+	CHECK(rootfd >= 0 && vy_manifest_scan(src, &base, &err) == 0);
+	CHECK(vy_manifest_materialise(&base, rootfd, &err) == 0);
+	CHECK(vy_manifest_finish(&base, rootfd, &err) == 0);
+	CHECK(change_tree(src) == 0);
+	CHECK(vy_manifest_scan(src, &cur, &err) == 0);
+	/* a copy of the base as it was, to follow where its entries go */
+	struct vy_manifest old = { 0 };
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	CHECK(vy_manifest_encode(&base, &buf, &len, &err) == 0);
+	CHECK(buf && vy_manifest_decode(buf, len, &old, &err) == 0);
+	free(buf);
+	uint32_t *map = NULL;
+	if (old.count && cur.count && delta_round_trip(&base, &cur, rootfd, &map)) {
+		CHECK(same_manifest(&base, &cur, true)); /* applied: base is cur */
+		CHECK(base.data_bytes == cur.data_bytes);
+		int64_t h2 = find(&base, "links/h2"), h1 = find(&base, "links/h1");
+		CHECK(h1 >= 0 && h2 >= 0 && base.entries[h2].link_of == (uint32_t)h1);
+		CHECK(vy_manifest_scan(dst, &skel, &err) == 0); /* the skeleton is cur */
+		CHECK(same_manifest(&skel, &cur, false));
+		check_map(&old, map, &base, &cur);
+	}
+	free(map);
+	vy_manifest_free(&old);
+	if (rootfd >= 0)
+		close(rootfd);
+	vy_manifest_free(&base);
+	vy_manifest_free(&cur);
+	vy_manifest_free(&skel);
+}
+
+/* ---- nothing changed ---- */
+
+/* Entries may differ only in atime. */
+static bool only_atime(const struct vy_manifest *base, const struct vy_manifest_delta *d)
+{
+	for (uint32_t k = 0; k < d->put.count; k++) {
+		if (d->at[k] >= base->count)
+			return false;
+		struct vy_entry e = d->put.entries[k];
+		e.atime_ns = base->entries[d->at[k]].atime_ns;
+		if (!same_entry(base, &base->entries[d->at[k]], &d->put, &e, true))
+			return false;
+	}
+	return true;
+}
+
+static void test_no_change(void)
+{
+	cleanup_tree char *src = make_tmpdir();
+	CHECK(src && build_base_tree(src) == 0);
+	struct vy_manifest one = { 0 }, two = { 0 };
+	struct vy_manifest_delta d;
+	vy_error err = { 0 };
+	CHECK(vy_manifest_scan(src, &one, &err) == 0 && vy_manifest_scan(src, &two, &err) == 0);
+	CHECK(vy_manifest_diff(&one, &one, &d, &err) == 1);
+	CHECK(d.ngone == 0 && d.put.count == 0 && d.base_count == one.count);
+	vy_manifest_delta_free(&d);
+	CHECK(vy_manifest_diff(&one, &two, &d, &err) == 1);
+	CHECK(d.ngone == 0 && only_atime(&one, &d));
+	/* an empty delta round-trips and applies as the identity */
+	vy_manifest_delta_free(&d);
+	CHECK(vy_manifest_diff(&one, &one, &d, &err) == 1);
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	struct vy_manifest_delta back = { 0 };
+	CHECK(vy_manifest_delta_encode(&d, &buf, &len, &err) == 0 && len == 52);
+	CHECK(vy_manifest_delta_decode(buf, len, &back, &err) == 0);
+	CHECK(vy_manifest_delta_check(&one, &back, &err) == 0);
+	uint32_t *map = NULL;
+	CHECK(vy_manifest_delta_apply(&one, &back, &map, &err) == 0);
+	CHECK(same_manifest(&one, &two, false));
+	for (uint32_t i = 0; map && i < one.count; i++)
+		CHECK(map[i] == i);
+	free(map);
+	free(buf);
+	vy_manifest_delta_free(&d);
+	vy_manifest_delta_free(&back);
+	vy_manifest_free(&one);
+	vy_manifest_free(&two);
+}
+
+/* ---- hard links ---- */
+
+static int build_link_tree(const char *d)
+{
+	int rc = mkdir(join(d, "d"), 0755) | write_at(join(d, "d/h1"), 0, "linked");
+	rc |= link(join(d, "d/h1"), join(d, "d/h2")) | write_at(join(d, "other"), 0, "other");
+	return (rc | stamp_tree(d)) ? -1 : 0;
+}
+
+/* Any change to a hard-link group makes diff give up (0, d emptied). */
+static void expect_no_delta(int (*change)(const char *), const char *what)
+{
+	cleanup_tree char *src = make_tmpdir();
+	CHECK(src && build_link_tree(src) == 0);
+	struct vy_manifest base = { 0 }, cur = { 0 };
+	struct vy_manifest_delta d;
+	vy_error err = { 0 };
+	CHECK(vy_manifest_scan(src, &base, &err) == 0);
+	CHECK(change(src) == 0);
+	CHECK(vy_manifest_scan(src, &cur, &err) == 0);
+	int rc = vy_manifest_diff(&base, &cur, &d, &err);
+	if (rc != 0)
+		fprintf(stderr, "  %s: diff gave %d\n", what, rc);
+	CHECK(rc == 0);
+	CHECK(d.gone == NULL && d.put.count == 0 && d.at == NULL);
+	vy_manifest_delta_free(&d);
+	vy_manifest_free(&base);
+	vy_manifest_free(&cur);
+}
+
+static int third_name(const char *d)
+{
+	return link(join(d, "d/h1"), join(d, "h3"));
+}
+
+static int one_name_less(const char *d)
+{
+	return unlink(join(d, "d/h2"));
+}
+
+static int one_name_less_first(const char *d)
+{
+	return unlink(join(d, "d/h1"));
+}
+
+static int linked_content(const char *d)
+{
+	return write_at(join(d, "d/h2"), 0, "linked and longer");
+}
+
+static int linked_chmod(const char *d)
+{
+	return chmod(join(d, "d/h1"), 0600);
+}
+
+static void test_hard_links_no_delta(void)
+{
+	expect_no_delta(third_name, "a third name");
+	expect_no_delta(one_name_less, "second name removed");
+	expect_no_delta(one_name_less_first, "first name removed");
+	expect_no_delta(linked_content, "content changed");
+	expect_no_delta(linked_chmod, "mode changed");
+	/* a change beside the group is still a delta */
+	cleanup_tree char *src = make_tmpdir();
+	CHECK(src && build_link_tree(src) == 0);
+	struct vy_manifest base = { 0 }, cur = { 0 };
+	struct vy_manifest_delta d;
+	vy_error err = { 0 };
+	CHECK(vy_manifest_scan(src, &base, &err) == 0);
+	CHECK(write_at(join(src, "other"), 0, "changed and longer") == 0);
+	CHECK(vy_manifest_scan(src, &cur, &err) == 0);
+	CHECK(vy_manifest_diff(&base, &cur, &d, &err) == 1);
+	CHECK(d.ngone == 0 && d.put.count == 1 && in_put(&d, "other"));
+	vy_manifest_delta_free(&d);
+	vy_manifest_free(&base);
+	vy_manifest_free(&cur);
+}
+
+/* ---- the decoder ---- */
+
+static void test_decode_truncated(void)
+{
+	struct vy_manifest_delta d;
+	sample_delta(&d);
+	size_t len;
+	uint8_t *buf = encode_delta(&d, &len);
+	CHECK(buf && delta_decodes(buf, len, NULL));
+	size_t accepted = 0;
+	for (size_t n = 0; buf && n < len; n++)
+		if (delta_decodes(buf, n, NULL) && !accepted++)
+			fprintf(stderr, "  accepted %zu of %zu bytes\n", n, len);
+	CHECK(accepted == 0);
+	free(buf);
+	vy_manifest_delta_free(&d);
+}
+
+/* Bytes of sample_delta with the u32 at off set to v. */
+static void expect_patched_refused(size_t off, uint32_t v, const char *what)
+{
+	struct vy_manifest_delta d;
+	sample_delta(&d);
+	size_t len;
+	uint8_t *buf = encode_delta(&d, &len);
+	CHECK(buf && off + 4 <= len);
+	if (buf && off + 4 <= len) {
+		vy_put_u32(buf + off, v);
+		CHECK(!delta_decodes(buf, len, what));
+	}
+	free(buf);
+	vy_manifest_delta_free(&d);
+}
+
+static void test_decode_rejects_bytes(void)
+{
+	/* header: magic 0, version 4, reserved 6, sha 8, base 40, gone 44,
+	 * put 48; gone indices from 52; the first put's at at 60 */
+	expect_patched_refused(0, 0x56594d46, "bad magic");
+	expect_patched_refused(4, 0x00020000, "bad version");
+	expect_patched_refused(4, 0x00010001, "reserved set");
+	expect_patched_refused(40, 0, "base count 0");
+	expect_patched_refused(40, 2, "gone count >= base count");
+	expect_patched_refused(44, 3, "gone count too large");
+	expect_patched_refused(48, 5, "put count too large");
+	expect_patched_refused(48, 3, "put count too small");
+	expect_patched_refused(52, 0, "gone index 0");
+	expect_patched_refused(56, 2, "gone repeated");
+	expect_patched_refused(56, 1, "gone descending");
+	expect_patched_refused(56, 6, "gone >= base count");
+	expect_patched_refused(60, 6, "at >= base count");
+	expect_patched_refused(60, 1, "root at 1");
+	/* trailing garbage */
+	struct vy_manifest_delta d;
+	sample_delta(&d);
+	size_t len;
+	uint8_t *buf = encode_delta(&d, &len);
+	uint8_t *more = buf ? realloc(buf, len + 1) : NULL;
+	CHECK(more != NULL);
+	if (more) {
+		more[len] = 0;
+		CHECK(!delta_decodes(more, len + 1, "trailing garbage"));
+		CHECK(delta_decodes(more, len, NULL));
+	}
+	free(more);
+	vy_manifest_delta_free(&d);
+}
+
+static void test_decode_rejects_entries(void)
+{
+	struct vy_manifest_delta d;
+	sample_delta(&d);
+	d.put.entries[2].link_of = 0;
+	expect_refused(&d, "put entry with link_of");
+	static const char *unsafe[] = { "../x", "/abs", "a//b", "d/./n", "d/", "." };
+	for (size_t i = 0; i < sizeof(unsafe) / sizeof(*unsafe); i++) {
+		sample_delta(&d);
+		free(d.put.entries[2].path);
+		d.put.entries[2].path = strdup(unsafe[i]);
+		expect_refused(&d, unsafe[i]);
+	}
+	sample_delta(&d);
+	free(d.put.entries[0].path);
+	d.put.entries[0].path = strdup("x");
+	expect_refused(&d, "at 0 with a path");
+	sample_delta(&d);
+	d.put.entries[0].type = VY_ENTRY_REG;
+	expect_refused(&d, "at 0 not a directory");
+	sample_delta(&d);
+	free(d.put.entries[2].path);
+	d.put.entries[2].path = strdup("");
+	expect_refused(&d, "new entry, empty path");
+	sample_delta(&d);
+	free(d.put.entries[1].path);
+	d.put.entries[1].path = strdup("");
+	expect_refused(&d, "at 1, empty path");
+	sample_delta(&d);
+	d.at[1] = 6;
+	expect_refused(&d, "at == base count");
+	sample_delta(&d);
+	d.at[1] = 0xfffffffe;
+	expect_refused(&d, "at huge");
+	sample_delta(&d);
+	d.put.entries[2].mode = 010644;
+	expect_refused(&d, "mode with type bits");
+	/* and what is fine: the last base index, a delta with nothing */
+	sample_delta(&d);
+	d.at[1] = 5;
+	size_t len;
+	uint8_t *buf = encode_delta(&d, &len);
+	CHECK(buf && delta_decodes(buf, len, NULL));
+	free(buf);
+	vy_manifest_delta_free(&d);
+	struct vy_manifest_delta empty = { .base_count = 1 };
+	buf = encode_delta(&empty, &len);
+	CHECK(buf && len == 52 && delta_decodes(buf, len, NULL));
+	free(buf);
+}
+
+/* ---- the check against a base ---- */
+
+/* 0 "", 1 d/, 2 d/f, 3 f, 4 h1, 5 h2 (link to h1), 6 s ->, 7 e/, 8 e/x */
+static void check_base(struct vy_manifest *m)
+{
+	memset(m, 0, sizeof(*m));
+	add(m, VY_ENTRY_DIR, "");
+	add(m, VY_ENTRY_DIR, "d");
+	add(m, VY_ENTRY_REG, "d/f");
+	add(m, VY_ENTRY_REG, "f");
+	add(m, VY_ENTRY_REG, "h1");
+	add(m, VY_ENTRY_REG, "h2")->link_of = 4;
+	add(m, VY_ENTRY_SYMLINK, "s");
+	add(m, VY_ENTRY_DIR, "e");
+	add(m, VY_ENTRY_REG, "e/x");
+}
+
+static void delta_for(struct vy_manifest_delta *d, const struct vy_manifest *base)
+{
+	memset(d, 0, sizeof(*d));
+	d->base_count = base->count;
+}
+
+/* One delta against check_base(): gone indices (0-terminated, so the root
+ * is never named, except by NO_ROOT), put entries (path NULL ends them). */
+#define NO_ROOT 0xfffffff0u
+#define NEW VY_DELTA_NEW
+#define P(at, type, path) { at, VY_ENTRY_##type, path, 0 }
+#define END { 0, 0, NULL, 0 }
+struct check_case {
+	const char *what;
+	bool ok;
+	uint32_t gone[3];
+	struct {
+		uint32_t at;
+		uint8_t type;
+		const char *path;
+		uint32_t link_of;
+	} put[4];
+};
+
+static const struct check_case check_cases[] = {
+	{ "replaced twice", false, { 0 }, { P(2, REG, "d/f"), P(2, REG, "d/f") } },
+	{ "replaced, other path", false, { 0 }, { P(2, REG, "d/g") } },
+	{ "replaced, other type", false, { 0 }, { P(2, DIR, "d/f") } },
+	{ "gone and replaced", false, { 2 }, { P(2, REG, "d/f") } },
+	{ "gone twice", false, { 3, 3 }, { END } },
+	{ "gone root", false, { NO_ROOT }, { END } },
+	{ "gone out of range", false, { 9 }, { END } },
+	{ "at out of range", false, { 0 }, { P(9, REG, "z") } },
+	{ "new, no parent", false, { 0 }, { P(NEW, REG, "nope/x") } },
+	{ "new, parent a file", false, { 0 }, { P(NEW, REG, "f/x") } },
+	{ "new, parent a symlink", false, { 0 }, { P(NEW, REG, "s/x") } },
+	{ "new, parent gone", false, { 7, 8 }, { P(NEW, REG, "e/y") } },
+	{ "new, path exists", false, { 0 }, { P(NEW, REG, "d/f") } },
+	{ "new, path replaced", false, { 0 }, { P(2, REG, "d/f"), P(NEW, REG, "d/f") } },
+	{ "new twice", false, { 0 }, { P(NEW, DIR, "n"), P(NEW, DIR, "n") } },
+	{ "new child before parent", false, { 0 }, { P(NEW, REG, "n/x"), P(NEW, DIR, "n") } },
+	{ "new hard link", false, { 0 }, { { NEW, VY_ENTRY_REG, "h3", 4 } } },
+	{ "gone, a later link name", false, { 5 }, { END } },
+	{ "gone, a first link name", false, { 4 }, { END } },
+	{ "replaced, a first link name", false, { 0 }, { P(4, REG, "h1") } },
+	{ "replaced, a later link name", false, { 0 }, { P(5, REG, "h2") } },
+	/* A directory goes only with everything under it: otherwise the
+	 * applied manifest holds an entry without a parent directory, which
+	 * no scan makes and no decoder accepts, and the skeleton's rmdir
+	 * fails. */
+	{ "directory gone, child kept", false, { 7 }, { END } },
+	{ "dir to file, child kept", false, { 7 }, { P(NEW, REG, "e") } },
+	{ "new under new", true, { 0 },
+	  { P(NEW, DIR, "n"), P(NEW, DIR, "n/m"), P(NEW, REG, "n/m/x") } },
+	{ "file replaced by directory", true, { 3 }, { P(NEW, DIR, "f"), P(NEW, REG, "f/x") } },
+	{ "directory replaced by file", true, { 1, 2 },
+	  { P(0, DIR, ""), P(NEW, REG, "d"), P(6, SYMLINK, "s") } },
+	{ "changes beside links", true, { 8 },
+	  { P(0, DIR, ""), P(3, REG, "f"), P(NEW, REG, "e/y") } },
+};
+
+static void delta_from_case(struct vy_manifest_delta *d, uint32_t base_count,
+			    const struct check_case *c)
+{
+	memset(d, 0, sizeof(*d));
+	d->base_count = base_count;
+	for (int k = 0; k < 3 && c->gone[k]; k++)
+		gone(d, c->gone[k] == NO_ROOT ? 0 : c->gone[k]);
+	for (int k = 0; k < 4 && c->put[k].path; k++) {
+		struct vy_entry *e = put(d, c->put[k].at, c->put[k].type, c->put[k].path);
+		e->mode = 0700; /* changed metadata, which the check allows */
+		if (c->put[k].link_of)
+			e->link_of = c->put[k].link_of;
+	}
+}
+
+/* Checks d against base, frees d, and says whether it passed. */
+static bool passes(const struct vy_manifest *base, struct vy_manifest_delta *d,
+		   const char *what)
+{
+	vy_error err = { 0 };
+	int rc = vy_manifest_delta_check(base, d, &err);
+	vy_manifest_delta_free(d);
+	if (rc < 0)
+		CHECK(err.msg[0] != '\0');
+	printf("     %-28s -> %.100s\n", what, rc < 0 ? err.msg : "accepted");
+	return rc == 0;
+}
+
+static void test_check(void)
+{
+	struct vy_manifest b;
+	struct vy_manifest_delta d;
+	check_base(&b);
+	delta_from_case(&d, b.count - 1, &(struct check_case){ "", false, { 0 }, { END } });
+	CHECK(!passes(&b, &d, "base count mismatch"));
+	for (size_t i = 0; i < sizeof(check_cases) / sizeof(*check_cases); i++) {
+		const struct check_case *c = &check_cases[i];
+		delta_from_case(&d, b.count, c);
+		bool ok = passes(&b, &d, c->what);
+		if (ok != c->ok)
+			fprintf(stderr, "  '%s': %s\n", c->what, ok ? "accepted" : "refused");
+		CHECK(ok == c->ok);
+	}
+	vy_manifest_free(&b);
+}
+
+/* ---- applying ---- */
+
+static void test_apply_remaps_links(void)
+{
+	struct vy_manifest b;
+	memset(&b, 0, sizeof(b));
+	add(&b, VY_ENTRY_DIR, "");
+	add(&b, VY_ENTRY_REG, "a")->size = 10;
+	add(&b, VY_ENTRY_REG, "b")->size = 20;
+	add(&b, VY_ENTRY_DIR, "c");
+	add(&b, VY_ENTRY_REG, "h1")->size = 7;
+	add(&b, VY_ENTRY_REG, "h2")->link_of = 4;
+	b.entries[5].size = 7;
+	add(&b, VY_ENTRY_REG, "c/h3")->link_of = 4;
+	b.entries[6].size = 7;
+	struct vy_manifest_delta d;
+	delta_for(&d, &b);
+	gone(&d, 1);
+	gone(&d, 2);
+	put(&d, 3, VY_ENTRY_DIR, "c")->mode = 0700;
+	put(&d, VY_DELTA_NEW, VY_ENTRY_REG, "z")->size = 100;
+	vy_error err = { 0 };
+	CHECK(vy_manifest_delta_check(&b, &d, &err) == 0);
+	uint32_t *map = NULL;
+	CHECK(vy_manifest_delta_apply(&b, &d, &map, &err) == 0);
+	CHECK(d.put.count == 0 && d.gone == NULL && d.at == NULL);
+	static const char *paths[] = { "", "c", "h1", "h2", "c/h3", "z" };
+	CHECK(b.count == 6);
+	for (uint32_t i = 0; i < b.count && i < 6; i++)
+		CHECK(!strcmp(b.entries[i].path, paths[i]));
+	if (b.count == 6) {
+		CHECK(b.entries[1].mode == 0700);
+		CHECK(b.entries[2].link_of == VY_NO_LINK);
+		CHECK(b.entries[3].link_of == 2 && b.entries[4].link_of == 2);
+		CHECK(b.entries[5].link_of == VY_NO_LINK);
+	}
+	CHECK(b.data_bytes == 107);
+	static const uint32_t want[] = { 0, VY_DELTA_NEW, VY_DELTA_NEW, 1, 2, 3, 4 };
+	for (uint32_t i = 0; map && i < 7; i++)
+		CHECK(map[i] == want[i]);
+	free(map);
+	/* a delta for another count is refused and leaves b as it was */
+	delta_for(&d, &b);
+	d.base_count = 7;
+	gone(&d, 1);
+	CHECK(vy_manifest_delta_apply(&b, &d, NULL, &err) < 0 && b.count == 6);
+	vy_manifest_delta_free(&d);
+	vy_manifest_free(&b);
+}
+
+/* ---- the skeleton follows the tree ---- */
+
+/* Materialises and finishes the scan of src under dst, opened as *rootfd. */
+static bool make_skeleton(const char *src, const char *dst, int *rootfd,
+			  struct vy_manifest *base)
+{
+	vy_error err = { 0 };
+	memset(base, 0, sizeof(*base));
+	*rootfd = open(dst, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	bool ok = *rootfd >= 0 && vy_manifest_scan(src, base, &err) == 0 &&
+		  vy_manifest_materialise(base, *rootfd, &err) == 0 &&
+		  vy_manifest_finish(base, *rootfd, &err) == 0;
+	if (!ok)
+		fprintf(stderr, "  skeleton: %s\n", err.msg);
+	return ok;
+}
+
+/* The skeleton of base under rootfd, brought up to date with d, looks
+ * like cur (access times aside). */
+static void check_skeleton_follows(const struct vy_manifest *base, struct vy_manifest_delta *d,
+				   const struct vy_manifest *cur, const char *dst, int rootfd)
+{
+	vy_error err = { 0 };
+	struct vy_manifest skel = { 0 };
+	uint32_t changed = 0;
+	CHECK(vy_manifest_delta_check(base, d, &err) == 0);
+	int rc = vy_manifest_delta_update_skeleton(base, d, rootfd, &changed, &err);
+	if (rc < 0)
+		fprintf(stderr, "  %s\n", err.msg);
+	CHECK(rc == 0);
+	CHECK(vy_manifest_scan(dst, &skel, &err) == 0);
+	CHECK(same_manifest(&skel, cur, false));
+	vy_manifest_free(&skel);
+}
+
+/* Builds a tree with build and its skeleton, changes the tree with
+ * change, and brings the skeleton up to date with the diff, which must
+ * have want_gone and want_put entries, the first put at first_at. */
+static void skeleton_case(int (*build)(const char *), int (*change)(const char *),
+			  uint32_t want_gone, uint32_t want_put, uint32_t first_at)
+{
+	cleanup_tree char *src = make_tmpdir();
+	cleanup_tree char *dst = make_tmpdir();
+	struct vy_manifest base = { 0 }, cur = { 0 };
+	struct vy_manifest_delta d = { 0 };
+	vy_error err = { 0 };
+	int rootfd = -1;
+	CHECK(src && dst && build(src) == 0 && stamp_tree(src) == 0);
+	if (src && dst && make_skeleton(src, dst, &rootfd, &base)) {
+		CHECK(change(src) == 0);
+		CHECK(vy_manifest_scan(src, &cur, &err) == 0);
+		CHECK(vy_manifest_diff(&base, &cur, &d, &err) == 1);
+		CHECK(d.ngone == want_gone && d.put.count == want_put);
+		CHECK(d.put.count && d.at[0] == first_at);
+		check_skeleton_follows(&base, &d, &cur, dst, rootfd);
+	}
+	vy_manifest_delta_free(&d);
+	if (rootfd >= 0)
+		close(rootfd);
+	vy_manifest_free(&base);
+	vy_manifest_free(&cur);
+}
+
+static int dir_k(const char *d)
+{
+	return mkdir(join(d, "k"), 0755);
+}
+
+static int dir_k_file_f(const char *d)
+{
+	return mkdir(join(d, "k"), 0755) | write_at(join(d, "k/f"), 0, "f");
+}
+
+static int root_xattr(const char *d)
+{
+	return setxattr(d, "user.root", "r", 1, 0) | write_at(join(d, "f"), 0, "f");
+}
+
+/* What tar and rsync -t do: change what a directory holds, then set its
+ * mtime back; so does a change within the clock tick of the base scan. */
+static int add_in_k_keep_mtime(const char *d)
+{
+	return write_at(join(d, "k/g"), 0, "g") |
+	       utimensat(AT_FDCWD, join(d, "k"), stamp_times, 0);
+}
+
+static int swap_in_k_keep_mtime(const char *d)
+{
+	/* a new file in the root puts the root first in the delta */
+	return write_at(join(d, "r"), 0, "r") | unlink(join(d, "k/f")) |
+	       add_in_k_keep_mtime(d);
+}
+
+static int drop_root_xattr(const char *d)
+{
+	return removexattr(d, "user.root");
+}
+
+/* The first entry of a delta is new when the root did not change: it is
+ * made under its parent, not taken for the root. */
+static void test_skeleton_first_put_new(void)
+{
+	skeleton_case(dir_k, add_in_k_keep_mtime, 0, 1, VY_DELTA_NEW);
+}
+
+/* A directory that is not in the delta ends with its own mtime although
+ * entries came and went under it (here: only "", "r" and "k/g" put). */
+static void test_skeleton_keeps_parent_times(void)
+{
+	skeleton_case(dir_k_file_f, swap_in_k_keep_mtime, 1, 3, 0);
+}
+
+/* An xattr removed from the root directory is removed from the skeleton's
+ * root too (rootfd is an O_PATH descriptor). */
+static void test_skeleton_root_xattr(void)
+{
+	skeleton_case(root_xattr, drop_root_xattr, 0, 1, 0);
+}
+
+int main(void)
+{
+	RUN(test_round_trip_real_tree);
+	RUN(test_no_change);
+	RUN(test_hard_links_no_delta);
+	RUN(test_decode_truncated);
+	RUN(test_decode_rejects_bytes);
+	RUN(test_decode_rejects_entries);
+	RUN(test_check);
+	RUN(test_apply_remaps_links);
+	RUN(test_skeleton_first_put_new);
+	RUN(test_skeleton_keeps_parent_times);
+	RUN(test_skeleton_root_xattr);
+	return unit_summary();
+}
