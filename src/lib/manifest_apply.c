@@ -291,6 +291,65 @@ int vy_manifest_finish(const struct vy_manifest *m, int rootfd, vy_error *err)
 
 /* ---- bringing a skeleton up to date ---- */
 
+/* Entries come and go in directories whose own metadata may not change
+ * (their times were set back, or the change fell in the same clock tick):
+ * their times are read before and put back after. */
+struct parent_times {
+	const char *path;   /* an entry's path, whose first len bytes name it */
+	size_t len;
+	struct timespec ts[2];
+};
+
+struct parents {
+	struct parent_times *v;
+	uint32_t n, cap;
+};
+
+static int note_parent(struct parents *ps, int rootfd, const char *path, vy_error *err)
+{
+	const char *slash = strrchr(path, '/');
+	size_t len = slash ? (size_t)(slash - path) : 0;
+	/* consecutive entries mostly share a parent */
+	if (ps->n && ps->v[ps->n - 1].len == len && !memcmp(ps->v[ps->n - 1].path, path, len))
+		return 0;
+	char dir[VY_PATH_MAX + 1];
+	snprintf(dir, sizeof(dir), "%.*s", (int)len, path);
+	vy_error ignore; /* a parent that is new itself is made later */
+	cleanup_close int fd = vy_manifest_open_entry(rootfd, dir, O_PATH | O_DIRECTORY, &ignore);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) < 0)
+		return 0;
+	if (ps->n == ps->cap) {
+		uint32_t cap = ps->cap * 2 + 16;
+		struct parent_times *more = realloc(ps->v, cap * sizeof(*more));
+		if (!more)
+			return vy_error_sys(err, ENOMEM, "update the skeleton");
+		ps->v = more;
+		ps->cap = cap;
+	}
+	ps->v[ps->n++] = (struct parent_times){ path, len, { st.st_atim, st.st_mtim } };
+	return 0;
+}
+
+/* Put the noted times back (a parent that is gone is skipped); entries
+ * that are themselves in the change get theirs after this. */
+static int restore_parents(struct parents *ps, int rootfd, vy_error *err)
+{
+	int rc = 0;
+	for (uint32_t k = 0; rc == 0 && k < ps->n; k++) {
+		char dir[VY_PATH_MAX + 1];
+		snprintf(dir, sizeof(dir), "%.*s", (int)ps->v[k].len, ps->v[k].path);
+		vy_error ignore;
+		cleanup_close int fd = vy_manifest_open_entry(rootfd, dir, O_RDONLY | O_DIRECTORY,
+							      &ignore);
+		if (fd >= 0 && futimens(fd, ps->v[k].ts) < 0)
+			rc = vy_error_sys(err, errno, "'%s': futimens", dir);
+	}
+	free(ps->v);
+	*ps = (struct parents){ 0 };
+	return rc;
+}
+
 bool manifest_same_shape(const struct vy_entry *a, const struct vy_entry *b)
 {
 	if (a->type != b->type || strcmp(a->path, b->path))
@@ -415,8 +474,19 @@ int vy_manifest_update_skeleton(const struct vy_manifest *old, const struct vy_m
 	}
 	if (match[0] != 0)
 		return 0;
-	struct parent_cache pc = { .fd = -1 };
+	struct parents ps = { 0 };
 	int rc = 0;
+	for (uint32_t j = 1; rc == 0 && j < old->count; j++)
+		if (!kept[j])
+			rc = note_parent(&ps, rootfd, old->entries[j].path, err);
+	for (uint32_t i = 1; rc == 0 && i < cur->count; i++)
+		if (match[i] < 0)
+			rc = note_parent(&ps, rootfd, cur->entries[i].path, err);
+	if (rc < 0) {
+		free(ps.v);
+		return -1;
+	}
+	struct parent_cache pc = { .fd = -1 };
 	/* What is gone, children before their parents. */
 	for (uint32_t j = old->count; rc == 0 && j-- > 1;) {
 		if (kept[j])
@@ -446,6 +516,10 @@ int vy_manifest_update_skeleton(const struct vy_manifest *old, const struct vy_m
 			(*changed)++;
 		}
 	}
+	vy_error later;
+	int back = restore_parents(&ps, rootfd, rc == 0 ? err : &later);
+	if (rc == 0)
+		rc = back;
 	for (uint32_t i = cur->count; rc == 0 && i-- > 0;)
 		if (match[i] < 0 || !manifest_same_meta(&old->entries[match[i]], &cur->entries[i]))
 			rc = finish_entry(&cur->entries[i], rootfd, &pc, err);
@@ -456,12 +530,6 @@ int vy_manifest_update_skeleton(const struct vy_manifest *old, const struct vy_m
 
 /* ---- bringing a skeleton up to date with a delta ---- */
 
-struct parent_times {
-	const char *path;   /* an entry's path, whose first len bytes name it */
-	size_t len;
-	struct timespec ts[2];
-};
-
 int vy_manifest_delta_update_skeleton(const struct vy_manifest *base,
 				      const struct vy_manifest_delta *d, int rootfd,
 				      uint32_t *changed, vy_error *err)
@@ -469,39 +537,18 @@ int vy_manifest_delta_update_skeleton(const struct vy_manifest *base,
 	*changed = 0;
 	if (d->base_count != base->count)
 		return vy_error_set(err, EINVAL, "the delta is not for this skeleton");
-	/* Entries come and go in directories that may not be in d themselves
-	 * (their times were set back, or the change fell in the same clock
-	 * tick): their times now, put back at the end. */
-	uint32_t nparents = 0;
-	cleanup_free struct parent_times *parents =
-		calloc((size_t)d->ngone + d->put.count + 1, sizeof(*parents));
-	if (!parents)
-		return vy_error_sys(err, ENOMEM, "update the skeleton");
-	for (uint32_t k = 0; k < d->ngone + d->put.count; k++) {
-		if (k >= d->ngone && d->at[k - d->ngone] != VY_DELTA_NEW)
-			continue;
-		const char *p = k < d->ngone ? base->entries[d->gone[k]].path
-					     : d->put.entries[k - d->ngone].path;
-		const char *slash = strrchr(p, '/');
-		struct parent_times *pt = &parents[nparents];
-		pt->path = p;
-		pt->len = slash ? (size_t)(slash - p) : 0;
-		if (nparents && pt->len == pt[-1].len && !memcmp(p, pt[-1].path, pt->len))
-			continue; /* consecutive entries mostly share a parent */
-		char dir[VY_PATH_MAX + 1];
-		snprintf(dir, sizeof(dir), "%.*s", (int)pt->len, p);
-		vy_error ignore; /* a parent that is new itself is made below */
-		cleanup_close int fd = vy_manifest_open_entry(rootfd, dir, O_PATH | O_DIRECTORY,
-							      &ignore);
-		struct stat st;
-		if (fd >= 0 && fstat(fd, &st) == 0) {
-			pt->ts[0] = st.st_atim;
-			pt->ts[1] = st.st_mtim;
-			nparents++;
-		}
+	struct parents ps = { 0 };
+	int rc = 0;
+	for (uint32_t k = 0; rc == 0 && k < d->ngone; k++)
+		rc = note_parent(&ps, rootfd, base->entries[d->gone[k]].path, err);
+	for (uint32_t k = 0; rc == 0 && k < d->put.count; k++)
+		if (d->at[k] == VY_DELTA_NEW)
+			rc = note_parent(&ps, rootfd, d->put.entries[k].path, err);
+	if (rc < 0) {
+		free(ps.v);
+		return -1;
 	}
 	struct parent_cache pc = { .fd = -1 };
-	int rc = 0;
 	/* What is gone, children before their parents (base order reversed). */
 	for (uint32_t k = d->ngone; rc == 0 && k-- > 0;) {
 		const struct vy_entry *e = &base->entries[d->gone[k]];
@@ -524,17 +571,10 @@ int vy_manifest_delta_update_skeleton(const struct vy_manifest *base,
 		     : update_entry(&base->entries[d->at[k]], &d->put.entries[k], rootfd, &pc, err);
 		(*changed)++;
 	}
-	/* Parents first (a parent in d gets its own times below), gone ones
-	 * skipped. */
-	for (uint32_t k = 0; rc == 0 && k < nparents; k++) {
-		char dir[VY_PATH_MAX + 1];
-		snprintf(dir, sizeof(dir), "%.*s", (int)parents[k].len, parents[k].path);
-		vy_error ignore;
-		cleanup_close int fd = vy_manifest_open_entry(rootfd, dir, O_RDONLY | O_DIRECTORY,
-							      &ignore);
-		if (fd >= 0 && futimens(fd, parents[k].ts) < 0)
-			rc = vy_error_sys(err, errno, "'%s': futimens", dir);
-	}
+	vy_error later;
+	int back = restore_parents(&ps, rootfd, rc == 0 ? err : &later);
+	if (rc == 0)
+		rc = back;
 	for (uint32_t k = d->put.count; rc == 0 && k-- > 0;)
 		rc = finish_entry(&d->put.entries[k], rootfd, &pc, err);
 	if (pc.fd >= 0)

@@ -354,6 +354,7 @@ struct vy_scan_watch {
 	int npaths;
 	json_object *watched;  /* set of directory paths with a watch */
 	json_object *dirty;    /* set of directory paths that saw an event */
+	json_object *moved;    /* directories renamed into or out of a path */
 	bool overflow;
 };
 
@@ -391,6 +392,7 @@ void vy_manifest_watch_free(struct vy_scan_watch *w)
 	free(w->paths);
 	json_object_put(w->watched);
 	json_object_put(w->dirty);
+	json_object_put(w->moved);
 	free(w);
 }
 
@@ -402,6 +404,7 @@ int vy_manifest_watch(const char *root, struct vy_scan_watch **out, vy_error *er
 	w->fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 	w->watched = json_object_new_object();
 	w->dirty = json_object_new_object();
+	w->moved = json_object_new_object();
 	snprintf(w->root, sizeof(w->root), "%s", root);
 	cleanup_close int rootfd = open(root, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	struct stat st;
@@ -482,8 +485,24 @@ static void drain_events(struct vy_scan_watch *w)
 			if (ev->mask & IN_Q_OVERFLOW)
 				w->overflow = true;
 			else if (ev->wd >= 0 && ev->wd < w->npaths && w->paths[ev->wd] &&
-				 !(ev->mask & IN_IGNORED))
+				 !(ev->mask & IN_IGNORED)) {
 				json_object_object_add(w->dirty, w->paths[ev->wd], NULL);
+				/* watches follow inodes: below a path a directory was
+				 * renamed to or from, no watch path can be trusted */
+				if ((ev->mask & IN_ISDIR) && (ev->mask & (IN_MOVED_FROM | IN_MOVED_TO)) &&
+				    ev->len) {
+					const char *dp = w->paths[ev->wd];
+					size_t l = strlen(dp) + 1 + strlen(ev->name) + 1;
+					char *q = malloc(l);
+					if (q) {
+						snprintf(q, l, "%s%s%s", dp, *dp ? "/" : "", ev->name);
+						json_object_object_add(w->moved, q, NULL);
+						free(q);
+					} else {
+						w->overflow = true;
+					}
+				}
+			}
 			p += sizeof(*ev) + ev->len;
 		}
 	}
@@ -512,6 +531,24 @@ int manifest_copy_entry(struct vy_manifest *m, const struct vy_entry *src, vy_er
 		return vy_error_sys(err, ENOMEM, "copy entry");
 	}
 	return 0;
+}
+
+/* path, or a directory above it, had a directory renamed to or from it. */
+static bool under_moved(struct vy_scan_watch *w, const char *path)
+{
+	if (!json_object_object_length(w->moved))
+		return false;
+	char buf[VY_PATH_MAX + 1];
+	snprintf(buf, sizeof(buf), "%s", path);
+	for (char *p = buf + strlen(buf);;) {
+		if (json_object_object_get_ex(w->moved, buf, NULL))
+			return true;
+		while (p > buf && *p != '/')
+			p--;
+		if (p == buf)
+			return false;
+		*p = '\0';
+	}
 }
 
 static bool is_child_of(const char *path, const char *dir)
@@ -636,6 +673,7 @@ static int rescan_changed(struct vy_scan_watch *w, const struct vy_manifest *old
 		int64_t od = oldof[i];
 		const char *path = m->entries[i].path;
 		bool dirty = od < 0 || json_object_object_get_ex(w->dirty, path, NULL) ||
+			     under_moved(w, path) ||
 			     !json_object_object_get_ex(w->watched, path, NULL);
 		uint32_t first = m->count;
 		if (dirty) {
@@ -854,7 +892,7 @@ static int delta_compare(struct rdelta *r, struct scan *s, uint32_t i, uint32_t 
 
 static bool dirty(struct rdelta *r, const char *path)
 {
-	return json_object_object_get_ex(r->w->dirty, path, NULL) ||
+	return json_object_object_get_ex(r->w->dirty, path, NULL) || under_moved(r->w, path) ||
 	       !json_object_object_get_ex(r->w->watched, path, NULL);
 }
 

@@ -369,8 +369,10 @@ static bool in_put(const struct vy_manifest_delta *d, const char *path)
 	return find(&d->put, path) >= 0;
 }
 
-/* What the diff names, and what it leaves out. */
-static void check_diff_contents(const struct vy_manifest *base, const struct vy_manifest_delta *d)
+/* What the diff names, and what it leaves out; a bigger tree adds
+ * extra_gone and extra_put entries of its own. */
+static void check_diff_contents(const struct vy_manifest *base, const struct vy_manifest_delta *d,
+				uint32_t extra_gone, uint32_t extra_put)
 {
 	static const char *gone_paths[] = { "gone_file", "gone_dir", "gone_dir/sub",
 					    "gone_dir/x", "gone_dir/sub/y", "d2f",
@@ -386,8 +388,8 @@ static void check_diff_contents(const struct vy_manifest *base, const struct vy_
 		CHECK(in_put(d, put_paths[i]));
 	for (size_t i = 0; i < sizeof(untouched) / sizeof(*untouched); i++)
 		CHECK(!in_gone(base, d, untouched[i]) && !in_put(d, untouched[i]));
-	CHECK(d->ngone == sizeof(gone_paths) / sizeof(*gone_paths));
-	CHECK(d->put.count == sizeof(put_paths) / sizeof(*put_paths));
+	CHECK(d->ngone == sizeof(gone_paths) / sizeof(*gone_paths) + extra_gone);
+	CHECK(d->put.count == sizeof(put_paths) / sizeof(*put_paths) + extra_put);
 	for (uint32_t k = 0; k < d->put.count; k++) {
 		int64_t b = find(base, d->put.entries[k].path);
 		bool replaced = b >= 0 && !in_gone(base, d, d->put.entries[k].path);
@@ -431,7 +433,7 @@ static bool delta_round_trip(struct vy_manifest *base, const struct vy_manifest 
 		return false;
 	static const uint8_t zero[32];
 	CHECK(!memcmp(d.base_sha, zero, 32) && d.base_count == base->count);
-	check_diff_contents(base, &d);
+	check_diff_contents(base, &d, 0, 0);
 	memset(d.base_sha, 0x5a, sizeof(d.base_sha));
 	uint8_t *buf = NULL, *again = NULL;
 	size_t len = 0, len2 = 0;
@@ -1048,6 +1050,540 @@ static void test_skeleton_root_xattr(void)
 	skeleton_case(root_xattr, drop_root_xattr, 0, 1, 0);
 }
 
+/* ---- reading again only what changed: vy_manifest_rescan_delta ---- */
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+static void describe_entry(const char *what, const struct vy_entry *e)
+{
+	fprintf(stderr, "    %s '%s': type %u mode %o uid %u gid %u size %llu mtime %lld "
+		"atime %lld target %s xattrs %u\n", what, e->path, e->type, e->mode, e->uid,
+		e->gid, (unsigned long long)e->size, (long long)e->mtime_ns,
+		(long long)e->atime_ns, e->target ? e->target : "-", e->nxattr);
+}
+
+/* d1 (vy_manifest_rescan_delta) names the same change as d2
+ * (vy_manifest_diff): the same gone set, and the same put entries by path,
+ * each with the same at and fields, atime included; put order aside. */
+static bool same_delta(const struct vy_manifest *old, const struct vy_manifest_delta *d1,
+		       const struct vy_manifest_delta *d2)
+{
+	bool ok = true;
+	if (d1->base_count != d2->base_count || d1->base_count != old->count) {
+		fprintf(stderr, "  base count %u, diff %u, old %u\n", d1->base_count,
+			d2->base_count, old->count);
+		ok = false;
+	}
+	/* gone, as sets */
+	uint32_t *g1 = malloc((d1->ngone + 1) * sizeof(*g1));
+	uint32_t *g2 = malloc((d2->ngone + 1) * sizeof(*g2));
+	if (!g1 || !g2) {
+		free(g1);
+		free(g2);
+		return false;
+	}
+	if (d1->ngone)
+		memcpy(g1, d1->gone, d1->ngone * sizeof(*g1));
+	if (d2->ngone)
+		memcpy(g2, d2->gone, d2->ngone * sizeof(*g2));
+	qsort(g1, d1->ngone, sizeof(*g1), cmp_u32);
+	qsort(g2, d2->ngone, sizeof(*g2), cmp_u32);
+	for (uint32_t a = 0, b = 0; a < d1->ngone || b < d2->ngone;) {
+		if (a < d1->ngone && a && g1[a] == g1[a - 1]) {
+			fprintf(stderr, "  gone %u named twice\n", g1[a]);
+			ok = false;
+			a++;
+		} else if (b >= d2->ngone || (a < d1->ngone && g1[a] < g2[b])) {
+			fprintf(stderr, "  gone only in rescan_delta: %u '%s'\n", g1[a],
+				g1[a] < old->count ? old->entries[g1[a]].path : "?");
+			ok = false;
+			a++;
+		} else if (a >= d1->ngone || g2[b] < g1[a]) {
+			fprintf(stderr, "  gone only in diff: %u '%s'\n", g2[b],
+				g2[b] < old->count ? old->entries[g2[b]].path : "?");
+			ok = false;
+			b++;
+		} else {
+			a++;
+			b++;
+		}
+	}
+	free(g1);
+	free(g2);
+	/* put, by path */
+	uint32_t *o1 = path_order(&d1->put), *o2 = path_order(&d2->put);
+	for (uint32_t k = 1; o1 && k < d1->put.count; k++)
+		if (!strcmp(d1->put.entries[o1[k]].path, d1->put.entries[o1[k - 1]].path)) {
+			fprintf(stderr, "  put twice: '%s'\n", d1->put.entries[o1[k]].path);
+			ok = false;
+		}
+	for (uint32_t k = 0; o2 && k < d1->put.count; k++) {
+		const struct vy_entry *e = &d1->put.entries[k];
+		int64_t j = lookup(&d2->put, o2, e->path);
+		if (j < 0) {
+			fprintf(stderr, "  put only in rescan_delta (at %d):\n", (int)d1->at[k]);
+			describe_entry("rescan_delta", e);
+			ok = false;
+		} else if (d1->at[k] != d2->at[j]) {
+			fprintf(stderr, "  '%s': at %d, diff says %d\n", e->path, (int)d1->at[k],
+				(int)d2->at[j]);
+			ok = false;
+		} else if (e->link_of != VY_NO_LINK ||
+			   !same_entry(&d1->put, e, &d2->put, &d2->put.entries[j], true)) {
+			fprintf(stderr, "  '%s' differs:\n", e->path);
+			describe_entry("rescan_delta", e);
+			describe_entry("diff        ", &d2->put.entries[j]);
+			ok = false;
+		}
+	}
+	for (uint32_t j = 0; o1 && j < d2->put.count; j++)
+		if (lookup(&d1->put, o1, d2->put.entries[j].path) < 0) {
+			fprintf(stderr, "  put only in diff (at %d):\n", (int)d2->at[j]);
+			describe_entry("diff", &d2->put.entries[j]);
+			ok = false;
+		}
+	if (!o1 || !o2)
+		ok = false;
+	free(o1);
+	free(o2);
+	return ok;
+}
+
+/* Every new entry of d comes after its parent in put order, or its parent
+ * is a directory of old that d does not remove. */
+static bool parents_first(const struct vy_manifest *old, const struct vy_manifest_delta *d)
+{
+	bool ok = true;
+	for (uint32_t k = 0; k < d->put.count; k++) {
+		if (d->at[k] != VY_DELTA_NEW)
+			continue;
+		const char *path = d->put.entries[k].path, *slash = strrchr(path, '/');
+		char parent[VY_PATH_MAX + 1];
+		snprintf(parent, sizeof(parent), "%.*s", slash ? (int)(slash - path) : 0, path);
+		bool found = false;
+		for (uint32_t j = 0; !found && j < k; j++)
+			found = d->put.entries[j].type == VY_ENTRY_DIR &&
+				!strcmp(d->put.entries[j].path, parent);
+		int64_t o = found ? -1 : find(old, parent);
+		if (o >= 0)
+			found = old->entries[o].type == VY_ENTRY_DIR && !in_gone(old, d, parent);
+		if (!found) {
+			fprintf(stderr, "  new '%s' (put %u) before its parent '%s'\n", path, k,
+				parent);
+			ok = false;
+		}
+	}
+	return ok;
+}
+
+static uint32_t count_dirs(const struct vy_manifest *m)
+{
+	uint32_t n = 0;
+	for (uint32_t i = 0; i < m->count; i++)
+		n += m->entries[i].type == VY_ENTRY_DIR;
+	return n;
+}
+
+/* Watch src, scan it (old), change it, and take the change both ways:
+ * rescan_delta (d1) and a full scan (cur) diffed against old (d2). */
+struct rescan_run {
+	struct vy_manifest old, cur;
+	struct vy_manifest_delta d1, d2;
+	uint32_t dirs_read;
+	int rc1, rc2;
+};
+
+static void rescan_run(const char *src, int (*change)(const char *), struct rescan_run *r)
+{
+	struct vy_scan_watch *w = NULL;
+	vy_error err = { 0 };
+	memset(r, 0, sizeof(*r));
+	r->rc1 = r->rc2 = -2;
+	CHECK(vy_manifest_watch(src, &w, &err) == 0 && w != NULL);
+	CHECK(vy_manifest_scan(src, &r->old, &err) == 0);
+	CHECK(change(src) == 0);
+	r->dirs_read = 0xdeadbeef;
+	r->rc1 = vy_manifest_rescan_delta(w, src, &r->old, &r->d1, &r->dirs_read, &err);
+	if (r->rc1 < 0)
+		fprintf(stderr, "  rescan_delta: %s\n", err.msg);
+	CHECK(vy_manifest_scan(src, &r->cur, &err) == 0);
+	r->rc2 = vy_manifest_diff(&r->old, &r->cur, &r->d2, &err);
+	vy_manifest_watch_free(w);
+}
+
+static void rescan_run_free(struct rescan_run *r)
+{
+	vy_manifest_delta_free(&r->d1);
+	vy_manifest_delta_free(&r->d2);
+	vy_manifest_free(&r->old);
+	vy_manifest_free(&r->cur);
+}
+
+/* Both ways give a delta, and the same one. */
+static void expect_same_delta(struct rescan_run *r, const char *what)
+{
+	if (r->rc1 != 1 || r->rc2 != 1)
+		fprintf(stderr, "  %s: rescan_delta gave %d, diff %d\n", what, r->rc1, r->rc2);
+	CHECK(r->rc1 == 1 && r->rc2 == 1);
+	if (r->rc1 == 1 && r->rc2 == 1) {
+		bool same = same_delta(&r->old, &r->d1, &r->d2);
+		if (!same)
+			fprintf(stderr, "  %s: the deltas differ\n", what);
+		CHECK(same);
+		CHECK(parents_first(&r->old, &r->d1));
+	}
+}
+
+/* A new directory or symlink read for the first time (readdir, readlink)
+ * gets its atime moved (relatime: its atime is not after its mtime), by
+ * whichever way reads it first.  A future atime, set last, keeps both
+ * ways' atimes the same. */
+static int future_atime(const char *path)
+{
+	struct timespec t[2] = { stamp_times[0], { 0, UTIME_OMIT } };
+	return utimensat(AT_FDCWD, path, t, AT_SYMLINK_NOFOLLOW);
+}
+
+/* The base tree, and beside it: a second hard-link pair, a directory of
+ * 300 files, 60 directories nothing touches, and directories that see one
+ * change each, deep down. */
+static int build_rescan_tree(const char *d)
+{
+	int rc = build_base_tree(d);
+	rc |= mkdir(join(d, "links2"), 0755) | write_at(join(d, "links2/h1"), 0, "pair");
+	rc |= link(join(d, "links2/h1"), join(d, "links2/h2"));
+	rc |= mkdir(join(d, "many"), 0755);
+	for (int i = 0; i < 300; i++) {
+		char name[32];
+		snprintf(name, sizeof(name), "many/f%03d", i);
+		rc |= write_at(join(d, name), 0, name);
+	}
+	rc |= mkdir(join(d, "t"), 0755);
+	for (int i = 0; i < 20; i++) {
+		char name[32];
+		snprintf(name, sizeof(name), "t/d%02d", i);
+		rc |= mkdir(join(d, name), 0755);
+		snprintf(name, sizeof(name), "t/d%02d/e", i);
+		rc |= mkdir(join(d, name), 0755);
+		snprintf(name, sizeof(name), "t/d%02d/e/f", i);
+		rc |= mkdir(join(d, name), 0755);
+		snprintf(name, sizeof(name), "t/d%02d/e/file", i);
+		rc |= write_at(join(d, name), 0, "untouched");
+	}
+	rc |= mkdir(join(d, "quiet"), 0755) | mkdir(join(d, "quiet/sub"), 0755);
+	rc |= write_at(join(d, "quiet/sub/file"), 0, "quiet");
+	rc |= write_at(join(d, "quiet/other"), 0, "other");
+	rc |= mkdir(join(d, "deep1"), 0755) | mkdir(join(d, "deep1/deep2"), 0755);
+	rc |= mkdir(join(d, "deep1/deep2/chdir2"), 0755);
+	rc |= write_at(join(d, "deep1/deep2/chdir2/f"), 0, "f");
+	rc |= mkdir(join(d, "deep1/xdir"), 0755) | write_at(join(d, "deep1/xdir/child"), 0, "c");
+	rc |= setxattr(join(d, "deep1/xdir"), "user.x", "one", 3, 0);
+	rc |= stamp_tree(d);
+	return rc ? -1 : 0;
+}
+
+static int change_rescan_tree(const char *d)
+{
+	int rc = change_tree(d);
+	/* the root itself: an xattr, a mode (its mtime moves anyway) */
+	rc |= setxattr(d, "user.root", "r", 1, 0) | chmod(d, 0751);
+	/* a directory's own xattr, a directory's mode, each alone */
+	rc |= setxattr(join(d, "deep1/xdir"), "user.x", "two!", 4, 0);
+	rc |= chmod(join(d, "deep1/deep2/chdir2"), 0700);
+	/* a write in a directory where nothing else changes */
+	rc |= write_at(join(d, "quiet/sub/file"), 5, ", longer now");
+	/* beside an unchanged hard-link pair */
+	rc |= write_at(join(d, "links2/beside"), 0, "beside");
+	/* in the big directory: one resized, one gone, one new */
+	rc |= truncate(join(d, "many/f150"), 1000) | unlink(join(d, "many/f007"));
+	rc |= write_at(join(d, "many/f300"), 0, "f300");
+	rc |= future_atime(join(d, "newdir")) | future_atime(join(d, "newdir/inner"));
+	rc |= future_atime(join(d, "f2d")) | future_atime(join(d, "sym"));
+	return rc ? -1 : 0;
+}
+
+static void test_rescan_delta_matches_diff(void)
+{
+	cleanup_tree char *src = make_tmpdir();
+	cleanup_tree char *dst = make_tmpdir();
+	CHECK(src && dst && build_rescan_tree(src) == 0);
+	if (!src || !dst)
+		return;
+	struct rescan_run r;
+	rescan_run(src, change_rescan_tree, &r);
+	expect_same_delta(&r, "many changes");
+	uint32_t ndirs = count_dirs(&r.cur);
+	printf("     %u of %u directories read, %u gone, %u put\n", r.dirs_read, ndirs,
+	       r.d1.ngone, r.d1.put.count);
+	/* read: "", a, links2, many, quiet/sub, deep1/xdir, deep1/deep2/chdir2,
+	 * chdir, deep1 and deep1/deep2 (a child directory's IN_ATTRIB reaches
+	 * its parent's watch too), and the new newdir and f2d (one each, with
+	 * what is under them): 12; not t/ and its 60, not links, not quiet */
+	CHECK(r.dirs_read >= 10 && r.dirs_read <= 14 && r.dirs_read * 4 < ndirs);
+	vy_error err = { 0 };
+	if (r.rc1 == 1) {
+		/* what the round trip names, and: gone many/f007; put deep1/xdir,
+		 * deep1/deep2/chdir2, quiet/sub/file, links2, links2/beside, many,
+		 * many/f150, many/f300 */
+		check_diff_contents(&r.old, &r.d1, 1, 8);
+		CHECK(in_gone(&r.old, &r.d1, "many/f007") && in_put(&r.d1, "many/f300"));
+		CHECK(in_put(&r.d1, "deep1/xdir") && in_put(&r.d1, "deep1/deep2/chdir2") &&
+		      in_put(&r.d1, "quiet/sub/file") && in_put(&r.d1, "many/f150"));
+		CHECK(!in_put(&r.d1, "quiet/sub") && !in_put(&r.d1, "deep1") &&
+		      !in_put(&r.d1, "links2/h1") && !in_put(&r.d1, "links2/h2"));
+		CHECK(vy_manifest_delta_check(&r.old, &r.d1, &err) == 0);
+		/* a skeleton of old, brought up to date with d1, is cur */
+		int rootfd = open(dst, O_PATH | O_DIRECTORY | O_CLOEXEC);
+		CHECK(rootfd >= 0 && vy_manifest_materialise(&r.old, rootfd, &err) == 0 &&
+		      vy_manifest_finish(&r.old, rootfd, &err) == 0);
+		if (rootfd >= 0)
+			check_skeleton_follows(&r.old, &r.d1, &r.cur, dst, rootfd);
+		if (rootfd >= 0)
+			close(rootfd);
+		/* old + d1, applied to a copy of old, is cur */
+		struct vy_manifest copy = { 0 };
+		uint8_t *buf = NULL;
+		size_t len = 0;
+		CHECK(vy_manifest_encode(&r.old, &buf, &len, &err) == 0);
+		CHECK(buf && vy_manifest_decode(buf, len, &copy, &err) == 0);
+		free(buf);
+		int rc = vy_manifest_delta_apply(&copy, &r.d1, NULL, &err);
+		if (rc < 0)
+			fprintf(stderr, "  apply: %s\n", err.msg);
+		CHECK(rc == 0);
+		CHECK(same_manifest(&copy, &r.cur, true));
+		CHECK(copy.data_bytes == r.cur.data_bytes);
+		vy_manifest_free(&copy);
+	}
+	rescan_run_free(&r);
+}
+
+static int no_change(const char *d)
+{
+	return 0;
+}
+
+static void test_rescan_delta_no_change(void)
+{
+	cleanup_tree char *src = make_tmpdir();
+	CHECK(src && build_rescan_tree(src) == 0);
+	if (!src)
+		return;
+	struct rescan_run r;
+	rescan_run(src, no_change, &r);
+	CHECK(r.rc1 == 1 && r.d1.ngone == 0 && r.d1.put.count == 0 && r.dirs_read == 0);
+	CHECK(r.d1.base_count == r.old.count);
+	CHECK(r.rc2 == 1 && r.d2.ngone == 0 && r.d2.put.count == 0);
+	rescan_run_free(&r);
+}
+
+/* ---- hard links: no delta from rescan_delta either ---- */
+
+static int link_tree_with_e(const char *d)
+{
+	return build_link_tree(d) | mkdir(join(d, "e"), 0755) | stamp_tree(d);
+}
+
+static int name_in_other_dir(const char *d)
+{
+	return link(join(d, "d/h1"), join(d, "e/h3"));
+}
+
+static int plain_file_second_name(const char *d)
+{
+	return link(join(d, "other"), join(d, "e/other2"));
+}
+
+static int new_file_two_names(const char *d)
+{
+	return write_at(join(d, "e/n1"), 0, "new") | link(join(d, "e/n1"), join(d, "e/n2"));
+}
+
+static int new_file_two_dirs(const char *d)
+{
+	return write_at(join(d, "e/n1"), 0, "new") | link(join(d, "e/n1"), join(d, "n2"));
+}
+
+static int new_dir_two_names(const char *d)
+{
+	return mkdir(join(d, "e/nd"), 0755) | write_at(join(d, "e/nd/n1"), 0, "new") |
+	       link(join(d, "e/nd/n1"), join(d, "e/nd/n2"));
+}
+
+static int other_changed(const char *d)
+{
+	return write_at(join(d, "other"), 0, "changed and longer") |
+	       write_at(join(d, "e/new"), 0, "new");
+}
+
+static void expect_no_rescan_delta(int (*change)(const char *), const char *what)
+{
+	cleanup_tree char *src = make_tmpdir();
+	CHECK(src && link_tree_with_e(src) == 0);
+	if (!src)
+		return;
+	struct rescan_run r;
+	rescan_run(src, change, &r);
+	if (r.rc1 != 0 || r.rc2 != 0)
+		fprintf(stderr, "  %s: rescan_delta gave %d, diff %d\n", what, r.rc1, r.rc2);
+	CHECK(r.rc1 == 0 && r.rc2 == 0);
+	CHECK(r.d1.gone == NULL && r.d1.ngone == 0 && r.d1.put.count == 0 && r.d1.at == NULL);
+	rescan_run_free(&r);
+}
+
+static void test_rescan_delta_hard_links(void)
+{
+	expect_no_rescan_delta(name_in_other_dir, "a third name, another directory");
+	expect_no_rescan_delta(plain_file_second_name, "a second name for a plain file");
+	expect_no_rescan_delta(one_name_less, "second name removed");
+	expect_no_rescan_delta(one_name_less_first, "first name removed");
+	expect_no_rescan_delta(linked_content, "content changed");
+	expect_no_rescan_delta(new_file_two_names, "a new file with two names");
+	expect_no_rescan_delta(new_file_two_dirs, "a new file, names in two directories");
+	expect_no_rescan_delta(new_dir_two_names, "a new directory, a file with two names");
+	/* beside the group, a delta as usual */
+	cleanup_tree char *src = make_tmpdir();
+	CHECK(src && link_tree_with_e(src) == 0);
+	if (!src)
+		return;
+	struct rescan_run r;
+	rescan_run(src, other_changed, &r);
+	expect_same_delta(&r, "beside a hard-link group");
+	CHECK(r.d1.put.count == 3 && in_put(&r.d1, "other") && in_put(&r.d1, "e/new"));
+	rescan_run_free(&r);
+}
+
+static void test_rescan_delta_no_watch(void)
+{
+	cleanup_tree char *src = make_tmpdir();
+	CHECK(src && link_tree_with_e(src) == 0);
+	if (!src)
+		return;
+	struct vy_manifest old = { 0 };
+	struct vy_manifest_delta d;
+	vy_error err = { 0 };
+	uint32_t dirs_read = 7;
+	CHECK(vy_manifest_scan(src, &old, &err) == 0);
+	CHECK(write_at(join(src, "other"), 0, "changed and longer") == 0);
+	CHECK(vy_manifest_rescan_delta(NULL, src, &old, &d, &dirs_read, &err) == 0);
+	CHECK(d.ngone == 0 && d.put.count == 0 && d.gone == NULL && d.at == NULL);
+	CHECK(dirs_read == 0);
+	vy_manifest_delta_free(&d);
+	vy_manifest_free(&old);
+}
+
+/* More events than the queue holds (fs.inotify.max_queued_events): the
+ * kernel drops them and says so, and there is no delta to be had. */
+static void test_rescan_delta_overflow(void)
+{
+	long max = 0;
+	FILE *f = fopen("/proc/sys/fs/inotify/max_queued_events", "r");
+	if (f) {
+		if (fscanf(f, "%ld", &max) != 1)
+			max = 0;
+		fclose(f);
+	}
+	if (max <= 0 || max > 100000) {
+		printf("     skipped: max_queued_events %ld\n", max);
+		return;
+	}
+	cleanup_tree char *src = make_tmpdir();
+	CHECK(src && link_tree_with_e(src) == 0);
+	if (!src)
+		return;
+	struct vy_scan_watch *w = NULL;
+	struct vy_manifest old = { 0 };
+	struct vy_manifest_delta d;
+	vy_error err = { 0 };
+	uint32_t dirs_read;
+	CHECK(vy_manifest_watch(src, &w, &err) == 0);
+	CHECK(vy_manifest_scan(src, &old, &err) == 0);
+	/* each file: IN_CREATE and IN_CLOSE_WRITE */
+	for (long i = 0; i < max / 2 + 100; i++) {
+		char name[32];
+		snprintf(name, sizeof(name), "e/%06ld", i);
+		int fd = open(join(src, name), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+		CHECK(fd >= 0);
+		if (fd < 0)
+			break;
+		close(fd);
+	}
+	CHECK(vy_manifest_rescan_delta(w, src, &old, &d, &dirs_read, &err) == 0);
+	CHECK(d.ngone == 0 && d.put.count == 0 && d.gone == NULL && d.at == NULL);
+	vy_manifest_delta_free(&d);
+	vy_manifest_watch_free(w);
+	vy_manifest_free(&old);
+}
+
+/* ---- directories moved: watches follow inodes, not paths ---- */
+
+/* live/c/f and stage/c/{f,g}: a release staged beside the live one. */
+static int build_swap_tree(const char *d)
+{
+	int rc = mkdir(join(d, "live"), 0755) | mkdir(join(d, "live/c"), 0755);
+	rc |= write_at(join(d, "live/c/f"), 0, "old release");
+	rc |= mkdir(join(d, "stage"), 0755) | mkdir(join(d, "stage/c"), 0750);
+	rc |= write_at(join(d, "stage/c/f"), 0, "new release, longer");
+	rc |= write_at(join(d, "stage/c/g"), 0, "new file");
+	rc |= mkdir(join(d, "a"), 0755) | mkdir(join(d, "a/b"), 0755);
+	rc |= mkdir(join(d, "a/b/c"), 0755) | write_at(join(d, "a/b/c/file"), 0, "file");
+	return (rc | stamp_tree(d)) ? -1 : 0;
+}
+
+/* The live directory swapped for the staged one, by rename. */
+static int swap_release(const char *d)
+{
+	char live[512], prev[512];
+	snprintf(live, sizeof(live), "%s", join(d, "live"));
+	snprintf(prev, sizeof(prev), "%s", join(d, "prev"));
+	return rename(live, prev) | rename(join(d, "stage"), live);
+}
+
+/* a/b moved away, and a/b/c made again, empty. */
+static int move_and_remake(const char *d)
+{
+	char from[512], to[512];
+	snprintf(from, sizeof(from), "%s", join(d, "a/b"));
+	snprintf(to, sizeof(to), "%s", join(d, "moved"));
+	int rc = rename(from, to) | mkdir(from, 0755) | mkdir(join(d, "a/b/c"), 0755);
+	return rc | future_atime(join(d, "a/b")) | future_atime(join(d, "a/b/c"));
+}
+
+/* a moved away and a/b made again; then a change in what was a/b/c,
+ * now moved/b/c, whose watch still names it a/b/c. */
+static int move_grandparent(const char *d)
+{
+	char from[512], to[512];
+	snprintf(from, sizeof(from), "%s", join(d, "a"));
+	snprintf(to, sizeof(to), "%s", join(d, "moved"));
+	int rc = rename(from, to) | mkdir(from, 0755) | mkdir(join(d, "a/b"), 0755);
+	rc |= write_at(join(d, "moved/b/c/new"), 0, "n");
+	return rc | future_atime(join(d, "a")) | future_atime(join(d, "a/b"));
+}
+
+static void moved_case(int (*change)(const char *), const char *what)
+{
+	cleanup_tree char *src = make_tmpdir();
+	CHECK(src && build_swap_tree(src) == 0);
+	if (!src)
+		return;
+	struct rescan_run r;
+	rescan_run(src, change, &r);
+	expect_same_delta(&r, what);
+	rescan_run_free(&r);
+}
+
+static void test_rescan_delta_moved_dirs(void)
+{
+	moved_case(swap_release, "staged directory renamed into place");
+	moved_case(move_and_remake, "directory moved, made again");
+	moved_case(move_grandparent, "grandparent moved, made again");
+}
+
 int main(void)
 {
 	RUN(test_round_trip_real_tree);
@@ -1061,5 +1597,11 @@ int main(void)
 	RUN(test_skeleton_first_put_new);
 	RUN(test_skeleton_keeps_parent_times);
 	RUN(test_skeleton_root_xattr);
+	RUN(test_rescan_delta_matches_diff);
+	RUN(test_rescan_delta_no_change);
+	RUN(test_rescan_delta_hard_links);
+	RUN(test_rescan_delta_no_watch);
+	RUN(test_rescan_delta_overflow);
+	RUN(test_rescan_delta_moved_dirs);
 	return unit_summary();
 }
