@@ -159,7 +159,9 @@ void vy_manifest_free(struct vy_manifest *m);
  * later ones move down, and link_of follows them), new ones appended.
  * Hard links never change through a delta: when a change touches an entry
  * that is part of a hard-link group (in either manifest), there is no
- * delta, and the whole manifest is sent instead.
+ * delta, and the whole manifest is sent instead.  One change is left out
+ * instead: the access time of a file in a hard-link group (reading such a
+ * file must not cost the whole manifest).
  *
  * Encoding (integers big-endian): u32 magic "VYMD" (0x56594d44), u16
  * version (1), u16 reserved (0), u8[32] base_sha, u32 base count, u32 gone

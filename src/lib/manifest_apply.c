@@ -374,11 +374,15 @@ static bool same_xattr_set(const struct vy_entry *a, const struct vy_entry *b)
 	return true;
 }
 
-bool manifest_same_meta(const struct vy_entry *a, const struct vy_entry *b)
+bool manifest_same_meta_but_atime(const struct vy_entry *a, const struct vy_entry *b)
 {
 	return a->mode == b->mode && a->uid == b->uid && a->gid == b->gid &&
-	       a->size == b->size && a->mtime_ns == b->mtime_ns &&
-	       a->atime_ns == b->atime_ns && same_xattr_set(a, b);
+	       a->size == b->size && a->mtime_ns == b->mtime_ns && same_xattr_set(a, b);
+}
+
+bool manifest_same_meta(const struct vy_entry *a, const struct vy_entry *b)
+{
+	return a->atime_ns == b->atime_ns && manifest_same_meta_but_atime(a, b);
 }
 
 /* New metadata on an entry that exists with the right type. */

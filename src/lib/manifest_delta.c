@@ -95,10 +95,15 @@ static int diff(const struct vy_manifest *base, const struct vy_manifest *cur,
 		const struct vy_entry *b = slot ? &base->entries[slot - 1] : NULL;
 		if (b && manifest_same_shape(b, e)) {
 			seen[slot - 1] = 1;
-			bool same = manifest_same_meta(b, e) && same_link(base, b, cur, e);
+			bool linked = blink[slot - 1] || clink[i];
+			/* reading a linked file must not cost the whole manifest:
+			 * its access time is the one change a delta leaves out */
+			bool same = (linked ? manifest_same_meta_but_atime(b, e)
+					    : manifest_same_meta(b, e)) &&
+				    same_link(base, b, cur, e);
 			if (same)
 				continue;
-			if (blink[slot - 1] || clink[i])
+			if (linked)
 				rc = 0; /* a hard link changed */
 			else if (put_entry(d, e, slot - 1, err) < 0)
 				rc = -1;

@@ -52,6 +52,7 @@ void manifest_entry_free(struct vy_entry *e);
 bool manifest_same_shape(const struct vy_entry *a, const struct vy_entry *b);
 /* Same mode, owner, size, times and xattrs. */
 bool manifest_same_meta(const struct vy_entry *a, const struct vy_entry *b);
+bool manifest_same_meta_but_atime(const struct vy_entry *a, const struct vy_entry *b);
 
 /* Names entry name of directory dirfd as a /proc/self/fd path. */
 void proc_path(char *out, size_t len, int dirfd, const char *name);

@@ -32,11 +32,28 @@ struct scan {
 	dev_t dev;
 	struct inode_index links;
 	/* Part of a tree only (vy_manifest_rescan_delta): hard links are not
-	 * resolved, files with more than one name are marked here instead. */
-	bool mark_multi;
-	uint8_t *multi;
+	 * resolved, files with more than one name are marked in multi instead.
+	 * With mark_first (vy_manifest_rescan), links are resolved, and a file
+	 * that becomes the first name of a group is marked there. */
+	bool mark_multi, mark_first;
+	uint32_t *multi;        /* by entry: its link count when marked, else 0 */
 	size_t multi_cap;
 };
+
+static int mark(struct scan *s, uint32_t i, nlink_t nlink, vy_error *err)
+{
+	if (i >= s->multi_cap) {
+		size_t cap = (size_t)i * 2 + 64;
+		uint32_t *more = realloc(s->multi, cap * sizeof(*more));
+		if (!more)
+			return vy_error_sys(err, ENOMEM, "hard links");
+		memset(more + s->multi_cap, 0, (cap - s->multi_cap) * sizeof(*more));
+		s->multi = more;
+		s->multi_cap = cap;
+	}
+	s->multi[i] = nlink > UINT32_MAX ? UINT32_MAX : (uint32_t)nlink;
+	return 0;
+}
 
 static ssize_t list_names(const char *path, bool follow, char **out)
 {
@@ -142,16 +159,8 @@ static int scan_hard_link(struct scan *s, struct vy_entry *e,
 			  const struct stat *st, vy_error *err)
 {
 	if (s->mark_multi && st->st_nlink > 1) {
-		if (s->m->count > s->multi_cap) {
-			size_t cap = s->m->count * 2 + 64;
-			uint8_t *more = realloc(s->multi, cap);
-			if (!more)
-				return vy_error_sys(err, ENOMEM, "hard links");
-			memset(more + s->multi_cap, 0, cap - s->multi_cap);
-			s->multi = more;
-			s->multi_cap = cap;
-		}
-		s->multi[s->m->count - 1] = 1;
+		if (mark(s, s->m->count - 1, st->st_nlink, err) < 0)
+			return -1;
 	} else if (st->st_nlink > 1) {
 		if ((s->links.used + 1) * 2 > s->links.size &&
 		    inode_index_grow(&s->links) < 0)
@@ -166,6 +175,8 @@ static int scan_hard_link(struct scan *s, struct vy_entry *e,
 		*slot = (struct inode_slot){ st->st_dev, st->st_ino,
 					     s->m->count };
 		s->links.used++;
+		if (s->mark_first && mark(s, s->m->count - 1, st->st_nlink, err) < 0)
+			return -1;
 	}
 	s->m->data_bytes += e->size;
 	return 0;
@@ -631,6 +642,28 @@ static int register_link(struct scan *s, const char *path, uint32_t at, vy_error
 	return 0;
 }
 
+/* The entry of old directory od's block (sorted by name) at path, or -1. */
+static int64_t old_child(const struct vy_manifest *old, uint32_t b0, uint32_t n,
+			 const char *path)
+{
+	const char *name = strrchr(path, '/');
+	name = name ? name + 1 : path;
+	uint32_t lo = b0, hi = b0 + n;
+	while (lo < hi) {
+		uint32_t mid = lo + (hi - lo) / 2;
+		const char *on = strrchr(old->entries[mid].path, '/');
+		on = on ? on + 1 : old->entries[mid].path;
+		int c = strcmp(on, name);
+		if (c == 0)
+			return mid;
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return -1;
+}
+
 /* Build out from old, reading again only the directories that saw events
  * (and those created since): 1 when done, 0 when a full scan is needed
  * instead (a hard link among the changes, an event queue overflow). */
@@ -679,6 +712,18 @@ static int rescan_changed(struct vy_scan_watch *w, const struct vy_manifest *old
 		if (dirty) {
 			(*dirs_read)++;
 			rc = scan_directory(s, i, err);
+			/* A file read again that heads a hard-link group, and did
+			 * not head it before: its other names may sit in
+			 * directories copied as they were, which do not link to
+			 * it; checked once all is read (below). */
+			for (uint32_t k = first; rc == 0 && k < m->count; k++) {
+				if (k >= s->multi_cap || !s->multi[k])
+					continue;
+				int64_t c = od < 0 ? -1 : old_child(old, start[od], len[od],
+								    m->entries[k].path);
+				if (c >= 0 && first_name[c])
+					s->multi[k] = 0;
+			}
 		} else {
 			for (uint32_t c = start[od]; rc == 0 && c < start[od] + len[od]; c++) {
 				const struct vy_entry *oe = &old->entries[c];
@@ -743,6 +788,18 @@ static int rescan_changed(struct vy_scan_watch *w, const struct vy_manifest *old
 	}
 	if (rc < 0)
 		return -1;
+	/* A new group is whole when every name of its inode was found here
+	 * (else some may be copied entries that do not link to it, or lie
+	 * outside the tree: a full scan tells). */
+	cleanup_free uint32_t *names = calloc(m->count ? m->count : 1, sizeof(uint32_t));
+	if (!names)
+		return vy_error_sys(err, ENOMEM, "rescan");
+	for (uint32_t i = 0; i < m->count; i++)
+		if (m->entries[i].link_of != VY_NO_LINK && m->entries[i].link_of < m->count)
+			names[m->entries[i].link_of]++;
+	for (uint32_t k = 0; k < m->count && k < s->multi_cap; k++)
+		if (s->multi[k] && names[k] + 1 != s->multi[k])
+			return 0;
 	m->data_bytes = 0;
 	for (uint32_t i = 0; i < m->count; i++)
 		if (m->entries[i].type == VY_ENTRY_REG && m->entries[i].link_of == VY_NO_LINK)
@@ -764,10 +821,11 @@ int vy_manifest_rescan(struct vy_scan_watch *w, const char *root, const struct v
 	struct stat st;
 	if (rootfd < 0 || fstat(rootfd, &st) < 0)
 		return vy_error_sys(err, errno, "rescan '%s'", root);
-	struct scan s = { .m = out, .rootfd = rootfd, .dev = st.st_dev };
+	struct scan s = { .m = out, .rootfd = rootfd, .dev = st.st_dev, .mark_first = true };
 	uint32_t read = 0;
 	int rc = rescan_changed(w, old, &s, &read, err);
 	free(s.links.slots);
+	free(s.multi);
 	if (rc == 1) {
 		*dirs_read = read;
 		return 0;
@@ -883,7 +941,8 @@ static int delta_compare(struct rdelta *r, struct scan *s, uint32_t i, uint32_t 
 		int rc = delta_gone(r, c, err);
 		return rc <= 0 ? rc : delta_new(r, s, i, err);
 	}
-	if (manifest_same_meta(o, e))
+	/* as vy_manifest_diff: a linked file's access time is left out */
+	if (r->blink[c] ? manifest_same_meta_but_atime(o, e) : manifest_same_meta(o, e))
 		return 1;
 	if (r->blink[c])
 		return 0;

@@ -793,6 +793,18 @@ static void test_rescan_hard_links_and_no_watch(void)
 	CHECK(link(p, q) == 0);
 	CHECK(same_as_full(src, w, &old, &dirs));
 	CHECK(dirs >= 0);
+	vy_manifest_free(&old);
+	vy_manifest_watch_free(w);
+	/* a second name, in a directory read again, for a file whose only
+	 * name was in a directory that saw nothing ("hello" in the root, now
+	 * also "a/b/c/hello2"): the copied root entry does not link to it,
+	 * so the rescan must not be used */
+	CHECK(vy_manifest_watch(src, &w, &err) == 0);
+	CHECK(vy_manifest_scan(src, &old, &err) == 0);
+	snprintf(p, sizeof(p), "%s/hello", src);
+	snprintf(q, sizeof(q), "%s/a/b/c/hello2", src);
+	CHECK(link(p, q) == 0);
+	CHECK(same_as_full(src, w, &old, &dirs));
 	/* no watch at all: a full scan */
 	CHECK(same_as_full(src, NULL, &old, &dirs));
 	CHECK(dirs == -1);
