@@ -374,10 +374,11 @@ static int backing_inos(struct vyfs *fs, uint64_t **out, vy_error *err)
 
 /* Bring fs->man up to date with the delta at path: *sha, the base's, becomes
  * the SHA-256 of it and the delta's bytes, which keys the chunk state.  With
- * inos (the base's backing inodes), they follow their entries, and the
- * entries the delta touched are looked up again. */
+ * inos (the base's backing inodes), they follow their entries, the entries
+ * the delta touched are looked up again, and *map_out says where each base
+ * entry went (vy_manifest_delta_apply). */
 static int apply_delta(struct vyfs *fs, const char *path, uint8_t sha[32], uint64_t **inos,
-		       vy_error *err)
+		       uint32_t **map_out, vy_error *err)
 {
 	cleanup_free char *buf = NULL;
 	size_t len = 0;
@@ -412,14 +413,22 @@ static int apply_delta(struct vyfs *fs, const char *path, uint8_t sha[32], uint6
 		ngone, fs->man.count);
 	if (!inos)
 		return 0;
-	uint64_t *moved = calloc(fs->man.count ? fs->man.count : 1, sizeof(*moved));
-	if (!moved)
-		return vy_error_set(err, ENOMEM, "out of memory");
-	for (uint32_t i = 0; i < count; i++)
-		if (map[i] != VY_DELTA_NEW)
-			moved[map[i]] = (*inos)[i];
-	free(*inos);
-	*inos = moved;
+	uint64_t *moved;
+	if (!ngone) { /* nothing moved: the new entries are at the end */
+		moved = realloc(*inos, (fs->man.count ? fs->man.count : 1) * sizeof(*moved));
+		if (!moved)
+			return vy_error_set(err, ENOMEM, "out of memory");
+		*inos = moved;
+	} else {
+		moved = calloc(fs->man.count ? fs->man.count : 1, sizeof(*moved));
+		if (!moved)
+			return vy_error_set(err, ENOMEM, "out of memory");
+		for (uint32_t i = 0; i < count; i++)
+			if (map[i] != VY_DELTA_NEW)
+				moved[map[i]] = (*inos)[i];
+		free(*inos);
+		*inos = moved;
+	}
 	for (uint32_t k = 0; k < nput; k++) {
 		uint32_t i = at[k] == VY_DELTA_NEW ? w++ : map[at[k]];
 		const struct vy_entry *e = &fs->man.entries[i];
@@ -433,6 +442,8 @@ static int apply_delta(struct vyfs *fs, const char *path, uint8_t sha[32], uint6
 					    "no regular file %s", e->path);
 		moved[i] = st.st_ino;
 	}
+	if (map_out)
+		*map_out = take_ptr(map);
 	return 0;
 }
 
@@ -564,14 +575,22 @@ static int load_priority(struct vyfs *fs, const char *path, vy_error *err)
 	fs->priority = calloc(vy_chunkmap_count(fs->cm) + 1, sizeof(*fs->priority));
 	if (!fs->priority)
 		return vy_error_set(err, ENOMEM, "out of memory");
+	/* Found by the backing file's inode, not by comparing every path:
+	 * this runs while the container waits to restore. */
 	char line[VY_PATH_MAX + 2];
 	while (fgets(line, sizeof(line), fp) && fs->npriority < vy_chunkmap_count(fs->cm)) {
 		line[strcspn(line, "\n")] = '\0';
-		for (uint32_t f = 0; f < vy_chunkmap_count(fs->cm); f++)
-			if (!strcmp(fs->man.entries[vy_chunkmap_entry(fs->cm, f)].path, line)) {
-				fs->priority[fs->npriority++] = f;
-				break;
-			}
+		vy_error ignore;
+		struct stat st;
+		if (!vy_path_is_safe(line, strlen(line)) || !*line)
+			continue;
+		cleanup_close int fd = vy_manifest_open_entry(fs->backing_fd, line, O_PATH, &ignore);
+		if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+			continue;
+		int64_t f = vy_chunkmap_find_ino(fs->cm, st.st_ino);
+		if (f >= 0 && !strcmp(fs->man.entries[vy_chunkmap_entry(fs->cm, (uint32_t)f)].path,
+				      line))
+			fs->priority[fs->npriority++] = (uint32_t)f;
 	}
 	return 0;
 }
@@ -593,11 +612,14 @@ static int prepare(struct vyfs *fs, const struct options *o, vy_error *err)
 		return vy_error_sys(err, errno, "open backing directory %s", o->backing);
 	bool resumed = access(o->state, F_OK) == 0;
 	cleanup_free uint64_t *inos = NULL;
+	cleanup_free uint32_t *map = NULL;
+	uint32_t base_count = fs->man.count;
 	if (!resumed) {
 		/* overlayfs may give readdir inode numbers that stat does not */
 		struct statfs sf;
 		fs->stat_inos = fstatfs(fs->backing_dir_fd, &sf) < 0 || sf.f_type == 0x794c7630;
-		if (backing_inos(fs, &inos, err) < 0)
+		if (backing_inos(fs, &inos, err) < 0 ||
+		    vy_chunkmap_prepare(&fs->man, fs->chunk_size, inos, &fs->cm, err) < 0)
 			return -1;
 	}
 	if (o->wait_fd >= 0 && !resumed && wait_for_go(o->wait_fd, err) < 0)
@@ -607,12 +629,12 @@ static int prepare(struct vyfs *fs, const struct options *o, vy_error *err)
 	/* From here on, with --wait-fd, the container waits for us. */
 	uint64_t t[5];
 	t[0] = vy_now_ms();
-	if (o->delta && apply_delta(fs, o->delta, sha, resumed ? NULL : &inos, err) < 0)
+	if (o->delta && apply_delta(fs, o->delta, sha, resumed ? NULL : &inos, &map, err) < 0)
 		return -1;
 	t[1] = vy_now_ms();
 	int rc = resumed ? vy_chunkmap_load(o->state, &fs->man, sha, fs->chunk_size, &fs->cm, err)
-			 : vy_chunkmap_create(o->state, &fs->man, sha, fs->chunk_size, inos,
-					      &fs->cm, err);
+		 : map && vy_chunkmap_rebase(fs->cm, &fs->man, map, base_count, inos, err) < 0
+		 ? -1 : vy_chunkmap_commit(fs->cm, o->state, sha, err);
 	t[2] = vy_now_ms();
 	if (rc < 0 || resolve_tracks(fs, o->backing, resumed, err) < 0)
 		return -1;

@@ -125,13 +125,8 @@ static int layout(struct vy_chunkmap *cm, const struct vy_manifest *m,
 	for (uint32_t i = 0; i < m->count; i++)
 		cm->count += tracked(&m->entries[i]);
 	cm->files = calloc(cm->count ? cm->count : 1, sizeof(*cm->files));
-	size_t slots = 16;
-	while (slots < (size_t)cm->count * 2)
-		slots <<= 1;
-	cm->ino_mask = slots - 1;
-	cm->by_ino = calloc(slots, sizeof(*cm->by_ino));
 	cm->dirty = calloc(cm->count ? cm->count : 1, sizeof(*cm->dirty));
-	if (!cm->files || !cm->by_ino || !cm->dirty)
+	if (!cm->files || !cm->dirty)
 		return vy_error_set(err, ENOMEM, "out of memory");
 	size_t off = VY_CHUNKMAP_HDR_LEN;
 	for (uint32_t i = 0, f = 0; i < m->count; i++) {
@@ -143,6 +138,8 @@ static int layout(struct vy_chunkmap *cm, const struct vy_manifest *m,
 		cf->size = e->size;
 		cf->nchunks = chunks_of(e->size, chunk_size);
 		cf->rec_off = off;
+		if (cf->nchunks > UINT32_MAX)
+			return vy_error_set(err, EFBIG, "%s: too many chunks", e->path);
 		off += REC_HDR_LEN + bitmap_len(cf->nchunks);
 	}
 	cm->image_len = off;
@@ -153,20 +150,38 @@ static int layout(struct vy_chunkmap *cm, const struct vy_manifest *m,
 	return 0;
 }
 
-static void index_inos(struct vy_chunkmap *cm)
+/* Point slot of ino at record f (a dropped record's slot may be taken
+ * over: its inode number can come back as another record's). */
+static void index_one(struct vy_chunkmap *cm, uint64_t ino, uint32_t f)
 {
+	size_t k = ino_slot(cm, ino);
+	while (cm->by_ino[k].f1 && cm->by_ino[k].ino != ino)
+		k = (k + 1) & cm->ino_mask;
+	cm->by_ino[k] = (struct cm_ino){ ino, f + 1 };
+}
+
+static int index_inos(struct vy_chunkmap *cm)
+{
+	size_t slots = 16;
+	while (slots < (size_t)cm->count * 2)
+		slots <<= 1;
+	if (slots != cm->ino_mask + 1 || !cm->by_ino) {
+		struct cm_ino *t = calloc(slots, sizeof(*t));
+		if (!t)
+			return -1;
+		free(cm->by_ino);
+		cm->by_ino = t;
+		cm->ino_mask = slots - 1;
+	} else {
+		memset(cm->by_ino, 0, slots * sizeof(*cm->by_ino));
+	}
 	for (uint32_t f = 0; f < cm->count; f++) {
 		uint64_t ino = rec_ino(cm, f);
-		if (!ino)
-			continue; /* dropped */
-		size_t k = ino_slot(cm, ino);
-		while (cm->by_ino[k].f1 && cm->by_ino[k].ino != ino)
-			k = (k + 1) & cm->ino_mask;
-		if (!cm->by_ino[k].f1)
-			cm->by_ino[k] = (struct cm_ino){ ino, f + 1 };
-	}
-	for (uint32_t f = 0; f < cm->count; f++)
+		if (ino) /* 0: dropped */
+			index_one(cm, ino, f);
 		count_present(cm, f);
+	}
+	return 0;
 }
 
 static struct vy_chunkmap *chunkmap_new(void)
@@ -207,57 +222,202 @@ static int open_state(struct vy_chunkmap *cm, const char *path, vy_error *err)
 	return 0;
 }
 
-int vy_chunkmap_create(const char *path, const struct vy_manifest *m,
-		       const uint8_t manifest_sha256[32], uint32_t chunk_size,
-		       const uint64_t *inos, struct vy_chunkmap **out,
-		       vy_error *err)
+int vy_chunkmap_prepare(const struct vy_manifest *m, uint32_t chunk_size,
+			const uint64_t *inos, struct vy_chunkmap **out, vy_error *err)
 {
 	cleanup_chunkmap struct vy_chunkmap *cm = chunkmap_new();
 	if (!cm)
 		return vy_error_set(err, ENOMEM, "out of memory");
 	if (layout(cm, m, chunk_size, err) < 0)
-		return vy_error_wrap(err, "chunk state %s", path);
+		return vy_error_wrap(err, "chunk state");
 	vy_put_u32(cm->image, VY_CHUNKMAP_MAGIC);
 	vy_put_u32(cm->image + 4, VY_CHUNKMAP_VERSION);
 	vy_put_u32(cm->image + 8, chunk_size);
-	vy_put_u32(cm->image + 12, cm->count);
-	memcpy(cm->image + 16, manifest_sha256, 32);
 	for (uint32_t f = 0; f < cm->count; f++) {
 		uint8_t *r = rec(cm, f);
 		vy_put_u32(r, cm->files[f].entry);
+		vy_put_u32(r + 4, (uint32_t)cm->files[f].nchunks);
 		vy_put_u64(r + 8, inos[cm->files[f].entry]);
 		vy_put_u64(r + 16, cm->files[f].size);
 	}
-	if (vy_write_file_atomic(path, cm->image, cm->image_len, 0600, err) < 0 ||
-	    open_state(cm, path, err) < 0)
-		return vy_error_wrap(err, "create chunk state");
-	index_inos(cm);
+	if (index_inos(cm) < 0)
+		return vy_error_set(err, ENOMEM, "out of memory");
 	*out = take_ptr(cm);
 	return 0;
 }
 
-/* Check the header and every record of a loaded image. */
-static int check_image(const struct vy_chunkmap *cm,
+/* Make record f a dropped one: no file, nothing to fetch. */
+static void drop_record(struct vy_chunkmap *cm, uint32_t f)
+{
+	uint8_t *r = rec(cm, f);
+	cm->files[f].entry = 0;
+	cm->files[f].size = 0;
+	cm->files[f].present = 0;
+	vy_put_u32(r, 0);
+	vy_put_u64(r + 8, 0);
+	vy_put_u64(r + 16, 0);
+}
+
+int vy_chunkmap_rebase(struct vy_chunkmap *cm, const struct vy_manifest *m,
+		       const uint32_t *map, uint32_t base_count, const uint64_t *inos,
+		       vy_error *err)
+{
+	if (cm->fd >= 0)
+		return vy_error_set(err, EINVAL, "chunk state already made");
+	cleanup_free uint8_t *covered = calloc(m->count ? m->count : 1, 1);
+	if (!covered)
+		return vy_error_set(err, ENOMEM, "out of memory");
+	for (uint32_t f = 0; f < cm->count; f++) {
+		uint32_t e = cm->files[f].entry, to = e < base_count ? map[e] : UINT32_MAX;
+		bool keep = to < m->count && tracked(&m->entries[to]) && !covered[to] &&
+			    m->entries[to].size == cm->files[f].size && inos[to] == rec_ino(cm, f);
+		if (!keep) {
+			drop_record(cm, f);
+			continue;
+		}
+		cm->files[f].entry = to;
+		vy_put_u32(rec(cm, f), to);
+		covered[to] = 1;
+	}
+	uint32_t add = 0;
+	size_t more = 0;
+	for (uint32_t i = 0; i < m->count; i++)
+		if (tracked(&m->entries[i]) && !covered[i]) {
+			if (chunks_of(m->entries[i].size, cm->chunk_size) > UINT32_MAX)
+				return vy_error_set(err, EFBIG, "%s: too many chunks",
+						    m->entries[i].path);
+			add++;
+			more += REC_HDR_LEN + bitmap_len(chunks_of(m->entries[i].size,
+								   cm->chunk_size));
+		}
+	if (!add)
+		return 0;
+	if ((uint64_t)cm->count + add > UINT32_MAX)
+		return vy_error_set(err, EFBIG, "too many files");
+	uint32_t count = cm->count + add;
+	struct cm_file *files = realloc(cm->files, count * sizeof(*files));
+	if (files)
+		cm->files = files;
+	uint32_t *dirty = realloc(cm->dirty, count * sizeof(*dirty));
+	if (dirty)
+		cm->dirty = dirty;
+	uint8_t *image = realloc(cm->image, cm->image_len + more);
+	if (image)
+		cm->image = image;
+	if (!files || !dirty || !image)
+		return vy_error_set(err, ENOMEM, "out of memory");
+	memset(cm->image + cm->image_len, 0, more);
+	size_t off = cm->image_len;
+	for (uint32_t i = 0, f = cm->count; i < m->count; i++) {
+		const struct vy_entry *e = &m->entries[i];
+		if (!tracked(e) || covered[i])
+			continue;
+		struct cm_file *cf = &cm->files[f];
+		*cf = (struct cm_file){ .entry = i, .size = e->size,
+					.nchunks = chunks_of(e->size, cm->chunk_size),
+					.rec_off = off };
+		off += REC_HDR_LEN + bitmap_len(cf->nchunks);
+		uint8_t *r = rec(cm, f);
+		vy_put_u32(r, i);
+		vy_put_u32(r + 4, (uint32_t)cf->nchunks);
+		vy_put_u64(r + 8, inos[i]);
+		vy_put_u64(r + 16, e->size);
+		f++;
+	}
+	uint32_t first = cm->count;
+	cm->count = count;
+	cm->image_len = off;
+	if ((size_t)count * 2 > cm->ino_mask + 1)
+		return index_inos(cm) < 0 ? vy_error_set(err, ENOMEM, "out of memory") : 0;
+	for (uint32_t f = first; f < count; f++)
+		if (rec_ino(cm, f))
+			index_one(cm, rec_ino(cm, f), f);
+	return 0;
+}
+
+int vy_chunkmap_commit(struct vy_chunkmap *cm, const char *path,
+		       const uint8_t manifest_sha256[32], vy_error *err)
+{
+	vy_put_u32(cm->image + 12, cm->count);
+	memcpy(cm->image + 16, manifest_sha256, 32);
+	if (vy_write_file_atomic(path, cm->image, cm->image_len, 0600, err) < 0 ||
+	    open_state(cm, path, err) < 0)
+		return vy_error_wrap(err, "create chunk state");
+	return 0;
+}
+
+int vy_chunkmap_create(const char *path, const struct vy_manifest *m,
+		       const uint8_t manifest_sha256[32], uint32_t chunk_size,
+		       const uint64_t *inos, struct vy_chunkmap **out,
+		       vy_error *err)
+{
+	cleanup_chunkmap struct vy_chunkmap *cm = NULL;
+	if (vy_chunkmap_prepare(m, chunk_size, inos, &cm, err) < 0 ||
+	    vy_chunkmap_commit(cm, path, manifest_sha256, err) < 0)
+		return vy_error_wrap(err, "chunk state %s", path);
+	*out = take_ptr(cm);
+	return 0;
+}
+
+/* Read the records of a loaded image against m: every tracked file of m
+ * has exactly one record, live or dropped (inode 0); a record of anything
+ * else is a dropped one. */
+static int parse_image(struct vy_chunkmap *cm, const struct vy_manifest *m,
 		       const uint8_t manifest_sha256[32], vy_error *err)
 {
 	const uint8_t *h = cm->image;
-	if (vy_get_u32(h) != VY_CHUNKMAP_MAGIC || vy_get_u32(h + 4) != VY_CHUNKMAP_VERSION)
+	if (cm->image_len < VY_CHUNKMAP_HDR_LEN || vy_get_u32(h) != VY_CHUNKMAP_MAGIC ||
+	    vy_get_u32(h + 4) != VY_CHUNKMAP_VERSION)
 		return vy_error_set(err, EINVAL, "not a version %d chunk state file",
 				   VY_CHUNKMAP_VERSION);
 	if (vy_get_u32(h + 8) != cm->chunk_size)
 		return vy_error_set(err, EINVAL, "made with chunk size %u, not %u",
 				   vy_get_u32(h + 8), cm->chunk_size);
-	if (vy_get_u32(h + 12) != cm->count || memcmp(h + 16, manifest_sha256, 32))
+	if (memcmp(h + 16, manifest_sha256, 32))
 		return vy_error_set(err, EINVAL, "made for another manifest");
-	for (uint32_t f = 0; f < cm->count; f++) {
-		const uint8_t *r = rec(cm, f);
-		if (vy_get_u32(r) != cm->files[f].entry || vy_get_u32(r + 4) != 0)
+	uint32_t count = vy_get_u32(h + 12);
+	if (count > (cm->image_len - VY_CHUNKMAP_HDR_LEN) / REC_HDR_LEN)
+		return vy_error_set(err, EINVAL, "record count %u is damaged", count);
+	cm->files = calloc(count ? count : 1, sizeof(*cm->files));
+	cm->dirty = calloc(count ? count : 1, sizeof(*cm->dirty));
+	cleanup_free uint8_t *seen = calloc(m->count ? m->count : 1, 1);
+	if (!cm->files || !cm->dirty || !seen)
+		return vy_error_set(err, ENOMEM, "out of memory");
+	size_t off = VY_CHUNKMAP_HDR_LEN;
+	for (uint32_t f = 0; f < count; f++) {
+		if (cm->image_len - off < REC_HDR_LEN)
+			return vy_error_set(err, EINVAL, "record %u is damaged (truncated)", f);
+		const uint8_t *r = cm->image + off;
+		uint32_t entry = vy_get_u32(r), nchunks = vy_get_u32(r + 4);
+		uint64_t ino = vy_get_u64(r + 8), remote = vy_get_u64(r + 16);
+		size_t blen = bitmap_len(nchunks);
+		if (entry >= m->count || cm->image_len - off - REC_HDR_LEN < blen)
 			return vy_error_set(err, EINVAL, "record %u is damaged", f);
-		if (rec_remote(cm, f) > cm->files[f].size)
-			return vy_error_set(err, EINVAL, "record %u: remote size %" PRIu64
-						       " exceeds the file's %" PRIu64,
-					   f, rec_remote(cm, f), cm->files[f].size);
+		const struct vy_entry *e = &m->entries[entry];
+		uint64_t size = 0;
+		if (tracked(e)) {
+			if (seen[entry] || nchunks != chunks_of(e->size, cm->chunk_size))
+				return vy_error_set(err, EINVAL, "record %u is damaged", f);
+			seen[entry] = 1;
+			size = e->size;
+			if (remote > size)
+				return vy_error_set(err, EINVAL, "record %u: remote size %" PRIu64
+						       " exceeds the file's %" PRIu64, f, remote, size);
+		} else if (ino || remote) {
+			return vy_error_set(err, EINVAL, "record %u is damaged (not a file)", f);
+		}
+		cm->files[f] = (struct cm_file){ .entry = entry, .size = size,
+						 .nchunks = nchunks, .rec_off = off };
+		off += REC_HDR_LEN + blen;
 	}
+	if (off != cm->image_len)
+		return vy_error_set(err, EINVAL, "%zu bytes after the last record",
+				   cm->image_len - off);
+	cm->count = count;
+	for (uint32_t i = 0; i < m->count; i++)
+		if (tracked(&m->entries[i]) && !seen[i])
+			return vy_error_set(err, EINVAL, "made for another manifest (no record "
+					   "for entry %u)", i);
 	return 0;
 }
 
@@ -268,15 +428,22 @@ int vy_chunkmap_load(const char *path, const struct vy_manifest *m,
 	cleanup_chunkmap struct vy_chunkmap *cm = chunkmap_new();
 	if (!cm)
 		return vy_error_set(err, ENOMEM, "out of memory");
-	if (layout(cm, m, chunk_size, err) < 0 || open_state(cm, path, err) < 0)
+	if (chunk_size < VY_CHUNK_SIZE_MIN || chunk_size > VY_CHUNK_SIZE_MAX || chunk_size % 4096)
+		return vy_error_set(err, EINVAL, "chunk state %s: chunk size %u is not a "
+				   "multiple of 4096 in %u..%u", path, chunk_size,
+				   VY_CHUNK_SIZE_MIN, VY_CHUNK_SIZE_MAX);
+	cm->chunk_size = chunk_size;
+	if (open_state(cm, path, err) < 0)
 		return vy_error_wrap(err, "chunk state %s", path);
 	struct stat st;
 	if (fstat(cm->fd, &st) < 0)
 		return vy_error_sys(err, errno, "stat %s", path);
-	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != cm->image_len)
-		return vy_error_set(err, EINVAL, "chunk state %s: %jd bytes, the "
-						 "manifest needs %zu",
-				   path, (intmax_t)st.st_size, cm->image_len);
+	if (!S_ISREG(st.st_mode) || st.st_size > (off_t)1 << 40)
+		return vy_error_set(err, EINVAL, "chunk state %s: not a state file", path);
+	cm->image_len = (size_t)st.st_size;
+	cm->image = malloc(cm->image_len ? cm->image_len : 1);
+	if (!cm->image)
+		return vy_error_set(err, ENOMEM, "out of memory");
 	size_t done = 0;
 	while (done < cm->image_len) {
 		ssize_t n = pread(cm->fd, cm->image + done, cm->image_len - done,
@@ -285,14 +452,14 @@ int vy_chunkmap_load(const char *path, const struct vy_manifest *m,
 			return vy_error_sys(err, n < 0 ? errno : EIO, "read %s", path);
 		done += (size_t)n;
 	}
-	if (check_image(cm, manifest_sha256, err) < 0)
+	if (parse_image(cm, m, manifest_sha256, err) < 0)
 		return vy_error_wrap(err, "chunk state %s", path);
-	index_inos(cm);
+	if (index_inos(cm) < 0)
+		return vy_error_set(err, ENOMEM, "out of memory");
 	*out = take_ptr(cm);
 	return 0;
 }
 
-/* Caller holds the lock. */
 static int flush_locked(struct vy_chunkmap *cm, vy_error *err)
 {
 	if (!cm->ndirty)

@@ -17,14 +17,21 @@
  * and restarts of the daemon.
  *
  * State file layout (all integers big-endian, records 8-byte aligned):
- *   header, 64 bytes: u32 magic "VYCM", u32 version (1), u32 chunk_size,
- *     u32 file count, u8[32] SHA-256 of the encoded manifest, 16 reserved
- *   per tracked file, in manifest order: u32 entry, u32 reserved,
- *     u64 backing inode, u64 remote size, bitmap of ceil(size/chunk_size)
- *     bits (bit c = byte c/8, mask 1 << (c%8)) padded to 8 bytes
- * The layout follows from the manifest and chunk size alone, so every
- * record has a fixed place and is updated in place.  vy_chunkmap_load() is
- * the one parser of these bytes and checks all of them.
+ *   header, 64 bytes: u32 magic "VYCM", u32 version (2), u32 chunk_size,
+ *     u32 record count, u8[32] SHA-256 of the manifest (the caller's
+ *     choice of bytes: voyager-fs hashes its manifest and delta), 16
+ *     reserved
+ *   per record: u32 entry, u32 nchunks, u64 backing inode, u64 remote
+ *     size, bitmap of nchunks bits (bit c = byte c/8, mask 1 << (c%8))
+ *     padded to 8 bytes
+ * Every tracked file of the manifest has exactly one record (nchunks =
+ * ceil(size/chunk_size)); a record whose inode is 0 is dropped (its file's
+ * last name went, or it was made for a file that changed before the state
+ * was made; then its entry is 0 and it names no file).  A fresh state has
+ * the records in manifest order; one made with vy_chunkmap_rebase() adds
+ * records at the end.  Records never move, so each is updated in place.
+ * vy_chunkmap_load() is the one parser of these bytes and checks all of
+ * them.
  */
 #ifndef VY_CHUNKMAP_H
 #define VY_CHUNKMAP_H
@@ -36,7 +43,7 @@
 #include "manifest.h"
 
 #define VY_CHUNKMAP_MAGIC 0x56594d43u /* "VYCM" */
-#define VY_CHUNKMAP_VERSION 1
+#define VY_CHUNKMAP_VERSION 2
 #define VY_CHUNKMAP_HDR_LEN 64
 #define VY_CHUNK_SIZE_MIN 4096u
 #define VY_CHUNK_SIZE_MAX (4u * 1024 * 1024)
@@ -60,6 +67,22 @@ int vy_chunkmap_create(const char *path, const struct vy_manifest *m,
 		       const uint8_t manifest_sha256[32], uint32_t chunk_size,
 		       const uint64_t *inos, struct vy_chunkmap **out,
 		       vy_error *err);
+/* The same in two steps, so that the work that grows with the tree can be
+ * done before the tree is final: prepare (in memory only), then at most
+ * one rebase, then commit (the file, made as above). */
+int vy_chunkmap_prepare(const struct vy_manifest *m, uint32_t chunk_size,
+			const uint64_t *inos, struct vy_chunkmap **out, vy_error *err);
+/* The prepared state follows m, which a delta made from the manifest it
+ * was prepared for: map[i] is where that manifest's entry i went (or
+ * VY_DELTA_NEW: gone), inos[j] the backing inode of m's entry j.  A file
+ * whose entry moved keeps its record; one that changed size or inode, or
+ * went, leaves a dropped record; new and changed files get records at the
+ * end.  Work in the number of records, with no allocation per file. */
+int vy_chunkmap_rebase(struct vy_chunkmap *cm, const struct vy_manifest *m,
+		       const uint32_t *map, uint32_t base_count, const uint64_t *inos,
+		       vy_error *err);
+int vy_chunkmap_commit(struct vy_chunkmap *cm, const char *path,
+		       const uint8_t manifest_sha256[32], vy_error *err);
 /* Open an existing state file, refusing one made for another manifest or
  * chunk size, or whose bytes do not follow the layout. */
 int vy_chunkmap_load(const char *path, const struct vy_manifest *m,
@@ -69,7 +92,8 @@ int vy_chunkmap_load(const char *path, const struct vy_manifest *m,
 int vy_chunkmap_close(struct vy_chunkmap *cm, vy_error *err);
 
 uint32_t vy_chunkmap_chunk_size(const struct vy_chunkmap *cm);
-/* Tracked files are numbered 0..count-1 (manifest order). */
+/* Records are numbered 0..count-1 (see the layout above: a dropped
+ * record names no file). */
 uint32_t vy_chunkmap_count(const struct vy_chunkmap *cm);
 uint32_t vy_chunkmap_entry(const struct vy_chunkmap *cm, uint32_t f);
 uint64_t vy_chunkmap_size(const struct vy_chunkmap *cm, uint32_t f); /* manifest size */

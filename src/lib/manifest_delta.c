@@ -276,6 +276,12 @@ int vy_manifest_delta_check(const struct vy_manifest *base,
 	return rc;
 }
 
+/* What an entry adds to data_bytes. */
+static uint64_t data_of(const struct vy_entry *e)
+{
+	return e->type == VY_ENTRY_REG && e->link_of == VY_NO_LINK ? e->size : 0;
+}
+
 int vy_manifest_delta_apply(struct vy_manifest *base, struct vy_manifest_delta *d,
 			    uint32_t **map_out, vy_error *err)
 {
@@ -307,18 +313,28 @@ int vy_manifest_delta_apply(struct vy_manifest *base, struct vy_manifest_delta *
 		base->entries = more;
 		base->cap = want;
 	}
-	/* Nothing fails past this point. */
+	/* Nothing fails past this point.  Without gone entries nothing moves:
+	 * the work is the change's, not the tree's. */
+	uint64_t bytes = base->data_bytes;
 	for (uint32_t k = 0; k < d->put.count; k++) {
 		struct vy_entry *e = &d->put.entries[k];
 		if (d->at[k] == VY_DELTA_NEW)
 			continue;
+		bytes -= data_of(&base->entries[d->at[k]]);
+		bytes += data_of(e);
 		manifest_entry_free(&base->entries[d->at[k]]);
 		base->entries[d->at[k]] = *e;
 		memset(e, 0, sizeof(*e));
 	}
 	uint32_t w = 0;
-	for (uint32_t i = 0, g = 0; i < count; i++) {
+	if (!d->ngone) {
+		for (uint32_t i = 0; i < count; i++)
+			map[i] = i;
+		w = count;
+	}
+	for (uint32_t i = 0, g = 0; d->ngone && i < count; i++) {
 		if (g < d->ngone && d->gone[g] == i) {
+			bytes -= data_of(&base->entries[i]);
 			manifest_entry_free(&base->entries[i]);
 			map[i] = VY_DELTA_NEW;
 			g++;
@@ -327,7 +343,7 @@ int vy_manifest_delta_apply(struct vy_manifest *base, struct vy_manifest_delta *
 		map[i] = w;
 		base->entries[w++] = base->entries[i];
 	}
-	for (uint32_t i = 0; i < w; i++) {
+	for (uint32_t i = 0; d->ngone && i < w; i++) {
 		uint32_t *f = &base->entries[i].link_of;
 		/* vy_manifest_delta_check() refused deltas that touch a link */
 		if (*f != VY_NO_LINK)
@@ -337,14 +353,12 @@ int vy_manifest_delta_apply(struct vy_manifest *base, struct vy_manifest_delta *
 		struct vy_entry *e = &d->put.entries[k];
 		if (d->at[k] != VY_DELTA_NEW)
 			continue;
+		bytes += data_of(e);
 		base->entries[w++] = *e;
 		memset(e, 0, sizeof(*e));
 	}
 	base->count = w;
-	base->data_bytes = 0;
-	for (uint32_t i = 0; i < w; i++)
-		if (base->entries[i].type == VY_ENTRY_REG && base->entries[i].link_of == VY_NO_LINK)
-			base->data_bytes += base->entries[i].size;
+	base->data_bytes = bytes;
 	d->put.count = 0; /* what it held was moved */
 	vy_manifest_delta_free(d);
 	if (map_out) {

@@ -4,7 +4,8 @@
  * link, an empty file, a one-chunk file, a symlink); the state is made,
  * marked, flushed, reloaded; a child process marks and "crashes" before a
  * flush to show that only flushed bits survive; shrink and drop are durable
- * at once; and every kind of damaged or foreign state file is refused.
+ * at once; every kind of damaged or foreign state file is refused; and a
+ * state prepared for one manifest is rebased onto what a delta made of it.
  * Everything lives in /tmp/vytest-XXXXXX and is removed at the end.
  */
 #include <errno.h>
@@ -267,6 +268,98 @@ static void test_refuses_damage(void)
 	CHECK(bad == NULL);
 }
 
+static uint32_t index_of(const struct vy_manifest *m, const char *path)
+{
+	for (uint32_t i = 0; i < m->count; i++)
+		if (!strcmp(m->entries[i].path, path))
+			return i;
+	return UINT32_MAX;
+}
+
+/* Prepared for one manifest, rebased onto what a delta made of it, then
+ * written: kept files keep their records (moved entries followed), a file
+ * that changed size gets a new record and leaves a dropped one, a gone
+ * file's record is dropped, a new file gets a record; reloaded, the same. */
+static void test_rebase(void)
+{
+	vy_error err;
+	char st2[160];
+	snprintf(st2, sizeof(st2), "%s/state2", dir);
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	struct vy_manifest fin = { 0 };
+	CHECK(vy_manifest_encode(&man, &buf, &len, &err) == 0);
+	CHECK(vy_manifest_decode(buf, len, &fin, &err) == 0);
+	free(buf);
+	uint32_t big = index_of(&man, "big"), small = index_of(&man, "small");
+	uint32_t empty = index_of(&man, "empty");
+	CHECK(big < man.count && small < man.count && empty < man.count);
+	/* "empty" goes (it is before "small": small moves down), "small"
+	 * grows to 3 chunks, "new" (2 chunks) comes */
+	struct vy_manifest_delta d = { .base_count = man.count };
+	d.gone = malloc(sizeof(uint32_t));
+	d.gone[0] = empty;
+	d.ngone = 1;
+	d.at = malloc(2 * sizeof(uint32_t));
+	struct vy_entry *e = calloc(2, sizeof(*e));
+	d.put = (struct vy_manifest){ .entries = e, .count = 2, .cap = 2 };
+	e[0] = man.entries[small];
+	e[0].path = strdup("small");
+	e[0].xattrs = NULL;
+	e[0].nxattr = 0;
+	e[0].size = 2 * CS + 1;
+	d.at[0] = small;
+	e[1] = e[0];
+	e[1].path = strdup("new");
+	e[1].size = CS + 1;
+	d.at[1] = VY_DELTA_NEW;
+	uint32_t *map = NULL;
+	CHECK(vy_manifest_delta_check(&man, &d, &err) == 0);
+	CHECK(vy_manifest_delta_apply(&fin, &d, &map, &err) == 0);
+	uint32_t fsmall = index_of(&fin, "small"), fnew = index_of(&fin, "new");
+	CHECK(map && map[big] == big && map[small] == fsmall && fsmall == small - 1);
+	uint64_t finos[16] = { 0 };
+	for (uint32_t i = 0; i < man.count && i < 16; i++)
+		if (map && map[i] != VY_DELTA_NEW)
+			finos[map[i]] = inos[i];
+	finos[fnew] = 2000;
+	struct vy_chunkmap *cm = NULL;
+	CHECK(vy_chunkmap_prepare(&man, CS, inos, &cm, &err) == 0);
+	CHECK(cm && vy_chunkmap_rebase(cm, &fin, map, man.count, finos, &err) == 0);
+	unlink(st2);
+	CHECK(cm && vy_chunkmap_commit(cm, st2, hash, &err) == 0);
+	for (int pass = 0; cm && pass < 2; pass++) {
+		int64_t fb = vy_chunkmap_find_ino(cm, inos[big]);
+		int64_t fs = vy_chunkmap_find_ino(cm, inos[small]);
+		int64_t fn = vy_chunkmap_find_ino(cm, 2000);
+		CHECK(fb >= 0 && vy_chunkmap_entry(cm, (uint32_t)fb) == big);
+		CHECK(fs >= 0 && vy_chunkmap_entry(cm, (uint32_t)fs) == fsmall &&
+		      vy_chunkmap_size(cm, (uint32_t)fs) == 2 * CS + 1 &&
+		      vy_chunkmap_remote_size(cm, (uint32_t)fs) == 2 * CS + 1);
+		CHECK(fn >= 0 && vy_chunkmap_entry(cm, (uint32_t)fn) == fnew &&
+		      vy_chunkmap_remote_size(cm, (uint32_t)fn) == CS + 1);
+		CHECK(vy_chunkmap_count(cm) == 4); /* big, small's old, small, new */
+		struct vy_chunkmap_stats s;
+		vy_chunkmap_stats(cm, &s);
+		CHECK(s.files_total == 3 && s.chunks_total == 11 + 3 + 2 &&
+		      s.chunks_present == (uint64_t)pass);
+		if (fs >= 0 && pass == 0) {
+			vy_chunkmap_mark(cm, (uint32_t)fs, 1, 1);
+			CHECK(vy_chunkmap_flush(cm, &err) == 0);
+		}
+		CHECK(fs < 0 || vy_chunkmap_present(cm, (uint32_t)fs, 1));
+		CHECK(vy_chunkmap_close(cm, &err) == 0);
+		cm = NULL;
+		if (pass == 0)
+			CHECK(vy_chunkmap_load(st2, &fin, hash, CS, &cm, &err) == 0);
+	}
+	/* the base manifest does not fit it */
+	cm = NULL;
+	CHECK(vy_chunkmap_load(st2, &man, hash, CS, &cm, &err) < 0);
+	free(map);
+	vy_manifest_free(&fin);
+}
+
 int main(void)
 {
 	if (setup() < 0) {
@@ -279,6 +372,7 @@ int main(void)
 	RUN(test_crash_keeps_only_flushed);
 	RUN(test_shrink_and_drop);
 	RUN(test_refuses_damage);
+	RUN(test_rebase);
 	vy_manifest_free(&man);
 	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 	return unit_summary();
