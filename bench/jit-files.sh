@@ -15,8 +15,10 @@
 # inside it).  The sizes alternate run by run.  The ratio that matters is
 # downtime(N files) / downtime(100 files); the issue's goal is that it
 # stays near 1.  Runs are not waited for to hydrate fully (100 000 files
-# take a while over one fetch lane); each run's container is left on b and
-# removed with the lab.
+# take a while over one fetch lane): right after each run its hydration is
+# held to 1 byte/s (user.voyager.hydrate_rate), so that it does not compete
+# with the runs after it; each run's container is left on b and removed
+# with the lab.  Each target voyager-fs's log is kept with the agents'.
 # Writes PREFIX.json and PREFIX.md.
 set -uo pipefail
 
@@ -79,6 +81,7 @@ lab_shape "$LAB" a "$RATE" && lab_shape "$LAB" b "$RATE" || die "shaping"
 vy_key_init "$WORK/keys" || die "keygen"
 vy_agent_start "$LAB" a runc && vy_agent_start "$LAB" b runc || die "agents"
 A=$(lab_dir "$LAB" a)
+B=$(lab_dir "$LAB" b)
 IPB=$(lab_ip "$LAB" b)
 
 one_run() { # N RUN -> prints the report JSON
@@ -112,6 +115,10 @@ for run in $(seq 1 "$RUNS"); do
 		log "run $run: $n files"
 		r=$(one_run "$n" "$run") || die "run $run ($n files) failed to start"
 		[ "$(vy_json_get "$r" result)" = migrated ] || die "run $run ($n files): $r"
+		id=${LAB}f${n}r$run
+		lab_exec "$LAB" b setfattr -n user.voyager.hydrate_rate -v 1 \
+			"$B/state/containers/${id:0:30}/bundle/rootfs" ||
+			log "  could not hold the hydration of ${id:0:30}"
 		log "  downtime $(vy_json_get "$r" downtime_ms) ms; phases $(vy_json_get "$r" phases_ms)"
 		[ $first = 1 ] || echo "," >>"$WORK/runs.json"
 		first=0

@@ -238,8 +238,27 @@ int vyfs_ensure(struct vyfs *fs, uint32_t f, uint64_t off, uint64_t len,
 
 /* ---- background lane ------------------------------------------------------ */
 
+static bool cold_held(struct vyfs *fs)
+{
+	uint64_t until = atomic_load(&fs->cold_until_ms);
+	if (until && vy_now_ms() >= until) {
+		atomic_store(&fs->cold_until_ms, 0);
+		vy_info("no word from voyagerd: the other files are hydrated now too");
+		return false;
+	}
+	return until != 0;
+}
+
+void vyfs_release_cold(struct vyfs *fs)
+{
+	if (atomic_exchange(&fs->cold_until_ms, 0))
+		vy_info("the container runs: the other files are hydrated now too");
+	vyfs_wake_background(fs);
+}
+
 /* The next file to hydrate: hot files, then the priority list, then
- * manifest order from *cursor.  -1 when every file is complete. */
+ * record order from *cursor.  -1 when every file is complete, -2 when the
+ * rest waits for the container to run (--hold-cold). */
 static int64_t next_file(struct vyfs *fs, uint32_t *cursor, uint32_t *prio)
 {
 	uint32_t count = vy_chunkmap_count(fs->cm);
@@ -253,6 +272,8 @@ static int64_t next_file(struct vyfs *fs, uint32_t *cursor, uint32_t *prio)
 	for (; *prio < fs->npriority; (*prio)++)
 		if (!vy_chunkmap_complete(fs->cm, fs->priority[*prio]))
 			return fs->priority[*prio];
+	if (cold_held(fs))
+		return -2;
 	for (; *cursor < count; (*cursor)++)
 		if (!vy_chunkmap_complete(fs->cm, *cursor))
 			return *cursor;
@@ -381,6 +402,10 @@ static void *background_main(void *arg)
 	uint64_t next_ms = 0;
 	while (!atomic_load(&fs->stopping)) {
 		int64_t f = next_file(fs, &cursor, &prio);
+		if (f == -2) {
+			nap(fs, 50);
+			continue;
+		}
 		if (f < 0) {
 			if (!atomic_load(&fs->independent))
 				became_independent(fs);
@@ -492,6 +517,8 @@ char *vyfs_status_json(struct vyfs *fs)
 	ADD_U64(o, "cached_opens", atomic_load(&fs->n.cached_opens));
 	ADD_U64(o, "passthrough_refused", atomic_load(&fs->n.refused_passthrough));
 	ADD_U64(o, "hydrate_rate", atomic_load(&fs->hydrate_rate));
+	json_object_object_add(o, "cold_held",
+			       json_object_new_boolean(atomic_load(&fs->cold_until_ms) != 0));
 	ADD_U64(o, "local_write_bytes", atomic_load(&fs->n.local_write_bytes));
 	ADD_U64(o, "fd_exhausted", atomic_load(&fs->n.fd_exhausted));
 	ADD_U64(o, "handle_inodes", atomic_load(&fs->n.handle_inodes));

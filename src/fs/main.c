@@ -2,7 +2,7 @@
  * tree on the target.
  *
  *   voyager-fs --backing DIR --state FILE --manifest FILE --source ADDR:PORT
- *              --key FILE --stream N [--delta FILE [--wait-fd FD]]
+ *              --key FILE --stream N [--delta FILE [--wait-fd FD]] [--hold-cold SEC]
  *              [--chunk-size BYTES] [--fetch-timeout SEC]
  *              [--priority FILE] [--hydrate-rate BYTES_PER_SEC]
  *              [--migration ID] [--verbose] MOUNTPOINT
@@ -14,7 +14,11 @@
  * Progress is the JSON value of the xattr "user.voyager.status" on the
  * mount root (getfattr --only-values -n user.voyager.status MNT); setting
  * "user.voyager.hydrate_rate" there to a number of bytes/s changes the
- * background lane's limit (0: link speed, the default).  It runs in the
+ * background lane's limit (0: link speed, the default).  With --hold-cold
+ * SEC, the background lanes fetch only the files the container has open or
+ * mapped (hot, and --priority) for SEC seconds, or until
+ * "user.voyager.hydrate_cold" is set there: voyagerd holds the rest while
+ * the container restores, which it would slow down.  It runs in the
  * foreground until unmounted or sent SIGTERM.
  *
  * With --delta, the tree is the manifest brought up to date by that delta
@@ -54,7 +58,7 @@
 struct options {
 	const char *backing, *state, *manifest, *source, *key, *priority, *mountpoint;
 	const char *migration, *delta;
-	int wait_fd;
+	int wait_fd, hold_cold_s;
 	uint32_t stream, chunk_size;
 	uint64_t hydrate_rate;
 	int fetch_timeout_s;
@@ -66,7 +70,7 @@ static void usage(FILE *out)
 	fprintf(out,
 		"usage: voyager-fs --backing DIR --state FILE --manifest FILE\n"
 		"                  --source ADDR:PORT --key FILE --stream N\n"
-		"                  [--delta FILE [--wait-fd FD]]\n"
+		"                  [--delta FILE [--wait-fd FD]] [--hold-cold SEC]\n"
 		"                  [--chunk-size BYTES] [--fetch-timeout SEC]\n"
 		"                  [--priority FILE] [--hydrate-rate BYTES_PER_SEC]\n"
 		"                  [--migration ID] [--verbose] MOUNTPOINT\n");
@@ -99,13 +103,14 @@ static int parse_args(int argc, char **argv, struct options *o)
 		{ "migration", required_argument, NULL, 'M' },
 		{ "delta", required_argument, NULL, 'd' },
 		{ "wait-fd", required_argument, NULL, 'w' },
+		{ "hold-cold", required_argument, NULL, 'H' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 } };
 	*o = (struct options){ .chunk_size = 1 << 20, .fetch_timeout_s = 30, .wait_fd = -1 };
 	int c;
 	uint64_t v;
-	while ((c = getopt_long(argc, argv, "b:s:m:S:k:n:c:t:p:r:M:d:w:vh", longs, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "b:s:m:S:k:n:c:t:p:r:M:d:w:H:vh", longs, NULL)) != -1) {
 		switch (c) {
 		case 'b': o->backing = optarg; break;
 		case 's': o->state = optarg; break;
@@ -119,6 +124,11 @@ static int parse_args(int argc, char **argv, struct options *o)
 			if (parse_uint(optarg, INT32_MAX, &v) < 0 || v < 3)
 				return -1;
 			o->wait_fd = (int)v;
+			break;
+		case 'H':
+			if (parse_uint(optarg, 3600, &v) < 0)
+				return -1;
+			o->hold_cold_s = (int)v;
 			break;
 		case 'v': o->verbose = true; break;
 		case 'n':
@@ -618,8 +628,11 @@ static int prepare(struct vyfs *fs, const struct options *o, vy_error *err)
 		/* overlayfs may give readdir inode numbers that stat does not */
 		struct statfs sf;
 		fs->stat_inos = fstatfs(fs->backing_dir_fd, &sf) < 0 || sf.f_type == 0x794c7630;
+		/* the state for the manifest as it is now, written now: at the
+		 * go, a rebase writes only what the delta changed */
 		if (backing_inos(fs, &inos, err) < 0 ||
-		    vy_chunkmap_prepare(&fs->man, fs->chunk_size, inos, &fs->cm, err) < 0)
+		    vy_chunkmap_prepare(&fs->man, fs->chunk_size, inos, &fs->cm, err) < 0 ||
+		    (o->wait_fd >= 0 && vy_chunkmap_commit(fs->cm, o->state, sha, err) < 0))
 			return -1;
 	}
 	if (o->wait_fd >= 0 && !resumed && wait_for_go(o->wait_fd, err) < 0)
@@ -695,6 +708,9 @@ static int serve(struct vyfs *fs, const struct options *o)
 	vy_error err;
 	if (fuse_set_signal_handlers(se) == 0) {
 		if (fuse_session_mount(se, o->mountpoint) == 0) {
+			if (o->hold_cold_s)
+				atomic_store(&fs->cold_until_ms,
+					     vy_now_ms() + (uint64_t)o->hold_cold_s * 1000);
 			if (vyfs_hydrate_start(fs, &err) == 0) {
 				vy_info("mounted %s on %s, source %s", o->backing,
 					o->mountpoint, o->source);

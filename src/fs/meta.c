@@ -561,6 +561,11 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 		set_rate(req, value, size);
 		return;
 	}
+	if (ino == FUSE_ROOT_ID && !strcmp(name, VYFS_COLD_XATTR)) {
+		vyfs_release_cold(FS(req));
+		fuse_reply_err(req, 0);
+		return;
+	}
 	char proc[64];
 	VYFS_IFD(h, FS(req), vyfs_inode(FS(req), ino));
 	if (h.fd < 0) {

@@ -35,6 +35,7 @@
 
 #define VYFS_STATUS_XATTR "user.voyager.status"
 #define VYFS_RATE_XATTR "user.voyager.hydrate_rate" /* set: bytes/s, 0 = no limit */
+#define VYFS_COLD_XATTR "user.voyager.hydrate_cold" /* set: end --hold-cold now */
 #define VYFS_TIMEOUT 86400.0 /* attr/entry cache: every change passes us */
 
 struct vyfs_inode {
@@ -136,6 +137,9 @@ struct vyfs {
 	atomic_bool becoming_independent;
 	struct vyfs_counters n;
 	_Atomic uint64_t hydrate_rate; /* background bytes/s, 0 = link speed */
+	/* --hold-cold: until then (vy_now_ms()), the background lanes fetch
+	 * only hot and priority files; 0 once over */
+	_Atomic uint64_t cold_until_ms;
 	_Atomic uint32_t nhot;      /* tracks with hot set */
 	atomic_bool source_up;
 	atomic_bool demand_gave_up; /* a demand fetch timed out; no success since */
@@ -197,6 +201,8 @@ bool vyfs_is_sxid(mode_t mode);
 
 /* hydrate.c */
 int vyfs_hydrate_start(struct vyfs *fs, vy_error *err);
+/* End --hold-cold: the background lanes take every file. */
+void vyfs_release_cold(struct vyfs *fs);
 void vyfs_hydrate_stop(struct vyfs *fs);
 /* Make [off, off+len) of tracked file f local; readahead extra chunks.
  * 0, or -errno (EIO once the source stayed away for the fetch timeout). */

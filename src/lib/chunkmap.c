@@ -53,7 +53,11 @@ struct vy_chunkmap {
 	size_t image_len;
 	uint32_t *dirty;       /* queued file numbers */
 	uint32_t ndirty;
+	bool moved;            /* a rebase renumbered records: write it whole */
 };
+
+static void queue(struct vy_chunkmap *cm, uint32_t f);
+static int flush_records(struct vy_chunkmap *cm, vy_error *err);
 
 static bool tracked(const struct vy_entry *e)
 {
@@ -262,8 +266,6 @@ int vy_chunkmap_rebase(struct vy_chunkmap *cm, const struct vy_manifest *m,
 		       const uint32_t *map, uint32_t base_count, const uint64_t *inos,
 		       vy_error *err)
 {
-	if (cm->fd >= 0)
-		return vy_error_set(err, EINVAL, "chunk state already made");
 	cleanup_free uint8_t *covered = calloc(m->count ? m->count : 1, 1);
 	if (!covered)
 		return vy_error_set(err, ENOMEM, "out of memory");
@@ -273,10 +275,14 @@ int vy_chunkmap_rebase(struct vy_chunkmap *cm, const struct vy_manifest *m,
 			    m->entries[to].size == cm->files[f].size && inos[to] == rec_ino(cm, f);
 		if (!keep) {
 			drop_record(cm, f);
+			queue(cm, f);
 			continue;
 		}
-		cm->files[f].entry = to;
-		vy_put_u32(rec(cm, f), to);
+		if (to != e) {
+			cm->files[f].entry = to;
+			vy_put_u32(rec(cm, f), to);
+			cm->moved = true;
+		}
 		covered[to] = 1;
 	}
 	uint32_t add = 0;
@@ -326,6 +332,8 @@ int vy_chunkmap_rebase(struct vy_chunkmap *cm, const struct vy_manifest *m,
 	}
 	uint32_t first = cm->count;
 	cm->count = count;
+	for (uint32_t f = first; f < count; f++)
+		queue(cm, f);
 	cm->image_len = off;
 	if ((size_t)count * 2 > cm->ino_mask + 1)
 		return index_inos(cm) < 0 ? vy_error_set(err, ENOMEM, "out of memory") : 0;
@@ -340,6 +348,26 @@ int vy_chunkmap_commit(struct vy_chunkmap *cm, const char *path,
 {
 	vy_put_u32(cm->image + 12, cm->count);
 	memcpy(cm->image + 16, manifest_sha256, 32);
+	if (cm->fd >= 0 && !cm->moved) {
+		/* Written before, then rebased without renumbering: only the
+		 * records that changed, then the header, then one sync.  Torn,
+		 * it is refused at load (another manifest's); it only can be
+		 * before the migration committed. */
+		int rc = flush_records(cm, err);
+		if (rc == 0 && pwrite(cm->fd, cm->image, VY_CHUNKMAP_HDR_LEN, 0) !=
+				       VY_CHUNKMAP_HDR_LEN)
+			rc = vy_error_sys(err, errno, "write chunk state");
+		if (rc == 0 && fdatasync(cm->fd) < 0)
+			rc = vy_error_sys(err, errno, "fdatasync chunk state");
+		return rc;
+	}
+	if (cm->fd >= 0)
+		close(cm->fd);
+	cm->fd = -1;
+	cm->moved = false;
+	for (uint32_t i = 0; i < cm->ndirty; i++)
+		cm->files[cm->dirty[i]].dirty = false;
+	cm->ndirty = 0;
 	if (vy_write_file_atomic(path, cm->image, cm->image_len, 0600, err) < 0 ||
 	    open_state(cm, path, err) < 0)
 		return vy_error_wrap(err, "create chunk state");
@@ -457,6 +485,24 @@ int vy_chunkmap_load(const char *path, const struct vy_manifest *m,
 	if (index_inos(cm) < 0)
 		return vy_error_set(err, ENOMEM, "out of memory");
 	*out = take_ptr(cm);
+	return 0;
+}
+
+/* Write the queued records (no sync). */
+static int flush_records(struct vy_chunkmap *cm, vy_error *err)
+{
+	for (uint32_t i = 0; i < cm->ndirty; i++) {
+		const struct cm_file *cf = &cm->files[cm->dirty[i]];
+		size_t len = REC_HDR_LEN + bitmap_len(cf->nchunks);
+		ssize_t n = pwrite(cm->fd, cm->image + cf->rec_off, len,
+				   (off_t)cf->rec_off);
+		if (n != (ssize_t)len)
+			return vy_error_sys(err, n < 0 ? errno : EIO,
+					    "write chunk state");
+	}
+	for (uint32_t i = 0; i < cm->ndirty; i++)
+		cm->files[cm->dirty[i]].dirty = false;
+	cm->ndirty = 0;
 	return 0;
 }
 

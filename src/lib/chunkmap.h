@@ -67,9 +67,9 @@ int vy_chunkmap_create(const char *path, const struct vy_manifest *m,
 		       const uint8_t manifest_sha256[32], uint32_t chunk_size,
 		       const uint64_t *inos, struct vy_chunkmap **out,
 		       vy_error *err);
-/* The same in two steps, so that the work that grows with the tree can be
- * done before the tree is final: prepare (in memory only), then at most
- * one rebase, then commit (the file, made as above). */
+/* The same in steps, so that the work that grows with the tree can be
+ * done before the tree is final: prepare (in memory only), commit, then at
+ * most one rebase and a commit again. */
 int vy_chunkmap_prepare(const struct vy_manifest *m, uint32_t chunk_size,
 			const uint64_t *inos, struct vy_chunkmap **out, vy_error *err);
 /* The prepared state follows m, which a delta made from the manifest it
@@ -81,6 +81,8 @@ int vy_chunkmap_prepare(const struct vy_manifest *m, uint32_t chunk_size,
 int vy_chunkmap_rebase(struct vy_chunkmap *cm, const struct vy_manifest *m,
 		       const uint32_t *map, uint32_t base_count, const uint64_t *inos,
 		       vy_error *err);
+/* Write the state to path; once written, a commit after a rebase that
+ * only dropped and added records writes just those and the header. */
 int vy_chunkmap_commit(struct vy_chunkmap *cm, const char *path,
 		       const uint8_t manifest_sha256[32], vy_error *err);
 /* Open an existing state file, refusing one made for another manifest or

@@ -186,6 +186,11 @@ struct vy_manifest_delta {
  * error. */
 int vy_manifest_diff(const struct vy_manifest *base, const struct vy_manifest *cur,
 		     struct vy_manifest_delta *d, vy_error *err);
+/* Work out the shape of old (the scan that followed w) now, before the
+ * freeze, for vy_manifest_rescan_delta(w, ..., old, ...); old must not
+ * change in between. */
+int vy_manifest_watch_index(struct vy_scan_watch *w, const struct vy_manifest *old,
+			    vy_error *err);
 /* The same delta as vy_manifest_diff(old, vy_manifest_rescan(...)) would
  * give, without building the new manifest: only directories that saw an
  * event are read again (w was set up before the scan that made old), and

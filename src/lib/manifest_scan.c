@@ -367,6 +367,12 @@ struct vy_scan_watch {
 	json_object *dirty;    /* set of directory paths that saw an event */
 	json_object *moved;    /* directories renamed into or out of a path */
 	bool overflow;
+	/* vy_manifest_watch_index(): the shape of the scan that follows the
+	 * watch, worked out before the freeze */
+	const struct vy_entry *indexed;  /* that scan's entries, to know it */
+	uint32_t nindexed;
+	uint32_t *start, *len;   /* each directory's block of children */
+	uint8_t *blink;          /* entries in hard-link groups */
 };
 
 static int watch_dir(struct vy_scan_watch *w, const char *rel, vy_error *err)
@@ -404,6 +410,9 @@ void vy_manifest_watch_free(struct vy_scan_watch *w)
 	json_object_put(w->watched);
 	json_object_put(w->dirty);
 	json_object_put(w->moved);
+	free(w->start);
+	free(w->len);
+	free(w->blink);
 	free(w);
 }
 
@@ -1018,6 +1027,57 @@ static int cmp_u32(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+/* Each directory's block of children (breadth-first, so contiguous) and
+ * hard-link membership, for old. */
+static int index_blocks(const struct vy_manifest *old, uint32_t **startp, uint32_t **lenp,
+			uint8_t **blinkp)
+{
+	uint32_t n = old->count;
+	uint32_t *start = calloc(n ? n : 1, sizeof(uint32_t));
+	uint32_t *len = calloc(n ? n : 1, sizeof(uint32_t));
+	uint8_t *blink = calloc(n ? n : 1, 1);
+	if (!start || !len || !blink) {
+		free(start);
+		free(len);
+		free(blink);
+		return -1;
+	}
+	for (uint32_t i = 0, p = 1; i < n; i++) {
+		uint32_t f = old->entries[i].link_of;
+		if (f != VY_NO_LINK) {
+			blink[i] = 1;
+			if (f < n)
+				blink[f] = 1;
+		}
+		if (old->entries[i].type != VY_ENTRY_DIR)
+			continue;
+		start[i] = p;
+		while (p < n && is_child_of(old->entries[p].path, old->entries[i].path))
+			p++;
+		len[i] = p - start[i];
+	}
+	*startp = start;
+	*lenp = len;
+	*blinkp = blink;
+	return 0;
+}
+
+int vy_manifest_watch_index(struct vy_scan_watch *w, const struct vy_manifest *old,
+			    vy_error *err)
+{
+	free(w->start);
+	free(w->len);
+	free(w->blink);
+	w->start = w->len = NULL;
+	w->blink = NULL;
+	w->indexed = NULL;
+	if (index_blocks(old, &w->start, &w->len, &w->blink) < 0)
+		return vy_error_sys(err, ENOMEM, "index a manifest");
+	w->indexed = old->entries;
+	w->nindexed = old->count;
+	return 0;
+}
+
 int vy_manifest_rescan_delta(struct vy_scan_watch *w, const char *root,
 			     const struct vy_manifest *old, struct vy_manifest_delta *d,
 			     uint32_t *dirs_read, vy_error *err)
@@ -1034,24 +1094,16 @@ int vy_manifest_rescan_delta(struct vy_scan_watch *w, const char *root,
 	struct stat st;
 	if (rootfd < 0 || fstat(rootfd, &st) < 0)
 		return vy_error_sys(err, errno, "rescan '%s'", root);
-	cleanup_free uint32_t *start = calloc(n, sizeof(uint32_t));
-	cleanup_free uint32_t *len = calloc(n, sizeof(uint32_t));
-	cleanup_free uint8_t *blink = calloc(n, 1);
-	if (!start || !len || !blink)
-		return vy_error_sys(err, ENOMEM, "rescan");
-	for (uint32_t i = 0, p = 1; i < n; i++) {
-		uint32_t f = old->entries[i].link_of;
-		if (f != VY_NO_LINK) {
-			blink[i] = 1;
-			if (f < n)
-				blink[f] = 1;
-		}
-		if (old->entries[i].type != VY_ENTRY_DIR)
-			continue;
-		start[i] = p;
-		while (p < n && is_child_of(old->entries[p].path, old->entries[i].path))
-			p++;
-		len[i] = p - start[i];
+	cleanup_free uint32_t *own_start = NULL, *own_len = NULL;
+	cleanup_free uint8_t *own_blink = NULL;
+	uint32_t *start = w->start, *len = w->len;
+	uint8_t *blink = w->blink;
+	if (w->indexed != old->entries || w->nindexed != n) {
+		if (index_blocks(old, &own_start, &own_len, &own_blink) < 0)
+			return vy_error_sys(err, ENOMEM, "rescan");
+		start = own_start;
+		len = own_len;
+		blink = own_blink;
 	}
 	struct rdelta r = { .w = w, .old = old, .d = d, .start = start, .len = len,
 			    .blink = blink, .rootfd = rootfd, .dev = st.st_dev };

@@ -27,6 +27,8 @@ extern volatile sig_atomic_t vy_stop_requested;
 
 #define SERVE_IDLE_MS (24 * 3600 * 1000) /* a demand lane may idle for long */
 #define FS_START_MS 15000
+/* voyager-fs --hold-cold: at most this long without word from us */
+#define FS_HOLD_COLD "30"
 
 /* ---- source: the trees we serve ---- */
 
@@ -362,6 +364,13 @@ int vy_fs_binary(char *out, size_t len, vy_error *err)
 			    "migrate with --mode presync)");
 }
 
+void vy_fs_release_cold(const struct vy_fs_mount *fm)
+{
+	if (setxattr(fm->mountpoint, "user.voyager.hydrate_cold", "1", 1, 0) < 0)
+		vy_warn("voyager-fs on %s: cannot end its hold on cold files (%s); it ends "
+			"by itself within %s s", fm->mountpoint, strerror(errno), FS_HOLD_COLD);
+}
+
 json_object *vy_fs_status(const char *mountpoint)
 {
 	char buf[8192];
@@ -401,6 +410,7 @@ static int fs_spawn(struct vy_daemon *d, const char *id, const char *source,
 		argv[n++] = "--delta", argv[n++] = fm->delta;
 	if (staged)
 		argv[n++] = "--wait-fd", argv[n++] = "3";
+	argv[n++] = "--hold-cold", argv[n++] = FS_HOLD_COLD;
 	if (fm->priority[0])
 		argv[n++] = "--priority", argv[n++] = fm->priority;
 	if (hydrate_rate)

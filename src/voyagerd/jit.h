@@ -94,6 +94,9 @@ int vy_fs_prestart(struct vy_daemon *d, const char *id, const char *source,
 /* At the freeze, the delta written: tell it to go, and wait until the
  * mount answers. */
 int vy_fs_go(struct vy_fs_mount *fm, const char *id, vy_error *err);
+/* The container runs: let its voyager-fs hydrate every file (it starts
+ * with --hold-cold: only what the container has open or mapped). */
+void vy_fs_release_cold(const struct vy_fs_mount *fm);
 /* Parsed user.voyager.status of a mount, or NULL. */
 json_object *vy_fs_status(const char *mountpoint);
 /* Unmount (lazily) and stop the process if it is still voyager-fs. */

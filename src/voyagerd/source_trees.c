@@ -329,6 +329,11 @@ static int send_jit_tree(struct migration *m, uint32_t stream, const char *kind,
 		vy_manifest_free(&m->pre[stream]);
 		m->pre[stream] = man;
 		man = (struct vy_manifest){ 0 };
+		/* the freeze then reads only what changed, nothing of the rest */
+		vy_error why;
+		if (m->watch[stream] &&
+		    vy_manifest_watch_index(m->watch[stream], &m->pre[stream], &why) < 0)
+			vy_warn("migration %s: %s: %s", m->id, kind, why.msg);
 	} else if (rc == 0) {
 		uint64_t data = man.data_bytes;
 		/* persisted by vy_serve_persist() once the container runs */

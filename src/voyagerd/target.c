@@ -553,8 +553,10 @@ static int recv_jit_tree(struct session *s, uint32_t stream, const char *dir, bo
 	/* A whole manifest at the freeze: the voyager-fs staged for a delta
 	 * is of no use (it holds the skeleton open); one starts afresh. */
 	int slot = skeleton ? -1 : fs_of(s, stream);
-	if (slot >= 0)
+	if (slot >= 0) {
 		vy_fs_stop(&s->fs[slot]);
+		unlink(s->fs[slot].state); /* made for the skeleton's manifest */
+	}
 	/* Metadata is local before anything runs here.  At the freeze only
 	 * the entries that changed since the skeleton are touched. */
 	bool same = false;
@@ -658,6 +660,8 @@ static int recv_jit_delta(struct session *s, uint32_t stream, const char *dir,
 		rc = write_quick(fm->delta, raw, len, err);
 	if (rc == 0)
 		rc = write_priority(fm->priority, json_object_object_get(e, "priority"), err);
+	if (rc == 0 && !fm->staged)
+		unlink(fm->state); /* a staged start that failed may have left one */
 	if (rc == 0)
 		rc = fm->staged ? vy_fs_go(fm, s->id, err)
 				: vy_fs_start(s->d, s->id, s->source_addr, s->hydrate_rate, fm, err);
@@ -847,6 +851,10 @@ static int restore_here(struct session *s, struct vy_message *msg, vy_error *err
 	check_placement(s, config_cgroup, ok);
 	rc = vy_channel_send_json(s->ch, VY_MSG_RESTORED, ok, err);
 	json_object_put(ok);
+	/* Restored: the background streams may take every file now (they
+	 * held the cold ones back so as not to slow the restore down). */
+	for (int i = 0; i < s->nfs; i++)
+		vy_fs_release_cold(&s->fs[i]);
 	vy_failpoint("target-after-restored");
 	for (int i = 0; i < MAX_STREAMS; i++)
 		if (s->stale[i][0])
