@@ -215,7 +215,10 @@ int vy_manifest_delta_check(const struct vy_manifest *base,
 			    const struct vy_manifest_delta *d, vy_error *err);
 /* Bring base to base + d in place, moving d's entries (d is emptied).  With
  * map, *map[i] is where base entry i went (VY_DELTA_NEW: gone); the caller
- * frees it.  Indices are checked, the rest is vy_manifest_delta_check's. */
+ * frees it.  Indices are checked, the rest is vy_manifest_delta_check's.
+ * base's data_bytes is brought up to date by the change alone, so it must
+ * be right to begin with (as scans and the decoder make it).  Without gone
+ * entries nothing moves: the work is the change's, not the tree's. */
 int vy_manifest_delta_apply(struct vy_manifest *base, struct vy_manifest_delta *d,
 			    uint32_t **map, vy_error *err);
 /* Bring the skeleton of base (materialised and finished under rootfd) to
