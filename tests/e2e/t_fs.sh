@@ -196,8 +196,12 @@ check_restart() {
 	mount_fs $((4 * MIB)) || { t_fail "remount after kill -9"; return; }
 	resumed=$(st resumed_chunks)
 	echo "# killed with $present chunks present; resumed with $resumed"
-	# ~0.2 s of flush interval at 4 MiB/s, plus one 4 MiB request in flight
-	if [ "$resumed" -ge $((present - 8)) ] && [ "$resumed" -le "$present" ]; then
+	# ~0.2 s of flush interval at 4 MiB/s, plus one 4 MiB request in flight;
+	# and up to one request per background lane (2 x 4 chunks) may land and
+	# be made durable between the count and the kill (a slower build, under
+	# ASan, saw 370 counted and 378 durable).  That no chunk is served that
+	# did not arrive whole is checked below (every file's sha256).
+	if [ "$resumed" -ge $((present - 8)) ] && [ "$resumed" -le $((present + 8)) ]; then
 		t_ok "kill -9 mid-hydration: restart resumes with $resumed of $present chunks"
 	else
 		t_fail "resume" "present $present resumed $resumed"
