@@ -510,20 +510,18 @@ static int flush_locked(struct vy_chunkmap *cm, vy_error *err)
 {
 	if (!cm->ndirty)
 		return 0;
-	for (uint32_t i = 0; i < cm->ndirty; i++) {
-		const struct cm_file *cf = &cm->files[cm->dirty[i]];
-		size_t len = REC_HDR_LEN + bitmap_len(cf->nchunks);
-		ssize_t n = pwrite(cm->fd, cm->image + cf->rec_off, len,
-				   (off_t)cf->rec_off);
-		if (n != (ssize_t)len)
-			return vy_error_sys(err, n < 0 ? errno : EIO,
-					    "write chunk state");
+	/* Records that fail to reach the disk stay queued (flush_records
+	 * forgets them only once written), and are written again next time. */
+	uint32_t n = cm->ndirty;
+	if (flush_records(cm, err) < 0)
+		return -1;
+	if (fdatasync(cm->fd) < 0) {
+		vy_error_sys(err, errno, "fdatasync chunk state");
+		/* not known to be durable: queue them again */
+		for (uint32_t i = 0; i < n; i++)
+			queue(cm, cm->dirty[i]);
+		return -1;
 	}
-	if (fdatasync(cm->fd) < 0)
-		return vy_error_sys(err, errno, "fdatasync chunk state");
-	for (uint32_t i = 0; i < cm->ndirty; i++)
-		cm->files[cm->dirty[i]].dirty = false;
-	cm->ndirty = 0;
 	return 0;
 }
 

@@ -673,6 +673,41 @@ static int64_t old_child(const struct vy_manifest *old, uint32_t b0, uint32_t n,
 	return -1;
 }
 
+/* Each directory's block of children (breadth-first, so contiguous) and
+ * hard-link membership, for old. */
+static int index_blocks(const struct vy_manifest *old, uint32_t **startp, uint32_t **lenp,
+			uint8_t **blinkp)
+{
+	uint32_t n = old->count;
+	uint32_t *start = calloc(n ? n : 1, sizeof(uint32_t));
+	uint32_t *len = calloc(n ? n : 1, sizeof(uint32_t));
+	uint8_t *blink = calloc(n ? n : 1, 1);
+	if (!start || !len || !blink) {
+		free(start);
+		free(len);
+		free(blink);
+		return -1;
+	}
+	for (uint32_t i = 0, p = 1; i < n; i++) {
+		uint32_t f = old->entries[i].link_of;
+		if (f != VY_NO_LINK) {
+			blink[i] = 1;
+			if (f < n)
+				blink[f] = 1;
+		}
+		if (old->entries[i].type != VY_ENTRY_DIR)
+			continue;
+		start[i] = p;
+		while (p < n && is_child_of(old->entries[p].path, old->entries[i].path))
+			p++;
+		len[i] = p - start[i];
+	}
+	*startp = start;
+	*lenp = len;
+	*blinkp = blink;
+	return 0;
+}
+
 /* Build out from old, reading again only the directories that saw events
  * (and those created since): 1 when done, 0 when a full scan is needed
  * instead (a hard link among the changes, an event queue overflow). */
@@ -681,30 +716,22 @@ static int rescan_changed(struct vy_scan_watch *w, const struct vy_manifest *old
 {
 	struct vy_manifest *m = s->m;
 	uint32_t n = old->count;
-	cleanup_free uint32_t *start = calloc(n ? n : 1, sizeof(uint32_t));
-	cleanup_free uint32_t *len = calloc(n ? n : 1, sizeof(uint32_t));
+	cleanup_free uint32_t *start = NULL, *len = NULL;
+	cleanup_free uint8_t *linked = NULL;
 	cleanup_free int64_t *newidx = malloc((n ? n : 1) * sizeof(int64_t));
 	cleanup_free int64_t *oldof = NULL; /* for out's entries: old index, or -1 */
 	cleanup_free uint8_t *first_name = calloc(n ? n : 1, 1); /* of a hard-link group */
 	size_t oldof_cap = (size_t)n + 64;
 	oldof = malloc(oldof_cap * sizeof(int64_t));
-	if (!start || !len || !newidx || !oldof || !first_name)
+	if (!newidx || !oldof || !first_name || index_blocks(old, &start, &len, &linked) < 0)
 		return vy_error_sys(err, ENOMEM, "rescan");
 	for (uint32_t i = 0; i < n; i++)
 		if (old->entries[i].link_of != VY_NO_LINK && old->entries[i].link_of < n)
 			first_name[old->entries[i].link_of] = 1;
 	if (!n || old->entries[0].type != VY_ENTRY_DIR || *old->entries[0].path)
 		return 0;
-	/* Breadth-first: each directory's children are one block, in order. */
-	for (uint32_t i = 0, p = 1; i < n; i++) {
+	for (uint32_t i = 0; i < n; i++)
 		newidx[i] = -1;
-		if (old->entries[i].type != VY_ENTRY_DIR)
-			continue;
-		start[i] = p;
-		while (p < n && is_child_of(old->entries[p].path, old->entries[i].path))
-			p++;
-		len[i] = p - start[i];
-	}
 	bool root_dirty = json_object_object_get_ex(w->dirty, "", NULL);
 	int rc = root_dirty ? rescan_one(s, "", err) : manifest_copy_entry(m, &old->entries[0], err);
 	oldof[0] = 0;
@@ -1025,41 +1052,6 @@ static int cmp_u32(const void *a, const void *b)
 {
 	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
 	return x < y ? -1 : x > y;
-}
-
-/* Each directory's block of children (breadth-first, so contiguous) and
- * hard-link membership, for old. */
-static int index_blocks(const struct vy_manifest *old, uint32_t **startp, uint32_t **lenp,
-			uint8_t **blinkp)
-{
-	uint32_t n = old->count;
-	uint32_t *start = calloc(n ? n : 1, sizeof(uint32_t));
-	uint32_t *len = calloc(n ? n : 1, sizeof(uint32_t));
-	uint8_t *blink = calloc(n ? n : 1, 1);
-	if (!start || !len || !blink) {
-		free(start);
-		free(len);
-		free(blink);
-		return -1;
-	}
-	for (uint32_t i = 0, p = 1; i < n; i++) {
-		uint32_t f = old->entries[i].link_of;
-		if (f != VY_NO_LINK) {
-			blink[i] = 1;
-			if (f < n)
-				blink[f] = 1;
-		}
-		if (old->entries[i].type != VY_ENTRY_DIR)
-			continue;
-		start[i] = p;
-		while (p < n && is_child_of(old->entries[p].path, old->entries[i].path))
-			p++;
-		len[i] = p - start[i];
-	}
-	*startp = start;
-	*lenp = len;
-	*blinkp = blink;
-	return 0;
 }
 
 int vy_manifest_watch_index(struct vy_scan_watch *w, const struct vy_manifest *old,
