@@ -278,7 +278,7 @@ static int send_jit_tree(struct migration *m, uint32_t stream, const char *kind,
 	    vy_manifest_watch(path, &m->watch[stream], err) < 0)
 		vy_warn("migration %s: %s: %s; the freeze will scan the whole tree", m->id, kind,
 			err->msg);
-	uint64_t t0 = vy_now_ms();
+	uint64_t t0 = vy_now_ms(), sent_at0 = vy_channel_bytes_sent(m->ch);
 	int64_t dirs_read = -1;
 	int sent = 0;
 	/* At the freeze, first the cheap way: the delta straight from the watch. */
@@ -301,7 +301,8 @@ static int send_jit_tree(struct migration *m, uint32_t stream, const char *kind,
 		vy_manifest_free(&man);
 		rc = is_dir ? vy_manifest_scan(path, &man, err) : single_file_manifest(path, &man, err);
 	}
-	uint64_t t1 = vy_now_ms(), sent0 = vy_channel_bytes_sent(m->ch);
+	/* (with a delta from the watch, reading and sending were one step) */
+	uint64_t t1 = sent ? t0 : vy_now_ms(), sent0 = sent ? sent_at0 : vy_channel_bytes_sent(m->ch);
 	if (rc == 0 && !sent && !live && is_dir && m->pre[stream].count) {
 		sent = send_jit_delta(m, stream, kind, index, path, &man, &dirs_read, err);
 		rc = sent < 0 ? -1 : 0;
@@ -311,10 +312,10 @@ static int send_jit_tree(struct migration *m, uint32_t stream, const char *kind,
 		rc = send_manifest(m, stream, kind, index, flavor, &man,
 				   live ? m->pre_sha[stream] : NULL, err);
 	if (rc == 0)
-		vy_info("migration %s: %s %s: %u entries %s in %llu ms, manifest of %llu bytes "
+		vy_info("migration %s: %s %s: %u entries %s in %llu ms, %s of %llu bytes "
 			"sent in %llu ms", m->id, flavor, kind, man.count,
 			dirs_read >= 0 ? "known, changed directories read again," : "scanned",
-			(unsigned long long)(t1 - t0),
+			(unsigned long long)(t1 - t0), sent ? "delta" : "manifest",
 			(unsigned long long)(vy_channel_bytes_sent(m->ch) - sent0),
 			(unsigned long long)(vy_now_ms() - t1));
 	char root[PATH_MAX], saved[PATH_MAX + 32];
