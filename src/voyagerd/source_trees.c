@@ -303,7 +303,9 @@ static int send_jit_tree(struct migration *m, uint32_t stream, const char *kind,
 	}
 	/* (with a delta from the watch, reading and sending were one step) */
 	uint64_t t1 = sent ? t0 : vy_now_ms(), sent0 = sent ? sent_at0 : vy_channel_bytes_sent(m->ch);
-	if (rc == 0 && !sent && !live && is_dir && m->pre[stream].count) {
+	/* a single-file volume too: its manifest is tiny, but a delta lets
+	 * the voyager-fs staged for it go instead of starting another */
+	if (rc == 0 && !sent && !live && m->pre[stream].count) {
 		sent = send_jit_delta(m, stream, kind, index, path, &man, &dirs_read, err);
 		rc = sent < 0 ? -1 : 0;
 		sent = sent > 0;

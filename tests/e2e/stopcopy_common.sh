@@ -116,6 +116,13 @@ grep -qE "target.*$ID.*$want_b" <<<"$(vy_cli "$LAB" b list)" &&
 	t_ok "list on B shows it committed" || t_fail "list on B"
 mid=$(vy_json_get "$out" id)
 if [ "$MODE" = jit ]; then
+	# rootfs, directory volume, file volume: each voyager-fs started before
+	# the freeze and was told to go with a delta; none started inside it
+	n_go=$(grep -c "migration $mid: voyager-fs .* serves .*after the go" "$B/voyagerd.log")
+	n_start=$(grep -c "migration $mid: voyager-fs .* serves .*after its start" "$B/voyagerd.log")
+	[ "$n_go" = 3 ] && [ "$n_start" = 0 ] &&
+		t_ok "jit: the 3 trees' voyager-fs started before the freeze and went at the go" ||
+		t_fail "jit: voyager-fs staged" "$n_go went at the go, $n_start started in the freeze"
 	vy_wait_independent "$LAB" b "$mid" 120 && t_ok "jit: B became independent and released A" ||
 		t_fail "jit: B independent" "$(vy_cli "$LAB" b --json status "$mid")"
 	st=$(vy_cli "$LAB" a --json status "$mid")
