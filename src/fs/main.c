@@ -645,9 +645,13 @@ static int prepare(struct vyfs *fs, const struct options *o, vy_error *err)
 	if (o->delta && apply_delta(fs, o->delta, sha, resumed ? NULL : &inos, &map, err) < 0)
 		return -1;
 	t[1] = vy_now_ms();
-	int rc = resumed ? vy_chunkmap_load(o->state, &fs->man, sha, fs->chunk_size, &fs->cm, err)
-		 : map && vy_chunkmap_rebase(fs->cm, &fs->man, map, base_count, inos, err) < 0
-		 ? -1 : vy_chunkmap_commit(fs->cm, o->state, sha, err);
+	int rc;
+	if (resumed)
+		rc = vy_chunkmap_load(o->state, &fs->man, sha, fs->chunk_size, &fs->cm, err);
+	else if (map && vy_chunkmap_rebase(fs->cm, &fs->man, map, base_count, inos, err) < 0)
+		rc = -1;
+	else
+		rc = vy_chunkmap_commit(fs->cm, o->state, sha, err);
 	t[2] = vy_now_ms();
 	if (rc < 0 || resolve_tracks(fs, o->backing, resumed, err) < 0)
 		return -1;

@@ -181,45 +181,64 @@ static int send_manifest(struct migration *m, uint32_t stream, const char *kind,
 	return send_encoded(m, stream, kind, index, flavor, man, buf, len, err);
 }
 
-/* jit, at the freeze: send only what changed since the skeleton, when that
- * can be said as a delta (1; *man becomes the skeleton brought up to date,
- * the manifest both sides now hold), or nothing (0: send man whole; -1
- * when it failed before anything was sent, -2 when the send failed).  The
- * delta comes from the watch, reading only directories that changed; with
- * no watch (or no delta from it) from a rescan in man, compared whole. */
-static int send_jit_delta(struct migration *m, uint32_t stream, const char *kind, int index,
-			  const char *path, struct vy_manifest *man, int64_t *dirs_read,
-			  vy_error *err)
+/* jit, at the freeze: what changed since the skeleton, as a delta when it
+ * can be one (read from the watch; else from a rescan compared whole),
+ * else the whole manifest.  *man gets the manifest both sides now hold
+ * (the skeleton's with the delta applied, or the rescan); *delta says
+ * which went. */
+static int send_frozen(struct migration *m, uint32_t stream, const char *kind, int index,
+		       const char *path, bool is_dir, struct vy_manifest *man,
+		       int64_t *dirs_read, bool *delta, vy_error *err)
 {
+	struct vy_manifest *pre = &m->pre[stream];
 	struct vy_manifest_delta d;
+	struct vy_manifest cur = { 0 };
 	uint32_t dirs = 0;
-	int rc = man->count ? vy_manifest_diff(&m->pre[stream], man, &d, err)
-		 : vy_manifest_rescan_delta(m->watch[stream], path, &m->pre[stream], &d, &dirs,
-					    err);
-	if (rc <= 0)
-		return rc;
-	if (!man->count)
-		*dirs_read = dirs;
+	int got = 0;
+	*delta = false;
+	if (is_dir) {
+		vy_error why;
+		got = vy_manifest_rescan_delta(m->watch[stream], path, pre, &d, &dirs, &why);
+		if (got < 0)
+			vy_warn("migration %s: %s: no delta from the watch (%s); scanning again",
+				m->id, kind, why.msg);
+		if (got > 0)
+			*dirs_read = dirs;
+	}
+	if (got <= 0) {
+		int rc = is_dir ? vy_manifest_rescan(m->watch[stream], path, pre, &cur, dirs_read, err)
+				: single_file_manifest(path, &cur, err);
+		got = rc < 0 ? -1 : vy_manifest_diff(pre, &cur, &d, err);
+		if (got < 0) {
+			vy_manifest_free(&cur);
+			return -1;
+		}
+	}
+	if (!got) {
+		*man = cur;
+		return send_manifest(m, stream, kind, index, "jit", man, NULL, err);
+	}
 	memcpy(d.base_sha, m->pre_sha[stream], 32);
 	uint32_t nput = d.put.count, ngone = d.ngone;
 	cleanup_free uint8_t *buf = NULL;
 	size_t len = 0;
-	rc = vy_manifest_delta_encode(&d, &buf, &len, err);
+	int rc = vy_manifest_delta_encode(&d, &buf, &len, err);
 	if (rc == 0)
-		rc = vy_manifest_delta_apply(&m->pre[stream], &d, NULL, err);
+		rc = vy_manifest_delta_apply(pre, &d, NULL, err);
 	vy_manifest_delta_free(&d);
+	/* the rescan, if any, is freed after the freeze, not in it */
+	vy_manifest_free(&m->stale[stream]);
+	m->stale[stream] = cur;
 	if (rc < 0)
 		return -1;
-	/* man, the rescan, is freed after the freeze, not in it */
-	vy_manifest_free(&m->stale[stream]);
-	m->stale[stream] = *man;
-	*man = m->pre[stream];
-	m->pre[stream] = (struct vy_manifest){ 0 };
+	*man = *pre;
+	*pre = (struct vy_manifest){ 0 };
+	*delta = true;
 	if (send_encoded(m, stream, kind, index, "jit-delta", man, buf, len, err) < 0)
-		return -2;
+		return -1;
 	vy_info("migration %s: %s: %u entries changed or new and %u gone since the skeleton "
 		"(delta of %zu bytes)", m->id, kind, nput, ngone, len);
-	return 1;
+	return 0;
 }
 
 static int open_tree_root(const char *path, bool is_dir, vy_error *err)
@@ -278,48 +297,35 @@ static int send_jit_tree(struct migration *m, uint32_t stream, const char *kind,
 	    vy_manifest_watch(path, &m->watch[stream], err) < 0)
 		vy_warn("migration %s: %s: %s; the freeze will scan the whole tree", m->id, kind,
 			err->msg);
-	uint64_t t0 = vy_now_ms(), sent_at0 = vy_channel_bytes_sent(m->ch);
+	uint64_t t0 = vy_now_ms(), sent0 = vy_channel_bytes_sent(m->ch);
 	int64_t dirs_read = -1;
-	int sent = 0;
-	/* At the freeze, first the cheap way: the delta straight from the watch. */
-	if (!live && is_dir && m->pre[stream].count) {
-		vy_error why;
-		sent = send_jit_delta(m, stream, kind, index, path, &man, &dirs_read, &why);
-		if (sent == -2)
-			return vy_error_set(err, why.code, "send the delta of %s %s: %s", kind,
-					    path, why.msg);
-		if (sent < 0)
-			vy_warn("migration %s: %s: no delta from the watch (%s); scanning again",
-				m->id, kind, why.msg);
-		sent = sent > 0;
-	}
-	int rc = sent ? 0 : !is_dir ? single_file_manifest(path, &man, err)
-		 : !live && m->pre[stream].count
-		 ? vy_manifest_rescan(m->watch[stream], path, &m->pre[stream], &man, &dirs_read, err)
-		 : vy_manifest_scan(path, &man, err);
-	for (int retry = 0; live && rc < 0 && retry < 3; retry++) {
-		vy_manifest_free(&man);
+	bool delta = false;
+	int rc;
+	if (live) {
+		/* a live tree can change under the scan (a directory vanishing) */
 		rc = is_dir ? vy_manifest_scan(path, &man, err) : single_file_manifest(path, &man, err);
+		for (int retry = 0; rc < 0 && retry < 3; retry++) {
+			vy_manifest_free(&man);
+			rc = is_dir ? vy_manifest_scan(path, &man, err)
+				    : single_file_manifest(path, &man, err);
+		}
+		if (rc == 0)
+			rc = send_manifest(m, stream, kind, index, flavor, &man, m->pre_sha[stream],
+					   err);
+	} else if (m->pre[stream].count) {
+		rc = send_frozen(m, stream, kind, index, path, is_dir, &man, &dirs_read, &delta, err);
+	} else {
+		rc = is_dir ? vy_manifest_scan(path, &man, err) : single_file_manifest(path, &man, err);
+		if (rc == 0)
+			rc = send_manifest(m, stream, kind, index, flavor, &man, NULL, err);
 	}
-	/* (with a delta from the watch, reading and sending were one step) */
-	uint64_t t1 = sent ? t0 : vy_now_ms(), sent0 = sent ? sent_at0 : vy_channel_bytes_sent(m->ch);
-	/* a single-file volume too: its manifest is tiny, but a delta lets
-	 * the voyager-fs staged for it go instead of starting another */
-	if (rc == 0 && !sent && !live && m->pre[stream].count) {
-		sent = send_jit_delta(m, stream, kind, index, path, &man, &dirs_read, err);
-		rc = sent < 0 ? -1 : 0;
-		sent = sent > 0;
-	}
-	if (rc == 0 && !sent)
-		rc = send_manifest(m, stream, kind, index, flavor, &man,
-				   live ? m->pre_sha[stream] : NULL, err);
 	if (rc == 0)
-		vy_info("migration %s: %s %s: %u entries %s in %llu ms, %s of %llu bytes "
-			"sent in %llu ms", m->id, flavor, kind, man.count,
-			dirs_read >= 0 ? "known, changed directories read again," : "scanned",
-			(unsigned long long)(t1 - t0), sent ? "delta" : "manifest",
+		vy_info("migration %s: %s %s: %u entries %s, %s of %llu bytes sent, in %llu ms",
+			m->id, flavor, kind, man.count,
+			dirs_read >= 0 ? "known, changed directories read again" : "scanned",
+			delta ? "delta" : "manifest",
 			(unsigned long long)(vy_channel_bytes_sent(m->ch) - sent0),
-			(unsigned long long)(vy_now_ms() - t1));
+			(unsigned long long)(vy_now_ms() - t0));
 	char root[PATH_MAX], saved[PATH_MAX + 32];
 	snprintf(root, sizeof(root), "%s", path);
 	if (!is_dir) {
