@@ -123,6 +123,11 @@ if [ "$MODE" = jit ]; then
 	[ "$n_go" = 3 ] && [ "$n_start" = 0 ] &&
 		t_ok "jit: the 3 trees' voyager-fs started before the freeze and went at the go" ||
 		t_fail "jit: voyager-fs staged" "$n_go went at the go, $n_start started in the freeze"
+	# and each held its cold files until B's agent said the container runs
+	n_rel=$(grep -l "the container runs: the other files are hydrated now too" \
+		"$B/state/containers/$ID"/fs/*.log 2>/dev/null | wc -l)
+	[ "$n_rel" = 3 ] && t_ok "jit: B's agent ended the 3 trees' hold on cold files at the restore" ||
+		t_fail "jit: hold on cold files ended" "$n_rel of 3 voyager-fs logs say so"
 	vy_wait_independent "$LAB" b "$mid" 120 && t_ok "jit: B became independent and released A" ||
 		t_fail "jit: B independent" "$(vy_cli "$LAB" b --json status "$mid")"
 	st=$(vy_cli "$LAB" a --json status "$mid")

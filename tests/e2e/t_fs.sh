@@ -5,6 +5,7 @@
 # materialised from its manifest (tests/fs/vyfs_skeleton); voyager-fs mounts
 # it and we check:
 #   - metadata (symlinks, xattrs, hard links, modes) without data fetches;
+#   - --hold-cold: no background fetch until user.voyager.hydrate_cold;
 #   - a 4 KiB write into the middle of a 256 MiB file moves a chunk or two;
 #   - every file reads back identical (sha256) through the mount;
 #   - kill -9 mid-hydration, remount: resumes without refetching;
@@ -92,11 +93,14 @@ stop_source() {
 	SRC_PID=""
 }
 
+# mount_fs RATE [ARG...]: voyager-fs with --hydrate-rate RATE and ARGs.
 # FS_NOFILE=N: start voyager-fs with an open-file limit of N (soft and hard)
 mount_fs() {
+	local rate=$1
+	shift
 	${FS_NOFILE:+prlimit --nofile=$FS_NOFILE:$FS_NOFILE --} "$FS_BIN" --backing "$W/back" --state "$W/state" --manifest "$W/manifest" \
 		--source "127.0.0.1:$PORT" --key "$W/key" --stream 1 --fetch-timeout 3 \
-		--hydrate-rate "$1" "$MNT" 2>>"$W/fs.log" &
+		--hydrate-rate "$rate" "$@" "$MNT" 2>>"$W/fs.log" &
 	FS_PID=$!
 	wait_until 20 bash -c "getfattr --absolute-names -n user.voyager.status '$MNT' >/dev/null 2>&1"
 }
@@ -110,7 +114,25 @@ set_up() {
 	make_tree
 	start_source "$W/manifest" || return 1
 	"$SKEL_BIN" "$W/manifest" "$W/back" || return 1
-	mount_fs $((4 * MIB))
+	mount_fs $((4 * MIB)) --hold-cold 60
+}
+
+# Mounted with --hold-cold (as voyagerd does, until the container is
+# restored): nothing opened, so the background lanes fetch nothing; the
+# xattr ends the hold and they start.
+check_hold_cold() {
+	sleep 1
+	local held bg0 bg1
+	held=$(st cold_held)
+	bg0=$(st background_bytes)
+	setfattr -n user.voyager.hydrate_cold -v 1 "$MNT"
+	wait_until 20 bash -c "[ \$(getfattr --absolute-names --only-values -n user.voyager.status '$MNT' |
+		python3 -c 'import json,sys; print(json.load(sys.stdin)[\"background_bytes\"])') -gt 0 ]"
+	bg1=$(st background_bytes)
+	[ "$held" = True ] && [ "$bg0" = 0 ] && [ "$(st cold_held)" = False ] && [ "$bg1" -gt 0 ] &&
+		grep -q "the container runs: the other files are hydrated now too" "$W/fs.log" &&
+		t_ok "--hold-cold: no background fetch for 1 s, then hydration once told ($bg1 bytes)" ||
+		t_fail "hold-cold" "held $held, background $bg0 then $bg1, cold_held now $(st cold_held)"
 }
 
 check_metadata() {
@@ -358,6 +380,7 @@ check_passthrough() {
 set_up || { t_fail "set-up" "$(tail -5 "$W/fs.log" "$W/source.log")"; t_done; }
 t_ok "source serving, skeleton materialised, voyager-fs mounted"
 check_metadata
+check_hold_cold
 check_small_write
 check_small_files
 check_namespace_ops
