@@ -19,45 +19,11 @@
 #include <unistd.h>
 
 #include "manifest.h"
+#include "tmptree.h"
 #include "unit.h"
 #include "wire.h"
 
 /* ---- temporary trees ---- */
-
-static int remove_one(const char *path, const struct stat *st, int flag,
-		      struct FTW *ftw)
-{
-	remove(path); /* best effort: keep going */
-	return 0;
-}
-
-static void remove_tree(char **dir)
-{
-	if (!*dir)
-		return;
-	char mnt[256];
-	snprintf(mnt, sizeof(mnt), "%s/mnt", *dir);
-	umount2(mnt, MNT_DETACH); /* harmless when nothing is mounted */
-	nftw(*dir, remove_one, 32, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
-	free(*dir);
-}
-
-#define cleanup_tree __attribute__((cleanup(remove_tree)))
-
-static char *make_tmpdir(void)
-{
-	char tmpl[] = "/tmp/vytest-XXXXXX";
-	return mkdtemp(tmpl) ? strdup(tmpl) : NULL;
-}
-
-static char *join(const char *dir, const char *rel)
-{
-	static char buf[4][512];
-	static int n;
-	char *out = buf[n++ & 3];
-	snprintf(out, 512, "%s/%s", dir, rel);
-	return out;
-}
 
 static int write_at(const char *path, off_t off, const char *data)
 {

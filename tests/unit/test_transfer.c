@@ -25,45 +25,13 @@
 #include "channel.h"
 #include "manifest.h"
 #include "transfer.h"
+#include "tmptree.h"
 #include "unit.h"
 #include "wire.h"
 
 #define STREAM 7
 
 /* ---- temporary trees ---- */
-
-static int remove_one(const char *path, const struct stat *st, int flag,
-		      struct FTW *ftw)
-{
-	remove(path); /* best effort: keep going */
-	return 0;
-}
-
-static void remove_tree(char **dir)
-{
-	if (!*dir)
-		return;
-	umount2(*dir, MNT_DETACH); /* the full-disk test mounts a tmpfs here */
-	nftw(*dir, remove_one, 32, FTW_DEPTH | FTW_PHYS);
-	free(*dir);
-}
-
-#define cleanup_tree __attribute__((cleanup(remove_tree)))
-
-static char *make_tmpdir(void)
-{
-	char tmpl[] = "/tmp/vytest-XXXXXX";
-	return mkdtemp(tmpl) ? strdup(tmpl) : NULL;
-}
-
-static char *join(const char *dir, const char *rel)
-{
-	static char buf[4][512];
-	static int n;
-	char *out = buf[n++ & 3];
-	snprintf(out, 512, "%s/%s", dir, rel);
-	return out;
-}
 
 /* Pseudo-random bytes, so that a misplaced chunk cannot go unnoticed. */
 static int write_random(const char *path, off_t off, size_t len, unsigned seed)
