@@ -213,6 +213,16 @@ int vy_manifest_delta_decode(const uint8_t *buf, size_t len,
  * not.  Untrusted deltas pass here before anything is done with them. */
 int vy_manifest_delta_check(const struct vy_manifest *base,
 			    const struct vy_manifest_delta *d, vy_error *err);
+/* The same with the base's paths indexed beforehand (before the freeze),
+ * so that the check costs the change, not the tree.  paths must have been
+ * built for base as it is (else one is built here, as above). */
+struct vy_manifest_paths;
+int vy_manifest_paths_build(const struct vy_manifest *m, struct vy_manifest_paths **out,
+			    vy_error *err);
+void vy_manifest_paths_free(struct vy_manifest_paths *p);
+int vy_manifest_delta_check_with(const struct vy_manifest *base,
+				 const struct vy_manifest_paths *paths,
+				 const struct vy_manifest_delta *d, vy_error *err);
 /* Bring base to base + d in place, moving d's entries (d is emptied).  With
  * map, *map[i] is where base entry i went (VY_DELTA_NEW: gone); the caller
  * frees it.  Indices are checked, the rest is vy_manifest_delta_check's.

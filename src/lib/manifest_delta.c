@@ -144,54 +144,90 @@ int vy_manifest_diff(const struct vy_manifest *base, const struct vy_manifest *c
 	return rc;
 }
 
-static int cmp_path(const void *a, const void *b)
+struct vy_manifest_paths {
+	const struct vy_entry *entries; /* the manifest it was built for */
+	uint32_t count;
+	struct path_index idx;
+	uint32_t *children;             /* per entry: entries right below it */
+};
+
+void vy_manifest_paths_free(struct vy_manifest_paths *p)
 {
-	return strcmp(*(const char *const *)a, *(const char *const *)b);
+	if (!p)
+		return;
+	free(p->idx.slots);
+	free(p->children);
+	free(p);
 }
 
-/* Nothing stays below a directory that goes.  Only deltas that remove a
- * directory pay for this look at every entry's parent. */
-static int check_gone_dirs(const struct vy_manifest *base, const struct vy_manifest_delta *d,
-			   const uint8_t *named, vy_error *err)
+static uint32_t parent_of(const struct vy_manifest_paths *p, const char *path)
 {
-	uint32_t ndirs = 0;
-	for (uint32_t k = 0; k < d->ngone; k++)
-		ndirs += base->entries[d->gone[k]].type == VY_ENTRY_DIR;
-	if (!ndirs)
-		return 0;
-	cleanup_free const char **dirs = malloc(ndirs * sizeof(*dirs));
+	const char *slash = strrchr(path, '/');
+	return *path ? *path_index_slot(&p->idx, p->entries, path, slash ? (size_t)(slash - path) : 0)
+		     : 0;
+}
+
+int vy_manifest_paths_build(const struct vy_manifest *m, struct vy_manifest_paths **out,
+			    vy_error *err)
+{
+	struct vy_manifest_paths *p = calloc(1, sizeof(*p));
+	if (!p || path_index_init(&p->idx, m->count) < 0 ||
+	    !(p->children = calloc(m->count ? m->count : 1, sizeof(uint32_t)))) {
+		vy_manifest_paths_free(p);
+		return vy_error_sys(err, ENOMEM, "index a manifest");
+	}
+	p->entries = m->entries;
+	p->count = m->count;
+	for (uint32_t i = 0; i < m->count; i++) {
+		const char *path = m->entries[i].path;
+		*path_index_slot(&p->idx, m->entries, path, strlen(path)) = i + 1;
+	}
+	for (uint32_t i = 1; i < m->count; i++) {
+		uint32_t parent = parent_of(p, m->entries[i].path);
+		if (parent)
+			p->children[parent - 1]++;
+	}
+	*out = p;
+	return 0;
+}
+
+/* Nothing stays below a directory that goes: each gone directory has as
+ * many gone entries right below it as it has entries. */
+static int check_gone_dirs(const struct vy_manifest *base, const struct vy_manifest_paths *p,
+			   const struct vy_manifest_delta *d, vy_error *err)
+{
+	bool dirs = false;
+	for (uint32_t k = 0; k < d->ngone && !dirs; k++)
+		dirs = base->entries[d->gone[k]].type == VY_ENTRY_DIR;
 	if (!dirs)
+		return 0;
+	cleanup_free uint32_t *below = calloc(base->count, sizeof(uint32_t));
+	if (!below)
 		return vy_error_sys(err, ENOMEM, "manifest delta");
-	ndirs = 0;
-	for (uint32_t k = 0; k < d->ngone; k++)
-		if (base->entries[d->gone[k]].type == VY_ENTRY_DIR)
-			dirs[ndirs++] = base->entries[d->gone[k]].path;
-	qsort(dirs, ndirs, sizeof(*dirs), cmp_path);
-	for (uint32_t i = 1; i < base->count; i++) {
-		if (named[i] == 1)
-			continue;
-		const char *p = base->entries[i].path, *slash = strrchr(p, '/');
-		if (!slash)
-			continue; /* under the root, which stays */
-		size_t plen = (size_t)(slash - p);
-		uint32_t lo = 0, hi = ndirs;
-		while (lo < hi) {
-			uint32_t mid = lo + (hi - lo) / 2;
-			int c = strncmp(dirs[mid], p, plen);
-			if (c == 0 && dirs[mid][plen] == '\0')
-				return vy_error_set(err, EINVAL, "delta: '%s' stays, but its "
-						    "directory goes", p);
-			if (c < 0)
-				lo = mid + 1;
-			else
-				hi = mid; /* also when dirs[mid] only starts with it */
-		}
+	for (uint32_t k = 0; k < d->ngone; k++) {
+		uint32_t parent = parent_of(p, base->entries[d->gone[k]].path);
+		if (parent)
+			below[parent - 1]++;
+	}
+	for (uint32_t k = 0; k < d->ngone; k++) {
+		uint32_t g = d->gone[k];
+		if (base->entries[g].type == VY_ENTRY_DIR && below[g] != p->children[g])
+			return vy_error_set(err, EINVAL, "delta: the directory '%s' goes, but %u "
+					    "entries right below it stay", base->entries[g].path,
+					    p->children[g] - below[g]);
 	}
 	return 0;
 }
 
 int vy_manifest_delta_check(const struct vy_manifest *base,
 			    const struct vy_manifest_delta *d, vy_error *err)
+{
+	return vy_manifest_delta_check_with(base, NULL, d, err);
+}
+
+int vy_manifest_delta_check_with(const struct vy_manifest *base,
+				 const struct vy_manifest_paths *paths,
+				 const struct vy_manifest_delta *d, vy_error *err)
 {
 	if (d->base_count != base->count)
 		return vy_error_set(err, EINVAL, "the delta is for a manifest of %u entries, "
@@ -236,43 +272,43 @@ int vy_manifest_delta_check(const struct vy_manifest *base,
 			return vy_error_set(err, EINVAL, "delta: touches the hard link '%s'",
 					    base->entries[i].path);
 	}
-	if (check_gone_dirs(base, d, named, err) < 0)
-		return -1;
-	if (!nnew)
-		return 0;
-	/* Where new entries go: under a directory that exists by then, at a
-	 * path that does not.  One array for base and new entries, so that a
-	 * path index can hold both. */
-	size_t total = (size_t)base->count + nnew;
-	cleanup_free struct vy_entry *all = malloc(total * sizeof(*all));
-	struct path_index idx = { 0 };
-	if (!all || path_index_init(&idx, (uint32_t)total) < 0)
-		return vy_error_sys(err, ENOMEM, "manifest delta");
-	memcpy(all, base->entries, base->count * sizeof(*all));
-	for (uint32_t i = 0; i < base->count; i++)
-		if (named[i] != 1)
-			*path_index_slot(&idx, all, all[i].path, strlen(all[i].path)) = i + 1;
-	uint32_t n = base->count;
-	int rc = 0;
+	struct vy_manifest_paths *own = NULL;
+	if (!paths || paths->entries != base->entries || paths->count != base->count) {
+		if (vy_manifest_paths_build(base, &own, err) < 0)
+			return -1;
+		paths = own;
+	}
+	int rc = check_gone_dirs(base, paths, d, err);
+	/* Where new entries go: under a directory that exists by then (of the
+	 * base and not gone, or new before), at a path that does not. */
+	struct path_index fresh = { 0 };
+	if (rc == 0 && nnew && path_index_init(&fresh, nnew) < 0)
+		rc = vy_error_sys(err, ENOMEM, "manifest delta");
 	for (uint32_t k = 0; rc == 0 && k < d->put.count; k++) {
 		const struct vy_entry *e = &d->put.entries[k];
 		if (d->at[k] != VY_DELTA_NEW)
 			continue;
 		const char *slash = strrchr(e->path, '/');
-		size_t plen = slash ? (size_t)(slash - e->path) : 0;
-		uint32_t parent = *path_index_slot(&idx, all, e->path, plen);
-		uint32_t *self = path_index_slot(&idx, all, e->path, strlen(e->path));
-		if (!parent || all[parent - 1].type != VY_ENTRY_DIR)
+		size_t plen = slash ? (size_t)(slash - e->path) : 0, len = strlen(e->path);
+		const struct vy_entry *parent = NULL;
+		uint32_t b = *path_index_slot(&paths->idx, base->entries, e->path, plen);
+		uint32_t n = *path_index_slot(&fresh, d->put.entries, e->path, plen);
+		if (b && named[b - 1] != 1)
+			parent = &base->entries[b - 1];
+		else if (n)
+			parent = &d->put.entries[n - 1];
+		b = *path_index_slot(&paths->idx, base->entries, e->path, len);
+		uint32_t *self = path_index_slot(&fresh, d->put.entries, e->path, len);
+		if (!parent || parent->type != VY_ENTRY_DIR)
 			rc = vy_error_set(err, EINVAL, "delta: '%s' is not under a directory",
 					  e->path);
-		else if (*self)
+		else if ((b && named[b - 1] != 1) || *self)
 			rc = vy_error_set(err, EINVAL, "delta: '%s' exists already", e->path);
-		else {
-			all[n] = *e;
-			*self = ++n;
-		}
+		else
+			*self = k + 1;
 	}
-	free(idx.slots);
+	free(fresh.slots);
+	vy_manifest_paths_free(own);
 	return rc;
 }
 

@@ -51,6 +51,7 @@ struct session {
 	uint8_t seen[MAX_STREAMS];               /* 0 nothing, 1 pre-synced, 2 final */
 	struct vy_manifest pre[MAX_STREAMS];     /* what each pre-sync brought */
 	uint8_t pre_sha[MAX_STREAMS][32];        /* jit: SHA-256 of each skeleton's manifest */
+	struct vy_manifest_paths *pre_paths[MAX_STREAMS]; /* jit: its paths, indexed */
 	char stale[MAX_STREAMS][PATH_MAX];       /* replaced trees, removed after restore */
 	bool restored;
 	bool tcp_established;
@@ -587,6 +588,11 @@ static int recv_jit_tree(struct session *s, uint32_t stream, const char *dir, bo
 		vy_manifest_free(&s->pre[stream]);
 		s->pre[stream] = *man;
 		*man = (struct vy_manifest){ 0 };
+		/* so that checking the delta at the freeze costs the change */
+		vy_manifest_paths_free(s->pre_paths[stream]);
+		s->pre_paths[stream] = NULL;
+		if (rc == 0)
+			rc = vy_manifest_paths_build(&s->pre[stream], &s->pre_paths[stream], err);
 		json_object *ack = json_object_new_object();
 		json_object_object_add(ack, "stream", json_object_new_int64(stream));
 		if (rc == 0)
@@ -644,7 +650,7 @@ static int recv_jit_delta(struct session *s, uint32_t stream, const char *dir,
 	if (rc == 0 && memcmp(d.base_sha, s->pre_sha[stream], 32))
 		rc = vy_error_set(err, EPROTO, "the delta is not for the skeleton we have");
 	if (rc == 0)
-		rc = vy_manifest_delta_check(&s->pre[stream], &d, err);
+		rc = vy_manifest_delta_check_with(&s->pre[stream], s->pre_paths[stream], &d, err);
 	uint32_t changed = 0;
 	cleanup_close int rootfd = rc == 0 ? open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
 	if (rc == 0 && rootfd < 0)
@@ -1127,8 +1133,10 @@ void vy_target_session(struct vy_daemon *d, vy_channel *ch, struct vy_message *f
 	vy_journal_free(s->j);
 	json_object_put(s->volumes);
 	json_object_put(s->net);
-	for (int i = 0; i < MAX_STREAMS; i++)
+	for (int i = 0; i < MAX_STREAMS; i++) {
 		vy_manifest_free(&s->pre[i]);
+		vy_manifest_paths_free(s->pre_paths[i]);
+	}
 	vy_active_remove(s->act);
 }
 
