@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -57,24 +58,44 @@ static void capture_read(struct capture *c)
 	}
 }
 
-static int spawn_captured(char *const argv[], int outfd[2], int errfd[2],
-			  pid_t *pid, vy_error *err)
+static int spawn_captured(char *const argv[], char *const envp[], int outfd[2],
+			  int errfd[2], pid_t *pid, vy_error *err)
 {
 	posix_spawn_file_actions_t fa;
 	posix_spawn_file_actions_init(&fa);
 	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
 	posix_spawn_file_actions_adddup2(&fa, outfd[1], 1);
 	posix_spawn_file_actions_adddup2(&fa, errfd[1], 2);
-	int rc = posix_spawnp(pid, argv[0], &fa, NULL, argv, environ);
+	int rc = posix_spawnp(pid, argv[0], &fa, NULL, argv, envp ? envp : environ);
 	posix_spawn_file_actions_destroy(&fa);
 	if (rc != 0)
 		return vy_error_sys(err, rc, "cannot run %s", argv[0]);
 	return 0;
 }
 
+/* Reap pid, killing it past the timeout.  A pidfd says the moment it
+ * exits: a polling sleep here used to add up to 5 ms to every command,
+ * and the freeze runs several. */
 static int wait_child(pid_t pid, int timeout_ms, uint64_t start)
 {
 	int status = 0;
+	int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	while (pfd >= 0) {
+		int left = -1;
+		if (timeout_ms) {
+			uint64_t spent = vy_now_ms() - start;
+			left = spent >= (uint64_t)timeout_ms ? 0 : (int)((uint64_t)timeout_ms - spent);
+		}
+		struct pollfd p = { pfd, POLLIN, 0 };
+		int n = poll(&p, 1, left);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n == 0)
+			kill(pid, SIGKILL);
+		break;
+	}
+	if (pfd >= 0)
+		close(pfd);
 	for (;;) {
 		pid_t r = waitpid(pid, &status, timeout_ms ? WNOHANG : 0);
 		if (r == pid)
@@ -84,7 +105,7 @@ static int wait_child(pid_t pid, int timeout_ms, uint64_t start)
 		if (r == 0) {
 			if (vy_now_ms() - start > (uint64_t)timeout_ms)
 				kill(pid, SIGKILL);
-			usleep(5000);
+			usleep(1000);
 		}
 	}
 	if (WIFEXITED(status))
@@ -97,6 +118,12 @@ static int wait_child(pid_t pid, int timeout_ms, uint64_t start)
 int vy_cmd_run(char *const argv[], int timeout_ms, struct vy_cmd_result *res,
 	       vy_error *err)
 {
+	return vy_cmd_run_env(argv, NULL, timeout_ms, res, err);
+}
+
+int vy_cmd_run_env(char *const argv[], char *const envp[], int timeout_ms,
+		   struct vy_cmd_result *res, vy_error *err)
+{
 	int outp[2], errp[2];
 	memset(res, 0, sizeof(*res));
 	if (pipe2(outp, O_CLOEXEC) < 0)
@@ -107,7 +134,7 @@ int vy_cmd_run(char *const argv[], int timeout_ms, struct vy_cmd_result *res,
 		return vy_error_sys(err, errno, "pipe");
 	}
 	pid_t pid;
-	int rc = spawn_captured(argv, outp, errp, &pid, err);
+	int rc = spawn_captured(argv, envp, outp, errp, &pid, err);
 	close(outp[1]);
 	close(errp[1]);
 	if (rc < 0) {
@@ -196,6 +223,47 @@ uint64_t vy_now_ms(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static uint64_t now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+void vy_steps_start(struct vy_steps *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->last_us = now_us();
+}
+
+void vy_steps_mark(struct vy_steps *st, const char *name)
+{
+	uint64_t now = now_us();
+	int i = 0;
+	while (i < st->n && strcmp(st->name[i], name) != 0)
+		i++;
+	if (i == st->n) {
+		if (st->n == VY_STEPS_MAX)
+			i = VY_STEPS_MAX - 1; /* full: the last one takes the rest */
+		else
+			st->name[st->n++] = name;
+	}
+	st->us[i] += now - st->last_us;
+	st->last_us = now;
+}
+
+json_object *vy_steps_json(const struct vy_steps *st)
+{
+	json_object *o = json_object_new_object();
+	for (int i = 0; i < st->n; i++) {
+		char text[32];
+		snprintf(text, sizeof(text), "%.1f", (double)st->us[i] / 1000.0);
+		json_object_object_add(o, st->name[i],
+				       json_object_new_double_s((double)st->us[i] / 1000.0, text));
+	}
+	return o;
 }
 
 uint64_t vy_wall_ms(void)

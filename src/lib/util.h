@@ -24,12 +24,29 @@ struct vy_cmd_result {
  * res->status.  timeout_ms 0 means no limit; past it the child is killed. */
 int vy_cmd_run(char *const argv[], int timeout_ms, struct vy_cmd_result *res,
 	       vy_error *err);
+/* The same with envp as the command's whole environment (NULL: ours). */
+int vy_cmd_run_env(char *const argv[], char *const envp[], int timeout_ms,
+		   struct vy_cmd_result *res, vy_error *err);
 void vy_cmd_result_free(struct vy_cmd_result *res);
 /* "argv0 arg1 ..." for messages (static buffer per thread). */
 const char *vy_cmd_string(char *const argv[]);
 
 /* Find an executable in PATH; writes its absolute path to out. */
 int vy_find_executable(const char *name, char *out, size_t outlen);
+
+/* Where a phase's time goes: vy_steps_mark(st, "name") adds the time
+ * since the previous mark (or the start) to name; vy_steps_json gives
+ * {"name": ms, ...} in the order first marked. */
+#define VY_STEPS_MAX 16
+struct vy_steps {
+	uint64_t last_us;
+	int n;
+	const char *name[VY_STEPS_MAX];
+	uint64_t us[VY_STEPS_MAX];
+};
+void vy_steps_start(struct vy_steps *st);
+void vy_steps_mark(struct vy_steps *st, const char *name);
+json_object *vy_steps_json(const struct vy_steps *st);
 
 uint64_t vy_now_ms(void);      /* CLOCK_MONOTONIC */
 uint64_t vy_wall_ms(void);     /* CLOCK_REALTIME */
