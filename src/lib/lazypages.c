@@ -70,8 +70,8 @@ int vy_lazy_free_port(int *port, vy_error *err)
 
 /* argv with stdin on /dev/null, stdout and stderr appended to p->log, and
  * (when status_w >= 0) that fd as the child's fd 3. */
-static int spawn_logged(char *const argv[], int status_w, struct vy_lazy_proc *p,
-			vy_error *err)
+static int spawn_logged(char *const argv[], char *const envp[], int status_w,
+			struct vy_lazy_proc *p, vy_error *err)
 {
 	posix_spawn_file_actions_t fa;
 	posix_spawn_file_actions_init(&fa);
@@ -80,7 +80,7 @@ static int spawn_logged(char *const argv[], int status_w, struct vy_lazy_proc *p
 	posix_spawn_file_actions_adddup2(&fa, 1, 2);
 	if (status_w >= 0)
 		posix_spawn_file_actions_adddup2(&fa, status_w, 3);
-	int rc = posix_spawnp(&p->pid, argv[0], &fa, NULL, argv, environ);
+	int rc = posix_spawnp(&p->pid, argv[0], &fa, NULL, argv, envp ? envp : environ);
 	posix_spawn_file_actions_destroy(&fa);
 	if (rc != 0) {
 		p->pid = 0;
@@ -166,7 +166,16 @@ int vy_lazy_dump_start(const struct vy_runtime *rt, const char *id,
 	memset(p, 0, sizeof(*p));
 	p->status_fd = fds[0];
 	snprintf(p->log, sizeof(p->log), "%s/checkpoint.out", work_dir);
-	int rc = spawn_logged((char *const *)argv, fds[1], p, err);
+	char **env = NULL;
+	if (opts && opts->criu_config && opts->criu_config[0] &&
+	    !(env = vy_criu_env(opts->criu_config))) {
+		close(fds[0]);
+		close(fds[1]);
+		p->status_fd = -1;
+		return vy_error_set(err, ENOMEM, "out of memory");
+	}
+	int rc = spawn_logged((char *const *)argv, env, fds[1], p, err);
+	vy_criu_env_free(env);
 	close(fds[1]);
 	if (rc < 0) {
 		close(p->status_fd);

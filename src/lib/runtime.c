@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <json-c/json.h>
@@ -45,14 +46,14 @@ static int build_argv(const struct vy_runtime *rt, const char **argv, int max,
 }
 
 /* Run and fail with stderr (and the CRIU log tail, if given) on non-zero. */
-static int run_verb(const struct vy_runtime *rt, const char *const *rest,
-		    const char *criu_log, struct vy_cmd_result *keep,
-		    vy_error *err)
+static int run_verb_env(const struct vy_runtime *rt, const char *const *rest,
+			char *const *envp, const char *criu_log,
+			struct vy_cmd_result *keep, vy_error *err)
 {
 	const char *argv[48];
 	build_argv(rt, argv, 48, rest);
 	struct vy_cmd_result res;
-	if (vy_cmd_run((char *const *)argv, RUNTIME_TIMEOUT_MS, &res, err) < 0)
+	if (vy_cmd_run_env((char *const *)argv, envp, RUNTIME_TIMEOUT_MS, &res, err) < 0)
 		return -1;
 	if (res.status != 0) {
 		cleanup_free char *tail = criu_log ? vy_file_tail(criu_log, 6) : NULL;
@@ -84,6 +85,101 @@ static int run_verb(const struct vy_runtime *rt, const char *const *rest,
 	else
 		vy_cmd_result_free(&res);
 	return 0;
+}
+
+static int run_verb(const struct vy_runtime *rt, const char *const *rest,
+		    const char *criu_log, struct vy_cmd_result *keep,
+		    vy_error *err)
+{
+	return run_verb_env(rt, rest, NULL, criu_log, keep, err);
+}
+
+char **vy_criu_env(const char *criu_config)
+{
+	extern char **environ;
+	static const char key[] = "CRIU_CONFIG_FILE=";
+	size_t n = 0;
+	while (environ[n])
+		n++;
+	char **env = calloc(n + 2, sizeof(*env));
+	if (!env)
+		return NULL;
+	size_t k = 0;
+	for (size_t i = 0; i < n; i++)
+		if (strncmp(environ[i], key, sizeof(key) - 1) != 0)
+			env[k++] = environ[i];
+	if (asprintf(&env[k], "%s%s", key, criu_config) < 0) {
+		free(env);
+		return NULL;
+	}
+	return env;
+}
+
+void vy_criu_env_free(char **env)
+{
+	if (!env)
+		return;
+	size_t i = 0;
+	while (env[i] && strncmp(env[i], "CRIU_CONFIG_FILE=", 17) != 0)
+		i++;
+	free(env[i]); /* ours is the only one left, and the last */
+	free(env);
+}
+
+int vy_criu_config_write(const char *path, vy_error *err)
+{
+	/* An operator's own CRIU_CONFIG_FILE still applies: ours replaces
+	 * it in the runtime's environment, so it starts with its lines. */
+	cleanup_free char *theirs = NULL;
+	const char *own = getenv("CRIU_CONFIG_FILE");
+	if (own && own[0] && vy_read_file(own, 1 << 20, &theirs, NULL, err) < 0)
+		return vy_error_wrap(err, "CRIU_CONFIG_FILE");
+	cleanup_free char *text = NULL;
+	if (asprintf(&text, "%s%s%s"
+		     "# voyagerd: the CRIU that the runtime runs reads this file (through\n"
+		     "# CRIU_CONFIG_FILE) for containers whose network voyagerd locks itself,\n"
+		     "# with an nftables table inside the container's namespace, on both\n"
+		     "# hosts.  CRIU's own lock would only repeat it, and costs tens of\n"
+		     "# milliseconds of the freeze: it runs iptables-restore.\n"
+		     "network-lock skip\n",
+		     theirs ? "# from CRIU_CONFIG_FILE\n" : "", theirs ? theirs : "",
+		     theirs ? "\n" : "") < 0)
+		return vy_error_set(err, ENOMEM, "out of memory");
+	if (vy_write_file_atomic(path, text, strlen(text), 0600, err) < 0)
+		return -1;
+	/* CRIU refuses a file with an option it does not know (an older
+	 * one has no `network-lock skip`): then none is used. */
+	char **env = vy_criu_env(path);
+	if (!env)
+		return vy_error_set(err, ENOMEM, "out of memory");
+	char *argv[] = { "criu", "--version", NULL };
+	struct vy_cmd_result res;
+	int rc = vy_cmd_run_env(argv, env, 10000, &res, err);
+	vy_criu_env_free(env);
+	if (rc < 0)
+		return -1;
+	if (res.status != 0) {
+		size_t n = strcspn(res.errout, "\n");
+		vy_error_set(err, ENOTSUP, "criu refuses %s: %.*s", path, (int)n, res.errout);
+		vy_cmd_result_free(&res);
+		unlink(path);
+		return -1;
+	}
+	vy_cmd_result_free(&res);
+	return 0;
+}
+
+/* The verb under opts->criu_config, when there is one. */
+static int run_criu_verb(const struct vy_runtime *rt, const char *const *rest,
+			 const struct vy_checkpoint_opts *o, const char *log,
+			 vy_error *err)
+{
+	char **env = NULL;
+	if (o && o->criu_config && o->criu_config[0] && !(env = vy_criu_env(o->criu_config)))
+		return vy_error_set(err, ENOMEM, "out of memory");
+	int rc = run_verb_env(rt, rest, env, log, NULL, err);
+	vy_criu_env_free(env);
+	return rc;
 }
 
 int vy_runtime_version(const struct vy_runtime *rt, char *out, size_t outlen,
@@ -152,6 +248,10 @@ static int add_ckpt_flags(const char **rest, int n,
 		rest[n++] = "--leave-running";
 	if (o->lazy_pages && restore)
 		rest[n++] = "--lazy-pages";
+	if (o->pid_file && restore) {
+		rest[n++] = "--pid-file";
+		rest[n++] = o->pid_file;
+	}
 	if (o->manage_cgroups_mode) {
 		rest[n++] = "--manage-cgroups-mode";
 		rest[n++] = o->manage_cgroups_mode;
@@ -175,7 +275,7 @@ int vy_runtime_checkpoint(const struct vy_runtime *rt, const char *id,
 	rest[n] = NULL;
 	char log[PATH_MAX];
 	snprintf(log, sizeof(log), "%s/dump.log", work_dir);
-	if (run_verb(rt, rest, log, NULL, err) < 0)
+	if (run_criu_verb(rt, rest, opts, log, err) < 0)
 		return vy_error_wrap(err, "checkpoint %s", id);
 	return 0;
 }
@@ -200,7 +300,7 @@ int vy_runtime_restore(const struct vy_runtime *rt, const char *id,
 	rest[n] = NULL;
 	char log[PATH_MAX];
 	snprintf(log, sizeof(log), "%s/restore.log", work_dir);
-	if (run_verb(rt, rest, log, NULL, err) < 0)
+	if (run_criu_verb(rt, rest, opts, log, err) < 0)
 		return vy_error_wrap(err, "restore %s", id);
 	return 0;
 }

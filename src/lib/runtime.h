@@ -36,7 +36,23 @@ struct vy_checkpoint_opts {
 	const char *manage_cgroups_mode; /* NULL: runtime default */
 	bool lazy_pages; /* restore only: post-copy, pages from `criu lazy-pages`
 			  * (the checkpoint side is lazypages.h) */
+	/* A CRIU configuration file that the runtime's CRIU reads on top of
+	 * its own (CRIU_CONFIG_FILE); NULL or "": none.  The agent's says
+	 * `network-lock skip` where it locks the container's network itself
+	 * (vy_criu_config_write). */
+	const char *criu_config;
+	const char *pid_file; /* restore only: where the runtime writes the
+			       * container's PID (NULL: nowhere) */
 };
+
+/* environ without CRIU_CONFIG_FILE, then CRIU_CONFIG_FILE=criu_config;
+ * NULL when out of memory.  Free with vy_criu_env_free. */
+char **vy_criu_env(const char *criu_config);
+void vy_criu_env_free(char **env);
+/* Write the agent's CRIU configuration to path (the operator's
+ * CRIU_CONFIG_FILE, if set, then `network-lock skip`) and check that this
+ * CRIU accepts it; on failure nothing is left at path. */
+int vy_criu_config_write(const char *path, vy_error *err);
 
 /* Find the runtime binary (name "runc" or "crun"); fails with a clear
  * message if it is unknown or missing. */
