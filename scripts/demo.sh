@@ -338,6 +338,8 @@ print("  bytes       memory %s, rootfs %s, volumes %s, wire %s" % (
     mib(b.get("memory")), mib(b.get("rootfs")), mib(b.get("volumes")), mib(b.get("wire"))))
 ph = r.get("phases_ms", {})
 print("  phases      " + ", ".join("%s %s ms" % kv for kv in ph.items()))
+for phase, st in r.get("steps_ms", {}).items():
+    print("  %-11s " % (phase + ":") + ", ".join("%s %s" % kv for kv in st.items()) + " (ms)")
 print("  client      one connection, longest pause %s ms, reset %s, errors %s" % (
     c.get("max_gap_ms"), json.dumps(c.get("reset")), json.dumps(c.get("errors"))))
 print("              %s replies, %s acknowledged SETs, %s missing" % (

@@ -94,6 +94,15 @@ static void print_report(json_object *r)
 			printf(" %s %lld ms;", k, (long long)json_object_get_int64(val));
 		printf("\n");
 	}
+	json_object *steps = json_object_object_get(r, "steps_ms");
+	if (steps) {
+		json_object_object_foreach(steps, phase, st) {
+			printf("  %-9s", phase);
+			json_object_object_foreach(st, k, val)
+				printf(" %s %.1f;", k, json_object_get_double(val));
+			printf(" (ms)\n");
+		}
+	}
 	json_object *h = json_object_object_get(r, "hydration");
 	if (h) {
 		char left[32];

@@ -317,20 +317,26 @@ static int checkpoint(struct migration *m, vy_error *err)
 	 * frozen here, whole, until the decision.  Rolling back is then a
 	 * thaw, which cannot fail the way a second restore can. */
 	m->t_freeze = vy_now_ms();
+	vy_steps_start(&m->ck_steps);
 	/* From here until the decision no packet reaches or leaves the
 	 * container here: the kernel must not answer for a frozen socket. */
 	if (m->net) {
 		if (vy_net_lock(m->netns, err) < 0)
 			return -1;
 		m->net_locked = true;
+		vy_steps_mark(&m->ck_steps, "lock");
 		hold_begin(m);
+		vy_steps_mark(&m->ck_steps, "hold");
 	}
 	if (vy_runtime_pause(&m->d->rt, m->container, err) < 0) {
 		restore_network(m);
 		return vy_error_wrap(err, "freeze %s", m->container);
 	}
 	m->frozen = true;
+	vy_steps_mark(&m->ck_steps, "pause");
 	m->opts.leave_running = true;
+	/* Our lock holds the container's network: CRIU need not lock it too. */
+	m->opts.criu_config = m->net_locked ? m->d->criu_conf : NULL;
 	int ck = m->pc ? vy_postcopy_dump(m, err) /* post-copy: the lazy checkpoint (postcopy.c) */
 		       : vy_runtime_checkpoint(&m->d->rt, m->container, m->images, m->work, &m->opts, err);
 	if (ck < 0) {
@@ -351,6 +357,7 @@ static int checkpoint(struct migration *m, vy_error *err)
 		return -1;
 	}
 	m->checkpointed = true;
+	vy_steps_mark(&m->ck_steps, "runtime");
 	/* Detach from the segment, so the target's announcement wins.  While
 	 * packets are held the veth stays until the target has restored: the
 	 * lock keeps the container silent, and its host end is where the
@@ -359,8 +366,11 @@ static int checkpoint(struct migration *m, vy_error *err)
 		vy_warn("migration %s: detach: %s", m->id, err->msg);
 	else if (m->net && !m->hold)
 		m->net_detached = true;
+	vy_steps_mark(&m->ck_steps, "detach");
 	vy_journal_set(m->j, "checkpointed", json_object_new_boolean(1));
-	return vy_journal_phase(m->j, "checkpointed", err);
+	int rc = vy_journal_phase(m->j, "checkpointed", err);
+	vy_steps_mark(&m->ck_steps, "journal");
+	return rc;
 }
 
 
@@ -384,6 +394,9 @@ static int restore_remote(struct migration *m, vy_error *err)
 	json_object *o = NULL;
 	if (vy_message_json(&msg, &o, NULL) == 0 && json_object_object_get(o, "warnings"))
 		m->warnings = json_object_get(json_object_object_get(o, "warnings"));
+	json_object *steps = json_object_object_get(o, "steps_ms");
+	if (steps && json_object_is_type(steps, json_type_object))
+		m->restore_steps = json_object_get(steps);
 	json_object_put(o);
 	vy_message_free(&msg);
 	return 0;
@@ -596,6 +609,14 @@ static json_object *build_report(struct migration *m, const char *result,
 		(int64_t)(m->ch ? vy_channel_bytes_sent(m->ch) : m->wire_bytes)));
 	json_object_object_add(r, "bytes", b);
 	json_object_object_add(r, "phases_ms", json_object_get(m->phases_ms));
+	if (m->ck_steps.n || m->restore_steps) {
+		json_object *st = json_object_new_object();
+		if (m->ck_steps.n)
+			json_object_object_add(st, "checkpoint", vy_steps_json(&m->ck_steps));
+		if (m->restore_steps)
+			json_object_object_add(st, "restore", json_object_get(m->restore_steps));
+		json_object_object_add(r, "steps_ms", st);
+	}
 	if (!strcmp(m->mode, "jit") && !strcmp(result, "migrated")) {
 		json_object *h = json_object_new_object();
 		json_object_object_add(h, "state", json_object_new_string("hydrating"));
@@ -787,6 +808,7 @@ report:;
 	json_object_put(m->config);
 	json_object_put(m->net);
 	json_object_put(m->phases_ms);
+	json_object_put(m->restore_steps);
 	json_object_put(m->warnings);
 	json_object_put(m->hot);
 	json_object_put(m->serve);

@@ -13,6 +13,7 @@
 #include "bundle.h"
 #include "daemon.h"
 #include "manifest.h"
+#include "util.h"
 
 struct migration {
 	struct vy_daemon *d;
@@ -55,6 +56,8 @@ struct migration {
 	uint64_t wire_bytes; /* of a channel that is already closed */
 	json_object *phases_ms;
 	json_object *warnings; /* from the target, for the report */
+	struct vy_steps ck_steps;     /* the checkpoint phase, step by step */
+	json_object *restore_steps; /* the target's restore, step by step */
 	json_object *hot;      /* jit: paths the processes have open or mapped */
 	struct vy_scan_watch *watch[2 + VY_MAX_VOLUMES]; /* jit: changes since the skeleton */
 	json_object *serve;    /* jit: the trees we serve ({stream, root, manifest}) */

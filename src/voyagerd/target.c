@@ -784,13 +784,15 @@ static int write_bundle(struct session *s, json_object *config, char *bundle,
 
 /* Tell the source when the runtime restored the container outside the
  * cgroup its config names: its limits then no longer apply. */
-static void check_placement(struct session *s, const char *want, json_object *reply)
+static void check_placement(struct session *s, const char *want, const char *pid_file,
+			    json_object *reply)
 {
-	struct vy_container_state st;
+	cleanup_free char *text = NULL;
 	char got[4096];
-	if (!want[0] || want[0] != '/' ||
-	    vy_runtime_state(&s->d->rt, s->container, &st, NULL) < 0 || st.pid <= 0 ||
-	    vy_process_freezer_cgroup(st.pid, got, sizeof(got)) < 0 || !got[0] ||
+	long pid = 0;
+	if (!want[0] || want[0] != '/' || vy_read_file(pid_file, 64, &text, NULL, NULL) < 0 ||
+	    (pid = strtol(text, NULL, 10)) <= 0 ||
+	    vy_process_freezer_cgroup((pid_t)pid, got, sizeof(got)) < 0 || !got[0] ||
 	    !strcmp(got, want))
 		return;
 	char msg[8400];
@@ -807,6 +809,8 @@ static int restore_here(struct session *s, struct vy_message *msg, vy_error *err
 {
 	json_object *r = NULL, *config;
 	char bundle[PATH_MAX], images[PATH_MAX], work[PATH_MAX];
+	struct vy_steps st;
+	vy_steps_start(&st);
 	if (vy_message_json(msg, &r, err) < 0)
 		return -1;
 	int rc = 0;
@@ -829,32 +833,53 @@ static int restore_here(struct session *s, struct vy_message *msg, vy_error *err
 	json_object_put(r);
 	if (rc < 0)
 		return -1;
+	vy_steps_mark(&st, "bundle");
 	snprintf(images, sizeof(images), "%s/images", s->mig_dir);
 	snprintf(work, sizeof(work), "%s/work", s->mig_dir);
 	if (vy_mkdir_p(work, 0700, err) < 0)
 		return -1;
-	struct vy_checkpoint_opts o = { .tcp_established = s->tcp_established, .file_locks = true };
+	struct vy_checkpoint_opts o = {
+		.tcp_established = s->tcp_established,
+		.file_locks = true,
+		/* The namespace is ours and locked (build_network): CRIU need
+		 * not lock it too. */
+		.criu_config = s->net ? s->d->criu_conf : NULL,
+	};
 	/* post-copy: the lazy-pages daemon and the page tunnel first (postcopy_target.c) */
 	if (s->pc && vy_postcopy_target_start(s->pc, s->source_addr, s->id, images, work, err) < 0)
 		return -1;
 	o.lazy_pages = s->pc != NULL;
+	char pid_file[PATH_MAX + 16];
+	snprintf(pid_file, sizeof(pid_file), "%s/restored.pid", work);
+	o.pid_file = pid_file;
+	vy_steps_mark(&st, "prepare");
 	vy_journal_phase(s->j, "restoring", NULL);
 	uint64_t t0 = vy_now_ms();
+	vy_steps_mark(&st, "journal");
 	if (s->net && vy_net_link(s->net, true, err) < 0)
 		return vy_error_wrap(err, "attach network");
+	vy_steps_mark(&st, "link");
 	if (vy_runtime_restore(&s->d->rt, s->container, bundle, images, work, &o, err) < 0)
 		return -1;
 	s->restored = true;
+	vy_steps_mark(&st, "runtime");
 	/* The sockets exist now: let the client's retransmissions in, and
 	 * tell the segment where the address lives. */
-	if (s->net && (vy_net_unlock(s->netns, err) < 0 || vy_net_announce(s->netns, s->net, err) < 0))
+	if (s->net && vy_net_unlock(s->netns, err) < 0)
 		return vy_error_wrap(err, "network after restore");
+	vy_steps_mark(&st, "unlock");
+	if (s->net && vy_net_announce(s->netns, s->net, err) < 0)
+		return vy_error_wrap(err, "network after restore");
+	vy_steps_mark(&st, "announce");
 	vy_journal_set(s->j, "restored", json_object_new_boolean(1));
 	if (vy_journal_phase(s->j, "restored", err) < 0)
 		return -1;
+	vy_steps_mark(&st, "journal");
 	json_object *ok = json_object_new_object();
 	json_object_object_add(ok, "restore_ms", json_object_new_int64((int64_t)(vy_now_ms() - t0)));
-	check_placement(s, config_cgroup, ok);
+	check_placement(s, config_cgroup, pid_file, ok);
+	vy_steps_mark(&st, "placement");
+	json_object_object_add(ok, "steps_ms", vy_steps_json(&st));
 	rc = vy_channel_send_json(s->ch, VY_MSG_RESTORED, ok, err);
 	json_object_put(ok);
 	/* Restored: the background streams may take every file now (they
