@@ -25,6 +25,7 @@
 #include <openssl/sha.h>
 
 #include "cleanup.h"
+#include "log.h"
 #include "util.h"
 
 #define LOCK_TABLE "voyager_lock"
@@ -426,6 +427,7 @@ struct announce_job {
 	json_object *identity;
 	vy_error *err;
 	int rc;
+	int done; /* write end: rc goes there once every frame is sent */
 };
 
 /* The address of family af (AF_INET: struct in_addr, AF_INET6: struct
@@ -531,27 +533,25 @@ static int send_garp(int sock4, int sock6, const char *ifname, const char *mac_s
 	return 0;
 }
 
-/* setns() changes only the calling thread, so announce from a thread. */
+/* setns() changes only the calling thread, so announce from a thread.
+ * The caller goes on once the frames are sent; the thread then closes
+ * its sockets and ends by itself, because closing a packet socket waits
+ * for an RCU grace period (synchronize_net), about 10 ms each here, and
+ * the container is frozen until the target says it runs. */
 static void *announce_thread(void *arg)
 {
 	struct announce_job *j = arg;
+	int s = -1, s6 = -1;
 	int nsfd = open(j->path, O_RDONLY | O_CLOEXEC);
 	if (nsfd < 0 || setns(nsfd, CLONE_NEWNET) < 0) {
 		j->rc = vy_error_sys(j->err, errno, "enter %s", j->path);
-		if (nsfd >= 0)
-			close(nsfd);
-		return NULL;
+		goto out;
 	}
-	close(nsfd);
-	int s = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ARP));
-	int s6 = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_IPV6));
+	s = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ARP));
+	s6 = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_IPV6));
 	if (s < 0 || s6 < 0) {
 		j->rc = vy_error_sys(j->err, errno, "packet socket");
-		if (s >= 0)
-			close(s);
-		if (s6 >= 0)
-			close(s6);
-		return NULL;
+		goto out;
 	}
 	json_object *ifs = json_object_object_get(j->identity, "interfaces");
 	for (size_t k = 0; ifs && k < json_object_array_length(ifs); k++) {
@@ -564,19 +564,54 @@ static void *announce_thread(void *arg)
 						     json_object_get_string(json_object_array_get_idx(addrs, a)),
 						     vy_json_str(i, "name", ""));
 	}
-	close(s);
-	close(s6);
+out:
+	/* From here on the caller's err and identity are not ours. */
+	if (write(j->done, &j->rc, sizeof(j->rc)) != (ssize_t)sizeof(j->rc))
+		vy_warn("announce: cannot tell the caller: %s", strerror(errno));
+	close(j->done);
+	if (nsfd >= 0)
+		close(nsfd);
+	if (s >= 0)
+		close(s);
+	if (s6 >= 0)
+		close(s6);
+	free(j);
 	return NULL;
 }
 
 int vy_net_announce(const char *path, json_object *identity, vy_error *err)
 {
-	struct announce_job j = { path, identity, err, 0 };
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return vy_error_sys(err, errno, "pipe");
+	struct announce_job *j = malloc(sizeof(*j));
+	if (!j) {
+		close(p[0]);
+		close(p[1]);
+		return vy_error_set(err, ENOMEM, "out of memory");
+	}
+	*j = (struct announce_job){ path, identity, err, 0, p[1] };
+	pthread_attr_t a;
 	pthread_t t;
-	if (pthread_create(&t, NULL, announce_thread, &j) != 0)
+	pthread_attr_init(&a);
+	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+	int rc = pthread_create(&t, &a, announce_thread, j);
+	pthread_attr_destroy(&a);
+	if (rc != 0) {
+		free(j);
+		close(p[0]);
+		close(p[1]);
 		return vy_error_set(err, EAGAIN, "cannot start a thread");
-	pthread_join(t, NULL);
-	return j.rc;
+	}
+	int got = -1;
+	ssize_t n;
+	do
+		n = read(p[0], &got, sizeof(got));
+	while (n < 0 && errno == EINTR);
+	close(p[0]);
+	if (n != (ssize_t)sizeof(got))
+		return vy_error_set(err, EIO, "announce: the thread ended without a word");
+	return got;
 }
 
 static int arp_probe_socket(const char *ifname, int *ifindex, unsigned char mac[6], vy_error *err)
