@@ -36,6 +36,9 @@
 #
 # Inside HOST's mount namespace, /var/lib/vylab/NAME/hosts is a tmpfs that
 # holds only HOST's own directory, so hosts cannot see each other's files.
+# Where the machine's /run is not a tmpfs, HOST gets a tmpfs /run (as real
+# hosts have; CRIU caches what it learns of the kernel only there) with the
+# machine's /run entries bound in, except /run/vylab.
 #
 # Addresses: 10.77.X.(10+i) where X is derived from a hash of NAME and i is
 # the host's position (1-based) on the "up" command line.  Labs are isolated
@@ -136,15 +139,44 @@ _lab_host_up() {
 	# Persistent mount namespace.  Inside it, hide the other hosts: bind our
 	# own directory to a staging place, cover .../hosts with a tmpfs, and move
 	# our directory back on top.
+	#
+	# Then, where the machine's /run is not a tmpfs (this VM's is on its
+	# root filesystem), give the host a tmpfs /run as a real host has, with
+	# every entry of the machine's /run bound back in (so /run/voyager and
+	# /run/netns stay shared): CRIU keeps its cache of kernel facts
+	# (/run/criu.kdat) only on tmpfs, and without it every checkpoint and
+	# every restore probes the kernel again, 30-40 ms each here.
+	# /run/voyager must exist first: agents on one kernel share it.
+	mkdir -p /run/voyager "$LAB_VAR_BASE/$name/runstage-$host" || return 1
 	: >"$mnt" || return 1
 	unshare --mount="$mnt" --propagation private \
 		/bin/sh -euc '
-			hosts=$1 host=$2 stage=$3
+			hosts=$1 host=$2 stage=$3 old=$4 skip=$5
 			mount --bind "$hosts/$host" "$stage"
 			mount -t tmpfs -o mode=755,size=64k vylab "$hosts"
 			mkdir "$hosts/$host"
 			mount --move "$stage" "$hosts/$host"
-		' vylab "$LAB_VAR_BASE/$name/hosts" "$host" "$stage" || return 1
+			[ "$(stat -f -c %T /run)" = tmpfs ] && exit 0
+			mount --rbind /run "$old"
+			mount -t tmpfs -o mode=755,size=16m vylabrun /run
+			for e in "$old"/* "$old"/.[!.]*; do
+				[ -e "$e" ] || [ -L "$e" ] || continue
+				n=${e##*/}
+				# (CRIU'"'"'s cache must be the tmpfs'"'"'s own; mount(8)
+				# made /run/mount already)
+				case $n in "$skip" | criu.kdat* | .criu.kdat* | mount) continue ;; esac
+				if [ -L "$e" ]; then
+					ln -s "$(readlink "$e")" "/run/$n"
+				elif [ -d "$e" ]; then
+					mkdir "/run/$n" && mount --rbind "$e" "/run/$n"
+				else
+					: >"/run/$n" && mount --bind "$e" "/run/$n"
+				fi || echo "lab: /run/$n is not in host $host" >&2
+			done
+			umount -l "$old"
+		' vylab "$LAB_VAR_BASE/$name/hosts" "$host" "$stage" \
+		"$LAB_VAR_BASE/$name/runstage-$host" "$(basename "$LAB_RUN_BASE")" || return 1
+	rmdir "$LAB_VAR_BASE/$name/runstage-$host"
 	echo "$host $idx $ip" >>"$LAB_RUN_BASE/$name/hosts"
 }
 
