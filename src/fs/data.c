@@ -36,9 +36,9 @@
 #define FS(req) ((struct vyfs *)fuse_req_userdata(req))
 #define FILE_OF(fi) ((struct vyfs_file *)(uintptr_t)(fi)->fh)
 
-static bool incomplete(struct vyfs *fs, const struct vyfs_inode *in)
+static bool incomplete(struct vyfs *fs, struct vyfs_inode *in)
 {
-	int64_t f = in->track;
+	int64_t f = vyfs_track(fs, in);
 	return f >= 0 && !vy_chunkmap_complete(fs->cm, (uint32_t)f);
 }
 
@@ -141,8 +141,8 @@ static void choose_mode(struct vyfs *fs, fuse_req_t req, struct vyfs_inode *in,
 		in->cached_opens++;
 		fi->keep_cache = 0; /* a passthrough writer may have changed it */
 		atomic_fetch_add(&fs->n.cached_opens, 1);
-		if (in->track >= 0 && incomplete(fs, in)) {
-			if (!atomic_exchange(&fs->tracks[in->track].hot, true))
+		if (incomplete(fs, in)) {
+			if (!atomic_exchange(&fs->tracks[vyfs_track(fs, in)].hot, true))
 				atomic_fetch_add(&fs->nhot, 1);
 			vyfs_wake_background(fs);
 		}
@@ -246,7 +246,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 {
 	struct vyfs *fs = FS(req);
 	struct vyfs_inode *in = vyfs_inode(fs, ino);
-	int64_t f = in->track;
+	int64_t f = vyfs_track(fs, in);
 	if (f >= 0 && !vy_chunkmap_complete(fs->cm, (uint32_t)f)) {
 		int rc = vyfs_ensure(fs, (uint32_t)f, (uint64_t)off, size, 1);
 		if (rc < 0) {
@@ -324,7 +324,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 	struct vyfs *fs = FS(req);
 	struct vyfs_inode *in = vyfs_inode(fs, ino);
 	int fd = FILE_OF(fi)->fd;
-	int64_t f = in->track;
+	int64_t f = vyfs_track(fs, in);
 	ssize_t n;
 	if (size == 0) {
 		fuse_reply_write(req, 0);
@@ -352,7 +352,7 @@ int vyfs_truncate(struct vyfs *fs, struct vyfs_inode *in, int fd, off_t size)
 	if (fd < 0 && h.fd < 0)
 		return h.fd;
 	vyfs_proc_path(h.fd, proc);
-	int64_t f = in->track;
+	int64_t f = vyfs_track(fs, in);
 	if (f < 0 || size < 0)
 		return (fd >= 0 ? ftruncate(fd, size) : truncate(proc, size)) < 0 ? -errno : 0;
 	struct vyfs_track *t = &fs->tracks[f];
@@ -418,8 +418,8 @@ static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	}
 	int64_t drop = -1;
 	if (in->drop_on_close && !in->pt_opens && !in->cached_opens) {
-		drop = in->track;
-		in->track = -1;
+		drop = vyfs_track(fs, in);
+		__atomic_store_n(&in->track, -1, __ATOMIC_RELEASE);
 		in->drop_on_close = false;
 	}
 	pthread_mutex_unlock(&in->open_lock);
@@ -435,7 +435,7 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off,
 {
 	struct vyfs *fs = FS(req);
 	struct vyfs_inode *in = vyfs_inode(fs, ino);
-	int64_t f = in->track;
+	int64_t f = vyfs_track(fs, in);
 	/* Hydration would fill a punched hole again: make the range local
 	 * first, so the change sticks. */
 	if (f >= 0 && !vy_chunkmap_complete(fs->cm, (uint32_t)f)) {

@@ -163,9 +163,22 @@ static struct vyfs_inode *new_inode(struct vyfs *fs, int fd, struct file_handle 
 	in->type = st->st_mode & S_IFMT;
 	in->backing_fd = -1;
 	in->pin_fd = -1;
-	in->track = S_ISREG(st->st_mode) ? vy_chunkmap_find_ino(fs->cm, st->st_ino) : -1;
+	in->track = S_ISREG(st->st_mode) ? VYFS_TRACK_UNKNOWN : -1;
 	pthread_mutex_init(&in->open_lock, NULL);
 	return in;
+}
+
+int64_t vyfs_track(struct vyfs *fs, struct vyfs_inode *in)
+{
+	int64_t t = __atomic_load_n(&in->track, __ATOMIC_ACQUIRE);
+	if (t != VYFS_TRACK_UNKNOWN)
+		return t;
+	int64_t f = vy_chunkmap_find_ino(fs->cm, (uint64_t)in->ino);
+	/* Another thread may have found it, or forgotten it (-1), first. */
+	if (__atomic_compare_exchange_n(&in->track, &t, f, false, __ATOMIC_ACQ_REL,
+					__ATOMIC_ACQUIRE))
+		return f;
+	return t;
 }
 
 /* The known inode for st, with one more lookup reference, or NULL. */
@@ -181,17 +194,21 @@ static struct vyfs_inode *take_known(struct vyfs *fs, const struct stat *st)
 
 static struct file_handle *handle_at(int dirfd, const char *name)
 {
-	struct file_handle *h = malloc(sizeof(*h) + MAX_HANDLE_SZ);
+	/* Into a buffer of the largest size, then one allocation of the
+	 * size it took (ext4: 8 bytes): a cold scan makes one per file. */
+	union {
+		struct file_handle h;
+		unsigned char bytes[sizeof(struct file_handle) + MAX_HANDLE_SZ];
+	} buf;
 	int mount_id;
-	if (!h)
+	buf.h.handle_bytes = MAX_HANDLE_SZ;
+	if (name_to_handle_at(dirfd, name, &buf.h, &mount_id, 0) < 0)
 		return NULL;
-	h->handle_bytes = MAX_HANDLE_SZ;
-	if (name_to_handle_at(dirfd, name, h, &mount_id, 0) < 0) {
-		free(h);
-		return NULL;
-	}
-	struct file_handle *small = realloc(h, sizeof(*h) + h->handle_bytes);
-	return small ? small : h;
+	size_t len = sizeof(buf.h) + buf.h.handle_bytes;
+	struct file_handle *h = malloc(len);
+	if (h)
+		memcpy(h, &buf, len);
+	return h;
 }
 
 /* A new node for name: an O_PATH fd within the budget, else a handle (an

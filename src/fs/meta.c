@@ -261,7 +261,7 @@ void vyfs_forget_track(struct vyfs *fs, int64_t f)
 	struct vyfs_inode *in = NULL;
 	for (size_t b = 0; b < fs->nbuckets && !in; b++)
 		for (struct vyfs_inode *i = fs->buckets[b]; i; i = i->next)
-			if (i->track == f) {
+			if (vyfs_track(fs, i) == f) {
 				in = i;
 				break;
 			}
@@ -271,7 +271,7 @@ void vyfs_forget_track(struct vyfs *fs, int64_t f)
 		defer = in->cached_opens || in->pt_opens;
 		in->drop_on_close = defer;
 		if (!defer)
-			in->track = -1;
+			__atomic_store_n(&in->track, -1, __ATOMIC_RELEASE);
 		pthread_mutex_unlock(&in->open_lock);
 	}
 	pthread_mutex_unlock(&fs->table_lock);

@@ -48,7 +48,10 @@ struct vyfs_inode {
 	ino_t ino;
 	mode_t type;            /* S_IFMT bits */
 	uint64_t nlookup;       /* guarded by the table lock */
-	int64_t track;          /* chunk map file number, or -1 */
+	/* Chunk map file number, or -1; VYFS_TRACK_UNKNOWN until first
+	 * asked (vyfs_track): a lookup does not pay the chunk map's index
+	 * for a name that is only stat'ed. */
+	int64_t track;
 	/* Open modes, guarded by open_lock: the kernel refuses to mix cached
 	 * and passthrough opens of one inode. */
 	pthread_mutex_t open_lock;
@@ -67,6 +70,8 @@ struct vyfs_file {
 	int fd;                 /* our own fd on the backing file */
 	bool passthrough;       /* the kernel does its I/O directly */
 };
+
+#define VYFS_TRACK_UNKNOWN INT64_MIN
 
 /* Per tracked file (chunk map file number f). */
 struct vyfs_track {
@@ -180,6 +185,8 @@ void vyfs_proc_path(int fd, char out[64]);
 
 /* meta.c */
 void vyfs_meta_ops(struct fuse_lowlevel_ops *ops);
+/* in's chunk map file number (-1: not tracked), found on first use. */
+int64_t vyfs_track(struct vyfs *fs, struct vyfs_inode *in);
 /* Forget the chunk state of a tracked file whose last name just went. */
 /* The tracked file that name (beneath parent_fd) is the last name of, or
  * -1; after the name is gone, vyfs_forget_track() drops its chunk state
