@@ -126,7 +126,7 @@ void vy_criu_env_free(char **env)
 	free(env);
 }
 
-int vy_criu_config_write(const char *path, vy_error *err)
+int vy_criu_config_write(const char *path, bool netlock_skip, vy_error *err)
 {
 	/* An operator's own CRIU_CONFIG_FILE still applies: ours replaces
 	 * it in the runtime's environment, so it starts with its lines. */
@@ -137,13 +137,23 @@ int vy_criu_config_write(const char *path, vy_error *err)
 	cleanup_free char *text = NULL;
 	if (asprintf(&text, "%s%s%s"
 		     "# voyagerd: the CRIU that the runtime runs reads this file (through\n"
-		     "# CRIU_CONFIG_FILE) for containers whose network voyagerd locks itself,\n"
-		     "# with an nftables table inside the container's namespace, on both\n"
-		     "# hosts.  CRIU's own lock would only repeat it, and costs tens of\n"
-		     "# milliseconds of the freeze: it runs iptables-restore.\n"
-		     "network-lock skip\n",
+		     "# CRIU_CONFIG_FILE) when voyagerd checkpoints or restores.\n"
+		     "#\n"
+		     "# Files are checked by size only, not also by the build-id of the ELF\n"
+		     "# files the processes map: voyagerd moves every file with its SHA-256\n"
+		     "# and checks it, and reading build-ids on a just-in-time target reads\n"
+		     "# files that are still on the source, over the network, in the freeze.\n"
+		     "file-validation filesize\n"
+		     "%s",
 		     theirs ? "# from CRIU_CONFIG_FILE\n" : "", theirs ? theirs : "",
-		     theirs ? "\n" : "") < 0)
+		     theirs ? "\n" : "",
+		     netlock_skip ?
+		     "#\n"
+		     "# voyagerd locks the container's network itself, with an nftables\n"
+		     "# table inside its namespace on both hosts.  CRIU's own lock would\n"
+		     "# only repeat it, and costs tens of milliseconds of the freeze: it\n"
+		     "# runs iptables-restore.\n"
+		     "network-lock skip\n" : "") < 0)
 		return vy_error_set(err, ENOMEM, "out of memory");
 	if (vy_write_file_atomic(path, text, strlen(text), 0600, err) < 0)
 		return -1;

@@ -37,9 +37,9 @@ struct vy_checkpoint_opts {
 	bool lazy_pages; /* restore only: post-copy, pages from `criu lazy-pages`
 			  * (the checkpoint side is lazypages.h) */
 	/* A CRIU configuration file that the runtime's CRIU reads on top of
-	 * its own (CRIU_CONFIG_FILE); NULL or "": none.  The agent's says
-	 * `network-lock skip` where it locks the container's network itself
-	 * (vy_criu_config_write). */
+	 * its own (CRIU_CONFIG_FILE); NULL or "": none.  The agent's
+	 * (vy_criu_config_write) has files checked by size, and says
+	 * `network-lock skip` where it locks the container's network itself. */
 	const char *criu_config;
 	const char *pid_file; /* restore only: where the runtime writes the
 			       * container's PID (NULL: nowhere) */
@@ -50,9 +50,10 @@ struct vy_checkpoint_opts {
 char **vy_criu_env(const char *criu_config);
 void vy_criu_env_free(char **env);
 /* Write the agent's CRIU configuration to path (the operator's
- * CRIU_CONFIG_FILE, if set, then `network-lock skip`) and check that this
- * CRIU accepts it; on failure nothing is left at path. */
-int vy_criu_config_write(const char *path, vy_error *err);
+ * CRIU_CONFIG_FILE, if set, then `file-validation filesize` and, with
+ * netlock_skip, `network-lock skip`) and check that this CRIU accepts it;
+ * on failure nothing is left at path. */
+int vy_criu_config_write(const char *path, bool netlock_skip, vy_error *err);
 
 /* Find the runtime binary (name "runc" or "crun"); fails with a clear
  * message if it is unknown or missing. */

@@ -47,9 +47,11 @@ struct vy_daemon {
 	bool soft_dirty;   /* criu check --feature mem_dirty_track */
 	bool uffd;         /* criu check --feature uffd-noncoop */
 	int commit_timeout_ms;
-	/* CRIU configuration for containers whose network we lock ourselves
-	 * (`network-lock skip`); "" where this CRIU refuses it. */
+	/* CRIU configuration for every checkpoint and restore (files checked
+	 * by size), and for containers whose network we lock ourselves (the
+	 * same and `network-lock skip`); "" where this CRIU refuses it. */
 	char criu_conf[PATH_MAX];
+	char criu_conf_netlock[PATH_MAX];
 };
 
 /* A migration in flight, for `voyager status`. */

@@ -167,10 +167,16 @@ int main(int argc, char **argv)
 		fprintf(stderr, "voyagerd: state dir: %s\n", err.msg);
 		return 1;
 	}
-	snprintf(d.criu_conf, sizeof(d.criu_conf), "%s/criu-netlock.conf", d.state_dir);
-	if (vy_criu_config_write(d.criu_conf, &err) < 0) {
-		vy_warn("CRIU will lock the network itself as well: %s", err.msg);
+	snprintf(d.criu_conf, sizeof(d.criu_conf), "%s/criu.conf", d.state_dir);
+	snprintf(d.criu_conf_netlock, sizeof(d.criu_conf_netlock), "%s/criu-netlock.conf",
+		 d.state_dir);
+	if (vy_criu_config_write(d.criu_conf, false, &err) < 0) {
+		vy_warn("CRIU runs with its own settings only: %s", err.msg);
 		d.criu_conf[0] = '\0';
+	}
+	if (vy_criu_config_write(d.criu_conf_netlock, true, &err) < 0) {
+		vy_warn("CRIU will lock the network itself as well: %s", err.msg);
+		snprintf(d.criu_conf_netlock, sizeof(d.criu_conf_netlock), "%s", d.criu_conf);
 	}
 	struct sigaction sa = { .sa_handler = on_signal };
 	sigaction(SIGTERM, &sa, NULL);

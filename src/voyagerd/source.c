@@ -335,8 +335,9 @@ static int checkpoint(struct migration *m, vy_error *err)
 	m->frozen = true;
 	vy_steps_mark(&m->ck_steps, "pause");
 	m->opts.leave_running = true;
-	/* Our lock holds the container's network: CRIU need not lock it too. */
-	m->opts.criu_config = m->net_locked ? m->d->criu_conf : NULL;
+	/* Where our lock holds the container's network, CRIU need not lock
+	 * it too. */
+	m->opts.criu_config = m->net_locked ? m->d->criu_conf_netlock : m->d->criu_conf;
 	int ck = m->pc ? vy_postcopy_dump(m, err) /* post-copy: the lazy checkpoint (postcopy.c) */
 		       : vy_runtime_checkpoint(&m->d->rt, m->container, m->images, m->work, &m->opts, err);
 	if (ck < 0) {

@@ -843,7 +843,7 @@ static int restore_here(struct session *s, struct vy_message *msg, vy_error *err
 		.file_locks = true,
 		/* The namespace is ours and locked (build_network): CRIU need
 		 * not lock it too. */
-		.criu_config = s->net ? s->d->criu_conf : NULL,
+		.criu_config = s->net ? s->d->criu_conf_netlock : s->d->criu_conf,
 	};
 	/* post-copy: the lazy-pages daemon and the page tunnel first (postcopy_target.c) */
 	if (s->pc && vy_postcopy_target_start(s->pc, s->source_addr, s->id, images, work, err) < 0)

@@ -105,8 +105,12 @@ static void test_criu_config(void)
 	snprintf(conf, sizeof(conf), "%s", join(dir, "criu.conf"));
 	snprintf(own, sizeof(own), "%s", join(dir, "own.conf"));
 	vy_error err;
-	CHECK(vy_criu_config_write(conf, &err) == 0);
+	CHECK(vy_criu_config_write(conf, true, &err) == 0);
 	CHECK(file_has(conf, "\nnetwork-lock skip\n"));
+	CHECK(file_has(conf, "\nfile-validation filesize\n"));
+	CHECK(vy_criu_config_write(conf, false, &err) == 0);
+	CHECK(!file_has(conf, "network-lock"));
+	CHECK(file_has(conf, "\nfile-validation filesize\n"));
 
 	FILE *f = fopen(own, "w");
 	CHECK(f != NULL);
@@ -115,7 +119,7 @@ static void test_criu_config(void)
 		fclose(f);
 	}
 	setenv("CRIU_CONFIG_FILE", own, 1);
-	CHECK(vy_criu_config_write(conf, &err) == 0);
+	CHECK(vy_criu_config_write(conf, true, &err) == 0);
 	CHECK(file_has(conf, "tcp-close\n"));
 	CHECK(file_has(conf, "\nnetwork-lock skip\n"));
 
@@ -125,13 +129,13 @@ static void test_criu_config(void)
 		fputs("no-such-criu-option-anywhere\n", f);
 		fclose(f);
 	}
-	CHECK(vy_criu_config_write(conf, &err) < 0);
+	CHECK(vy_criu_config_write(conf, true, &err) < 0);
 	CHECK(access(conf, F_OK) < 0 && errno == ENOENT);
 	CHECK(strstr(err.msg, "criu refuses") != NULL);
 
 	/* One that cannot be read says so. */
 	setenv("CRIU_CONFIG_FILE", "/nonexistent/vy.conf", 1);
-	CHECK(vy_criu_config_write(conf, &err) < 0);
+	CHECK(vy_criu_config_write(conf, true, &err) < 0);
 	CHECK(strstr(err.msg, "CRIU_CONFIG_FILE") != NULL);
 	unsetenv("CRIU_CONFIG_FILE");
 }
