@@ -306,3 +306,26 @@ int vy_memory_mode_choose(const char *requested, const struct vy_memory_caps *ca
 		 !caps->uffd ? "no userfaultfd" : no_lazy_pages_reason(caps->runtime));
 	return 0;
 }
+
+bool vy_netns_loopback_only(int pid)
+{
+	char path[64], line[512];
+	snprintf(path, sizeof(path), "/proc/%d/net/dev", pid);
+	FILE *f = pid > 0 ? fopen(path, "re") : NULL;
+	if (!f)
+		return false;
+	int n = 0, others = 0;
+	while (fgets(line, sizeof(line), f)) {
+		if (++n <= 2) /* two lines of headers */
+			continue;
+		char *colon = strchr(line, ':');
+		if (!colon)
+			continue;
+		*colon = '\0';
+		const char *name = line + strspn(line, " ");
+		if (strcmp(name, "lo") != 0)
+			others++;
+	}
+	fclose(f);
+	return n > 2 && others == 0;
+}

@@ -34,6 +34,9 @@ int vy_criu_cpuinfo_check(const char *dir, vy_error *err);
 /* Walk the processes that share PID's pid namespace (the container's):
  * the first non-root uid among them (0 if none) and their summed RSS. */
 int vy_container_processes(int pid, int *nonroot_uid, uint64_t *rss_bytes);
+/* Whether pid's network namespace has no interface but loopback (then
+ * no packet from outside can reach it); false when it cannot tell. */
+bool vy_netns_loopback_only(int pid);
 
 /* Does `criu check --feature NAME` pass on this host? */
 bool vy_criu_has_feature(const char *name);

@@ -106,6 +106,7 @@ static int load_container(struct migration *m, vy_error *err)
 		if (vy_net_describe(m->netns, &m->net, err) < 0)
 			return vy_error_wrap(err, "network identity of %s", m->container);
 	}
+	m->pid = st.pid;
 	int uid = 0;
 	uint64_t rss = 0;
 	vy_container_processes(st.pid, &uid, &rss);
@@ -336,8 +337,12 @@ static int checkpoint(struct migration *m, vy_error *err)
 	vy_steps_mark(&m->ck_steps, "pause");
 	m->opts.leave_running = true;
 	/* Where our lock holds the container's network, CRIU need not lock
-	 * it too. */
-	m->opts.criu_config = m->net_locked ? m->d->criu_conf_netlock : m->d->criu_conf;
+	 * it too; nor where its namespace has nothing but loopback (the
+	 * runtime made it): no packet from outside can get in.  Read at the
+	 * freeze, so an interface added since pre-flight counts. */
+	m->net_lo_only = !m->net && vy_netns_loopback_only(m->pid);
+	m->opts.criu_config = m->net_locked || m->net_lo_only ? m->d->criu_conf_netlock
+							      : m->d->criu_conf;
 	int ck = m->pc ? vy_postcopy_dump(m, err) /* post-copy: the lazy checkpoint (postcopy.c) */
 		       : vy_runtime_checkpoint(&m->d->rt, m->container, m->images, m->work, &m->opts, err);
 	if (ck < 0) {
@@ -382,6 +387,9 @@ static int restore_remote(struct migration *m, vy_error *err)
 	json_object_object_add(r, "config", json_object_get(m->config));
 	json_object_object_add(r, "tcp_established", json_object_new_boolean(m->opts.tcp_established));
 	json_object_object_add(r, "lazy_pages", json_object_new_boolean(m->pc != NULL));
+	/* The container's own namespace, loopback only: CRIU need not lock
+	 * the one it makes on the target either. */
+	json_object_object_add(r, "netns_loopback_only", json_object_new_boolean(m->net_lo_only));
 	int rc = vy_channel_send_json(m->ch, VY_MSG_RESTORE, r, err);
 	json_object_put(r);
 	if (rc < 0)

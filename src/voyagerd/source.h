@@ -40,6 +40,8 @@ struct migration {
 	char netns[PATH_MAX];  /* the container's network namespace, if host-made */
 	json_object *net;      /* its identity (netns.h) */
 	bool net_locked, net_detached;
+	bool net_lo_only; /* its own network namespace, loopback only */
+	int pid;          /* the container's first process, from pre-flight */
 	/* Packets that reach the container while it is frozen (pkthold.h). */
 	struct vy_hold *hold;  /* capturing or captured, or NULL */
 	char hold_state[256];  /* the report's: "af_packet" or "off: why" */

@@ -830,6 +830,7 @@ static int restore_here(struct session *s, struct vy_message *msg, vy_error *err
 		snprintf(config_cgroup, sizeof(config_cgroup), "%s",
 			 vy_json_str(json_object_object_get(config, "linux"), "cgroupsPath", ""));
 	s->tcp_established = json_object_get_boolean(json_object_object_get(r, "tcp_established"));
+	bool lo_only = json_object_get_boolean(json_object_object_get(r, "netns_loopback_only"));
 	json_object_put(r);
 	if (rc < 0)
 		return -1;
@@ -841,9 +842,10 @@ static int restore_here(struct session *s, struct vy_message *msg, vy_error *err
 	struct vy_checkpoint_opts o = {
 		.tcp_established = s->tcp_established,
 		.file_locks = true,
-		/* The namespace is ours and locked (build_network): CRIU need
-		 * not lock it too. */
-		.criu_config = s->net ? s->d->criu_conf_netlock : s->d->criu_conf,
+		/* The namespace is ours and locked (build_network), or CRIU
+		 * makes one with nothing but loopback: either way CRIU need not
+		 * lock it. */
+		.criu_config = s->net || lo_only ? s->d->criu_conf_netlock : s->d->criu_conf,
 	};
 	/* post-copy: the lazy-pages daemon and the page tunnel first (postcopy_target.c) */
 	if (s->pc && vy_postcopy_target_start(s->pc, s->source_addr, s->id, images, work, err) < 0)

@@ -2,11 +2,15 @@
  * environment and configuration handed to the runtime's CRIU, and the
  * step timer behind the report's steps_ms. */
 #include <errno.h>
+#include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include "preflight.h"
 #include "runtime.h"
 #include "util.h"
 
@@ -169,6 +173,35 @@ static void test_steps(void)
 	CHECK(st.n == VY_STEPS_MAX);
 }
 
+/* A process in a namespace of its own with nothing but loopback, against
+ * this one's (the host's, with its interfaces), and no process at all. */
+static void test_netns_loopback_only(void)
+{
+	int p[2];
+	CHECK(pipe(p) == 0);
+	pid_t child = fork();
+	if (child == 0) {
+		char ok = unshare(CLONE_NEWNET) == 0 ? 'y' : 'n';
+		if (write(p[1], &ok, 1) != 1)
+			_exit(1);
+		pause();
+		_exit(0);
+	}
+	char ok = 0;
+	CHECK(read(p[0], &ok, 1) == 1);
+	CHECK(ok == 'y');
+	CHECK(vy_netns_loopback_only(child));
+	kill(child, SIGKILL);
+	waitpid(child, NULL, 0);
+	close(p[0]);
+	close(p[1]);
+	if (access("/proc/self/net/dev", R_OK) == 0 &&
+	    system("test \"$(grep -c : /proc/self/net/dev)\" -gt 1") == 0)
+		CHECK(!vy_netns_loopback_only(getpid()));
+	CHECK(!vy_netns_loopback_only(0));
+	CHECK(!vy_netns_loopback_only(child)); /* gone */
+}
+
 int main(void)
 {
 	RUN(test_exit_status_and_output);
@@ -178,5 +211,6 @@ int main(void)
 	RUN(test_env_replaces_criu_config);
 	RUN(test_criu_config);
 	RUN(test_steps);
+	RUN(test_netns_loopback_only);
 	return unit_summary();
 }
