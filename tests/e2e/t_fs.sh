@@ -48,6 +48,16 @@ cleanup() {
 	[ -n "$FS_PID" ] && kill -9 "$FS_PID" 2>/dev/null
 	[ -n "$SRC_PID" ] && kill -9 "$SRC_PID" 2>/dev/null
 	[ "${VYFS_KEEP:-0}" = 1 ] && { echo "kept $W"; return; }
+	# A failed check shows what voyager-fs and the source said: the
+	# directory with their logs goes next.
+	if [ "${T_FAIL:-0}" -gt 0 ]; then
+		local log
+		for log in "$W/fs.log" "$W/source.log"; do
+			[ -s "$log" ] || continue
+			echo "# the last lines of ${log##*/}:"
+			tail -40 "$log" | sed 's/^/#   /'
+		done
+	fi
 	rm -rf "$W"
 }
 trap cleanup EXIT
