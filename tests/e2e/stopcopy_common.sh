@@ -60,6 +60,17 @@ for k in downtime_ms total_ms bytes.memory bytes.rootfs bytes.volumes phases_ms.
 done
 [ -z "${missing:-}" ] && t_ok "report has downtime, total, bytes per kind, phase times" ||
 	t_fail "report fields" "missing:$missing"
+# Where the freeze went: the runtime's checkpoint and restore are steps of
+# their own, and the checkpoint's steps fit in the checkpoint phase.
+python3 - "$out" <<'PY' && t_ok "report has the freeze's steps (steps_ms), within their phases" ||
+import json, sys
+r = json.loads(sys.argv[1])
+st, ph = r["steps_ms"], r["phases_ms"]
+assert st["checkpoint"]["runtime"] > 0 and st["restore"]["runtime"] > 0, st
+assert sum(st["checkpoint"].values()) <= ph["checkpoint"] + 2, (st, ph)
+assert st["restore"]["runtime"] <= ph["restore"] + 2, (st, ph)
+PY
+	t_fail "steps_ms" "$(vy_json_get "$out" steps_ms)"
 if [ "$MODE" = jit ]; then
 	[ "$(vy_json_get "$out" hydration.bytes_left)" -gt 60000000 ] 2>/dev/null &&
 		t_ok "jit: the volumes' bytes are left to hydrate" ||
@@ -144,6 +155,12 @@ st=$(vy_cli "$LAB" a --json status "$mid")
 [ ! -e "$A/state/migrations/$mid" ] && t_ok "source checkpoint deleted after commit" ||
 	t_fail "source checkpoint deleted after commit"
 
+# crun 1.21 restores every container into the root cgroup; the target sees
+# it from the PID the runtime wrote (--pid-file), and must say so.
+if [ "$RUNTIME" = crun ] && crun --version | head -1 | grep -qx "crun version 1.21" &&
+	[ -z "$(vy_json_get "$out" warnings)" ]; then
+	t_fail "crun 1.21: the report warns about the cgroup" "no warnings: $out"
+fi
 if [ "$RUNTIME" = crun ] && [ -n "$(vy_json_get "$out" warnings)" ]; then
 	# crun 1.21 restores into the root cgroup: Voyager says so, and refuses
 	# to freeze such a container again rather than risk it running twice.
