@@ -119,10 +119,11 @@ void vy_criu_env_free(char **env)
 {
 	if (!env)
 		return;
-	size_t i = 0;
-	while (env[i] && strncmp(env[i], "CRIU_CONFIG_FILE=", 17) != 0)
-		i++;
-	free(env[i]); /* ours is the only one left, and the last */
+	size_t n = 0;
+	while (env[n])
+		n++;
+	if (n)
+		free(env[n - 1]); /* ours, the last (vy_criu_env) */
 	free(env);
 }
 

@@ -171,11 +171,14 @@ int main(int argc, char **argv)
 	snprintf(d.criu_conf_netlock, sizeof(d.criu_conf_netlock), "%s/criu-netlock.conf",
 		 d.state_dir);
 	if (vy_criu_config_write(d.criu_conf, false, &err) < 0) {
-		vy_warn("CRIU runs with its own settings only: %s", err.msg);
+		vy_warn("CRIU runs with its own settings only (it reads the build-id of "
+			"every mapped file, which slows a jit restore): %s; fix or unset "
+			"CRIU_CONFIG_FILE, or use CRIU 3.17 or newer", err.msg);
 		d.criu_conf[0] = '\0';
 	}
 	if (vy_criu_config_write(d.criu_conf_netlock, true, &err) < 0) {
-		vy_warn("CRIU will lock the network itself as well: %s", err.msg);
+		vy_warn("CRIU will lock the network itself as well (iptables, inside the "
+			"freeze): %s", err.msg);
 		snprintf(d.criu_conf_netlock, sizeof(d.criu_conf_netlock), "%s", d.criu_conf);
 	}
 	struct sigaction sa = { .sa_handler = on_signal };
