@@ -4,12 +4,15 @@
 #   bench/jit.sh [--runs N] [--quick] [--disk MIB] [--files N] [--rate RATE]
 #                [--out PREFIX] [--build DIR] [--no-setup] [--no-drop-caches]
 #                [--nofile N] [--memory MODE] [--parts LIST] [--fio-seconds S]
+#                [--fio-jobs LIST]
 #       --runs     repetitions of each measurement                     3
 #       --quick    1 repetition, shorter iperf3 and fio (~3 minutes; the
 #                  default took ~6 minutes on 2 cores before fio's round
 #                  with the data local was added, not timed since)
 #       --fio-seconds S  runtime of the time-based fio jobs (randread,
 #                  randwrite)                           5, or 3 with --quick
+#       --fio-jobs LIST  which fio jobs part 3 runs, of seqread, seqread-warm,
+#                  randread, randwrite     seqread,seqread-warm,randread,randwrite
 #       --disk     MiB of random data in the "full" rootfs, in 256 MiB
 #                  files /data/blob0...                                1024
 #       --files    files in the metadata tree                          50000
@@ -56,15 +59,23 @@
 #     (STATE/containers/ID/bundle/rootfs, b's mount namespace) against the
 #     very same files in its backing directory (STATE/containers/ID/
 #     backing/1): same inodes, same extents, same job, each repetition in
-#     both orders (native, voyager-fs, voyager-fs, native).  Jobs: seqread
-#     (1 MiB, the whole set once), randread (4 KiB, time-based), randwrite
-#     (4 KiB, time-based, buffered, no fsync: the write path, not the
-#     disk).  psync, iodepth 1, direct=0; before every job the files are
-#     read once (so that the VM's disk cache on the host holds them for
-#     every job alike), then each file's dirty pages are synced and its page
-#     cache dropped (fdatasync + POSIX_FADV_DONTNEED, on the backing file,
-#     whose cache passthrough uses, and through the mount); fincore records
-#     what stayed cached.  Figure: median(voyager-fs) / median(native).
+#     both orders (see below).  Jobs: seqread
+#     (1 MiB, the whole set once), seqread-warm (the same with the files
+#     already in the page cache: the file system's own cost, which the
+#     disk does not hide), randread (4 KiB, time-based), randwrite (4 KiB,
+#     time-based, buffered, no fsync: the write path, not the disk).
+#     psync, iodepth 1, direct=0; before every job the files are read once
+#     (so that the VM's disk cache on the host holds them for every job
+#     alike), then, except for seqread-warm, each file's dirty pages are
+#     synced and its page cache dropped (fdatasync + POSIX_FADV_DONTNEED,
+#     on the backing file, whose cache passthrough uses, and through the
+#     mount); fincore records what stayed cached.  Figure: median(voyager-
+#     fs) / median(native); beside it the paired ratio: per repetition,
+#     the mean of its two voyager-fs jobs / the mean of its two native
+#     ones (they ran next to each other), median and range over the
+#     repetitions.  Odd repetitions run native, voyager-fs, voyager-fs,
+#     native; even ones the mirror image (a cold read's speed here depends
+#     on its place in the four).
 #  4. Metadata.  A container with FILES small files (about 1 KiB each, 500
 #     per directory) under /data/meta migrates with --hydrate-rate 256K, so
 #     that hydration is still in progress; `find ROOT -xdev -print0 | xargs
@@ -98,6 +109,7 @@ NOFILE=""
 PARTS=downtime,fio,meta
 MEMORY=stop-copy
 FIO_S_OPT=""
+FIO_JOBS=seqread,seqread-warm,randread,randwrite
 usage() { sed -n '2,/^$/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2; exit 2; }
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -114,6 +126,7 @@ while [ $# -gt 0 ]; do
 	--parts) PARTS=${2:-}; shift 2 || usage ;;
 	--memory) MEMORY=${2:-}; shift 2 || usage ;;
 	--fio-seconds) FIO_S_OPT=${2:-}; shift 2 || usage ;;
+	--fio-jobs) FIO_JOBS=${2:-}; shift 2 || usage ;;
 	-h | --help) usage ;;
 	*) echo "jit: unknown argument '$1'" >&2; usage ;;
 	esac
@@ -123,6 +136,11 @@ for v in "$RUNS" "$DISK" "$NFILES" "${NOFILE:-0}"; do
 done
 for v in ${PARTS//,/ }; do
 	[[ $v =~ ^(downtime|fio|meta)$ ]] || { echo "jit: --parts: downtime, fio, meta" >&2; exit 2; }
+done
+[ -n "$FIO_JOBS" ] || { echo "jit: --fio-jobs wants a list" >&2; exit 2; }
+for v in ${FIO_JOBS//,/ }; do
+	[[ $v =~ ^(seqread|seqread-warm|randread|randwrite)$ ]] ||
+		{ echo "jit: --fio-jobs: seqread, seqread-warm, randread, randwrite" >&2; exit 2; }
 done
 [[ $MEMORY =~ ^[a-z-]{1,20}$ ]] || { echo "jit: bad --memory '$MEMORY'" >&2; exit 2; }
 [[ $RATE =~ ^[0-9]+(bit|kbit|mbit|gbit)$ ]] || { echo "jit: bad --rate '$RATE'" >&2; exit 2; }
@@ -464,7 +482,7 @@ run_fio() {
 	local target=$1 dir=$2 job=$3 rep=$4 state=$5 files="" i args out pt0 pt1 c0 c1 resident
 	for ((i = 0; i < NBLOBS; i++)); do files="$files${files:+:}$dir/blob$i"; done
 	case $job in
-	seqread) args=(--rw=read --bs=1M) ;;
+	seqread | seqread-warm) args=(--rw=read --bs=1M) ;;
 	randread) args=(--rw=randread --bs=4k --time_based --runtime="$FIO_S") ;;
 	randwrite) args=(--rw=randwrite --bs=4k --time_based --runtime="$FIO_S") ;;
 	esac
@@ -480,35 +498,54 @@ run_fio() {
 	# once first, so that every job finds them there (and not in ours),
 	# whichever target runs first.
 	cat "${bk[@]}" >/dev/null
-	drop_cache "${bk[@]}"
-	drop_cache "${mn[@]}"
+	if [ "$job" = seqread-warm ]; then
+		# warm: every byte in the page cache the job will read from (the
+		# backing file's for passthrough, the mount's otherwise)
+		lab_exec "$LAB" b cat "${mn[@]}" >/dev/null
+		args+=(--invalidate=0)
+	else
+		drop_cache "${bk[@]}"
+		drop_cache "${mn[@]}"
+		args+=(--invalidate=1)
+	fi
 	# page cache the backing files still hold (fincore), to show the job starts cold
 	resident=$(fincore -b -n -o RES "${bk[@]}" 2>/dev/null | awk '{s += $1} END {print s + 0}')
 	pt0=$(fs_get "$KEPT_ID" passthrough_opens)
 	c0=$(fs_get "$KEPT_ID" cached_opens)
+	# read requests the backing files' block device completed, and their
+	# size: how much the kernel read ahead for each target
+	local dev d0="" d1=""
+	dev=$(stat -c '%Hd:%Ld' "${bk[0]}" 2>/dev/null)
+	[ -r "/sys/dev/block/$dev/stat" ] && d0=$(awk '{print $1, $3}' "/sys/dev/block/$dev/stat")
 	out=$(lab_exec "$LAB" b timeout $((FIO_S + 120)) fio --name="vyjit-$job" --filename="$files" \
-		--size=$((DISK << 20)) --ioengine=psync --iodepth=1 --direct=0 --invalidate=1 \
+		--size=$((DISK << 20)) --ioengine=psync --iodepth=1 --direct=0 \
 		--randrepeat=0 --norandommap --output-format=json "${args[@]}" 2>>"$WORK/fio.err")
+	[ -n "$d0" ] && d1=$(awk '{print $1, $3}' "/sys/dev/block/$dev/stat")
 	pt1=$(fs_get "$KEPT_ID" passthrough_opens)
 	c1=$(fs_get "$KEPT_ID" cached_opens)
 	python3 -c 'import json, sys
-target, job, rep, pt0, pt1, c0, c1, resident, state = sys.argv[1:10]
+target, job, rep, pt0, pt1, c0, c1, resident, state, d0, d1 = sys.argv[1:12]
 try:
-    j = json.loads(sys.argv[10])["jobs"][0]
+    j = json.loads(sys.argv[12])["jobs"][0]
     d = j["write" if job == "randwrite" else "read"]
     r = {"bw_bytes": d["bw_bytes"], "iops": round(d["iops"], 1), "runtime_ms": d["runtime"],
          "io_bytes": d["io_bytes"]}
 except Exception as x:
     r = {"bw_bytes": None, "error": "fio: %s" % (str(x) or "no output")}
 r.update({"target": target, "job": job, "rep": int(rep), "state": state, "resident_before": int(resident or 0)})
+if d0 and d1:
+    (n0, s0), (n1, s1) = (map(int, d0.split()), map(int, d1.split()))
+    r["dev_reads"], r["dev_read_kib"] = n1 - n0, (s1 - s0) // 2
 if target == "voyager-fs":
     n = lambda s: int(s) if s.isdigit() else None
     r["passthrough_opens"] = n(pt1) - n(pt0) if n(pt1) is not None and n(pt0) is not None else None
     r["cached_opens"] = n(c1) - n(c0) if n(c1) is not None and n(c0) is not None else None
-print(json.dumps(r))' "$target" "$job" "$rep" "${pt0:-}" "${pt1:-}" "${c0:-}" "${c1:-}" "${resident:-}" "$state" "${out:-}" >>"$WORK/fio.jsonl"
+print(json.dumps(r))' "$target" "$job" "$rep" "${pt0:-}" "${pt1:-}" "${c0:-}" "${c1:-}" "${resident:-}" "$state" \
+		"$d0" "$d1" "${out:-}" >>"$WORK/fio.jsonl"
 	log "fio $job $target ($state): $(tail -1 "$WORK/fio.jsonl" | python3 -c 'import json,sys
 r = json.load(sys.stdin)
 print(("%.1f MiB/s, %.0f IOPS, %d MiB cached before" % (r["bw_bytes"] / 1048576, r["iops"], r["resident_before"] >> 20)) if r.get("bw_bytes") else r.get("error"),
+      ("device: %d reads, %d KiB each" % (r["dev_reads"], r["dev_read_kib"] // max(r["dev_reads"], 1))) if r.get("dev_reads") is not None else "",
       ("(opens: %s passthrough, %s cached)" % (r.get("passthrough_opens"), r.get("cached_opens"))) if r["target"] == "voyager-fs" else "")')"
 }
 
@@ -622,20 +659,31 @@ if want downtime; then
 fi
 
 # ------------------------------------------------------------- 3: fio
-# fio_round STATE: every job on KEPT_ID, each repetition in both orders
-# (native, voyager-fs, voyager-fs, native): on this VM the first of two
-# back-to-back cold reads is often slower whichever target it is (the
-# host's disk cache).
+# fio_round STATE: every job on KEPT_ID, each repetition in both orders,
+# native, voyager-fs, voyager-fs, native in odd repetitions and the mirror
+# image in even ones, so that each target takes each of the four places
+# equally often: on this VM a cold read's speed depends on its place (the
+# host's disk cache), by up to a third, and not the same way in every run.
 fio_round() {
-	local job r
-	for job in seqread randread randwrite; do
+	local job r t1 t2
+	for job in ${FIO_JOBS//,/ }; do
 		for ((r = 1; r <= RUNS; r++)); do
-			run_fio native "$(backing_of "$KEPT_ID")/data" "$job" "$r" "$1"
-			run_fio voyager-fs "$(mnt_of "$KEPT_ID")/data" "$job" "$r" "$1"
-			run_fio voyager-fs "$(mnt_of "$KEPT_ID")/data" "$job" "$r" "$1"
-			run_fio native "$(backing_of "$KEPT_ID")/data" "$job" "$r" "$1"
+			t1=native t2=voyager-fs
+			[ $((r % 2)) = 0 ] && t1=voyager-fs t2=native
+			fio_on "$t1" "$job" "$r" "$1"
+			fio_on "$t2" "$job" "$r" "$1"
+			fio_on "$t2" "$job" "$r" "$1"
+			fio_on "$t1" "$job" "$r" "$1"
 		done
 	done
+}
+# fio_on TARGET JOB REP STATE
+fio_on() {
+	if [ "$1" = native ]; then
+		run_fio native "$(backing_of "$KEPT_ID")/data" "$2" "$3" "$4"
+	else
+		run_fio voyager-fs "$(mnt_of "$KEPT_ID")/data" "$2" "$3" "$4"
+	fi
 }
 
 # migrate_held ID KIND RATE PART REPORT: start a KIND container on a and
@@ -743,11 +791,25 @@ S["hydration_bps"] = stats([r["hydration"]["bps"] for r in runs_l
 S["journal_hydration_bps"] = stats([r["journal_hydration"].get("bps") for r in runs_l
                                     if r["mode"] == "jit" and r["kind"] == "full" and r["ok"]])
 S["iperf3_bps"] = stats([r["bps"] for r in iperf_l])
-for job in ("seqread", "randread", "randwrite"):
+FIO_JOBS = ("seqread", "seqread-warm", "randread", "randwrite")
+for job in FIO_JOBS:
     for t in ("native", "voyager-fs"):
         for st, pre in (("independent", "fio"), ("local", "fio_local")):
             S["%s/%s/%s" % (pre, job, t)] = stats([r.get("bw_bytes") for r in fio_l if r["job"] == job and
                                                    r["target"] == t and r.get("state", "independent") == st])
+
+def paired(job, st):
+    """Per repetition: mean of its voyager-fs jobs / mean of its native
+    ones (run next to each other); stats over the repetitions."""
+    prs = []
+    for rep in sorted({r["rep"] for r in fio_l}):
+        sel = [r for r in fio_l if r["job"] == job and r["rep"] == rep and r.get("state", "independent") == st
+               and r.get("bw_bytes")]
+        fs = [r["bw_bytes"] for r in sel if r["target"] == "voyager-fs"]
+        nat = [r["bw_bytes"] for r in sel if r["target"] == "native"]
+        if fs and nat:
+            prs.append(round(statistics.mean(fs) / statistics.mean(nat), 3))
+    return stats(prs)
 # A scan counts only when it saw every entry the native scan saw (one that
 # failed part-way, e.g. EMFILE inside voyager-fs, is listed, not used).
 native_n = {(r["files"], r["state"], r["rep"], r["cache"]): r["entries"] for r in meta_l if r["target"] == "native"}
@@ -770,11 +832,11 @@ mibs = lambda x: "%.1f MiB/s" % (x / 1048576)
 msec = lambda x: "%.0f ms" % (x / 1000)
 ms = lambda x: "%d ms" % x
 rows = []
-def row(key, name, num, den, goal, op, f):
+def row(key, name, num, den, goal, op, f, pair=None):
     r = ratio(S.get(num), S.get(den))
     met = None if r is None or goal is None else (r <= goal if op == "<=" else r >= goal)
     rows.append({"key": key, "figure": name, "value": S.get(num), "baseline": S.get(den), "ratio": r,
-                 "goal": goal, "op": op, "met": met,
+                 "paired_ratio": pair, "goal": goal, "op": op, "met": met,
                  "value_text": fmt_rng(S.get(num), f), "baseline_text": fmt_rng(S.get(den), f)})
 row("downtime_jit", "downtime, %s MiB rootfs / empty rootfs: jit" % disk,
     "downtime/jit/full", "downtime/jit/empty", 1.1, "<=", ms)
@@ -784,12 +846,15 @@ row("hydration", "background hydration rate / iperf3 (a -> b, same link)",
     "hydration_bps", "iperf3_bps", 0.9, ">=", mbit)
 row("hydration_journal", "the same from the target journal's hydration {bytes, ms} (from the commit)",
     "journal_hydration_bps", "iperf3_bps", None, ">=", mbit)
-for job, what in (("seqread", "sequential read 1 MiB, cold"), ("randread", "random read 4 KiB, cold"),
-                  ("randwrite", "random write 4 KiB, buffered")):
-    row("fio_" + job, "fio %s: voyager-fs / native (independent)" % what,
-        "fio/%s/voyager-fs" % job, "fio/%s/native" % job, 0.95, ">=", mibs)
-    row("fio_local_" + job, "fio %s: voyager-fs / native (data local, hydration held)" % what,
-        "fio_local/%s/voyager-fs" % job, "fio_local/%s/native" % job, 0.95, ">=", mibs)
+for job, what in (("seqread", "sequential read 1 MiB, cold"), ("seqread-warm", "sequential read 1 MiB, warm"),
+                  ("randread", "random read 4 KiB, cold"), ("randwrite", "random write 4 KiB, buffered")):
+    if not any(r["job"] == job for r in fio_l) and job not in ("seqread", "randread", "randwrite"):
+        continue
+    key = job.replace("-", "_")
+    row("fio_" + key, "fio %s: voyager-fs / native (independent)" % what,
+        "fio/%s/voyager-fs" % job, "fio/%s/native" % job, 0.95, ">=", mibs, paired(job, "independent"))
+    row("fio_local_" + key, "fio %s: voyager-fs / native (data local, hydration held)" % what,
+        "fio_local/%s/voyager-fs" % job, "fio_local/%s/native" % job, 0.95, ">=", mibs, paired(job, "local"))
 for n in counts:
     for st, when in (("hydrated", "independent"), ("hydrating", "hydration in progress")):
         for cache in ("cold", "warm"):
@@ -823,7 +888,10 @@ doc = {
         "iperf3_bps": "iperf3 -c (in a) -> -s (in b), one TCP stream, sum_received bits_per_second",
         "fio": "bandwidth (bytes/s) of one fio job (psync, iodepth 1, direct=0) over the migrated /data/blob* files: "
                "through the voyager-fs mount and on the same files in its backing directory; page cache of every file "
-               "dropped before each job (fdatasync + POSIX_FADV_DONTNEED)",
+               "dropped before each job (fdatasync + POSIX_FADV_DONTNEED), except seqread-warm's (read through the "
+               "mount and natively first)",
+        "paired_ratio": "per repetition: mean bandwidth of its voyager-fs jobs / mean of its native ones (they ran "
+                        "next to each other), median/min/max over the repetitions",
         "scan": "wall time of find ROOT -xdev -print0 | xargs -0 stat over the whole rootfs: through the mount and "
                 "over the backing directory, in b's mount namespace; cold: after echo 2 > drop_caches; warm: again "
                 "right after"},
@@ -838,10 +906,12 @@ doc = {
 with open(out + ".json", "w") as f:
     json.dump(doc, f, indent=1)
 
-t = ["| figure | voyager | baseline | ratio | goal | met |", "|---|---|---|---|---|---|"]
+t = ["| figure | voyager | baseline | ratio | paired ratio | goal | met |", "|---|---|---|---|---|---|---|"]
 for r in rows:
-    t.append("| %s | %s | %s | %s | %s | %s |" % (
+    pr = r.get("paired_ratio")
+    t.append("| %s | %s | %s | %s | %s | %s | %s |" % (
         r["figure"], r["value_text"], r["baseline_text"], "-" if r["ratio"] is None else "%.2f" % r["ratio"],
+        "-" if not pr else "%.2f (%.2f-%.2f)" % (pr["median"], pr["min"], pr["max"]),
         "-" if r["goal"] is None else "%s %.2f" % ("≤" if r["op"] == "<=" else "≥", r["goal"]),
         "-" if r["met"] is None else ("yes" if r["met"] else "**no**")))
 table = "\n".join(t)
@@ -860,8 +930,11 @@ md = ["# Just-in-time migration: issue 3's figures", "",
       "- hydration: background bytes / time, first background byte -> independent, from voyager-fs's status "
       "sampled every 0.1 s in b; iperf3: one TCP stream a -> b on the same link, %s s per run." % iperf_s,
       "- fio: psync, iodepth 1, direct=0, over the migrated blob files (%s MiB); seqread reads them once, "
-      "randread/randwrite run %s s; page cache dropped per file before each job; native = the same files "
-      "in voyager-fs's backing directory." % (disk, fio_s),
+      "randread/randwrite run %s s; page cache dropped per file before each job, except seqread warm (read "
+      "through the mount and natively first); native = the same files in voyager-fs's backing directory. "
+      "Ratio: of the medians; paired ratio: per repetition, mean of its voyager-fs jobs / mean of its "
+      "native ones (order native, voyager-fs, voyager-fs, native, mirrored in even repetitions), median (min-max) over the "
+      "repetitions." % (disk, fio_s),
       "- scans: `find ROOT -xdev -print0 | xargs -0 stat` over the whole rootfs, in b's mount namespace; "
       "cold after `echo 2 > /proc/sys/vm/drop_caches`, warm right after; native = the backing directory. "
       "Hydration in progress (rate held to 256 KB/s): %s." % hyd_txt, ""]
