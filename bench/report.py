@@ -414,6 +414,10 @@ def plot_specs(doc, summ):
                             pts.append((c[xi], d["median"] / 1000, d["min"] / 1000, d["max"] / 1000))
                     if pts:
                         series.append({"method": m, "other": o, "points": sorted(pts)})
+            # a star grid moves this axis only at the first size of the other
+            g = doc.get("grid", {})
+            if g.get("design") == "star" and g.get("%s_mib" % oname):
+                series = [s for s in series if s["other"] == g["%s_mib" % oname][0]]
             xs = {p[0] for s in series for p in s["points"]}
             if len(xs) < 2:
                 continue
@@ -585,9 +589,17 @@ def render(doc, plots=()):
         md.append("Voyager binaries from %s; harness checkout %s." % (
             h.get("voyager_build", "?"), h.get("bench_checkout", "?")))
     md.append("")
-    md.append("Grid: memory %s MiB × disk %s MiB × files %s × links %s; %s repetitions per method, "
+    if g.get("design") == "star":
+        grid = ("Grid (star: one axis at a time): memory %s MiB, disk %s MiB, files %s; cells (memory, disk, "
+                "files) %s; links %s" % (g.get("mem_mib"), g.get("disk_mib"), g.get("files"),
+                                         ", ".join("(%s, %s, %s)" % tuple(c) for c in g.get("cells") or []),
+                                         g.get("links")))
+    else:
+        grid = "Grid: memory %s MiB × disk %s MiB × files %s × links %s" % (
+            g.get("mem_mib"), g.get("disk_mib"), g.get("files"), g.get("links"))
+    md.append("%s; %s repetitions per method, "
               "method order rotating with the repetition. Methods: %s. %d runs, %d failed%s." % (
-                  g.get("mem_mib"), g.get("disk_mib"), g.get("files"), g.get("links"), g.get("reps"),
+                  grid, g.get("reps"),
                   ", ".join(method_order(doc)), len(runs), len(failed),
                   (", %d migrated with memory NOT intact" % len(not_intact)) if not_intact else ""))
     md.append("")

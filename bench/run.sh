@@ -4,14 +4,26 @@
 #
 #   bash bench/run.sh [--profile smoke|quick|full] [--out DIR]
 #                     [--modes stop-copy[,MODE...]] [--build DIR] [--no-podman]
-#                     [--no-setup] [--no-federation]
+#                     [--no-setup] [--no-federation] [--grid cross|star]
+#                     [--links LIST] [--reps N]
 #
 #   --profile  smoke: mem 16 MiB; disk 0, 32 MiB; 100 files; unshaped; 1 rep
 #              quick: mem 16, 256 MiB; disk 0, 256 MiB; 1000 files; 1gbit;
 #                     2 reps                                      (default)
 #              full:  mem 16, 256, 1024, 4096 MiB; disk 0, 256, 1024,
 #                     4096 MiB; 1000 and 100000 files; 1gbit, 10gbit and
-#                     unshaped; 3 reps
+#                     unshaped; 3 reps; star grid (below)
+#   --grid     cross: every memory x disk x file count (smoke and quick);
+#              star: one axis at a time from the first value of each: every
+#              memory size with the first disk size and file count, every
+#              disk size with the first memory size and file count, and
+#              every further file count with the first memory size and the
+#              second disk size (full: 8 cells a link instead of 32, which
+#              at 6 methods and 3 reps would take days here)
+#   --links    link settings to run, of 1gbit, 10gbit, unshaped (default:
+#              the profile's)
+#   --reps     repetitions per method and cell, 1..10 (default: the
+#              profile's)
 #   --out      results directory (default bench/results/DATE-TIME)
 #   --modes    Voyager modes to measure, each a column of its own, passed
 #              to `voyager migrate --mode` with `--memory stop-copy`, or
@@ -80,6 +92,9 @@ USE_PODMAN=1
 SETUP=1
 FEDERATION=1
 BUILD_DIR=""
+GRID=""
+LINKS_OPT=""
+REPS_OPT=""
 usage() { sed -n '2,/^$/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2; exit 2; }
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -90,6 +105,9 @@ while [ $# -gt 0 ]; do
 	--no-podman) USE_PODMAN=0; shift ;;
 	--no-setup) SETUP=0; shift ;;
 	--no-federation) FEDERATION=0; shift ;;
+	--grid) GRID=${2:-}; shift 2 || usage ;;
+	--links) LINKS_OPT=${2:-}; shift 2 || usage ;;
+	--reps) REPS_OPT=${2:-}; shift 2 || usage ;;
 	-h | --help) usage ;;
 	*) echo "bench: unknown argument '$1'" >&2; usage ;;
 	esac
@@ -101,6 +119,36 @@ full) MEMS=(16 256 1024 4096); DISKS=(0 256 1024 4096); FILES=(1000 100000)
 	LINKS=(1gbit 10gbit unshaped); REPS=3; IPERF_S=5 ;;
 *) echo "bench: unknown profile '$PROFILE' (smoke, quick, full)" >&2; exit 2 ;;
 esac
+[ -n "$GRID" ] || { [ "$PROFILE" = full ] && GRID=star || GRID=cross; }
+[[ $GRID =~ ^(cross|star)$ ]] || { echo "bench: --grid cross or star" >&2; exit 2; }
+if [ -n "$LINKS_OPT" ]; then
+	IFS=, read -r -a LINKS <<<"$LINKS_OPT"
+	for l in "${LINKS[@]}"; do
+		[[ $l =~ ^(1gbit|10gbit|unshaped)$ ]] || { echo "bench: --links: 1gbit, 10gbit, unshaped" >&2; exit 2; }
+	done
+fi
+if [ -n "$REPS_OPT" ]; then
+	[[ $REPS_OPT =~ ^[0-9]+$ ]] && [ "$REPS_OPT" -ge 1 ] && [ "$REPS_OPT" -le 10 ] ||
+		{ echo "bench: --reps 1..10" >&2; exit 2; }
+	REPS=$REPS_OPT
+fi
+# The cells to measure, "MEM DISK FILES" (see --grid)
+declare -A IN_GRID=()
+if [ "$GRID" = cross ]; then
+	for d in "${DISKS[@]}"; do for f in "${FILES[@]}"; do for m in "${MEMS[@]}"; do
+		IN_GRID["$m $d $f"]=1
+	done; done; done
+else
+	for m in "${MEMS[@]}"; do IN_GRID["$m ${DISKS[0]} ${FILES[0]}"]=1; done
+	for d in "${DISKS[@]}"; do IN_GRID["${MEMS[0]} $d ${FILES[0]}"]=1; done
+	for f in "${FILES[@]:1}"; do IN_GRID["${MEMS[0]} ${DISKS[1]:-${DISKS[0]}} $f"]=1; done
+fi
+# group_in_grid DISK FILES: some memory size has a cell with these
+group_in_grid() {
+	local m
+	for m in "${MEMS[@]}"; do [ -n "${IN_GRID["$m $1 $2"]:-}" ] && return 0; done
+	return 1
+}
 # bench/jit.sh's options for the federation part, and a bound on its time
 case $PROFILE in
 smoke) FED_ARGS=(--disk 256 --files 500 --quick --fio-seconds 1 --rate 10gbit); FED_LIMIT=300 ;;
@@ -257,7 +305,7 @@ trap 'exit 143' TERM
 "$ROOT/tests/workloads/mkrootfs.sh" build busybox >/dev/null || die "mkrootfs failed"
 
 # ---------------------------------------------------------------- lab
-log "profile $PROFILE: mem {${MEMS[*]}} MiB x disk {${DISKS[*]}} MiB x files {${FILES[*]}} x links {${LINKS[*]}}, $REPS reps; lab $LAB; results in $OUTDIR"
+log "profile $PROFILE, $GRID grid of ${#IN_GRID[@]} cells: mem {${MEMS[*]}} MiB, disk {${DISKS[*]}} MiB, files {${FILES[*]}}; links {${LINKS[*]}}; $REPS reps; lab $LAB; results in $OUTDIR"
 LAB_MADE=1
 lab_up "$LAB" a b >>"$LOG" 2>&1 || die "lab_up failed"
 A=$(lab_dir "$LAB" a)
@@ -810,6 +858,7 @@ N=0
 FAILED=0
 for disk in "${DISKS[@]}"; do
 	for files in "${FILES[@]}"; do
+		group_in_grid "$disk" "$files" || continue
 		FILL="$A/tmp/vyfill"
 		rm -rf "$FILL"
 		fill_ok=1
@@ -822,6 +871,7 @@ for disk in "${DISKS[@]}"; do
 		for link in "${LINKS[@]}"; do
 			[ $fill_ok = 1 ] && shape_link "$link"
 			for mem in "${MEMS[@]}"; do
+				[ -n "${IN_GRID["$mem $disk $files"]:-}" ] || continue
 				MEM=$mem
 				DISK=$disk
 				if ! why=$(fits "$mem" "$disk"); then
@@ -875,7 +925,7 @@ fi
 
 # ---------------------------------------------------------------- results
 FINISHED=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-VYB_TMPL_BYTES=$(du -sb "$("$ROOT/tests/workloads/mkrootfs.sh" path busybox)" 2>/dev/null | cut -f1) \
+VYB_GRID=$GRID VYB_CELLS=$(printf '%s\n' "${!IN_GRID[@]}") VYB_TMPL_BYTES=$(du -sb "$("$ROOT/tests/workloads/mkrootfs.sh" path busybox)" 2>/dev/null | cut -f1) \
 	VYB_ROOT=$ROOT python3 - "$WORK" "$OUTDIR/results.json" "$PROFILE" "$STARTED" "$FINISHED" "$REPS" "$PODMAN_OK" "$PODMAN_WHY" \
 	"${MEMS[*]}" "${DISKS[*]}" "${FILES[*]}" "${LINKS[*]}" "${METHODS[*]}" "$CG2" <<'PY' || die "could not write results.json"
 import json, os, platform, subprocess, sys
@@ -906,7 +956,9 @@ doc = {
              "voyager_build": os.environ["VY_BUILD"],
              "bench_checkout": ver("git", "-C", os.environ["VYB_ROOT"], "describe", "--always", "--dirty")},
     "grid": {"mem_mib": [int(x) for x in mems], "disk_mib": [int(x) for x in disks],
-             "files": [int(x) for x in files], "links": links, "reps": int(reps), "methods": methods},
+             "files": [int(x) for x in files], "links": links, "reps": int(reps), "methods": methods,
+             "design": os.environ.get("VYB_GRID"),
+             "cells": sorted([int(x) for x in c.split()] for c in os.environ.get("VYB_CELLS", "").splitlines() if c.strip())},
     "baseline": "manual-runc",
     "podman": {"ran": pm_ok == "1", "why_not": None if pm_ok == "1" else pm_why},
     "definitions": {

@@ -162,6 +162,23 @@ class TestPlots(unittest.TestCase):
         self.assertEqual(by["voyager/stop-copy"], [(0, 0.45, 0.4, 0.5), (256, 3.0005, 3.0, 3.001)])
         self.assertEqual(by["podman"], [(0, 1.8, 1.6, 2.0)])
 
+    def test_star_grid(self):
+        d = doc()
+        # a star grid: memory 16 and 256 at disk 0, disk 0 and 256 at memory 16
+        d["grid"].update({"mem_mib": [16, 256], "design": "star",
+                          "cells": [[16, 0, 1000], [16, 256, 1000], [256, 0, 1000]]})
+        d["runs"] += [run("voyager/stop-copy", 256, 0, r, 900 + r, 1500, 300 * MIB) for r in (1, 2, 3)]
+        specs = {s["name"]: s for s in report.plot_specs(d, report.summarize(d))}
+        self.assertEqual(sorted(specs), ["downtime_vs_disk_1gbit_f1000", "downtime_vs_mem_1gbit_f1000"])
+        # downtime vs disk: only the series at memory 16 (256 has no disk > 0)
+        self.assertEqual({s["other"] for s in specs["downtime_vs_disk_1gbit_f1000"]["series"]}, {16})
+        mem = {s["method"]: s["points"] for s in specs["downtime_vs_mem_1gbit_f1000"]["series"]}
+        self.assertEqual({s["other"] for s in specs["downtime_vs_mem_1gbit_f1000"]["series"]}, {0})
+        self.assertEqual(mem["voyager/stop-copy"], [(16, 0.45, 0.4, 0.5), (256, 0.902, 0.901, 0.903)])
+        md = report.render(d)
+        self.assertIn("Grid (star: one axis at a time): memory [16, 256] MiB, disk [0, 256] MiB, files [1000]; "
+                      "cells (memory, disk, files) (16, 0, 1000), (16, 256, 1000), (256, 0, 1000)", md)
+
     def test_files_written(self):
         d = doc()
         with tempfile.TemporaryDirectory(prefix="vybtest") as t:
