@@ -17,6 +17,8 @@ FIO_GOAL = 0.95   # voyager-fs bandwidth / native bandwidth, at least
 SCAN_GOAL = 1.10  # voyager-fs time / native time, at most
 
 FIO_JOBS = (("seqread", "fio sequential read 1 MiB, cold"),
+            ("seqread-warm", "fio sequential read 1 MiB, warm"),
+            ("seqread-direct", "fio sequential read 1 MiB, O_DIRECT"),
             ("randread", "fio random read 4 KiB, cold"),
             ("randwrite", "fio random write 4 KiB, buffered"))
 STATES = (("hydrating", "before hydration: held to 256 KB/s"),

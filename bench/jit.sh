@@ -12,7 +12,8 @@
 #       --fio-seconds S  runtime of the time-based fio jobs (randread,
 #                  randwrite)                           5, or 3 with --quick
 #       --fio-jobs LIST  which fio jobs part 3 runs, of seqread, seqread-warm,
-#                  randread, randwrite     seqread,seqread-warm,randread,randwrite
+#                  seqread-direct, randread, randwrite
+#                  (default: all five)
 #       --disk     MiB of random data in the "full" rootfs, in 256 MiB
 #                  files /data/blob0...                                1024
 #       --files    files in the metadata tree                          50000
@@ -62,11 +63,14 @@
 #     both orders (see below).  Jobs: seqread
 #     (1 MiB, the whole set once), seqread-warm (the same with the files
 #     already in the page cache: the file system's own cost, which the
-#     disk does not hide), randread (4 KiB, time-based), randwrite (4 KiB,
+#     disk does not hide), seqread-direct (the same with O_DIRECT: cold,
+#     without the copy out of the page cache, whose speed on this VM
+#     swings by up to 3x with the memory it lands in, whichever file
+#     system reads), randread (4 KiB, time-based), randwrite (4 KiB,
 #     time-based, buffered, no fsync: the write path, not the disk).
-#     psync, iodepth 1, direct=0; before every job the files are read once
-#     (so that the VM's disk cache on the host holds them for every job
-#     alike), then, except for seqread-warm, each file's dirty pages are
+#     psync, iodepth 1, direct=0 but for seqread-direct; before every
+#     job the files are read once (so that the VM's disk cache on the host
+#     holds them for every job alike), then, except for seqread-warm, each file's dirty pages are
 #     synced and its page cache dropped (fdatasync + POSIX_FADV_DONTNEED,
 #     on the backing file, whose cache passthrough uses, and through the
 #     mount); fincore records what stayed cached.  Figure: median(voyager-
@@ -109,7 +113,7 @@ NOFILE=""
 PARTS=downtime,fio,meta
 MEMORY=stop-copy
 FIO_S_OPT=""
-FIO_JOBS=seqread,seqread-warm,randread,randwrite
+FIO_JOBS=seqread,seqread-warm,seqread-direct,randread,randwrite
 usage() { sed -n '2,/^$/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2; exit 2; }
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -139,8 +143,8 @@ for v in ${PARTS//,/ }; do
 done
 [ -n "$FIO_JOBS" ] || { echo "jit: --fio-jobs wants a list" >&2; exit 2; }
 for v in ${FIO_JOBS//,/ }; do
-	[[ $v =~ ^(seqread|seqread-warm|randread|randwrite)$ ]] ||
-		{ echo "jit: --fio-jobs: seqread, seqread-warm, randread, randwrite" >&2; exit 2; }
+	[[ $v =~ ^(seqread|seqread-warm|seqread-direct|randread|randwrite)$ ]] ||
+		{ echo "jit: --fio-jobs: seqread, seqread-warm, seqread-direct, randread, randwrite" >&2; exit 2; }
 done
 [[ $MEMORY =~ ^[a-z-]{1,20}$ ]] || { echo "jit: bad --memory '$MEMORY'" >&2; exit 2; }
 [[ $RATE =~ ^[0-9]+(bit|kbit|mbit|gbit)$ ]] || { echo "jit: bad --rate '$RATE'" >&2; exit 2; }
@@ -482,9 +486,10 @@ run_fio() {
 	local target=$1 dir=$2 job=$3 rep=$4 state=$5 files="" i args out pt0 pt1 c0 c1 resident
 	for ((i = 0; i < NBLOBS; i++)); do files="$files${files:+:}$dir/blob$i"; done
 	case $job in
-	seqread | seqread-warm) args=(--rw=read --bs=1M) ;;
-	randread) args=(--rw=randread --bs=4k --time_based --runtime="$FIO_S") ;;
-	randwrite) args=(--rw=randwrite --bs=4k --time_based --runtime="$FIO_S") ;;
+	seqread | seqread-warm) args=(--rw=read --bs=1M --direct=0) ;;
+	seqread-direct) args=(--rw=read --bs=1M --direct=1) ;;
+	randread) args=(--rw=randread --bs=4k --direct=0 --time_based --runtime="$FIO_S") ;;
+	randwrite) args=(--rw=randwrite --bs=4k --direct=0 --time_based --runtime="$FIO_S") ;;
 	esac
 	# The kernel serves a passthrough file from its backing file's page
 	# cache: drop that one (a FUSE file's own fadvise does not reach it),
@@ -518,7 +523,7 @@ run_fio() {
 	dev=$(stat -c '%Hd:%Ld' "${bk[0]}" 2>/dev/null)
 	[ -r "/sys/dev/block/$dev/stat" ] && d0=$(awk '{print $1, $3}' "/sys/dev/block/$dev/stat")
 	out=$(lab_exec "$LAB" b timeout $((FIO_S + 120)) fio --name="vyjit-$job" --filename="$files" \
-		--size=$((DISK << 20)) --ioengine=psync --iodepth=1 --direct=0 \
+		--size=$((DISK << 20)) --ioengine=psync --iodepth=1 \
 		--randrepeat=0 --norandommap --output-format=json "${args[@]}" 2>>"$WORK/fio.err")
 	[ -n "$d0" ] && d1=$(awk '{print $1, $3}' "/sys/dev/block/$dev/stat")
 	pt1=$(fs_get "$KEPT_ID" passthrough_opens)
@@ -791,7 +796,7 @@ S["hydration_bps"] = stats([r["hydration"]["bps"] for r in runs_l
 S["journal_hydration_bps"] = stats([r["journal_hydration"].get("bps") for r in runs_l
                                     if r["mode"] == "jit" and r["kind"] == "full" and r["ok"]])
 S["iperf3_bps"] = stats([r["bps"] for r in iperf_l])
-FIO_JOBS = ("seqread", "seqread-warm", "randread", "randwrite")
+FIO_JOBS = ("seqread", "seqread-warm", "seqread-direct", "randread", "randwrite")
 for job in FIO_JOBS:
     for t in ("native", "voyager-fs"):
         for st, pre in (("independent", "fio"), ("local", "fio_local")):
@@ -847,7 +852,7 @@ row("hydration", "background hydration rate / iperf3 (a -> b, same link)",
 row("hydration_journal", "the same from the target journal's hydration {bytes, ms} (from the commit)",
     "journal_hydration_bps", "iperf3_bps", None, ">=", mbit)
 for job, what in (("seqread", "sequential read 1 MiB, cold"), ("seqread-warm", "sequential read 1 MiB, warm"),
-                  ("randread", "random read 4 KiB, cold"), ("randwrite", "random write 4 KiB, buffered")):
+                  ("seqread-direct", "sequential read 1 MiB, O_DIRECT"), ("randread", "random read 4 KiB, cold"), ("randwrite", "random write 4 KiB, buffered")):
     if not any(r["job"] == job for r in fio_l) and job not in ("seqread", "randread", "randwrite"):
         continue
     key = job.replace("-", "_")
@@ -886,7 +891,7 @@ doc = {
         "journal_hydration_bps": "8 * hydration.bytes / hydration.ms from the target journal (bytes present at the "
                                  "end, ms from the commit, the agent samples every 0.5 s)",
         "iperf3_bps": "iperf3 -c (in a) -> -s (in b), one TCP stream, sum_received bits_per_second",
-        "fio": "bandwidth (bytes/s) of one fio job (psync, iodepth 1, direct=0) over the migrated /data/blob* files: "
+        "fio": "bandwidth (bytes/s) of one fio job (psync, iodepth 1, direct=0 but seqread-direct's) over the migrated /data/blob* files: "
                "through the voyager-fs mount and on the same files in its backing directory; page cache of every file "
                "dropped before each job (fdatasync + POSIX_FADV_DONTNEED), except seqread-warm's (read through the "
                "mount and natively first)",
@@ -929,7 +934,7 @@ md = ["# Just-in-time migration: issue 3's figures", "",
       "- downtime: the report's downtime_ms (freeze -> restored on b).",
       "- hydration: background bytes / time, first background byte -> independent, from voyager-fs's status "
       "sampled every 0.1 s in b; iperf3: one TCP stream a -> b on the same link, %s s per run." % iperf_s,
-      "- fio: psync, iodepth 1, direct=0, over the migrated blob files (%s MiB); seqread reads them once, "
+      "- fio: psync, iodepth 1, direct=0 (seqread-direct: O_DIRECT), over the migrated blob files (%s MiB); seqread reads them once, "
       "randread/randwrite run %s s; page cache dropped per file before each job, except seqread warm (read "
       "through the mount and natively first); native = the same files in voyager-fs's backing directory. "
       "Ratio: of the medians; paired ratio: per repetition, mean of its voyager-fs jobs / mean of its "
