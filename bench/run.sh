@@ -399,7 +399,9 @@ verify_runc_b() {
 	[ "$rootfs" = - ] && rootfs=/proc/$pid/root
 	rm -f "$rootfs/data/memhog.verify"
 	kill -USR1 "$pid" || return 1
-	for i in $(seq 600); do
+	# 60 s, and 1 s more per 64 MiB: after post-copy the check faults in
+	# the pages the background stream has not brought yet
+	for i in $(seq $((600 + MEM * 10 / 64))); do
 		if [ -s "$rootfs/data/memhog.verify" ]; then
 			read -r _ got verdict <"$rootfs/data/memhog.verify"
 			[ "$got" = "$want" ] && [ "$verdict" = ok ]
@@ -776,7 +778,7 @@ c.close()
 	[ -n "$PODMAN_XFER_PID" ] && { kill_tree "$PODMAN_XFER_PID"; wait "$PODMAN_XFER_PID" 2>/dev/null; PODMAN_XFER_PID=""; }
 	if [ $ok = true ]; then
 		pm b exec "$id" kill -USR1 1 >/dev/null 2>&1
-		for i in $(seq 300); do
+		for i in $(seq $((300 + MEM * 5 / 64))); do
 			v=$(pm b exec "$id" cat /data/memhog.verify 2>/dev/null) && [ -n "$v" ] && break
 			sleep 0.2
 		done
