@@ -771,6 +771,14 @@ def jfile(name):
     except (OSError, ValueError):
         return None
 
+def git_describe(path):
+    """The harness's commit, or None outside a git checkout (a git archive copy)."""
+    try:
+        o = subprocess.run(["git", "-C", path, "describe", "--always", "--dirty"],
+                           capture_output=True, text=True, timeout=20)
+        return o.stdout.strip() or None if o.returncode == 0 else None
+    except Exception:
+        return None
 def ver(*cmd):
     try:
         o = subprocess.run(list(cmd), capture_output=True, text=True, timeout=20)
@@ -882,7 +890,7 @@ doc = {
              "runc": ver("runc", "--version"), "fio": ver("fio", "--version"), "iperf3": ver("iperf3", "--version"),
              "voyager": ver(os.environ["VY_BUILD"] + "/voyager", "--version"),
              "voyager_build": os.environ["VY_BUILD"],
-             "bench_checkout": ver("git", "-C", root, "describe", "--always", "--dirty"),
+             "bench_checkout": git_describe(root),
              "loadavg_start": load0, "loadavg_end": load1},
     "definitions": {
         "downtime_ms": "the report's downtime_ms: freeze -> restored on the target",

@@ -587,7 +587,7 @@ def render(doc, plots=()):
         h.get("criu"), h.get("runc"), (", " + h["podman"]) if h.get("podman") else "", h.get("voyager")))
     if h.get("voyager_build") or h.get("bench_checkout"):
         md.append("Voyager binaries from %s; harness checkout %s." % (
-            h.get("voyager_build", "?"), h.get("bench_checkout", "?")))
+            h.get("voyager_build") or "?", h.get("bench_checkout") or "not a git checkout"))
     md.append("")
     if g.get("design") == "star":
         grid = ("Grid (star: one axis at a time): memory %s MiB, disk %s MiB, files %s; cells (memory, disk, "

@@ -936,6 +936,14 @@ mems, disks, files, links, methods, cg2 = (s.split() for s in sys.argv[9:15])
 def lines(name):
     with open(os.path.join(work, name)) as f:
         return [json.loads(l) for l in f if l.strip()]
+def git_describe(path):
+    """The harness's commit, or None outside a git checkout (a git archive copy)."""
+    try:
+        o = subprocess.run(["git", "-C", path, "describe", "--always", "--dirty"],
+                           capture_output=True, text=True, timeout=20)
+        return o.stdout.strip() or None if o.returncode == 0 else None
+    except Exception:
+        return None
 def ver(*cmd):
     try:
         o = subprocess.run(list(cmd), capture_output=True, text=True, timeout=20)
@@ -956,7 +964,7 @@ doc = {
              "podman": ver("podman", "--version") if pm_ok == "1" else None,
              "voyager": ver(os.environ["VY_BUILD"] + "/voyager", "--version"),
              "voyager_build": os.environ["VY_BUILD"],
-             "bench_checkout": ver("git", "-C", os.environ["VYB_ROOT"], "describe", "--always", "--dirty")},
+             "bench_checkout": git_describe(os.environ["VYB_ROOT"])},
     "grid": {"mem_mib": [int(x) for x in mems], "disk_mib": [int(x) for x in disks],
              "files": [int(x) for x in files], "links": links, "reps": int(reps), "methods": methods,
              "design": os.environ.get("VYB_GRID"),
