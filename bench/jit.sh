@@ -771,20 +771,8 @@ def jfile(name):
     except (OSError, ValueError):
         return None
 
-def git_describe(path):
-    """The harness's commit, or None outside a git checkout (a git archive copy)."""
-    try:
-        o = subprocess.run(["git", "-C", path, "describe", "--always", "--dirty"],
-                           capture_output=True, text=True, timeout=20)
-        return o.stdout.strip() or None if o.returncode == 0 else None
-    except Exception:
-        return None
-def ver(*cmd):
-    try:
-        o = subprocess.run(list(cmd), capture_output=True, text=True, timeout=20)
-        return (o.stdout or o.stderr).strip().splitlines()[0]
-    except Exception:
-        return None
+sys.path.insert(0, os.path.join(os.environ["VYJ_ROOT"], "bench"))
+from hostinfo import git_describe, ver  # noqa: E402
 
 def stats(v):
     v = [x for x in v if x is not None]

@@ -936,20 +936,8 @@ mems, disks, files, links, methods, cg2 = (s.split() for s in sys.argv[9:15])
 def lines(name):
     with open(os.path.join(work, name)) as f:
         return [json.loads(l) for l in f if l.strip()]
-def git_describe(path):
-    """The harness's commit, or None outside a git checkout (a git archive copy)."""
-    try:
-        o = subprocess.run(["git", "-C", path, "describe", "--always", "--dirty"],
-                           capture_output=True, text=True, timeout=20)
-        return o.stdout.strip() or None if o.returncode == 0 else None
-    except Exception:
-        return None
-def ver(*cmd):
-    try:
-        o = subprocess.run(list(cmd), capture_output=True, text=True, timeout=20)
-        return (o.stdout or o.stderr).strip().splitlines()[0]
-    except Exception:
-        return None
+sys.path.insert(0, os.path.join(os.environ["VYB_ROOT"], "bench"))
+from hostinfo import git_describe, ver  # noqa: E402
 tmpl_bytes = int(os.environ.get("VYB_TMPL_BYTES") or 0) or None
 mem_total = None
 with open("/proc/meminfo") as f:
