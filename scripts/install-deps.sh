@@ -47,7 +47,7 @@ pkgs=(
 	libssl-dev libjson-c-dev libzstd-dev libfuse3-dev fuse3
 	runc crun iptables nftables iproute2 procps
 	busybox-static redis-server redis-tools
-	util-linux attr acl kmod psmisc python3 openssl
+	util-linux attr acl kmod psmisc python3 openssl git
 	fio iperf3 gnuplot-nox
 )
 # From forky, by name (pinned below): criu and what it needs newer than
