@@ -60,6 +60,22 @@ def _verdict(r, goal, at_least):
     return "yes" if (r >= goal if at_least else r <= goal) else "**no**"
 
 
+def paired_ratio(fio, job, state):
+    """Per repetition: the mean bandwidth of its voyager-fs jobs over the
+    mean of its native ones (they ran next to each other), as
+    {median, min, max, n} over the repetitions that have both; None when
+    none has."""
+    prs = []
+    for rep in sorted({r.get("rep") for r in fio}):
+        sel = [r for r in fio if r.get("job") == job and r.get("rep") == rep and
+               r.get("state", "independent") == state and r.get("bw_bytes")]
+        fs = [r["bw_bytes"] for r in sel if r.get("target") == "voyager-fs"]
+        nat = [r["bw_bytes"] for r in sel if r.get("target") == "native"]
+        if fs and nat:
+            prs.append(round(statistics.mean(fs) / statistics.mean(nat), 3))
+    return _stats(prs)
+
+
 def complete_scans(scans):
     """Split scan rows into (complete, incomplete): a voyager-fs scan that saw
     fewer entries than the native scan of the same state, cache and

@@ -773,6 +773,7 @@ def jfile(name):
 
 sys.path.insert(0, os.path.join(os.environ["VYJ_ROOT"], "bench"))
 from hostinfo import git_describe, ver  # noqa: E402
+import federation  # noqa: E402
 
 def stats(v):
     v = [x for x in v if x is not None]
@@ -800,17 +801,7 @@ for job in FIO_JOBS:
                                                    r["target"] == t and r.get("state", "independent") == st])
 
 def paired(job, st):
-    """Per repetition: mean of its voyager-fs jobs / mean of its native
-    ones (run next to each other); stats over the repetitions."""
-    prs = []
-    for rep in sorted({r["rep"] for r in fio_l}):
-        sel = [r for r in fio_l if r["job"] == job and r["rep"] == rep and r.get("state", "independent") == st
-               and r.get("bw_bytes")]
-        fs = [r["bw_bytes"] for r in sel if r["target"] == "voyager-fs"]
-        nat = [r["bw_bytes"] for r in sel if r["target"] == "native"]
-        if fs and nat:
-            prs.append(round(statistics.mean(fs) / statistics.mean(nat), 3))
-    return stats(prs)
+    return federation.paired_ratio(fio_l, job, st)
 # A scan counts only when it saw every entry the native scan saw (one that
 # failed part-way, e.g. EMFILE inside voyager-fs, is listed, not used).
 native_n = {(r["files"], r["state"], r["rep"], r["cache"]): r["entries"] for r in meta_l if r["target"] == "native"}

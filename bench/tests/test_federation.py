@@ -93,6 +93,24 @@ class TestFederation(unittest.TestCase):
                                 "100 (100-100)", "1/2", "3.00", "≤ 1.10", "**no**"])
         self.assertEqual(r[6][3:], ["70 (70-70)", "70 (70-70)", "1/1", "1.00", "≤ 1.10", "yes"])
 
+    def test_paired_ratio(self):
+        fio_l = jit_doc()["fio"]
+        # rep 1: mean(900, 1000) / mean(1000, 1200); rep 2 has no native job
+        self.assertEqual(federation.paired_ratio(fio_l, "seqread", "independent"),
+                         {"median": 0.864, "min": 0.864, "max": 0.864, "n": 1})
+        self.assertEqual(federation.paired_ratio(fio_l, "randread", "independent")["median"], 1.036)
+        self.assertIsNone(federation.paired_ratio(fio_l, "seqread-warm", "independent"))
+
+    def test_new_seqread_jobs_in_order(self):
+        j = {"fio": [fio("randread", "native", 1, 50), fio("randread", "voyager-fs", 1, 50),
+                     fio("seqread-direct", "native", 1, 1000), fio("seqread-direct", "voyager-fs", 1, 980),
+                     fio("seqread-warm", "native", 1, 9000), fio("seqread-warm", "voyager-fs", 1, 8910)]}
+        r = federation.federation_rows(j)
+        self.assertEqual([x[0] for x in r], ["fio sequential read 1 MiB, warm", "fio sequential read 1 MiB, O_DIRECT",
+                                             "fio random read 4 KiB, cold"])
+        self.assertEqual(r[0][6:], ["0.99", "≥ 0.95", "yes"])
+        self.assertEqual(r[1][6:], ["0.98", "≥ 0.95", "yes"])
+
     def test_ratio_next_to_the_goal(self):
         j = {"fio": [fio("randread", "native", 1, 50), fio("randread", "voyager-fs", 1, 47.3)]}
         self.assertEqual(federation.federation_rows(j)[0][6:], ["0.946", "≥ 0.95", "**no**"])
