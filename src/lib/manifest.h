@@ -103,6 +103,10 @@ bool vy_path_is_safe(const char *rel, size_t len);
 struct vy_scan_watch;
 int vy_manifest_watch(const char *root, struct vy_scan_watch **out, vy_error *err);
 void vy_manifest_watch_free(struct vy_scan_watch *w);
+/* Treat directory dir (relative, "" for the root) as if it saw an event: a
+ * change the kernel does not report (a write through a shared mapping)
+ * that the caller found another way. */
+void vy_manifest_watch_mark(struct vy_scan_watch *w, const char *dir);
 /* The same result as vy_manifest_scan(root), built from old (a scan made
  * after vy_manifest_watch) by reading again only directories that saw an
  * event or were not watched, and the entries of directories that changed
@@ -137,6 +141,9 @@ int vy_manifest_update_skeleton(const struct vy_manifest *old,
 /* After file data is written: apply times to every entry (symlinks too,
  * with AT_SYMLINK_NOFOLLOW) and the final mode of directories. */
 int vy_manifest_finish(const struct vy_manifest *m, int rootfd, vy_error *err);
+/* The same for the entries with which[i] set only (all of them: NULL). */
+int vy_manifest_finish_some(const struct vy_manifest *m, int rootfd, const uint8_t *which,
+			    vy_error *err);
 
 /* Open entry's path beneath rootfd (no symlinks followed), flags as open(2);
  * always adds O_CLOEXEC|O_NOFOLLOW. */

@@ -280,10 +280,17 @@ static int finish_entry(const struct vy_entry *e, int rootfd,
  * a child's metadata never disturbs a parent already finished. */
 int vy_manifest_finish(const struct vy_manifest *m, int rootfd, vy_error *err)
 {
+	return vy_manifest_finish_some(m, rootfd, NULL, err);
+}
+
+int vy_manifest_finish_some(const struct vy_manifest *m, int rootfd, const uint8_t *which,
+			    vy_error *err)
+{
 	struct parent_cache pc = { .fd = -1 };
 	int rc = 0;
 	for (uint32_t i = m->count; rc == 0 && i-- > 0;)
-		rc = finish_entry(&m->entries[i], rootfd, &pc, err);
+		if (!which || which[i])
+			rc = finish_entry(&m->entries[i], rootfd, &pc, err);
 	if (pc.fd >= 0)
 		close(pc.fd);
 	return rc < 0 ? vy_error_wrap(err, "finish metadata") : 0;

@@ -492,6 +492,12 @@ int vy_manifest_watch(const char *root, struct vy_scan_watch **out, vy_error *er
 	return 0;
 }
 
+void vy_manifest_watch_mark(struct vy_scan_watch *w, const char *dir)
+{
+	if (w)
+		json_object_object_add(w->dirty, dir, NULL);
+}
+
 /* Read the queued events into the dirty set. */
 static void drain_events(struct vy_scan_watch *w)
 {

@@ -265,6 +265,15 @@ int vy_tree_send_live(vy_channel *ch, uint32_t stream, int rootfd,
 	return send_tree(&s, rootfd, m, NULL, err);
 }
 
+int vy_tree_send_live_some(vy_channel *ch, uint32_t stream, int rootfd,
+			   const struct vy_manifest *m, const uint8_t *skip, uint8_t *skipped,
+			   struct vy_progress *progress, vy_error *err)
+{
+	struct sender s = { .ch = ch, .stream = stream, .progress = progress,
+			    .skipped = skipped };
+	return send_tree(&s, rootfd, m, skip, err);
+}
+
 static int send_tree(struct sender *s_in, int rootfd, const struct vy_manifest *m,
 		     const uint8_t *skip, vy_error *err)
 {
@@ -306,6 +315,7 @@ struct vy_tree_sink {
 	EVP_MD_CTX *ctx;
 	uint64_t bytes;
 	uint8_t *skipped; /* set: a live tree, whose sender may skip files */
+	const uint8_t *had; /* vy_tree_sink_have()'s: no data came for these */
 };
 
 int vy_tree_sink_new(int rootfd, const struct vy_manifest *m, uint32_t stream,
@@ -543,8 +553,44 @@ int vy_tree_sink_finish(struct vy_tree_sink *s, vy_error *err)
 	return 0;
 }
 
+int vy_tree_sink_finish_some(struct vy_tree_sink *s, uint32_t *files, uint64_t *bytes,
+			     vy_error *err)
+{
+	const struct vy_manifest *m = s->m;
+	cleanup_free uint8_t *wrote = calloc(m->count ? m->count : 1, 1);
+	uint32_t n = 0;
+	uint64_t b = 0;
+	if (!wrote)
+		return vy_error_sys(err, ENOMEM, "tree sink");
+	for (uint32_t i = 0; i < m->count; i++) {
+		if (!entry_has_data(&m->entries[i]) || (s->had && s->had[i]))
+			continue;
+		if (!s->ended[i])
+			return vy_error_set(err, EPROTO, "tree %u incomplete: '%s' never ended",
+					    s->stream, m->entries[i].path);
+		if (s->skipped && s->skipped[i])
+			continue;
+		cleanup_close int fd = vy_manifest_open_entry(s->rootfd, m->entries[i].path,
+							      O_RDONLY, err);
+		if (fd < 0 || fdatasync(fd) < 0)
+			return fd < 0 ? -1 : vy_error_sys(err, errno, "'%s': fdatasync",
+							  m->entries[i].path);
+		wrote[i] = 1;
+		n++;
+		b += m->entries[i].size;
+	}
+	if (vy_manifest_finish_some(m, s->rootfd, wrote, err) < 0)
+		return vy_error_wrap(err, "tree %u", s->stream);
+	if (files)
+		*files = n;
+	if (bytes)
+		*bytes = b;
+	return 0;
+}
+
 void vy_tree_sink_have(struct vy_tree_sink *s, const uint8_t *have)
 {
+	s->had = have;
 	for (uint32_t i = 0; i < s->m->count; i++)
 		if (have[i])
 			s->ended[i] = 1;

@@ -49,6 +49,11 @@ int vy_tree_send_live(vy_channel *ch, uint32_t stream, int rootfd,
 		      const struct vy_manifest *m, uint8_t *skipped,
 		      struct vy_progress *progress, vy_error *err);
 
+/* vy_tree_send_live() of the entries with skip[i] clear only. */
+int vy_tree_send_live_some(vy_channel *ch, uint32_t stream, int rootfd,
+			   const struct vy_manifest *m, const uint8_t *skip, uint8_t *skipped,
+			   struct vy_progress *progress, vy_error *err);
+
 struct vy_tree_sink;
 
 /* rootfd is borrowed and must stay open until vy_tree_sink_free(). */
@@ -65,6 +70,13 @@ int vy_tree_sink_data(struct vy_tree_sink *s, const struct vy_data_chunk *c,
 int vy_tree_sink_file_end(struct vy_tree_sink *s, json_object *obj,
 			  vy_error *err);
 int vy_tree_sink_finish(struct vy_tree_sink *s, vy_error *err);
+/* For a sink told what it has (vy_tree_sink_have): fails unless every other
+ * file was ended; then makes the files that received data durable
+ * (fdatasync) and gives them their metadata back (times, a capability the
+ * writes dropped), and nothing else of the tree.  *files and *bytes, when
+ * not NULL: the files and bytes now complete here. */
+int vy_tree_sink_finish_some(struct vy_tree_sink *s, uint32_t *files, uint64_t *bytes,
+			     vy_error *err);
 uint64_t vy_tree_sink_bytes(const struct vy_tree_sink *s);
 void vy_tree_sink_free(struct vy_tree_sink *s);
 

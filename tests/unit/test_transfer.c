@@ -568,6 +568,100 @@ static void test_send_refuses_changed_file(void)
 	CHECK(strstr(a.err.msg, "'big'") && strstr(a.err.msg, "changed size"));
 }
 
+/* A live send of some files only (vy_tree_send_live_some), into a sink
+ * that has the rest (vy_tree_sink_have) and finishes only what it got
+ * (vy_tree_sink_finish_some): jit's files sent with the skeleton. */
+struct some_sender {
+	int fd;
+	struct fixture *f;
+	const uint8_t *skip;
+	uint8_t *skipped;
+	int rc;
+	vy_error err;
+};
+
+static void *run_some_sender(void *arg)
+{
+	struct some_sender *a = arg;
+	vy_channel *ch = NULL;
+	a->rc = vy_channel_client_fd(a->fd, test_key, 5000, &ch, &a->err);
+	if (a->rc == 0)
+		a->rc = vy_tree_send_live_some(ch, STREAM, a->f->srcfd, &a->f->m, a->skip,
+					       a->skipped, NULL, &a->err);
+	vy_channel_close(ch);
+	return NULL;
+}
+
+static void test_send_some_live(void)
+{
+	cleanup_fixture struct fixture f;
+	CHECK(fixture_init(&f, 200000));
+	if (!f.ready)
+		return;
+	uint32_t cap = index_of(&f.m, "cap"), small = index_of(&f.m, "small"),
+		 big = index_of(&f.m, "big");
+	uint8_t *skip = malloc(f.m.count), *sent_skipped = calloc(f.m.count, 1),
+		*got_skipped = calloc(f.m.count, 1);
+	memset(skip, 1, f.m.count);
+	skip[cap] = skip[small] = skip[big] = 0;
+	/* big changes size after the scan: the live sender skips it */
+	CHECK(write_random(join(f.src, "big"), 200000, 10, 9) == 0);
+	int sv[2];
+	CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+	struct some_sender a = { .fd = sv[0], .f = &f, .skip = skip, .skipped = sent_skipped };
+	pthread_t thread;
+	pthread_create(&thread, NULL, run_some_sender, &a);
+	vy_channel *ch = NULL;
+	struct vy_tree_sink *s = NULL;
+	vy_error err = { 0 };
+	bool done = false;
+	int rc = vy_channel_accept(sv[1], test_key, 5000, &ch, &err);
+	if (rc == 0)
+		rc = vy_tree_sink_new(f.dstfd, &f.m, STREAM, &s, &err);
+	if (rc == 0) {
+		vy_tree_sink_have(s, skip);
+		vy_tree_sink_allow_skips(s, got_skipped);
+	}
+	while (rc == 0 && !done)
+		rc = receive_one(ch, s, &done, &err);
+	uint32_t files = 0;
+	uint64_t bytes = 0;
+	if (rc == 0)
+		rc = vy_tree_sink_finish_some(s, &files, &bytes, &err);
+	vy_channel_close(ch);
+	pthread_join(thread, NULL);
+	vy_tree_sink_free(s);
+	CHECK(rc == 0 && a.rc == 0);
+	if (rc < 0 || a.rc < 0)
+		fprintf(stderr, "  receiver: %s\n  sender: %s\n", err.msg, a.err.msg);
+	CHECK(files == 2 && bytes == 5000 + 6);
+	CHECK(sent_skipped[big] && got_skipped[big] && !got_skipped[cap] && !got_skipped[small]);
+	CHECK(same_content(join(f.src, "cap"), join(f.dst, "cap")));
+	CHECK(same_content(join(f.src, "small"), join(f.dst, "small")));
+	struct stat st;
+	const struct vy_entry *e = &f.m.entries[cap];
+	CHECK(stat(join(f.dst, "cap"), &st) == 0 &&
+	      st.st_mtim.tv_sec * 1000000000ll + st.st_mtim.tv_nsec == e->mtime_ns);
+	uint8_t v[64];
+	ssize_t n = getxattr(join(f.dst, "cap"), "security.capability", v, sizeof(v));
+	CHECK(n == sizeof(cap_net_raw) && !memcmp(v, cap_net_raw, sizeof(cap_net_raw)));
+	/* nothing was written into the files the sink already had */
+	CHECK(stat(join(f.dst, "d/h1"), &st) == 0 && st.st_blocks == 0);
+	CHECK(stat(join(f.dst, "big"), &st) == 0 && st.st_blocks == 0);
+
+	/* A file it should have got and never ended: refused. */
+	memset(skip, 1, f.m.count);
+	skip[small] = 0;
+	CHECK(vy_tree_sink_new(f.dstfd, &f.m, STREAM, &s, &err) == 0);
+	vy_tree_sink_have(s, skip);
+	refused(vy_tree_sink_finish_some(s, NULL, NULL, &err), &err, "a file never ended");
+	CHECK(err.code == EPROTO && strstr(err.msg, "'small'"));
+	vy_tree_sink_free(s);
+	free(skip);
+	free(sent_skipped);
+	free(got_skipped);
+}
+
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
@@ -578,5 +672,6 @@ int main(void)
 	RUN(test_sink_disk_full);
 	RUN(test_send_over_channel);
 	RUN(test_send_refuses_changed_file);
+	RUN(test_send_some_live);
 	return unit_summary();
 }
