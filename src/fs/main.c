@@ -4,7 +4,7 @@
  *   voyager-fs --backing DIR --state FILE --manifest FILE --source ADDR:PORT
  *              --key FILE --stream N [--delta FILE [--wait-fd FD]] [--hold-cold SEC]
  *              [--chunk-size BYTES] [--fetch-timeout SEC]
- *              [--priority FILE] [--hydrate-rate BYTES_PER_SEC]
+ *              [--priority FILE] [--present FILE] [--hydrate-rate BYTES_PER_SEC]
  *              [--migration ID] [--verbose] MOUNTPOINT
  *
  * It mounts a read-write view of DIR (the skeleton vy_manifest_materialise()
@@ -29,6 +29,9 @@
  * freeze once the delta is written.  Only then do we apply the delta,
  * make the chunk state and mount: nothing is served before the tree is
  * final.  If FD closes first, voyagerd gave up on the migration: we exit.
+ * --present FILE names (one path a line) the files voyagerd already wrote
+ * whole into DIR before the freeze: a fresh chunk state starts with them
+ * local, and any file the delta changed or replaced starts empty again.
  *
  * Why libfuse's low-level API: node ids map straight onto O_PATH fds of the
  * backing tree (no path strings rebuilt per call, renames cost nothing),
@@ -56,7 +59,7 @@
 #include "vyfs.h"
 
 struct options {
-	const char *backing, *state, *manifest, *source, *key, *priority, *mountpoint;
+	const char *backing, *state, *manifest, *source, *key, *priority, *present, *mountpoint;
 	const char *migration, *delta;
 	int wait_fd, hold_cold_s;
 	uint32_t stream, chunk_size;
@@ -72,7 +75,8 @@ static void usage(FILE *out)
 		"                  --source ADDR:PORT --key FILE --stream N\n"
 		"                  [--delta FILE [--wait-fd FD]] [--hold-cold SEC]\n"
 		"                  [--chunk-size BYTES] [--fetch-timeout SEC]\n"
-		"                  [--priority FILE] [--hydrate-rate BYTES_PER_SEC]\n"
+		"                  [--priority FILE] [--present FILE]\n"
+		"                  [--hydrate-rate BYTES_PER_SEC]\n"
 		"                  [--migration ID] [--verbose] MOUNTPOINT\n");
 }
 
@@ -99,6 +103,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 		{ "chunk-size", required_argument, NULL, 'c' },
 		{ "fetch-timeout", required_argument, NULL, 't' },
 		{ "priority", required_argument, NULL, 'p' },
+		{ "present", required_argument, NULL, 'P' },
 		{ "hydrate-rate", required_argument, NULL, 'r' },
 		{ "migration", required_argument, NULL, 'M' },
 		{ "delta", required_argument, NULL, 'd' },
@@ -110,7 +115,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 	*o = (struct options){ .chunk_size = 1 << 20, .fetch_timeout_s = 30, .wait_fd = -1 };
 	int c;
 	uint64_t v;
-	while ((c = getopt_long(argc, argv, "b:s:m:S:k:n:c:t:p:r:M:d:w:H:vh", longs, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "b:s:m:S:k:n:c:t:p:P:r:M:d:w:H:vh", longs, NULL)) != -1) {
 		switch (c) {
 		case 'b': o->backing = optarg; break;
 		case 's': o->state = optarg; break;
@@ -118,6 +123,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 		case 'S': o->source = optarg; break;
 		case 'k': o->key = optarg; break;
 		case 'p': o->priority = optarg; break;
+		case 'P': o->present = optarg; break;
 		case 'M': o->migration = optarg; break;
 		case 'd': o->delta = optarg; break;
 		case 'w':
@@ -452,6 +458,12 @@ static int apply_delta(struct vyfs *fs, const char *path, uint8_t sha[32], uint6
 					    "no regular file %s", e->path);
 		moved[i] = st.st_ino;
 	}
+	/* A file the delta changed starts with nothing local, whatever came
+	 * before the freeze (--present): its old record goes, and a new one is
+	 * made for it. */
+	for (uint32_t k = 0; k < nput; k++)
+		if (at[k] != VY_DELTA_NEW)
+			map[at[k]] = UINT32_MAX;
 	if (map_out)
 		*map_out = take_ptr(map);
 	return 0;
@@ -577,6 +589,25 @@ static int resolve_tracks(struct vyfs *fs, const char *backing, bool eager, vy_e
 	return 0;
 }
 
+/* The tracked file at path (a line of a --priority or --present file), or
+ * -1.  Found by the backing file's inode, not by comparing every path:
+ * this runs while the container waits to restore. */
+static int64_t tracked_at(struct vyfs *fs, char *line)
+{
+	line[strcspn(line, "\n")] = '\0';
+	vy_error ignore;
+	struct stat st;
+	if (!vy_path_is_safe(line, strlen(line)) || !*line)
+		return -1;
+	cleanup_close int fd = vy_manifest_open_entry(fs->backing_fd, line, O_PATH, &ignore);
+	if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+		return -1;
+	int64_t f = vy_chunkmap_find_ino(fs->cm, st.st_ino);
+	if (f >= 0 && !strcmp(fs->man.entries[vy_chunkmap_entry(fs->cm, (uint32_t)f)].path, line))
+		return f;
+	return -1;
+}
+
 static int load_priority(struct vyfs *fs, const char *path, vy_error *err)
 {
 	cleanup_fclose FILE *fp = fopen(path, "re");
@@ -585,22 +616,32 @@ static int load_priority(struct vyfs *fs, const char *path, vy_error *err)
 	fs->priority = calloc(vy_chunkmap_count(fs->cm) + 1, sizeof(*fs->priority));
 	if (!fs->priority)
 		return vy_error_set(err, ENOMEM, "out of memory");
-	/* Found by the backing file's inode, not by comparing every path:
-	 * this runs while the container waits to restore. */
 	char line[VY_PATH_MAX + 2];
 	while (fgets(line, sizeof(line), fp) && fs->npriority < vy_chunkmap_count(fs->cm)) {
-		line[strcspn(line, "\n")] = '\0';
-		vy_error ignore;
-		struct stat st;
-		if (!vy_path_is_safe(line, strlen(line)) || !*line)
-			continue;
-		cleanup_close int fd = vy_manifest_open_entry(fs->backing_fd, line, O_PATH, &ignore);
-		if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
-			continue;
-		int64_t f = vy_chunkmap_find_ino(fs->cm, st.st_ino);
-		if (f >= 0 && !strcmp(fs->man.entries[vy_chunkmap_entry(fs->cm, (uint32_t)f)].path,
-				      line))
+		int64_t f = tracked_at(fs, line);
+		if (f >= 0)
 			fs->priority[fs->npriority++] = (uint32_t)f;
+	}
+	return 0;
+}
+
+/* --present: files of the manifest whose whole content voyagerd wrote into
+ * the backing tree, durably, before we started (the mapped files it
+ * fetched before the freeze): every chunk of them is local.  Only for a
+ * fresh chunk state; the delta then takes back any file it changed. */
+static int load_present(struct vyfs *fs, const char *path, uint32_t *files, vy_error *err)
+{
+	cleanup_fclose FILE *fp = fopen(path, "re");
+	if (!fp)
+		return vy_error_sys(err, errno, "open %s", path);
+	char line[VY_PATH_MAX + 2];
+	*files = 0;
+	while (fgets(line, sizeof(line), fp)) {
+		int64_t f = tracked_at(fs, line);
+		if (f < 0)
+			continue;
+		vy_chunkmap_mark(fs->cm, (uint32_t)f, 0, UINT64_MAX);
+		(*files)++;
 	}
 	return 0;
 }
@@ -630,10 +671,14 @@ static int prepare(struct vyfs *fs, const struct options *o, vy_error *err)
 		fs->stat_inos = fstatfs(fs->backing_dir_fd, &sf) < 0 || sf.f_type == 0x794c7630;
 		/* the state for the manifest as it is now, written now: at the
 		 * go, a rebase writes only what the delta changed */
+		uint32_t present = 0;
 		if (backing_inos(fs, &inos, err) < 0 ||
 		    vy_chunkmap_prepare(&fs->man, fs->chunk_size, inos, &fs->cm, err) < 0 ||
+		    (o->present && load_present(fs, o->present, &present, err) < 0) ||
 		    (o->wait_fd >= 0 && vy_chunkmap_commit(fs->cm, o->state, sha, err) < 0))
 			return -1;
+		if (o->present)
+			vy_info("%u files whole here before the freeze (%s)", present, o->present);
 	}
 	if (o->wait_fd >= 0 && !resumed && wait_for_go(o->wait_fd, err) < 0)
 		return -1;
