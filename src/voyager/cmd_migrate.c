@@ -69,6 +69,14 @@ static void print_report(json_object *r)
 		       vy_json_str(mm, "reason", ""));
 	printf("  bytes     memory %s, rootfs %s, volumes %s; on the wire %s\n", mem, root, vols,
 	       wire);
+	json_object *pf = json_object_object_get(r, "prefetch");
+	if (pf && vy_json_int(pf, "files", 0)) {
+		char pb[32];
+		cli_format_bytes((unsigned long long)vy_json_int(pf, "bytes", 0), pb, sizeof(pb));
+		printf("  prefetch  %lld mapped files (%s) before the freeze, in %lld ms; "
+		       "%lld fetched again\n", (long long)vy_json_int(pf, "files", 0), pb,
+		       (long long)vy_json_int(pf, "ms", 0), (long long)vy_json_int(pf, "refetched", 0));
+	}
 	json_object *pc = json_object_object_get(r, "post_copy");
 	if (pc && json_object_object_get(pc, "exposed_ms"))
 		printf("  pages     %s; last page %lld ms after the freeze; exposed %lld ms\n",
@@ -126,12 +134,13 @@ int cmd_migrate(struct cli_globals *g, int argc, char **argv)
 					      { "memory", required_argument, 0, 'M' },
 					      { "hydrate-rate", required_argument, 0, 'r' },
 					      { "no-hold", no_argument, 0, 'H' },
+					      { "no-prefetch", no_argument, 0, 'P' },
 					      { "json", no_argument, 0, 'j' },
 					      { "help", no_argument, 0, 'h' },
 					      { 0, 0, 0, 0 } };
 	const char *to = NULL, *mode = "jit", *memory = "auto";
 	long long rate = 0;
-	int c, no_hold = 0;
+	int c, no_hold = 0, no_prefetch = 0;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "t:m:M:r:jh", opts, NULL)) != -1) {
 		switch (c) {
@@ -153,18 +162,25 @@ int cmd_migrate(struct cli_globals *g, int argc, char **argv)
 			break;
 		}
 		case 'H': no_hold = 1; break;
+		case 'P': no_prefetch = 1; break;
 		case 'j': g->json = 1; break;
 		case 'h':
 			printf("Usage: voyager migrate CONTAINER --to ADDR[:PORT] [--mode jit|presync|stop-copy]\n"
-			       "                       [--memory MODE] [--hydrate-rate BYTES/S] [--no-hold] [--json]\n"
+			       "                       [--memory MODE] [--hydrate-rate BYTES/S] [--no-hold]\n"
+			       "                       [--no-prefetch] [--json]\n"
 			       "  jit (default): send the file tree's metadata while the container runs;\n"
 			       "                 at the freeze only memory and what changed in the metadata;\n"
 			       "                 the container resumes on voyager-fs at once, files arrive\n"
 			       "                 on demand and in the background, and the source serves\n"
-			       "                 them until the target holds every byte (independent)\n"
+			       "                 them until the target holds every byte (independent);\n"
+			       "                 the files the container maps (binaries, libraries)\n"
+			       "                 go with the metadata, so that the restore does not\n"
+			       "                 wait for them (up to 256 MiB; not those mapped shared\n"
+			       "                 and writable or open for writing)\n"
 			       "  presync:       copy rootfs and volumes while the container runs,\n"
 			       "                 then at the freeze only what changed\n"
 			       "  stop-copy:     freeze, then copy everything (the baseline)\n"
+			       "  --no-prefetch  jit: send no file data before the freeze\n"
 			       "  --hydrate-rate limit jit's background stream (bytes/s; K, M, G suffixes;\n"
 			       "                 default: link speed)\n"
 			       "  --memory auto|stop-copy|pre-copy|post-copy (default auto)\n"
@@ -197,6 +213,8 @@ int cmd_migrate(struct cli_globals *g, int argc, char **argv)
 		json_object_object_add(req, "hydrate_rate", json_object_new_int64(rate));
 	if (no_hold)
 		json_object_object_add(req, "no_hold", json_object_new_boolean(1));
+	if (no_prefetch)
+		json_object_object_add(req, "no_prefetch", json_object_new_boolean(1));
 	struct view v = { .tty = !g->json && isatty(STDERR_FILENO) };
 	vy_error err;
 	int rc = cli_request(g, req, draw, &v, &res, &err);

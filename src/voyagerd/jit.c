@@ -413,6 +413,8 @@ static int fs_spawn(struct vy_daemon *d, const char *id, const char *source,
 	argv[n++] = "--hold-cold", argv[n++] = FS_HOLD_COLD;
 	if (fm->priority[0])
 		argv[n++] = "--priority", argv[n++] = fm->priority;
+	if (fm->present[0])
+		argv[n++] = "--present", argv[n++] = fm->present;
 	if (hydrate_rate)
 		argv[n++] = "--hydrate-rate", argv[n++] = rate;
 	argv[n++] = fm->mountpoint;
@@ -667,6 +669,7 @@ json_object *vy_fs_to_json(const struct vy_fs_mount *fm)
 	json_object_object_add(o, "manifest", json_object_new_string(fm->manifest));
 	json_object_object_add(o, "delta", json_object_new_string(fm->delta));
 	json_object_object_add(o, "priority", json_object_new_string(fm->priority));
+	json_object_object_add(o, "present", json_object_new_string(fm->present));
 	json_object_object_add(o, "log", json_object_new_string(fm->log));
 	return o;
 }
@@ -683,6 +686,7 @@ int vy_fs_from_json(json_object *o, struct vy_fs_mount *fm, vy_error *err)
 	snprintf(fm->delta, sizeof(fm->delta), "%s", vy_json_str(o, "delta", ""));
 	fm->ctl = -1;
 	snprintf(fm->priority, sizeof(fm->priority), "%s", vy_json_str(o, "priority", ""));
+	snprintf(fm->present, sizeof(fm->present), "%s", vy_json_str(o, "present", ""));
 	snprintf(fm->log, sizeof(fm->log), "%s", vy_json_str(o, "log", ""));
 	if (fm->mountpoint[0] != '/')
 		return vy_error_set(err, EINVAL, "journal names no voyager-fs mount point");

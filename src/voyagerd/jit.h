@@ -73,6 +73,7 @@ struct vy_fs_mount {
 	char manifest[PATH_MAX];
 	char delta[PATH_MAX];    /* "" for none: the manifest is the whole tree */
 	char priority[PATH_MAX]; /* "" for none */
+	char present[PATH_MAX];  /* files whole before the freeze; "" for none */
 	char log[PATH_MAX];
 	/* Started before the freeze and waiting for the go (vy_fs_prestart);
 	 * ctl is our end of its control socket (-1 for none). */

@@ -626,6 +626,18 @@ static json_object *build_report(struct migration *m, const char *result,
 			json_object_object_add(st, "restore", json_object_get(m->restore_steps));
 		json_object_object_add(r, "steps_ms", st);
 	}
+	if (!strcmp(m->mode, "jit") && m->t_freeze) {
+		uint32_t refetch = 0;
+		for (size_t i = 0; i < sizeof(m->pf_refetch) / sizeof(m->pf_refetch[0]); i++)
+			refetch += m->pf_refetch[i];
+		json_object *p = json_object_new_object();
+		json_object_object_add(p, "files", json_object_new_int64(m->pf_files));
+		json_object_object_add(p, "bytes", json_object_new_int64((int64_t)m->pf_bytes));
+		json_object_object_add(p, "ms", json_object_new_int64((int64_t)m->pf_ms));
+		json_object_object_add(p, "skipped", json_object_new_int64(m->pf_skipped));
+		json_object_object_add(p, "refetched", json_object_new_int64(refetch));
+		json_object_object_add(r, "prefetch", p);
+	}
 	if (!strcmp(m->mode, "jit") && !strcmp(result, "migrated")) {
 		json_object *h = json_object_new_object();
 		json_object_object_add(h, "state", json_object_new_string("hydrating"));
@@ -733,6 +745,7 @@ static int parse_request(struct migration *m, json_object *req, vy_error *err)
 	m->opts.tcp_established = true;
 	m->opts.file_locks = true;
 	const char *env = getenv("VOYAGER_NO_PACKET_HOLD");
+	m->no_prefetch = json_object_get_boolean(json_object_object_get(req, "no_prefetch"));
 	if (json_object_get_boolean(json_object_object_get(req, "no_hold")))
 		snprintf(m->hold_state, sizeof(m->hold_state), "off: --no-hold");
 	else if (env && *env && strcmp(env, "0") != 0)
@@ -812,14 +825,17 @@ report:;
 		vy_manifest_free(&m->pre[i]);
 		vy_manifest_free(&m->stale[i]);
 	}
-	for (size_t i = 0; i < sizeof(m->watch) / sizeof(m->watch[0]); i++)
+	for (size_t i = 0; i < sizeof(m->watch) / sizeof(m->watch[0]); i++) {
 		vy_manifest_watch_free(m->watch[i]);
+		free(m->pf[i]);
+	}
 	json_object_put(m->config);
 	json_object_put(m->net);
 	json_object_put(m->phases_ms);
 	json_object_put(m->restore_steps);
 	json_object_put(m->warnings);
 	json_object_put(m->hot);
+	json_object_put(m->prefetch);
 	json_object_put(m->serve);
 	vy_journal_free(m->j);
 	vy_active_remove(m->act);

@@ -61,6 +61,17 @@ struct migration {
 	struct vy_steps ck_steps;     /* the checkpoint phase, step by step */
 	json_object *restore_steps; /* the target's restore, step by step */
 	json_object *hot;      /* jit: paths the processes have open or mapped */
+	/* jit: mapped files that no process of the container maps shared and
+	 * writable or has open for writing (paths in its view), sent to the
+	 * target with the skeleton; per stream, the entries of pre[] sent so */
+	json_object *prefetch;
+	bool no_prefetch;      /* voyager migrate --no-prefetch */
+	uint32_t *pf[2 + VY_MAX_VOLUMES];
+	uint32_t npf[2 + VY_MAX_VOLUMES];
+	uint64_t pf_kept[2 + VY_MAX_VOLUMES]; /* their bytes still good at the freeze */
+	uint32_t pf_refetch[2 + VY_MAX_VOLUMES]; /* the files of them not good then */
+	uint32_t pf_files, pf_skipped;
+	uint64_t pf_bytes, pf_ms;
 	struct vy_scan_watch *watch[2 + VY_MAX_VOLUMES]; /* jit: changes since the skeleton */
 	json_object *serve;    /* jit: the trees we serve ({stream, root, manifest}) */
 	uint64_t jit_bytes;    /* jit: data left behind for the target to fetch */
@@ -75,6 +86,10 @@ struct migration {
 	bool progress_running;
 	struct vy_pc_source *pc; /* post-copy memory (postcopy.c), or NULL */
 };
+
+/* The most bytes of mapped files a jit migration sends before the freeze
+ * (smallest files first). */
+#define VY_PREFETCH_MAX (256ull << 20)
 
 /* source_trees.c */
 uint64_t vy_tree_size(const char *path, bool is_dir);

@@ -181,6 +181,41 @@ static int send_manifest(struct migration *m, uint32_t stream, const char *kind,
 	return send_encoded(m, stream, kind, index, flavor, man, buf, len, err);
 }
 
+/* At the freeze: the files sent before it (vy_source_skeleton) that
+ * changed since the skeleton's scan.  A write(2) is an inotify event, and
+ * the delta has the file; a write through a shared mapping is none, but it
+ * moves the file's mtime, which is looked at here, and the file's
+ * directory is then read again as if it had seen an event.  The target
+ * drops what it has of any file the delta names. */
+static void check_prefetched(struct migration *m, uint32_t stream, const char *root)
+{
+	const struct vy_manifest *pre = &m->pre[stream];
+	m->pf_kept[stream] = 0;
+	m->pf_refetch[stream] = 0;
+	for (uint32_t k = 0; k < m->npf[stream]; k++) {
+		const struct vy_entry *e = &pre->entries[m->pf[stream][k]];
+		char p[2 * PATH_MAX];
+		struct stat st;
+		snprintf(p, sizeof(p), "%s/%s", root, e->path);
+		if (lstat(p, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size == e->size &&
+		    (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec == e->mtime_ns) {
+			m->pf_kept[stream] += e->size;
+			continue;
+		}
+		char dir[PATH_MAX];
+		snprintf(dir, sizeof(dir), "%s", e->path);
+		char *slash = strrchr(dir, '/');
+		if (slash)
+			*slash = '\0';
+		else
+			dir[0] = '\0';
+		vy_manifest_watch_mark(m->watch[stream], dir);
+		m->pf_refetch[stream]++;
+		vy_info("migration %s: %s changed after it was sent before the freeze; "
+			"the target fetches it again", m->id, e->path);
+	}
+}
+
 /* jit, at the freeze: what changed since the skeleton, as a delta when it
  * can be one (read from the watch; else from a rescan compared whole),
  * else the whole manifest.  *man gets the manifest both sides now hold
@@ -196,6 +231,7 @@ static int send_frozen(struct migration *m, uint32_t stream, const char *kind, i
 	uint32_t dirs = 0;
 	int got = 0;
 	*delta = false;
+	check_prefetched(m, stream, path);
 	if (is_dir) {
 		vy_error why;
 		got = vy_manifest_rescan_delta(m->watch[stream], path, pre, &d, &dirs, &why);
@@ -282,6 +318,91 @@ static json_object *hot_paths_under(struct migration *m, const char *dest)
 	return out;
 }
 
+/* The entries of man (the skeleton of the tree at dest) that go to the
+ * target before the freeze: m->prefetch's regular files below dest, the
+ * smallest first, up to VY_PREFETCH_MAX bytes in all.  *skip gets the
+ * complement, for vy_tree_send_live_some(). */
+static uint32_t pick_prefetch(struct migration *m, const struct vy_manifest *man,
+			      const char *dest, uint32_t **idx, uint8_t **skip)
+{
+	*idx = NULL;
+	*skip = NULL;
+	json_object *want = json_object_new_object();
+	size_t dl = strlen(dest);
+	for (size_t i = 0; m->prefetch && i < json_object_array_length(m->prefetch); i++) {
+		const char *p = json_object_get_string(json_object_array_get_idx(m->prefetch, i));
+		if (!strcmp(dest, "/"))
+			json_object_object_add(want, p + 1, NULL);
+		else if (!strncmp(p, dest, dl) && p[dl] == '/')
+			json_object_object_add(want, p + dl + 1, NULL);
+	}
+	uint32_t n = 0, cap = (uint32_t)json_object_object_length(want);
+	uint32_t *pick = cap ? calloc(cap, sizeof(*pick)) : NULL;
+	for (uint32_t i = 0; pick && i < man->count && n < cap; i++) {
+		const struct vy_entry *e = &man->entries[i];
+		if (e->type == VY_ENTRY_REG && e->link_of == VY_NO_LINK && e->size > 0 &&
+		    json_object_object_get_ex(want, e->path, NULL))
+			pick[n++] = i;
+	}
+	json_object_put(want);
+	/* smallest first (a handful of entries: insertion sort) */
+	for (uint32_t a = 1; a < n; a++)
+		for (uint32_t b = a; b > 0 && man->entries[pick[b]].size <
+					     man->entries[pick[b - 1]].size; b--) {
+			uint32_t t = pick[b];
+			pick[b] = pick[b - 1];
+			pick[b - 1] = t;
+		}
+	uint64_t total = 0;
+	uint32_t kept = 0;
+	for (uint32_t k = 0; k < n && total + man->entries[pick[k]].size <= VY_PREFETCH_MAX; k++) {
+		total += man->entries[pick[k]].size;
+		kept++;
+	}
+	if (!kept || !(*skip = malloc(man->count))) {
+		free(pick);
+		return 0;
+	}
+	memset(*skip, 1, man->count);
+	for (uint32_t k = 0; k < kept; k++)
+		(*skip)[pick[k]] = 0;
+	*idx = pick;
+	return kept;
+}
+
+/* jit, with the skeleton: the files picked by pick_prefetch(), after the
+ * TREE_END that names them, read from the running container's tree (one
+ * that changes under the read is skipped: the target fetches it later). */
+static int send_prefetch(struct migration *m, uint32_t stream, const char *path,
+			 const struct vy_manifest *man, const uint8_t *skip, vy_error *err)
+{
+	uint64_t t0 = vy_now_ms();
+	uint32_t n = m->npf[stream], sent = 0;
+	cleanup_free uint8_t *skipped = calloc(man->count ? man->count : 1, 1);
+	cleanup_close int rootfd = open_tree_root(path, true, err);
+	if (!skipped || rootfd < 0)
+		return skipped ? -1 : vy_error_set(err, ENOMEM, "out of memory");
+	if (vy_tree_send_live_some(m->ch, stream, rootfd, man, skip, skipped, NULL, err) < 0)
+		return -1;
+	/* only what arrived whole is looked at again at the freeze */
+	for (uint32_t k = 0; k < n; k++) {
+		uint32_t i = m->pf[stream][k];
+		if (skipped[i]) {
+			m->pf_skipped++;
+			continue;
+		}
+		m->pf[stream][sent++] = i;
+		m->pf_bytes += man->entries[i].size;
+	}
+	m->npf[stream] = sent;
+	m->pf_files += sent;
+	m->pf_ms += vy_now_ms() - t0;
+	vy_info("migration %s: %u mapped files (%llu bytes) sent before the freeze in %llu ms%s",
+		m->id, sent, (unsigned long long)m->pf_bytes,
+		(unsigned long long)(vy_now_ms() - t0), sent < n ? ", some skipped: they changed" : "");
+	return 0;
+}
+
 /* jit: the tree's manifest only; its data stays here and is served to the
  * target's voyager-fs from now until the target releases us.  Registered
  * before TREE_END, so the target's first fetch finds it. */
@@ -344,7 +465,17 @@ static int send_jit_tree(struct migration *m, uint32_t stream, const char *kind,
 		    vy_manifest_watch_index(m->watch[stream], &m->pre[stream], &why) < 0)
 			vy_warn("migration %s: %s: %s", m->id, kind, why.msg);
 	} else if (rc == 0) {
-		uint64_t data = man.data_bytes;
+		uint64_t data = man.data_bytes, had = delta ? m->pf_kept[stream] : 0;
+		if (!delta && m->npf[stream]) {
+			/* a fresh voyager-fs takes the whole manifest: nothing is
+			 * known to be whole there */
+			m->pf_refetch[stream] = m->npf[stream];
+			vy_info("migration %s: %s: the whole manifest went, so the %u files sent "
+				"before the freeze are fetched again", m->id, kind, m->npf[stream]);
+		}
+		if (had > data)
+			had = data;
+		data -= had;
 		/* persisted by vy_serve_persist() once the container runs */
 		rc = vy_serve_add(m->id, stream, root, &man, err);
 		if (rc == 0) {
@@ -357,14 +488,27 @@ static int send_jit_tree(struct migration *m, uint32_t stream, const char *kind,
 		}
 	}
 	vy_manifest_free(&man);
+	cleanup_free uint8_t *pf_skip = NULL;
+	if (rc == 0 && live && is_dir) {
+		free(m->pf[stream]);
+		m->npf[stream] = pick_prefetch(m, &m->pre[stream], dest, &m->pf[stream], &pf_skip);
+	}
 	if (rc == 0) {
 		json_object *e = json_object_new_object();
 		json_object_object_add(e, "stream", json_object_new_int64(stream));
 		if (!live)
 			json_object_object_add(e, "priority", hot_paths_under(m, dest));
+		if (live && m->npf[stream]) {
+			json_object *a = json_object_new_array();
+			for (uint32_t k = 0; k < m->npf[stream]; k++)
+				json_object_array_add(a, json_object_new_int64(m->pf[stream][k]));
+			json_object_object_add(e, "prefetch", a);
+		}
 		rc = vy_channel_send_json(m->ch, VY_MSG_TREE_END, e, err);
 		json_object_put(e);
 	}
+	if (rc == 0 && live && m->npf[stream])
+		rc = send_prefetch(m, stream, path, &m->pre[stream], pf_skip, err);
 	/* The target lays the skeleton out before we freeze: that work must
 	 * not spill into the freeze window. */
 	if (rc == 0 && live) {
@@ -380,19 +524,39 @@ static int send_jit_tree(struct migration *m, uint32_t stream, const char *kind,
 	return 0;
 }
 
+/* Whether fd's description in /proc/PID/fdinfo/FD (p) was opened for
+ * writing; true when that cannot be read. */
+static bool fd_writes(const char *p)
+{
+	cleanup_fclose FILE *f = fopen(p, "re");
+	char line[128];
+	unsigned long flags;
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "flags: %lo", &flags) == 1)
+			return (flags & O_ACCMODE) != O_RDONLY;
+	return true;
+}
+
 /* What the container's processes have open or mapped, as paths in its
  * own view: the background stream fetches those first.  Read while it
- * still runs; a path that is gone by the freeze costs nothing. */
+ * still runs; a path that is gone by the freeze costs nothing.  And the
+ * mapped files that go with the skeleton (m->prefetch): their pages are
+ * read while the target restores, so there they had better be local.  Not
+ * those mapped shared and writable, or open for writing: writes through a
+ * mapping are no inotify event. */
 static void collect_hot_paths(struct migration *m, pid_t init)
 {
 	char p[PATH_MAX];
 	struct stat want, st;
 	snprintf(p, sizeof(p), "/proc/%d/root", (int)init);
 	json_object_put(m->hot);
+	json_object_put(m->prefetch);
 	m->hot = json_object_new_array();
+	m->prefetch = json_object_new_array();
 	if (init <= 0 || stat(p, &want) < 0)
 		return;
 	json_object *seen = json_object_new_object();
+	json_object *mapped = json_object_new_object(), *written = json_object_new_object();
 	cleanup_closedir DIR *proc = opendir("/proc");
 	struct dirent *de;
 	while (proc && (de = readdir(proc))) {
@@ -409,8 +573,14 @@ static void collect_hot_paths(struct migration *m, pid_t init)
 			if (!path)
 				continue;
 			path[strcspn(path, "\n")] = '\0';
-			if (!strstr(path, " (deleted)") && !json_object_object_get(seen, path))
+			if (strstr(path, " (deleted)"))
+				continue;
+			if (!json_object_object_get(seen, path))
 				json_object_object_add(seen, path, NULL);
+			/* "start-end perms ...": perms as "rw-s" */
+			char *perms = strchr(line, ' ');
+			bool shared_w = perms && perms + 5 < path && perms[2] == 'w' && perms[4] == 's';
+			json_object_object_add(shared_w ? written : mapped, path, NULL);
 		}
 		if (f)
 			fclose(f);
@@ -424,11 +594,24 @@ static void collect_hot_paths(struct migration *m, pid_t init)
 			if (n <= 0 || target[0] != '/')
 				continue;
 			target[n] = '\0';
-			if (!strstr(target, " (deleted)") && strncmp(target, "/dev/", 5) &&
-			    strncmp(target, "/proc/", 6) && !json_object_object_get(seen, target))
+			if (strstr(target, " (deleted)") || !strncmp(target, "/dev/", 5) ||
+			    !strncmp(target, "/proc/", 6))
+				continue;
+			if (!json_object_object_get(seen, target))
 				json_object_object_add(seen, target, NULL);
+			snprintf(lp, sizeof(lp), "/proc/%s/fdinfo/%s", de->d_name, fe->d_name);
+			if (fd_writes(lp))
+				json_object_object_add(written, target, NULL);
 		}
 	}
+	json_object_object_foreach(mapped, mk, mv) {
+		(void)mv;
+		if (!m->no_prefetch && !json_object_object_get_ex(written, mk, NULL) &&
+		    vy_path_is_safe(mk + 1, strlen(mk + 1)))
+			json_object_array_add(m->prefetch, json_object_new_string(mk));
+	}
+	json_object_put(mapped);
+	json_object_put(written);
 	json_object_object_foreach(seen, k, v) {
 		(void)v;
 		if (vy_path_is_safe(k + 1, strlen(k + 1)))

@@ -358,7 +358,9 @@ static int recv_manifest(struct session *s, uint64_t total, struct vy_manifest *
 	return 0;
 }
 
-static int recv_data(struct session *s, struct vy_tree_sink *sink, vy_error *err)
+/* DATA and FILE_END frames into sink until TREE_END; whole: the tree must
+ * be (vy_tree_sink_finish), else the caller finishes. */
+static int recv_frames(struct session *s, struct vy_tree_sink *sink, bool whole, vy_error *err)
 {
 	for (;;) {
 		struct vy_message msg = { 0 };
@@ -379,7 +381,7 @@ static int recv_data(struct session *s, struct vy_tree_sink *sink, vy_error *err
 				rc = vy_tree_sink_file_end(sink, o, err);
 		} else if (msg.type == VY_MSG_TREE_END) {
 			vy_message_free(&msg);
-			return vy_tree_sink_finish(sink, err);
+			return whole ? vy_tree_sink_finish(sink, err) : 0;
 		} else if (msg.type == VY_MSG_ERROR) {
 			rc = vy_message_json(&msg, &o, err);
 			if (rc == 0)
@@ -394,6 +396,64 @@ static int recv_data(struct session *s, struct vy_tree_sink *sink, vy_error *err
 		if (rc < 0)
 			return -1;
 	}
+}
+
+static int recv_data(struct session *s, struct vy_tree_sink *sink, vy_error *err)
+{
+	return recv_frames(s, sink, true, err);
+}
+
+/* jit, with the skeleton: the files its TREE_END names in "prefetch"
+ * (mapped files of the running container), whole, into the skeleton laid
+ * out under rootfd, made durable there; the paths that arrived go to
+ * present, for voyager-fs's --present.  A file the source skipped (it
+ * changed under the read) is fetched later like any other. */
+static int recv_prefetch(struct session *s, uint32_t stream, int rootfd,
+			 const struct vy_manifest *man, json_object *list, const char *present,
+			 vy_error *err)
+{
+	size_t n = json_object_array_length(list);
+	uint64_t t0 = vy_now_ms(), bytes = 0;
+	uint32_t files = 0;
+	if (n > man->count)
+		return vy_error_set(err, EPROTO, "more files to prefetch than the skeleton has");
+	cleanup_free uint8_t *have = malloc(man->count), *skipped = calloc(man->count, 1);
+	if (!have || !skipped)
+		return vy_error_set(err, ENOMEM, "out of memory");
+	memset(have, 1, man->count);
+	for (size_t k = 0; k < n; k++) {
+		json_object *v = json_object_array_get_idx(list, k);
+		int64_t i = json_object_is_type(v, json_type_int) ? json_object_get_int64(v) : -1;
+		const struct vy_entry *e = i >= 0 && i < man->count ? &man->entries[i] : NULL;
+		if (!e || e->type != VY_ENTRY_REG || e->link_of != VY_NO_LINK || !e->size)
+			return vy_error_set(err, EPROTO, "prefetch names entry %lld, which is not "
+					    "a file with data", (long long)i);
+		have[i] = 0;
+	}
+	struct vy_tree_sink *sink = NULL;
+	int rc = vy_tree_sink_new(rootfd, man, stream, &sink, err);
+	if (rc == 0) {
+		vy_tree_sink_have(sink, have);
+		vy_tree_sink_allow_skips(sink, skipped);
+		rc = recv_frames(s, sink, false, err);
+	}
+	if (rc == 0)
+		rc = vy_tree_sink_finish_some(sink, &files, &bytes, err);
+	vy_tree_sink_free(sink);
+	cleanup_fclose FILE *f = rc == 0 ? fopen(present, "we") : NULL;
+	if (rc == 0 && !f)
+		rc = vy_error_sys(err, errno, "open %s", present);
+	for (uint32_t i = 0; rc == 0 && i < man->count; i++)
+		if (!have[i] && !skipped[i] && !strchr(man->entries[i].path, '\n'))
+			fprintf(f, "%s\n", man->entries[i].path);
+	if (rc == 0 && fflush(f) != 0)
+		rc = vy_error_sys(err, errno, "write %s", present);
+	if (rc < 0)
+		return vy_error_wrap(err, "mapped files sent before the freeze");
+	vy_info("migration %s: %u mapped files (%llu bytes) of stream %u whole here before the "
+		"freeze, in %llu ms", s->id, files, (unsigned long long)bytes, stream,
+		(unsigned long long)(vy_now_ms() - t0));
+	return 0;
 }
 
 /* A delta lands in a fresh tree next to the pre-synced one: its skeleton
@@ -513,13 +573,14 @@ static int save_fs(struct session *s, vy_error *err)
  * (recv_jit_delta).  If voyager-fs cannot start now, it starts at the
  * freeze instead (slower, as with a whole manifest). */
 static int stage_fs(struct session *s, uint32_t stream, const char *dir, const uint8_t *raw,
-		    size_t rawlen, vy_error *err)
+		    size_t rawlen, const char *present, vy_error *err)
 {
 	if (s->nfs >= MAX_STREAMS || fs_of(s, stream) >= 0)
 		return vy_error_set(err, EPROTO, "a second skeleton for stream %u", stream);
 	struct vy_fs_mount *fm = &s->fs[s->nfs];
 	fs_paths(s, stream, dir, fm);
 	snprintf(fm->delta, sizeof(fm->delta), "%s/fs/%u.delta", s->ctr_dir, stream);
+	snprintf(fm->present, sizeof(fm->present), "%s", present ? present : "");
 	char fsdir[PATH_MAX];
 	snprintf(fsdir, sizeof(fsdir), "%s/fs", s->ctr_dir);
 	unsigned dlen = 0;
@@ -583,8 +644,20 @@ static int recv_jit_tree(struct session *s, uint32_t stream, const char *dir, bo
 		rc = vy_manifest_materialise(man, rootfd, err);
 	if (rc == 0 && !same)
 		rc = vy_manifest_finish(man, rootfd, err);
+	json_object *pf = e ? json_object_object_get(e, "prefetch") : NULL;
+	char present[PATH_MAX] = "";
+	if (rc == 0 && skeleton && pf && !json_object_is_type(pf, json_type_array))
+		rc = vy_error_set(err, EPROTO, "malformed prefetch list");
+	if (rc == 0 && skeleton && pf && json_object_array_length(pf)) {
+		snprintf(present, sizeof(present), "%s/fs/%u.present", s->ctr_dir, stream);
+		char fsdir[PATH_MAX];
+		snprintf(fsdir, sizeof(fsdir), "%s/fs", s->ctr_dir);
+		rc = vy_mkdir_p(fsdir, 0700, err);
+		if (rc == 0)
+			rc = recv_prefetch(s, stream, rootfd, man, pf, present, err);
+	}
 	if (rc == 0 && skeleton) {
-		rc = stage_fs(s, stream, dir, raw, rawlen, err);
+		rc = stage_fs(s, stream, dir, raw, rawlen, present[0] ? present : NULL, err);
 		vy_manifest_free(&s->pre[stream]);
 		s->pre[stream] = *man;
 		*man = (struct vy_manifest){ 0 };

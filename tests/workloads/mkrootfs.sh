@@ -11,9 +11,9 @@
 # workloads or the host binaries it copies change (a sha256 stamp).
 #
 # busybox: busybox-static as /bin/busybox with every applet symlinked in
-#          /bin, /sbin/counter, /sbin/memhog and /sbin/udpecho (static, from
-#          counter.c, memhog.c and udpecho.c), /data, /tmp, /etc/passwd and
-#          /etc/group with root.
+#          /bin, /sbin/counter, /sbin/memhog, /sbin/udpecho and /sbin/maphold
+#          (static, from counter.c, memhog.c, udpecho.c and maphold.c), /data,
+#          /tmp, /etc/passwd and /etc/group with root.
 # redis:   the host's redis-server and redis-cli with exactly the shared
 #          libraries ldd names (plus the dynamic loader), busybox, minimal
 #          /etc, /tmp, /data and /etc/redis.conf (bind 0.0.0.0 and, where
@@ -35,7 +35,7 @@ stamp_of() { # TEMPLATE -> hash of everything that goes into it
 		sha256sum "$self"
 		sha256sum "$(readlink -f "$BUSYBOX")"
 		case $t in
-		busybox) sha256sum "$here/counter.c" "$here/memhog.c" "$here/udpecho.c" ;;
+		busybox) sha256sum "$here/counter.c" "$here/memhog.c" "$here/udpecho.c" "$here/maphold.c" ;;
 		redis)
 			local b
 			for b in /usr/bin/redis-server /usr/bin/redis-cli; do
@@ -80,7 +80,8 @@ build_busybox() { # ROOT
 	gcc -static -O2 -Wall -o "$r/sbin/counter" "$here/counter.c"
 	gcc -static -O2 -Wall -o "$r/sbin/memhog" "$here/memhog.c"
 	gcc -static -O2 -Wall -o "$r/sbin/udpecho" "$here/udpecho.c"
-	strip "$r/sbin/counter" "$r/sbin/memhog" "$r/sbin/udpecho"
+	gcc -static -O2 -Wall -o "$r/sbin/maphold" "$here/maphold.c"
+	strip "$r/sbin/counter" "$r/sbin/memhog" "$r/sbin/udpecho" "$r/sbin/maphold"
 }
 
 build_redis() { # ROOT
