@@ -15,6 +15,8 @@
 #                   seconds after a migration)
 #       --memory    auto|stop-copy|post-copy: voyager migrate --memory for
 #                   the Voyager methods                              auto
+#       --methods   comma-separated subset of default,no-prefetch,no-hold,
+#                   stop-copy,manual (their order is kept)        all
 #       --out       results prefix (default bench/results/DATE/network
 #                   for the default sizes, .../network-dMIB-RATE-rN else)
 #   Quick check: bench/network.sh --data-mib 8 --runs 1
@@ -32,6 +34,9 @@
 #              and replayed on b (the report's network section counts them)
 #   no-hold    the same with --no-hold: today's behaviour before holding,
 #              where the client's own retransmission timer ends its pause
+#   no-prefetch the same with --no-prefetch: jit sends no mapped file
+#              before the freeze, and the restore reads redis's binary
+#              and libraries from a through voyager-fs
 #   stop-copy  `voyager migrate ID --to B --mode stop-copy --json`
 #   manual     by hand, as DESIGN.md's hand-made migration: the container's
 #              netns made by the host (nsfs bind mount in HOSTDIR/vynetns,
@@ -66,6 +71,7 @@ CLIENT_S=10
 OUT=""
 BRIDGE_MAC=pinned
 MEMORY=auto
+METHODS=default,no-prefetch,no-hold,stop-copy,manual
 VALUE_LEN=1000
 usage() { sed -n '2,/^$/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2; exit 2; }
 while [ $# -gt 0 ]; do
@@ -77,6 +83,7 @@ while [ $# -gt 0 ]; do
 	--out) OUT=${2:-}; shift 2 ;;
 	--bridge-mac) BRIDGE_MAC=${2:-}; shift 2 ;;
 	--memory) MEMORY=${2:-}; shift 2 ;;
+	--methods) METHODS=${2:-}; shift 2 ;;
 	-h | --help) usage ;;
 	*) echo "network: unknown argument '$1'" >&2; usage ;;
 	esac
@@ -88,6 +95,11 @@ done
 case $MEMORY in auto | stop-copy | post-copy) ;; *) echo "network: --memory auto, stop-copy or post-copy" >&2; exit 2 ;; esac
 [ "$DATA_MIB" -ge 1 ] && [ "$DATA_MIB" -le 4096 ] || { echo "network: --data-mib 1..4096" >&2; exit 2; }
 [ "$CLIENT_S" -ge 4 ] && [ "$CLIENT_S" -le 300 ] || { echo "network: --client-s 4..300" >&2; exit 2; }
+ALL_METHODS=(default no-prefetch no-hold stop-copy manual)
+IFS=, read -r -a want_methods <<<"$METHODS"
+for m in "${want_methods[@]}"; do
+	[[ " ${ALL_METHODS[*]} " == *" $m "* ]] || { echo "network: unknown method '$m'" >&2; exit 2; }
+done
 [[ ${RATE,,} =~ ^[0-9]+(bit|kbit|mbit|gbit)$ ]] || { echo "network: bad --rate '$RATE'" >&2; exit 2; }
 case $BRIDGE_MAC in pinned | free) ;; *) echo "network: --bridge-mac pinned|free" >&2; exit 2 ;; esac
 [ "$(id -u)" = 0 ] || { echo "network: must run as root" >&2; exit 1; }
@@ -95,6 +107,7 @@ if [ -z "$OUT" ]; then
 	OUT="$ROOT/bench/results/$(date +%Y-%m-%d)/network"
 	[ "$DATA_MIB/$RATE/$RUNS/$BRIDGE_MAC" = 64/1gbit/3/pinned ] || OUT="$OUT-d$DATA_MIB-$RATE-r$RUNS-$BRIDGE_MAC"
 	[ "$MEMORY" = auto ] || OUT="$OUT-mem-$MEMORY"
+	[ "$METHODS" = default,no-prefetch,no-hold,stop-copy,manual ] || OUT="$OUT-${METHODS//,/-}"
 fi
 # voyager-fs too: the default mode (jit) restores on it, found next to voyagerd.
 [ -x "$ROOT/build/voyager" ] && [ -x "$ROOT/build/voyagerd" ] && [ -x "$ROOT/build/voyager-fs" ] ||
@@ -355,10 +368,11 @@ next_ip() { SEQ=$((SEQ + 1)); IP="$PFX.$((50 + SEQ))"; }
 
 run_voyager() { # METHOD RUN ORDER
 	local m=$1 run=$2 order=$3 id ns mem rss runid out cj chk mode_args=(--memory "$MEMORY") t0 t1 mig=false
-	id="$LAB${m:0:1}$run"
+	case $m in no-prefetch) id="${LAB}p$run" ;; *) id="$LAB${m:0:1}$run" ;; esac
 	next_ip
 	[ "$m" = stop-copy ] && mode_args+=(--mode stop-copy)
 	[ "$m" = no-hold ] && mode_args+=(--no-hold)
+	[ "$m" = no-prefetch ] && mode_args+=(--no-prefetch)
 	ns=$(vy_cli "$LAB" a net create "$id" --ip "$IP/24" --bridge vybr0) ||
 		{ row "$m" "$run" "$order" error='"voyager net create failed"'; return 1; }
 	read -r mem rss runid < <(start_redis a "$id" "$IP" "$ns") && [ -n "$runid" ] ||
@@ -522,7 +536,15 @@ man_clean() { # ID
 fail=0
 : >"$WORK/runs.jsonl"
 for ((r = 1; r <= RUNS; r++)); do
-	if [ $((r % 2)) = 1 ]; then order=(default no-hold stop-copy manual); else order=(manual stop-copy no-hold default); fi
+	order=()
+	for m in "${ALL_METHODS[@]}"; do
+		[[ ",$METHODS," == *",$m,"* ]] && order+=("$m")
+	done
+	if [ $((r % 2)) = 0 ]; then
+		rev=()
+		for ((k = ${#order[@]} - 1; k >= 0; k--)); do rev+=("${order[$k]}"); done
+		order=("${rev[@]}")
+	fi
 	for ((k = 0; k < ${#order[@]}; k++)); do
 		m=${order[$k]}
 		before=$(wc -l <"$WORK/runs.jsonl")
@@ -543,11 +565,12 @@ done
 # ---- results ----
 mkdir -p "$(dirname "$OUT")" || die "cannot make $(dirname "$OUT")"
 $PY - "$WORK/runs.jsonl" "$OUT" "$DATA_MIB" "$RATE" "$RUNS" "$KEYS" "$VALUE_LEN" "$CLIENT_S" \
-	"$WORK/bin" "$ROOT" "$BRIDGE_MAC" "$MEMORY" <<'PY'
+	"$WORK/bin" "$ROOT" "$BRIDGE_MAC" "$MEMORY" "$METHODS" <<'PY'
 import hashlib, json, os, platform, statistics, subprocess, sys, time
-src, out, data_mib, rate, runs, keys, vlen, client_s, bindir, root, brmac, memory = sys.argv[1:13]
+src, out, data_mib, rate, runs, keys, vlen, client_s, bindir, root, brmac, memory, want = sys.argv[1:14]
 rows = [json.loads(l) for l in open(src) if l.strip()]
-methods = ["default", "no-hold", "stop-copy", "manual"]
+methods = [m for m in ["default", "no-prefetch", "no-hold", "stop-copy", "manual"]
+           if m in want.split(",")]
 
 def ver(cmd):
     try:
@@ -572,13 +595,22 @@ for m in methods:
          "used_memory_mib": stats([round(r["used_memory"] / 1048576, 1) for r in rs if r.get("used_memory")]),
          "modes": sorted({(r.get("report") or {}).get("mode") for r in mig if (r.get("report") or {}).get("mode")})}
     summary[m] = s
+for m in methods:
+    summary[m]["restore_ms"] = stats([((r.get("report") or {}).get("phases_ms") or {}).get("restore")
+                                      for r in rows if r["method"] == m and r.get("migrated")])
 ratio = {}
-base = summary["manual"]
+base = summary.get("manual")
 for m in methods:
     ratio[m] = {}
     for k in ("max_gap_ms", "downtime_ms"):
-        a, b = summary[m][k], base[k]
+        a, b = summary[m][k], base[k] if base else None
         ratio[m][k] = round(a["median"] / b["median"], 2) if a and b and b["median"] else None
+# what sending the mapped files before the freeze does, in the same run
+prefetch_ratio = {}
+if "default" in summary and "no-prefetch" in summary:
+    for k in ("max_gap_ms", "downtime_ms", "restore_ms"):
+        a, b = summary["default"][k], summary["no-prefetch"][k]
+        prefetch_ratio[k] = round(a["median"] / b["median"], 2) if a and b and b["median"] else None
 
 def sha(p):
     try:
@@ -603,6 +635,7 @@ doc = {
         "voyager downtime_ms": "the report's: freeze -> target restored, unlocked and announced",
         "manual downtime_ms": "nft lock on a -> gratuitous ARP sent on b (restore_returned_ms: -> runc restore returned)"},
     "runs": rows, "summary": summary, "ratio_over_manual_median": ratio,
+    "default_over_no_prefetch_median": prefetch_ratio,
 }
 with open(out + ".json", "w") as f:
     json.dump(doc, f, indent=2)
@@ -617,7 +650,7 @@ lines = ["| method | runs ok | max gap median | min | max | downtime median | mi
          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
 for m in methods:
     s = summary[m]
-    name = m + (" (%s)" % ",".join(s["modes"]) if m in ("default", "no-hold") and s["modes"] else "")
+    name = m + (" (%s)" % ",".join(s["modes"]) if m in ("default", "no-prefetch", "no-hold") and s["modes"] else "")
     lines.append("| %s | %d/%d | %s | %s | %s | %s | %s | %s | %d | %d | %s | %s |" % (
         name, s["runs_ok"], s["runs"], c(s, "max_gap_ms", "median"), c(s, "max_gap_ms", "min"),
         c(s, "max_gap_ms", "max"), c(s, "downtime_ms", "median"), c(s, "downtime_ms", "min"),
@@ -633,11 +666,16 @@ md = ["# Network identity: the pause a client sees, Voyager vs manual runc", "",
           doc["host"]["kernel"], doc["host"]["criu"], doc["host"]["runc"], doc["host"]["redis"].split(" sha")[0],
           doc["voyager"]["git"]), "",
       table, "",
+      ] + (["default ÷ no-prefetch (medians): downtime %s, restore phase %s (%s / %s ms), max gap %s." % (
+          rt(prefetch_ratio.get("downtime_ms")), rt(prefetch_ratio.get("restore_ms")),
+          c(summary["default"], "restore_ms", "median"), c(summary["no-prefetch"], "restore_ms", "median"),
+          rt(prefetch_ratio.get("max_gap_ms"))), ""] if prefetch_ratio else []) + [
       "- max gap: the client's longest wait between two replies (redis_client.py max_gap_ms).",
       "- downtime: Voyager's report (freeze -> restored, unlocked, announced on b); manual: nft lock on a -> "
       "gratuitous ARP sent on b.",
       "- default: `voyager migrate --json` with no --mode (the report's mode in brackets; packets that reach the "
-      "container during the freeze held on a and replayed on b); no-hold: the same with `--no-hold`; stop-copy: "
+      "container during the freeze held on a and replayed on b); no-prefetch: the same with `--no-prefetch` (no mapped "
+      "file sent before the freeze); no-hold: the same with `--no-hold`; stop-copy: "
       "`--mode stop-copy`; manual: runc checkpoint/restore --tcp-established by hand, bundle copied before "
       "the freeze, CRIU images over TCP across the shaped link, nft lock, source veth down, gratuitous ARP.",
       "- Per run (JSON has phases, bytes, the client's counts):", ""]
@@ -645,11 +683,13 @@ for r in rows:
     cl, p = r.get("client") or {}, r.get("report") or {}
     ph = p.get("phases_ms") or {}
     nw = p.get("network") or {}
+    pf = p.get("prefetch") or {}
     md.append("  - run %s %s (#%s): max gap %s, downtime %s, reset %s, missing %s, errors %s; used_memory %s MiB; "
-              "hold %s (held %s, replayed %s); phases %s%s" % (
+              "hold %s (held %s, replayed %s); prefetch %s files, %s bytes; phases %s%s" % (
                   r["run"], r["method"], r.get("order"), cl.get("max_gap_ms"), p.get("downtime_ms"), cl.get("reset"),
                   cl.get("missing"), cl.get("errors"), f(round((r.get("used_memory") or 0) / 1048576, 1)),
                   nw.get("hold", "-"), nw.get("held_packets", "-"), nw.get("replayed", "-"),
+                  pf.get("files", "-"), pf.get("bytes", "-"),
                   ", ".join("%s %s" % kv for kv in ph.items()) or "-",
                   "" if r["ok"] else "; NOT OK: %s" % json.dumps({k: r.get(k) for k in ("error", "check", "where", "migrated")})))
 with open(out + ".md", "w") as fh:
