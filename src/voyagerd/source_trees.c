@@ -376,7 +376,7 @@ static uint32_t pick_prefetch(struct migration *m, const struct vy_manifest *man
 static int send_prefetch(struct migration *m, uint32_t stream, const char *path,
 			 const struct vy_manifest *man, const uint8_t *skip, vy_error *err)
 {
-	uint64_t t0 = vy_now_ms();
+	uint64_t t0 = vy_now_ms(), bytes = 0;
 	uint32_t n = m->npf[stream], sent = 0;
 	cleanup_free uint8_t *skipped = calloc(man->count ? man->count : 1, 1);
 	cleanup_close int rootfd = open_tree_root(path, true, err);
@@ -392,13 +392,14 @@ static int send_prefetch(struct migration *m, uint32_t stream, const char *path,
 			continue;
 		}
 		m->pf[stream][sent++] = i;
-		m->pf_bytes += man->entries[i].size;
+		bytes += man->entries[i].size;
 	}
+	m->pf_bytes += bytes;
 	m->npf[stream] = sent;
 	m->pf_files += sent;
 	m->pf_ms += vy_now_ms() - t0;
 	vy_info("migration %s: %u mapped files (%llu bytes) sent before the freeze in %llu ms%s",
-		m->id, sent, (unsigned long long)m->pf_bytes,
+		m->id, sent, (unsigned long long)bytes,
 		(unsigned long long)(vy_now_ms() - t0), sent < n ? ", some skipped: they changed" : "");
 	return 0;
 }
