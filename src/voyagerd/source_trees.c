@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
+#include <linux/magic.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -490,7 +492,16 @@ static int send_jit_tree(struct migration *m, uint32_t stream, const char *kind,
 	}
 	vy_manifest_free(&man);
 	cleanup_free uint8_t *pf_skip = NULL;
-	if (rc == 0 && live && is_dir) {
+	/* tmpfs does not move a file's mtime for writes through a shared
+	 * mapping: there the freeze could not tell a sent file changed */
+	struct statfs sf;
+	bool mtime_moves = live && is_dir && statfs(path, &sf) == 0 &&
+			   sf.f_type != TMPFS_MAGIC && sf.f_type != RAMFS_MAGIC;
+	if (rc == 0 && live && is_dir && !mtime_moves && m->prefetch &&
+	    json_object_array_length(m->prefetch))
+		vy_info("migration %s: %s is on tmpfs: no file data goes before the freeze",
+			m->id, kind);
+	if (rc == 0 && live && is_dir && mtime_moves) {
 		free(m->pf[stream]);
 		m->npf[stream] = pick_prefetch(m, &m->pre[stream], dest, &m->pf[stream], &pf_skip);
 	}
