@@ -426,7 +426,11 @@ int vy_tunnel_relay(int local_fd, vy_channel *in, vy_channel *out,
 
 /* ---- the two ends ----------------------------------------------------- */
 
-/* Accept one connection, waiting at most timeout_ms (0: forever). */
+/* Accept one connection, waiting at most timeout_ms (0: forever).  The
+ * local ends get TCP_NODELAY too (vy_net_prepare_connected): CRIU's page
+ * requests and the relay's writes are small, and under Nagle a write that
+ * follows one not yet acknowledged waited for the reader's delayed ACK,
+ * 40 ms on the loopback (seen: one page fault of a restoring thread). */
 static int accept_within(int listen_fd, int timeout_ms, const char *what,
 			 int *fd_out, vy_error *err)
 {
@@ -443,6 +447,8 @@ static int accept_within(int listen_fd, int timeout_ms, const char *what,
 					   what, timeout_ms);
 		int fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
 		if (fd >= 0) {
+			char peer[64];
+			vy_net_prepare_connected(fd, peer, sizeof(peer));
 			*fd_out = fd;
 			return 0;
 		}
@@ -492,6 +498,8 @@ int vy_tunnel_run_source(vy_channel *in, vy_channel *out,
 		json_object_put(o);
 		return -1;
 	}
+	char peer[64];
+	vy_net_prepare_connected(fd, peer, sizeof(peer));
 	if (vy_tunnel_relay(fd, in, out, opts, stats, err) < 0)
 		return vy_error_wrap(err, "tunnel (source)");
 	return 0;
