@@ -308,14 +308,26 @@ static int recv_bytes(vy_channel *ch, const struct vy_fetch_req *r,
 int vy_chunk_fetch(vy_channel *ch, const struct vy_fetch_req *req,
 		   uint8_t *buf, vy_error *err)
 {
+	if (vy_chunk_fetch_send(ch, req, err) < 0)
+		return -1;
+	return vy_chunk_fetch_recv(ch, req, buf, err);
+}
+
+int vy_chunk_fetch_send(vy_channel *ch, const struct vy_fetch_req *req, vy_error *err)
+{
 	json_object *o = range_object(req);
 	int rc = vy_channel_send_json(ch, VY_MSG_FETCH, o, err);
 	json_object_put(o);
-	if (rc < 0)
-		return -1;
+	return rc;
+}
+
+int vy_chunk_fetch_recv(vy_channel *ch, const struct vy_fetch_req *req, uint8_t *buf,
+			vy_error *err)
+{
+	int rc;
+	json_object *o = NULL;
 	struct vy_message msg = { 0 };
 	struct vy_fetch_reply rep;
-	o = NULL;
 	if (vy_channel_expect(ch, VY_MSG_FETCH_REPLY, &msg, err) < 0)
 		return -1;
 	rc = vy_message_json(&msg, &o, err);

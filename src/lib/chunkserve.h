@@ -76,5 +76,12 @@ int vy_chunk_serve(vy_channel *ch, uint32_t stream, int rootfd,
  * is an error with code EREMOTEIO; the channel stays usable after it. */
 int vy_chunk_fetch(vy_channel *ch, const struct vy_fetch_req *req,
 		   uint8_t *buf, vy_error *err);
+/* vy_chunk_fetch() in two halves, so that a client can pipeline: send
+ * several requests, then receive their replies in the same order.  After
+ * an EREMOTEIO (the source refused that one) the next reply can still be
+ * received; after any other error the channel is out of step. */
+int vy_chunk_fetch_send(vy_channel *ch, const struct vy_fetch_req *req, vy_error *err);
+int vy_chunk_fetch_recv(vy_channel *ch, const struct vy_fetch_req *req, uint8_t *buf,
+			vy_error *err);
 
 #endif
