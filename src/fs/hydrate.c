@@ -4,16 +4,21 @@
  *   - demand: FUSE worker threads that need chunks now take the lane in
  *     turn, fetch exactly what they need plus a little read-ahead, and
  *     wait at most --fetch-timeout for a source that is away;
- *   - background: one thread pulls every missing chunk, files that are
- *     open first (they are marked hot), then the priority list, then
- *     manifest order, VY_FETCH_MAX bytes per request, and reconnects on
- *     its own when the source comes back.
+ *   - background: threads (VYFS_BG_LANES) pull every missing chunk,
+ *     files that are open first (they are marked hot), then the priority
+ *     list, then manifest order, VY_FETCH_MAX bytes per request, and
+ *     reconnect on their own when the source comes back.  Small files
+ *     (one chunk) go in batches: up to BATCH_FILES requests sent at once
+ *     and answered in order, and their bytes made durable together.
  * Neither lane ever waits for the other: they share only the per-file lock,
  * held while fetched bytes are written (never across the network).
  *
  * Commit order, which is what makes the state crash-safe: write the
  * chunk's bytes, fdatasync the backing file, then set the chunk's bit; the
- * flusher writes bits to the state file later.  A chunk that was present
+ * flusher writes bits to the state file later.  A batch writes every
+ * file and starts its writeback first, then fdatasyncs and marks each:
+ * after the first, the others find their data on disk and the journal
+ * committed, which is where the time went with one file at a time.  A chunk that was present
  * (or that a local write covered) is never written again by a fetch.
  */
 #include <errno.h>
@@ -35,6 +40,8 @@
 #define RETRY_MS 200
 #define BACKOFF_MAX_MS 5000
 #define CONNECT_TIMEOUT_MS 3000
+#define BATCH_FILES 64       /* small files fetched together */
+#define BATCH_WINDOW 1024    /* records looked at to gather them */
 
 void vyfs_wake_background(struct vyfs *fs)
 {
@@ -256,10 +263,23 @@ void vyfs_release_cold(struct vyfs *fs)
 	vyfs_wake_background(fs);
 }
 
+/* Whether f lies in a batch another lane than k is fetching (claim_lock
+ * held). */
+static bool in_other_batch(struct vyfs *fs, int k, uint32_t f)
+{
+	for (int o = 0; o < VYFS_BG_LANES; o++)
+		if (o != k && fs->claim[o].end > fs->claim[o].f && (int64_t)f >= fs->claim[o].f &&
+		    (int64_t)f < fs->claim[o].end)
+			return true;
+	return false;
+}
+
 /* The next file to hydrate: hot files, then the priority list, then
- * record order from *cursor.  -1 when every file is complete, -2 when the
- * rest waits for the container to run (--hold-cold). */
-static int64_t next_file(struct vyfs *fs, uint32_t *cursor, uint32_t *prio)
+ * record order from *cursor, passing over the batches of other lanes.
+ * -1 when every file is complete, -2 when the rest waits for the
+ * container to run (--hold-cold), -3 when what is left is in another
+ * lane's batch. */
+static int64_t next_file(struct vyfs *fs, int k, uint32_t *cursor, uint32_t *prio)
 {
 	uint32_t count = vy_chunkmap_count(fs->cm);
 	for (uint32_t f = 0; atomic_load(&fs->nhot) && f < count; f++)
@@ -274,10 +294,16 @@ static int64_t next_file(struct vyfs *fs, uint32_t *cursor, uint32_t *prio)
 			return fs->priority[*prio];
 	if (cold_held(fs))
 		return -2;
-	for (; *cursor < count; (*cursor)++)
-		if (!vy_chunkmap_complete(fs->cm, *cursor))
-			return *cursor;
-	return -1;
+	/* a file once complete stays so: the cursor passes only those */
+	while (*cursor < count && vy_chunkmap_complete(fs->cm, *cursor))
+		(*cursor)++;
+	pthread_mutex_lock(&fs->claim_lock);
+	int64_t f = -1;
+	for (uint32_t g = *cursor; f < 0 && g < count; g++)
+		if (!vy_chunkmap_complete(fs->cm, g) && !in_other_batch(fs, k, g))
+			f = g;
+	pthread_mutex_unlock(&fs->claim_lock);
+	return f >= 0 ? f : *cursor < count ? -3 : -1;
 }
 
 static void became_independent(struct vyfs *fs)
@@ -321,6 +347,8 @@ static void claim_run(struct vyfs *fs, int k, uint32_t f, uint64_t *c, uint64_t 
 	uint64_t until = remote_chunks(fs, f), from = 0;
 	pthread_mutex_lock(&fs->claim_lock);
 	*n = 0;
+	if (in_other_batch(fs, k, f))
+		until = 0; /* the other lane has the whole file */
 	while ((*c = vy_chunkmap_next_missing(fs->cm, f, from)) != UINT64_MAX && *c < until) {
 		uint64_t stop = until;
 		bool taken = false;
@@ -344,6 +372,7 @@ static void claim_run(struct vyfs *fs, int k, uint32_t f, uint64_t *c, uint64_t 
 	fs->claim[k].f = (int64_t)f;
 	fs->claim[k].c = *c;
 	fs->claim[k].n = *n;
+	fs->claim[k].end = 0;
 	pthread_mutex_unlock(&fs->claim_lock);
 }
 
@@ -352,13 +381,206 @@ static void release_claim(struct vyfs *fs, int k)
 	pthread_mutex_lock(&fs->claim_lock);
 	fs->claim[k].n = 0;
 	fs->claim[k].f = -1;
+	fs->claim[k].end = 0;
 	pthread_mutex_unlock(&fs->claim_lock);
+}
+
+/* A file of one chunk that is still missing: batched. */
+static bool small_missing(struct vyfs *fs, uint32_t f)
+{
+	uint64_t size = vy_chunkmap_size(fs->cm, f);
+	return size && size <= fs->chunk_size && vy_chunkmap_remote_size(fs->cm, f) &&
+	       !vy_chunkmap_present(fs->cm, f, 0);
+}
+
+/* Whether another lane's single-run claim is on f (claim_lock held). */
+static bool in_other_run(struct vyfs *fs, int k, uint32_t f)
+{
+	for (int o = 0; o < VYFS_BG_LANES; o++)
+		if (o != k && fs->claim[o].f == (int64_t)f && fs->claim[o].n)
+			return true;
+	return false;
+}
+
+/* From f on (record order), the small missing files lane k takes as one
+ * batch: at most BATCH_FILES, VY_FETCH_MAX bytes, within BATCH_WINDOW
+ * records, up to the first file another lane holds.  Claims [f, last+1)
+ * and returns how many went into files[] (0: no batch, nothing claimed). */
+static uint32_t claim_batch(struct vyfs *fs, int k, uint32_t f, uint32_t *files)
+{
+	uint32_t count = vy_chunkmap_count(fs->cm), n = 0;
+	uint64_t bytes = 0;
+	pthread_mutex_lock(&fs->claim_lock);
+	for (uint32_t g = f; g < count && g - f < BATCH_WINDOW && n < BATCH_FILES; g++) {
+		if (in_other_batch(fs, k, g) || in_other_run(fs, k, g))
+			break;
+		if (!small_missing(fs, g))
+			continue;
+		uint64_t size = vy_chunkmap_size(fs->cm, g);
+		if (bytes + size > VY_FETCH_MAX)
+			break;
+		files[n++] = g;
+		bytes += size;
+	}
+	if (n >= 2) {
+		fs->claim[k].f = (int64_t)f;
+		fs->claim[k].n = 0;
+		fs->claim[k].end = (int64_t)files[n - 1] + 1;
+	}
+	pthread_mutex_unlock(&fs->claim_lock);
+	return n >= 2 ? n : 0;
+}
+
+/* Write the fetched bytes of a batch (files[i] at buf + at[i], len[i]
+ * bytes; len 0: not fetched), then make each durable and mark it; see the
+ * top of this file.  Returns the bytes committed. */
+static uint64_t commit_batch(struct vyfs *fs, const uint32_t *files, uint32_t n,
+			     const uint8_t *buf, const uint64_t *at, const uint32_t *len,
+			     bool *wrote, vy_error *err)
+{
+	uint64_t done = 0;
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t f = files[i];
+		struct vyfs_track *t = &fs->tracks[f];
+		wrote[i] = false;
+		if (!len[i])
+			continue;
+		pthread_mutex_lock(&t->lock);
+		uint64_t remote = vy_chunkmap_remote_size(fs->cm, f);
+		int fd = remote && !vy_chunkmap_present(fs->cm, f, 0) ? vyfs_track_fd(fs, f) : -1;
+		struct stat before;
+		if (fd >= 0 && fstat(fd, &before) == 0) {
+			size_t w = remote < len[i] ? (size_t)remote : len[i];
+			struct timespec tv[2] = { before.st_atim, before.st_mtim };
+			if (pwrite(fd, buf + at[i], w, 0) == (ssize_t)w && futimens(fd, tv) == 0) {
+				sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+				wrote[i] = true;
+			} else {
+				vy_error_sys(err, errno, "%s: write fetched bytes",
+					     fs->man.entries[vy_chunkmap_entry(fs->cm, f)].path);
+			}
+		}
+		pthread_mutex_unlock(&t->lock);
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t f = files[i];
+		struct vyfs_track *t = &fs->tracks[f];
+		if (!wrote[i])
+			continue;
+		pthread_mutex_lock(&t->lock);
+		/* present already: another lane committed it meanwhile */
+		if (!vy_chunkmap_present(fs->cm, f, 0)) {
+			int fd = vyfs_track_fd(fs, f);
+			if (fd >= 0 && fdatasync(fd) == 0) {
+				vy_chunkmap_mark(fs->cm, f, 0, 1);
+				done += len[i];
+			} else {
+				wrote[i] = false;
+				vy_error_sys(err, errno, "%s: fdatasync fetched bytes",
+					     fs->man.entries[vy_chunkmap_entry(fs->cm, f)].path);
+			}
+		}
+		if (t->data_fd >= 0 && vy_chunkmap_complete(fs->cm, f)) {
+			close(t->data_fd);
+			t->data_fd = -1;
+		}
+		pthread_mutex_unlock(&t->lock);
+	}
+	return done;
+}
+
+/* Fetch and commit a batch on lane k: every request first, then the
+ * replies in order.  A file the source refuses (EREMOTEIO) is left for
+ * later; anything else drops the lane's channel.  0, or -1 with err. */
+static int fetch_batch(struct vyfs *fs, int k, const uint32_t *files, uint32_t n,
+		       uint64_t *bytes, vy_error *err)
+{
+	struct vyfs_lane *lane = &fs->background[k];
+	struct vy_fetch_req req[BATCH_FILES];
+	uint64_t at[BATCH_FILES], off = 0;
+	uint32_t len[BATCH_FILES];
+	bool wrote[BATCH_FILES];
+	int rc = 0;
+	*bytes = 0;
+	pthread_mutex_lock(&lane->lock);
+	if (!lane->ch && open_lane(fs, lane, CONNECT_TIMEOUT_MS, err) < 0)
+		rc = vy_error_wrap(err, "%s lane", lane->name);
+	if (rc == 0)
+		rc = vy_channel_set_timeout(lane->ch, 30000, err);
+	for (uint32_t i = 0; rc == 0 && i < n; i++) {
+		uint64_t size = vy_chunkmap_size(fs->cm, files[i]);
+		req[i] = (struct vy_fetch_req){ fs->stream, vy_chunkmap_entry(fs->cm, files[i]),
+						0, (uint32_t)size };
+		at[i] = off;
+		off += size;
+		rc = vy_chunk_fetch_send(lane->ch, &req[i], err);
+	}
+	for (uint32_t i = 0; rc == 0 && i < n; i++) {
+		vy_error one;
+		len[i] = req[i].length;
+		if (vy_chunk_fetch_recv(lane->ch, &req[i], lane->buf + at[i], &one) == 0)
+			continue;
+		len[i] = 0;
+		if (one.code != EREMOTEIO) {
+			*err = one;
+			rc = -1;
+		}
+	}
+	if (rc < 0 && lane->ch) {
+		/* out of step: start afresh next time */
+		vy_channel_close(lane->ch);
+		lane->ch = NULL;
+	}
+	if (rc == 0) {
+		vy_error werr = { 0 };
+		*bytes = commit_batch(fs, files, n, lane->buf, at, len, wrote, &werr);
+		if (werr.code) {
+			*err = werr;
+			rc = -1;
+		}
+	}
+	pthread_mutex_unlock(&lane->lock);
+	return rc < 0 ? vy_error_wrap(err, "%s lane, a batch of %u files", lane->name, n) : 0;
+}
+
+/* After a fetch on lane k: its outcome into the counters, the pause
+ * before the next try, and the pace.  False when it failed. */
+static bool after_fetch(struct vyfs *fs, int rc, const vy_error *err, uint64_t fetches,
+			uint64_t bytes, int *backoff, uint64_t *next_ms)
+{
+	if (rc < 0) {
+		atomic_fetch_add(&fs->n.fetch_errors, 1);
+		if (atomic_exchange(&fs->source_up, false))
+			vy_warn("background hydration paused, retrying: %s", err->msg);
+		nap(fs, *backoff);
+		*backoff = *backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : *backoff * 2;
+		return false;
+	}
+	atomic_store(&fs->demand_gave_up, false);
+	if (!atomic_exchange(&fs->source_up, true))
+		vy_info("source %s reachable: background hydration running", fs->source);
+	*backoff = RETRY_MS;
+	atomic_fetch_add(&fs->n.background_fetches, fetches);
+	atomic_fetch_add(&fs->n.background_bytes, bytes);
+	pace(fs, bytes * VYFS_BG_LANES, next_ms); /* the limit is for all lanes together */
+	return true;
 }
 
 static void background_step(struct vyfs *fs, int k, uint32_t f, int *backoff,
 			    uint64_t *next_ms)
 {
 	uint64_t c, n;
+	uint32_t batch[BATCH_FILES], nb = 0;
+	if (small_missing(fs, f) && !cold_held(fs))
+		nb = claim_batch(fs, k, f, batch);
+	if (nb) {
+		vy_error err;
+		uint64_t bytes = 0;
+		int rc = fetch_batch(fs, k, batch, nb, &bytes, &err);
+		release_claim(fs, k);
+		after_fetch(fs, rc, &err, nb, bytes, backoff, next_ms);
+		return;
+	}
 	claim_run(fs, k, f, &c, &n);
 	if (!n) {
 		/* all that is missing here is the other lane's: wait for it */
@@ -372,23 +594,9 @@ static void background_step(struct vyfs *fs, int k, uint32_t f, int *backoff,
 	int rc = lane_fetch(fs, lane, f, c, n, CONNECT_TIMEOUT_MS, &err);
 	pthread_mutex_unlock(&lane->lock);
 	release_claim(fs, k);
-	if (rc < 0) {
-		atomic_fetch_add(&fs->n.fetch_errors, 1);
-		if (atomic_exchange(&fs->source_up, false))
-			vy_warn("background hydration paused, retrying: %s", err.msg);
-		nap(fs, *backoff);
-		*backoff = *backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : *backoff * 2;
-		return;
-	}
-	atomic_store(&fs->demand_gave_up, false);
-	if (!atomic_exchange(&fs->source_up, true))
-		vy_info("source %s reachable: background hydration running", fs->source);
-	*backoff = RETRY_MS;
 	uint64_t b = n * fs->chunk_size, sz = vy_chunkmap_size(fs->cm, f);
 	b = c * fs->chunk_size + b > sz ? sz - c * fs->chunk_size : b;
-	atomic_fetch_add(&fs->n.background_fetches, 1);
-	atomic_fetch_add(&fs->n.background_bytes, b);
-	pace(fs, b * VYFS_BG_LANES, next_ms); /* the limit is for all lanes together */
+	after_fetch(fs, rc, &err, 1, rc < 0 ? 0 : b, backoff, next_ms);
 }
 
 static struct vyfs *lane_fs;
@@ -401,9 +609,9 @@ static void *background_main(void *arg)
 	int backoff = RETRY_MS;
 	uint64_t next_ms = 0;
 	while (!atomic_load(&fs->stopping)) {
-		int64_t f = next_file(fs, &cursor, &prio);
-		if (f == -2) {
-			nap(fs, 50);
+		int64_t f = next_file(fs, k, &cursor, &prio);
+		if (f == -2 || f == -3) {
+			nap(fs, f == -2 ? 50 : 5);
 			continue;
 		}
 		if (f < 0) {

@@ -138,7 +138,9 @@ struct vyfs {
 #define VYFS_BG_LANES 2
 	struct vyfs_lane demand, background[VYFS_BG_LANES];
 	pthread_mutex_t claim_lock;
-	struct { int64_t f; uint64_t c, n; } claim[VYFS_BG_LANES];
+	/* what each background lane is fetching: chunks [c, c+n) of file f,
+	 * or, when end > f, every file of [f, end) (a batch of small files) */
+	struct { int64_t f; uint64_t c, n; int64_t end; } claim[VYFS_BG_LANES];
 	atomic_bool becoming_independent;
 	struct vyfs_counters n;
 	_Atomic uint64_t hydrate_rate; /* background bytes/s, 0 = link speed */
