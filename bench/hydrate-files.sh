@@ -8,7 +8,7 @@
 #                  commit: git worktree add /tmp/old REV && meson setup
 #                  /tmp/old/build /tmp/old && meson compile -C /tmp/old/build)
 #       --files    small files in the container's rootfs          30000
-#       --size     bytes in each                                  2600
+#       --size     bytes in each (at most 64 MiB)                 2600
 #       --runs     migrations per binary                          3
 #       --rate     link rate of both lab hosts (tc tbf)           1gbit
 #       --out      results prefix (default bench/results/DATE/hydrate-files)
@@ -50,8 +50,8 @@ done
 for v in "$FILES" "$SIZE" "$RUNS"; do
 	[[ $v =~ ^[0-9]+$ ]] && [ "$v" -ge 1 ] || { echo "hydrate-files: --files, --size, --runs want positive numbers" >&2; exit 2; }
 done
-[ "$FILES" -le 1000000 ] && [ "$SIZE" -le 1048576 ] && [ "$RUNS" -le 20 ] ||
-	{ echo "hydrate-files: at most 1000000 files of 1 MiB, 20 runs" >&2; exit 2; }
+[ "$FILES" -le 1000000 ] && [ "$SIZE" -le 67108864 ] && [ "$RUNS" -le 20 ] ||
+	{ echo "hydrate-files: at most 1000000 files, of 64 MiB, 20 runs" >&2; exit 2; }
 [ -n "$BASE_FS" ] && [ -x "$BASE_FS" ] || { echo "hydrate-files: --base-fs BIN (an executable voyager-fs)" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "hydrate-files: must run as root" >&2; exit 1; }
 [ -n "$OUT" ] || OUT="$ROOT/bench/results/$(date +%Y-%m-%d)/hydrate-files"
