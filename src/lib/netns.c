@@ -409,6 +409,27 @@ int vy_net_lock(const char *path, vy_error *err)
 	return rc < 0 ? vy_error_wrap(err, "network lock") : 0;
 }
 
+int vy_net_open(const char *path, vy_error *err)
+{
+	static const char rules[] = "insert rule inet " LOCK_TABLE " in accept\n"
+				    "insert rule inet " LOCK_TABLE " out accept\n";
+	char file[] = "/tmp/vy-open-XXXXXX";
+	int fd = mkstemp(file);
+	if (fd < 0)
+		return vy_error_sys(err, errno, "mkstemp");
+	ssize_t n = write(fd, rules, strlen(rules));
+	close(fd);
+	vy_error local;
+	int rc = n == (ssize_t)strlen(rules) ? RUN(path, &local, "nft", "-f", file)
+					      : vy_error_set(&local, EIO, "write the open rules");
+	unlink(file);
+	if (rc == 0 || strstr(local.msg, "No such file or directory"))
+		return 0; /* open, or not locked */
+	if (err)
+		*err = local;
+	return vy_error_wrap(err, "open the network lock");
+}
+
 int vy_net_unlock(const char *path, vy_error *err)
 {
 	/* One command: this runs inside the freeze window on the target. */

@@ -53,7 +53,16 @@ int vy_net_unlink(json_object *identity, vy_error *err);
 int vy_net_check_target(json_object *identity, const char *bridge_override,
 			const char *netns_dir, vy_error *err);
 
+/* The lock: an nftables table in the namespace at path whose input and
+ * output chains drop everything but loopback. */
 int vy_net_lock(const char *path, vy_error *err);
+/* Let traffic through a locked namespace at once: accept rules at the head
+ * of both chains (0 if it is not locked).  The table stays until
+ * vy_net_unlock(): removing it unregisters its hooks, and the kernel waits
+ * out an RCU grace period for that (10-15 ms on this VM), which should not
+ * fall inside a freeze. */
+int vy_net_open(const char *path, vy_error *err);
+/* Remove the lock (0 if there is none). */
 int vy_net_unlock(const char *path, vy_error *err);
 
 /* Gratuitous ARP for every IPv4 address, sent from inside the namespace. */

@@ -939,8 +939,10 @@ static int restore_here(struct session *s, struct vy_message *msg, vy_error *err
 	s->restored = true;
 	vy_steps_mark(&st, "runtime");
 	/* The sockets exist now: let the client's retransmissions in, and
-	 * tell the segment where the address lives. */
-	if (s->net && vy_net_unlock(s->netns, err) < 0)
+	 * tell the segment where the address lives.  The lock's table itself
+	 * goes after the commit (drop_lock_table), not in the freeze, nor
+	 * while held packets wait to be replayed. */
+	if (s->net && vy_net_open(s->netns, err) < 0)
 		return vy_error_wrap(err, "network after restore");
 	vy_steps_mark(&st, "unlock");
 	if (s->net && vy_net_announce(s->netns, s->net, err) < 0)
@@ -1027,6 +1029,16 @@ static void committed(struct session *s)
 		vy_journal_finish(s->j, "migrated", NULL, NULL);
 	vy_rm_rf(s->mig_dir, NULL);
 	vy_info("migration %s: %s now runs here", s->id, s->container);
+}
+
+/* The network lock, opened at the restore (vy_net_open), goes now.  If
+ * this agent dies first, the table stays, accepting everything. */
+static void drop_lock_table(struct session *s)
+{
+	vy_error err;
+	if (s->net && vy_net_unlock(s->netns, &err) < 0)
+		vy_warn("migration %s: the network lock's table stays (its rules accept "
+			"everything): %s", s->id, err.msg);
 }
 
 /* jit: the container is ours; its files keep arriving until independent. */
@@ -1168,6 +1180,7 @@ static void run_session(struct session *s)
 			vy_channel_send_json(s->ch, VY_MSG_COMMIT_ACK, a, NULL);
 			json_object_put(a);
 			vy_message_free(&msg);
+			drop_lock_table(s);
 			after_commit(s);
 			return;
 		} else if (msg.type == VY_MSG_ABORT) {

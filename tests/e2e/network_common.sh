@@ -230,6 +230,12 @@ stb=$(ctr_state b "$RUNTIME" "$ID")
 	t_ok "runs on b ($RUNTIME says $stb), gone from a" || t_fail "runs on b, gone from a" "$stb"
 [ -e "$B/state/netns/$ID" ] && [ ! -e "$A/state/netns/$ID" ] &&
 	t_ok "the namespace moved: held by b, gone from a" || t_fail "the namespace moved"
+# opened inside the freeze by accept rules, the lock's table goes after
+# the commit, which the CLI waited for
+! lab_exec "$LAB" b nsenter --net="$B/state/netns/$ID" nft list table inet voyager_lock \
+	>/dev/null 2>&1 && t_ok "no network lock is left in b's namespace" ||
+	t_fail "no network lock left on b" \
+		"$(lab_exec "$LAB" b nsenter --net="$B/state/netns/$ID" nft list ruleset 2>&1)"
 now=$(lab_exec "$LAB" c redis-cli -h "$IP" info server | sed -n 's/^run_id:\(.*\)\r$/\1/p')
 [ -n "$now" ] && [ "$now" = "$RUNID" ] &&
 	t_ok "a fresh connection to $IP reaches the same redis process, now on b" ||
