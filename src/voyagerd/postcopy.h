@@ -101,6 +101,10 @@ typedef int (*vy_pc_message_fn)(void *arg, struct vy_message *msg);
 int vy_postcopy_target_pages(struct vy_pc_target *pc, vy_channel *ch,
 			     const char *container, struct vy_journal *j,
 			     vy_pc_message_fn on_message, void *arg, vy_error *err);
+/* Whether vy_postcopy_target_start() ran (the target starts the daemon as
+ * soon as the images are in, while the trees still arrive, else at the
+ * restore). */
+bool vy_postcopy_target_started(const struct vy_pc_target *pc);
 void vy_postcopy_target_free(struct vy_pc_target *pc);
 /* vy_target_abort: has migration id settled here (no journal, or one with
  * a result)?  A restarted agent's recovery may still be deciding. */

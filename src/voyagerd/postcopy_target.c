@@ -86,6 +86,11 @@ static void *tunnel_thread(void *arg)
 	return NULL;
 }
 
+bool vy_postcopy_target_started(const struct vy_pc_target *pc)
+{
+	return pc->lazy_started;
+}
+
 int vy_postcopy_target_start(struct vy_pc_target *pc, const char *source_addr,
 			     const char *id, const char *image_dir,
 			     const char *work_dir, vy_error *err)

@@ -753,6 +753,20 @@ static int recv_jit_delta(struct session *s, uint32_t stream, const char *dir,
 	return 0;
 }
 
+/* post-copy: the lazy-pages daemon and the page tunnel, once
+ * (postcopy_target.c); the images must be complete. */
+static int start_lazy_pages(struct session *s, vy_error *err)
+{
+	char images[PATH_MAX], work[PATH_MAX];
+	if (vy_postcopy_target_started(s->pc))
+		return 0;
+	snprintf(images, sizeof(images), "%s/images", s->mig_dir);
+	snprintf(work, sizeof(work), "%s/work", s->mig_dir);
+	if (vy_mkdir_p(work, 0700, err) < 0)
+		return -1;
+	return vy_postcopy_target_start(s->pc, s->source_addr, s->id, images, work, err);
+}
+
 static int recv_tree(struct session *s, struct vy_message *first, vy_error *err)
 {
 	json_object *t = NULL;
@@ -803,6 +817,11 @@ static int recv_tree(struct session *s, struct vy_message *first, vy_error *err)
 		rc = recv_data(s, sink, err);
 	}
 	vy_tree_sink_free(sink);
+	/* post-copy: the lazy-pages daemon reads the images when it starts,
+	 * which took 7 ms of the restore; now it starts while the trees'
+	 * changes still arrive */
+	if (rc == 0 && stream == 0 && s->pc)
+		rc = start_lazy_pages(s, err);
 	if (rc == 0 && live) {
 		vy_delta_forget(&man, skipped);
 		s->pre[stream] = man;
@@ -920,8 +939,9 @@ static int restore_here(struct session *s, struct vy_message *msg, vy_error *err
 		 * lock it. */
 		.criu_config = s->net || lo_only ? s->d->criu_conf_netlock : s->d->criu_conf,
 	};
-	/* post-copy: the lazy-pages daemon and the page tunnel first (postcopy_target.c) */
-	if (s->pc && vy_postcopy_target_start(s->pc, s->source_addr, s->id, images, work, err) < 0)
+	/* post-copy: the lazy-pages daemon and the page tunnel first, if the
+	 * images' arrival did not start them */
+	if (s->pc && start_lazy_pages(s, err) < 0)
 		return -1;
 	o.lazy_pages = s->pc != NULL;
 	char pid_file[PATH_MAX + 16];
