@@ -253,6 +253,13 @@ int vy_lazy_daemon_start(const char *image_dir, const char *work_dir,
 		execvp(argv[0], argv);
 		_exit(127);
 	}
+	return 0;
+}
+
+int vy_lazy_daemon_ready(struct vy_lazy_proc *p, const char *work_dir, vy_error *err)
+{
+	char sock[PATH_MAX + 32];
+	snprintf(sock, sizeof(sock), "%s/lazy-pages.socket", work_dir);
 	/* Inside the freeze: look often (10 s in all). */
 	for (int i = 0; i < 5000; i++) {
 		struct stat st;

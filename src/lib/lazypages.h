@@ -66,11 +66,14 @@ int vy_lazy_dump_ready(struct vy_lazy_proc *p, const char *work_dir,
  * nothing listened there. */
 bool vy_lazy_poke(int port);
 
-/* Target: start `criu lazy-pages` and wait until WORK/lazy-pages.socket
- * exists (runc restore --lazy-pages connects to it). */
+/* Target: start `criu lazy-pages`; it reads the images at once, then
+ * makes WORK/lazy-pages.socket, which runc restore --lazy-pages connects
+ * to.  vy_lazy_daemon_ready() waits for that socket: the caller may do
+ * other work in between (the daemon's start took 7 ms here). */
 int vy_lazy_daemon_start(const char *image_dir, const char *work_dir,
 			 const char *addr, int port, struct vy_lazy_proc *p,
 			 vy_error *err);
+int vy_lazy_daemon_ready(struct vy_lazy_proc *p, const char *work_dir, vy_error *err);
 
 /* Background page traffic yields to the restore, which is downtime: the
  * lazy-pages daemon and the tunnel's threads run at this nice value (a

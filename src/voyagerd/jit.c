@@ -483,7 +483,7 @@ static int fs_exited(struct vy_fs_mount *fm, vy_error *err)
  * 20 ms. */
 static int fs_wait_mounted(struct vy_fs_mount *fm, const char *id, vy_error *err)
 {
-	uint64_t start = vy_now_ms();
+	uint64_t start = fm->staged && fm->t_go ? fm->t_go : vy_now_ms();
 	for (int polls = 0; vy_now_ms() - start < FS_START_MS; polls++) {
 		if (fs_exited(fm, err) < 0)
 			return -1;
@@ -561,7 +561,7 @@ int vy_fs_prestart(struct vy_daemon *d, const char *id, const char *source,
 	return 0;
 }
 
-int vy_fs_go(struct vy_fs_mount *fm, const char *id, vy_error *err)
+int vy_fs_go_send(struct vy_fs_mount *fm, vy_error *err)
 {
 	static const char go[] = "go\n";
 	if (!fm->staged || fm->ctl < 0)
@@ -574,7 +574,24 @@ int vy_fs_go(struct vy_fs_mount *fm, const char *id, vy_error *err)
 		vy_fs_stop(fm);
 		return -1;
 	}
+	fm->going = true;
+	fm->t_go = vy_now_ms();
+	return 0;
+}
+
+int vy_fs_wait_gone(struct vy_fs_mount *fm, const char *id, vy_error *err)
+{
+	if (!fm->going)
+		return 0;
+	fm->going = false;
 	return fs_wait_mounted(fm, id, err);
+}
+
+int vy_fs_go(struct vy_fs_mount *fm, const char *id, vy_error *err)
+{
+	if (vy_fs_go_send(fm, err) < 0)
+		return -1;
+	return vy_fs_wait_gone(fm, id, err);
 }
 
 static bool is_voyager_fs(pid_t pid)

@@ -79,6 +79,8 @@ struct vy_fs_mount {
 	 * ctl is our end of its control socket (-1 for none). */
 	bool staged;
 	int ctl;
+	bool going; /* told to go, not yet seen mounted (vy_fs_go_send) */
+	uint64_t t_go; /* when (vy_now_ms) */
 };
 
 /* Where the voyager-fs binary is: $VOYAGER_FS, next to voyagerd, in the
@@ -95,6 +97,11 @@ int vy_fs_prestart(struct vy_daemon *d, const char *id, const char *source,
 /* At the freeze, the delta written: tell it to go, and wait until the
  * mount answers. */
 int vy_fs_go(struct vy_fs_mount *fm, const char *id, vy_error *err);
+/* vy_fs_go() in two halves: say go (it then applies the delta and mounts
+ * while the caller goes on), and later wait until the mount answers (0 at
+ * once for a mount not told to go). */
+int vy_fs_go_send(struct vy_fs_mount *fm, vy_error *err);
+int vy_fs_wait_gone(struct vy_fs_mount *fm, const char *id, vy_error *err);
 /* The container runs: let its voyager-fs hydrate every file (it starts
  * with --hold-cold: only what the container has open or mapped). */
 void vy_fs_release_cold(const struct vy_fs_mount *fm);

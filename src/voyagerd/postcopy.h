@@ -105,6 +105,8 @@ int vy_postcopy_target_pages(struct vy_pc_target *pc, vy_channel *ch,
  * soon as the images are in, while the trees still arrive, else at the
  * restore). */
 bool vy_postcopy_target_started(const struct vy_pc_target *pc);
+/* Until the started daemon listens for the restore (fails if it died). */
+int vy_postcopy_target_ready(struct vy_pc_target *pc, vy_error *err);
 void vy_postcopy_target_free(struct vy_pc_target *pc);
 /* vy_target_abort: has migration id settled here (no journal, or one with
  * a result)?  A restarted agent's recovery may still be deciding. */

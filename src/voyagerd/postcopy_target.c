@@ -91,6 +91,13 @@ bool vy_postcopy_target_started(const struct vy_pc_target *pc)
 	return pc->lazy_started;
 }
 
+int vy_postcopy_target_ready(struct vy_pc_target *pc, vy_error *err)
+{
+	if (vy_lazy_daemon_ready(&pc->lazy, pc->work, err) < 0)
+		return vy_error_wrap(err, "post-copy");
+	return 0;
+}
+
 int vy_postcopy_target_start(struct vy_pc_target *pc, const char *source_addr,
 			     const char *id, const char *image_dir,
 			     const char *work_dir, vy_error *err)

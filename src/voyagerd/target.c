@@ -742,7 +742,7 @@ static int recv_jit_delta(struct session *s, uint32_t stream, const char *dir,
 	if (rc == 0 && !fm->staged)
 		unlink(fm->state); /* a staged start that failed may have left one */
 	if (rc == 0)
-		rc = fm->staged ? vy_fs_go(fm, s->id, err)
+		rc = fm->staged ? vy_fs_go_send(fm, err) /* waited for at the restore */
 				: vy_fs_start(s->d, s->id, s->source_addr, s->hydrate_rate, fm, err);
 	if (rc == 0)
 		rc = save_fs(s, err);
@@ -940,13 +940,17 @@ static int restore_here(struct session *s, struct vy_message *msg, vy_error *err
 		.criu_config = s->net || lo_only ? s->d->criu_conf_netlock : s->d->criu_conf,
 	};
 	/* post-copy: the lazy-pages daemon and the page tunnel first, if the
-	 * images' arrival did not start them */
-	if (s->pc && start_lazy_pages(s, err) < 0)
+	 * images' arrival did not start them; it must listen by now */
+	if (s->pc && (start_lazy_pages(s, err) < 0 || vy_postcopy_target_ready(s->pc, err) < 0))
 		return -1;
 	o.lazy_pages = s->pc != NULL;
 	char pid_file[PATH_MAX + 16];
 	snprintf(pid_file, sizeof(pid_file), "%s/restored.pid", work);
 	o.pid_file = pid_file;
+	/* the voyager-fs told to go with their deltas mount meanwhile */
+	for (int i = 0; i < s->nfs; i++)
+		if (vy_fs_wait_gone(&s->fs[i], s->id, err) < 0)
+			return -1;
 	vy_steps_mark(&st, "prepare");
 	vy_journal_phase(s->j, "restoring", NULL);
 	uint64_t t0 = vy_now_ms();
