@@ -741,10 +741,14 @@ static int recv_jit_delta(struct session *s, uint32_t stream, const char *dir,
 		rc = write_priority(fm->priority, json_object_object_get(e, "priority"), err);
 	if (rc == 0 && !fm->staged)
 		unlink(fm->state); /* a staged start that failed may have left one */
+	bool staged = fm && fm->staged;
 	if (rc == 0)
-		rc = fm->staged ? vy_fs_go_send(fm, err) /* waited for at the restore */
-				: vy_fs_start(s->d, s->id, s->source_addr, s->hydrate_rate, fm, err);
-	if (rc == 0)
+		rc = staged ? vy_fs_go_send(fm, err) /* waited for at the restore */
+			    : vy_fs_start(s->d, s->id, s->source_addr, s->hydrate_rate, fm, err);
+	/* a staged voyager-fs is the process the journal has named since the
+	 * skeleton: only a new one is news (and a journal save costs ~5 ms
+	 * of the freeze here) */
+	if (rc == 0 && !staged)
 		rc = save_fs(s, err);
 	vy_manifest_delta_free(&d);
 	json_object_put(e);
