@@ -389,41 +389,38 @@ int vy_net_check_target(json_object *identity, const char *bridge_override,
 	return 0;
 }
 
-int vy_net_lock(const char *path, vy_error *err)
+/* Run an nft script (one transaction) in the namespace at path. */
+static int nft_script(const char *path, const char *rules, vy_error *err)
 {
-	/* One nft transaction: both hooks drop everything but loopback. */
-	const char *rules =
-		"table inet " LOCK_TABLE " {\n"
-		" chain in { type filter hook input priority -300; policy drop; iif \"lo\" accept; }\n"
-		" chain out { type filter hook output priority -300; policy drop; oif \"lo\" accept; }\n"
-		"}\n";
-	char file[] = "/tmp/vy-lock-XXXXXX";
+	char file[] = "/tmp/vy-nft-XXXXXX";
 	int fd = mkstemp(file);
 	if (fd < 0)
 		return vy_error_sys(err, errno, "mkstemp");
 	ssize_t n = write(fd, rules, strlen(rules));
 	close(fd);
 	int rc = n == (ssize_t)strlen(rules) ? RUN(path, err, "nft", "-f", file)
-					      : vy_error_set(err, EIO, "write lock rules");
+					      : vy_error_set(err, EIO, "write nft rules");
 	unlink(file);
-	return rc < 0 ? vy_error_wrap(err, "network lock") : 0;
+	return rc;
+}
+
+int vy_net_lock(const char *path, vy_error *err)
+{
+	/* One nft transaction: both hooks drop everything but loopback. */
+	static const char rules[] =
+		"table inet " LOCK_TABLE " {\n"
+		" chain in { type filter hook input priority -300; policy drop; iif \"lo\" accept; }\n"
+		" chain out { type filter hook output priority -300; policy drop; oif \"lo\" accept; }\n"
+		"}\n";
+	return nft_script(path, rules, err) < 0 ? vy_error_wrap(err, "network lock") : 0;
 }
 
 int vy_net_open(const char *path, vy_error *err)
 {
 	static const char rules[] = "insert rule inet " LOCK_TABLE " in accept\n"
 				    "insert rule inet " LOCK_TABLE " out accept\n";
-	char file[] = "/tmp/vy-open-XXXXXX";
-	int fd = mkstemp(file);
-	if (fd < 0)
-		return vy_error_sys(err, errno, "mkstemp");
-	ssize_t n = write(fd, rules, strlen(rules));
-	close(fd);
 	vy_error local;
-	int rc = n == (ssize_t)strlen(rules) ? RUN(path, &local, "nft", "-f", file)
-					      : vy_error_set(&local, EIO, "write the open rules");
-	unlink(file);
-	if (rc == 0 || strstr(local.msg, "No such file or directory"))
+	if (nft_script(path, rules, &local) == 0 || strstr(local.msg, "No such file or directory"))
 		return 0; /* open, or not locked */
 	if (err)
 		*err = local;
@@ -432,7 +429,8 @@ int vy_net_open(const char *path, vy_error *err)
 
 int vy_net_unlock(const char *path, vy_error *err)
 {
-	/* One command: this runs inside the freeze window on the target. */
+	/* One command: on the source this is inside a rollback's downtime
+	 * (the target opens with vy_net_open and removes the table later). */
 	vy_error local;
 	if (RUN(path, &local, "nft", "delete", "table", "inet", LOCK_TABLE) == 0)
 		return 0;

@@ -56,6 +56,12 @@ cleanup() {
 			[ -s "$log" ] || continue
 			echo "# the last lines of ${log##*/}:"
 			tail -40 "$log" | sed 's/^/#   /'
+			# a sanitizer's report whole (its stack traces come first)
+			if grep -q "ERROR: AddressSanitizer\|runtime error:" "$log"; then
+				echo "# the sanitizer's report in ${log##*/}:"
+				sed -n '/ERROR: AddressSanitizer\|runtime error:/,$p' "$log" | head -120 |
+					sed 's/^/#   /'
+			fi
 		done
 	fi
 	rm -rf "$W"
