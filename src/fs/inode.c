@@ -92,11 +92,17 @@ int vyfs_get_fd(struct vyfs *fs, const struct vyfs_inode *in)
 	return fd < 0 ? fd_error(fs, -e) : fd;
 }
 
-void vyfs_put_fd(const struct vyfs_inode *in, int fd)
+struct vyfs_ifd vyfs_ifd_get(struct vyfs *fs, const struct vyfs_inode *in)
 {
-	if (fd >= 0 && in && fd != in->fd) {
+	int fd = vyfs_get_fd(fs, in);
+	return (struct vyfs_ifd){ fd, fd >= 0 && in && fd != in->fd };
+}
+
+void vyfs_ifd_release(struct vyfs_ifd *h)
+{
+	if (h->own) {
 		int saved = errno;
-		close(fd);
+		close(h->fd);
 		errno = saved;
 	}
 }

@@ -166,22 +166,23 @@ int vyfs_lookup_entry(struct vyfs *fs, struct vyfs_inode *parent,
 void vyfs_forget_one(struct vyfs *fs, fuse_ino_t ino, uint64_t n);
 struct vyfs_inode *vyfs_find_backing(struct vyfs *fs, dev_t dev, ino_t ino);
 /* An O_PATH fd on in's backing object for one operation: its own, or one
- * opened from its handle.  -errno when none can be had.  Give it back with
- * vyfs_put_fd(), or declare it with VYFS_IFD, which does that at the end of
- * the scope.  A NULL inode gives -EBADF. */
+ * opened from its handle.  -errno when none can be had.  Declare it with
+ * VYFS_IFD, which closes it at the end of the scope if it was opened for
+ * this operation.  A NULL inode gives -EBADF. */
 int vyfs_get_fd(struct vyfs *fs, const struct vyfs_inode *in);
-void vyfs_put_fd(const struct vyfs_inode *in, int fd);
+/* The fd and whether it is ours to close, decided when it is got: the
+ * release runs at the end of the scope, after the reply, when the kernel
+ * may already have forgotten the inode and another thread freed it (an
+ * ASan run caught exactly that), so it must not look at the inode. */
 struct vyfs_ifd {
-	const struct vyfs_inode *in;
 	int fd;
+	bool own;
 };
-static inline void vyfs_ifd_release(struct vyfs_ifd *h)
-{
-	vyfs_put_fd(h->in, h->fd);
-}
+struct vyfs_ifd vyfs_ifd_get(struct vyfs *fs, const struct vyfs_inode *in);
+void vyfs_ifd_release(struct vyfs_ifd *h);
 #define VYFS_IFD(name, fs, inode) \
 	__attribute__((cleanup(vyfs_ifd_release))) struct vyfs_ifd name = \
-		{ (inode), vyfs_get_fd((fs), (inode)) }
+		vyfs_ifd_get((fs), (inode))
 /* "/proc/self/fd/N" of an fd. */
 void vyfs_proc_path(int fd, char out[64]);
 
