@@ -52,7 +52,7 @@ FS_PID=""
 cleanup() {
 	[ -n "$FS_PID" ] && kill "$FS_PID" 2>/dev/null
 	sleep 0.3
-	mountpoint -q "$MNT" 2>/dev/null && { fusermount3 -u "$MNT" 2>/dev/null || umount -l "$MNT"; }
+	findmnt -rn --mountpoint "$MNT" >/dev/null 2>&1 && { fusermount3 -u "$MNT" 2>/dev/null || umount -l "$MNT"; }
 	[ -n "$SRC_PID" ] && kill "$SRC_PID" 2>/dev/null
 	wait 2>/dev/null
 	rm -rf "$W"

@@ -42,7 +42,9 @@ cleanup() {
 	[ -n "$FS_PID" ] && kill "$FS_PID" 2>/dev/null
 	[ -n "$SRC_PID" ] && kill "$SRC_PID" 2>/dev/null
 	sleep 0.3
-	if mountpoint -q "$MNT" 2>/dev/null; then
+	# from the mount table, not mountpoint(1): a voyager-fs that died
+	# leaves a mount that cannot be stat'ed (ENOTCONN), and it must go too
+	if findmnt -rn --mountpoint "$MNT" >/dev/null 2>&1; then
 		fusermount3 -u "$MNT" 2>/dev/null || umount -l "$MNT"
 	fi
 	[ -n "$FS_PID" ] && kill -9 "$FS_PID" 2>/dev/null
@@ -285,7 +287,7 @@ check_fd_limit() {
 	kill "$FS_PID"
 	wait "$FS_PID" 2>/dev/null
 	FS_PID=""
-	mountpoint -q "$MNT" && umount -l "$MNT"
+	findmnt -rn --mountpoint "$MNT" >/dev/null 2>&1 && umount -l "$MNT"
 	FS_NOFILE=256 mount_fs 0 || { t_fail "remount with an open-file limit of 256"; return; }
 	local native through
 	native=$(find "$W/back" -mindepth 1 | wc -l)
