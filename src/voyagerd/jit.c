@@ -587,12 +587,6 @@ int vy_fs_wait_gone(struct vy_fs_mount *fm, const char *id, vy_error *err)
 	return fs_wait_mounted(fm, id, err);
 }
 
-int vy_fs_go(struct vy_fs_mount *fm, const char *id, vy_error *err)
-{
-	if (vy_fs_go_send(fm, err) < 0)
-		return -1;
-	return vy_fs_wait_gone(fm, id, err);
-}
 
 static bool is_voyager_fs(pid_t pid)
 {

@@ -94,12 +94,9 @@ int vy_fs_start(struct vy_daemon *d, const char *id, const char *source,
  * and wait until it has done what grows with the tree (it says "ready"). */
 int vy_fs_prestart(struct vy_daemon *d, const char *id, const char *source,
 		   uint64_t hydrate_rate, struct vy_fs_mount *fm, vy_error *err);
-/* At the freeze, the delta written: tell it to go, and wait until the
- * mount answers. */
-int vy_fs_go(struct vy_fs_mount *fm, const char *id, vy_error *err);
-/* vy_fs_go() in two halves: say go (it then applies the delta and mounts
- * while the caller goes on), and later wait until the mount answers (0 at
- * once for a mount not told to go). */
+/* At the freeze, the delta written: say go (it then applies the delta and
+ * mounts while the caller goes on), and later wait until the mount answers
+ * (0 at once for a mount not told to go). */
 int vy_fs_go_send(struct vy_fs_mount *fm, vy_error *err);
 int vy_fs_wait_gone(struct vy_fs_mount *fm, const char *id, vy_error *err);
 /* The container runs: let its voyager-fs hydrate every file (it starts

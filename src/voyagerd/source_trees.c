@@ -304,14 +304,14 @@ static uint64_t bytes_to_send(const struct vy_manifest *man, const uint8_t *skip
 	return n;
 }
 
-/* The paths (relative to root, no leading '/') that the container's
- * processes have open or mapped below dest ("/" for the rootfs). */
-static json_object *hot_paths_under(struct migration *m, const char *dest)
+/* The paths of list (in the container's view) below dest ("/" for the
+ * rootfs), relative to that tree's root, no leading '/'. */
+static json_object *paths_under(json_object *list, const char *dest)
 {
 	json_object *out = json_object_new_array();
 	size_t dl = strlen(dest);
-	for (size_t i = 0; m->hot && i < json_object_array_length(m->hot); i++) {
-		const char *p = json_object_get_string(json_object_array_get_idx(m->hot, i));
+	for (size_t i = 0; list && i < json_object_array_length(list); i++) {
+		const char *p = json_object_get_string(json_object_array_get_idx(list, i));
 		if (!strcmp(dest, "/"))
 			json_object_array_add(out, json_object_new_string(p + 1));
 		else if (!strncmp(p, dest, dl) && p[dl] == '/')
@@ -329,15 +329,11 @@ static uint32_t pick_prefetch(struct migration *m, const struct vy_manifest *man
 {
 	*idx = NULL;
 	*skip = NULL;
-	json_object *want = json_object_new_object();
-	size_t dl = strlen(dest);
-	for (size_t i = 0; m->prefetch && i < json_object_array_length(m->prefetch); i++) {
-		const char *p = json_object_get_string(json_object_array_get_idx(m->prefetch, i));
-		if (!strcmp(dest, "/"))
-			json_object_object_add(want, p + 1, NULL);
-		else if (!strncmp(p, dest, dl) && p[dl] == '/')
-			json_object_object_add(want, p + dl + 1, NULL);
-	}
+	json_object *want = json_object_new_object(), *rel = paths_under(m->prefetch, dest);
+	for (size_t i = 0; i < json_object_array_length(rel); i++)
+		json_object_object_add(want, json_object_get_string(json_object_array_get_idx(rel, i)),
+				       NULL);
+	json_object_put(rel);
 	uint32_t n = 0, cap = (uint32_t)json_object_object_length(want);
 	uint32_t *pick = cap ? calloc(cap, sizeof(*pick)) : NULL;
 	for (uint32_t i = 0; pick && i < man->count && n < cap; i++) {
@@ -509,7 +505,7 @@ static int send_jit_tree(struct migration *m, uint32_t stream, const char *kind,
 		json_object *e = json_object_new_object();
 		json_object_object_add(e, "stream", json_object_new_int64(stream));
 		if (!live)
-			json_object_object_add(e, "priority", hot_paths_under(m, dest));
+			json_object_object_add(e, "priority", paths_under(m->hot, dest));
 		if (live && m->npf[stream]) {
 			json_object *a = json_object_new_array();
 			for (uint32_t k = 0; k < m->npf[stream]; k++)
