@@ -44,7 +44,7 @@ esac
 # Everything from Debian: build tools, libraries, runtimes, lab tools.
 pkgs=(
 	build-essential meson ninja-build pkg-config
-	libssl-dev libjson-c-dev libzstd-dev libfuse3-dev fuse3
+	libssl-dev libjson-c-dev libzstd-dev libfuse3-dev fuse3 libnftables-dev
 	runc crun iptables nftables iproute2 procps
 	busybox-static redis-server redis-tools
 	util-linux attr acl kmod psmisc python3 openssl git
