@@ -2,9 +2,14 @@
 #include "runtime.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <json-c/json.h>
 
@@ -327,6 +332,134 @@ int vy_runtime_pause(const struct vy_runtime *rt, const char *id, vy_error *err)
 {
 	const char *rest[] = { "pause", id, NULL };
 	return run_verb(rt, rest, NULL, NULL, err);
+}
+
+/* The directory of pid's freezer cgroup: in v1's freezer hierarchy when
+ * the process is in one (*v2 false), else in the cgroup v2 hierarchy. */
+static int freezer_dir(int pid, const char *id, const char *want, char *dir, size_t len,
+		       bool *v2)
+{
+	char path[64], line[4096], rel[4096] = "";
+	int found = 0; /* 1: v1 freezer, 2: v2 */
+	snprintf(path, sizeof(path), "/proc/%d/cgroup", pid);
+	cleanup_fclose FILE *f = fopen(path, "re");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		line[strcspn(line, "\n")] = '\0';
+		char *c1 = strchr(line, ':');
+		char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+		if (!c2)
+			continue;
+		*c2 = '\0';
+		if (!strcmp(c1 + 1, "freezer")) {
+			snprintf(rel, sizeof(rel), "%s", c2 + 1);
+			found = 1;
+			break;
+		}
+		if (c1[1] == '\0') {
+			snprintf(rel, sizeof(rel), "%s", c2 + 1);
+			found = 2;
+		}
+	}
+	if (!found || rel[0] != '/')
+		return -1;
+	const char *last = strrchr(rel, '/') + 1;
+	if (want && want[0] == '/' ? strcmp(rel, want) != 0 : !strstr(last, id))
+		return -1;
+	/* Where that hierarchy is mounted whole (root "/"): mountinfo's
+	 * fields 4 (root) and 5 (mount point), then after " - " the type
+	 * and the super options. */
+	cleanup_fclose FILE *m = fopen("/proc/self/mountinfo", "re");
+	if (!m)
+		return -1;
+	char *buf = NULL;
+	size_t cap = 0;
+	int rc = -1;
+	while (rc < 0 && getline(&buf, &cap, m) > 0) {
+		char root[4096], mnt[4096], type[64], opts[4096];
+		char *dash = strstr(buf, " - ");
+		if (!dash || sscanf(buf, "%*s %*s %*s %4095s %4095s", root, mnt) != 2 ||
+		    sscanf(dash + 3, "%63s %*s %4095s", type, opts) != 2 || strcmp(root, "/") != 0 ||
+		    strchr(mnt, '\\'))
+			continue;
+		bool match = false;
+		if (found == 2)
+			match = !strcmp(type, "cgroup2");
+		else if (!strcmp(type, "cgroup"))
+			for (char *save = NULL, *o = strtok_r(opts, ",", &save); o && !match;
+			     o = strtok_r(NULL, ",", &save))
+				match = !strcmp(o, "freezer");
+		if (match && (size_t)snprintf(dir, len, "%s%s", mnt, rel) < len)
+			rc = 0;
+	}
+	free(buf);
+	*v2 = found == 2;
+	return rc;
+}
+
+/* The first line of dir/name, or "" */
+static void read_line_at(const char *dir, const char *name, char *out, size_t len)
+{
+	char p[PATH_MAX + 32];
+	snprintf(p, sizeof(p), "%s/%s", dir, name);
+	out[0] = '\0';
+	cleanup_fclose FILE *f = fopen(p, "re");
+	if (f && fgets(out, (int)len, f))
+		out[strcspn(out, "\n")] = '\0';
+}
+
+static int write_at(const char *dir, const char *name, const char *text)
+{
+	char p[PATH_MAX + 32];
+	snprintf(p, sizeof(p), "%s/%s", dir, name);
+	int fd = open(p, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	ssize_t n = write(fd, text, strlen(text));
+	int e = errno;
+	close(fd);
+	errno = e;
+	return n == (ssize_t)strlen(text) ? 0 : -1;
+}
+
+/* cgroup v2: is "frozen 1" in cgroup.events? */
+static bool v2_frozen(const char *dir)
+{
+	char p[PATH_MAX + 32], line[256];
+	snprintf(p, sizeof(p), "%s/cgroup.events", dir);
+	cleanup_fclose FILE *f = fopen(p, "re");
+	while (f && fgets(line, sizeof(line), f))
+		if (!strcmp(line, "frozen 1\n"))
+			return true;
+	return false;
+}
+
+int vy_runtime_freeze(const struct vy_runtime *rt, const char *id, int pid,
+		      const char *cgroups_path, vy_error *err)
+{
+	char dir[PATH_MAX], state[64];
+	bool v2 = false;
+	if (pid <= 0 || !id[0] || freezer_dir(pid, id, cgroups_path, dir, sizeof(dir), &v2) < 0 ||
+	    write_at(dir, v2 ? "cgroup.freeze" : "freezer.state", v2 ? "1" : "FROZEN") < 0)
+		return vy_runtime_pause(rt, id, err);
+	/* A task in an uninterruptible sleep holds v1's freezer in FREEZING
+	 * until it wakes; writing FROZEN again retries the ones not frozen. */
+	uint64_t t0 = vy_now_ms();
+	for (unsigned i = 0;; i++) {
+		if (v2 ? v2_frozen(dir)
+		       : (read_line_at(dir, "freezer.state", state, sizeof(state)), !strcmp(state, "FROZEN")))
+			return 0;
+		if (vy_now_ms() - t0 > 10000)
+			break;
+		struct timespec ts = { 0, i < 20 ? 50000 : 1000000 };
+		nanosleep(&ts, NULL);
+		if (!v2 && i % 10 == 9)
+			write_at(dir, "freezer.state", "FROZEN");
+	}
+	write_at(dir, v2 ? "cgroup.freeze" : "freezer.state", v2 ? "0" : "THAWED");
+	return vy_error_set(err, ETIMEDOUT, "%s did not freeze within 10 s (%s): a process of "
+			    "it is stuck in the kernel; left running", id, dir);
 }
 
 int vy_runtime_resume(const struct vy_runtime *rt, const char *id, vy_error *err)

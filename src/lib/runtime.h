@@ -76,6 +76,16 @@ int vy_runtime_restore(const struct vy_runtime *rt, const char *id,
 int vy_runtime_delete(const struct vy_runtime *rt, const char *id, bool force,
 		      vy_error *err);
 int vy_runtime_pause(const struct vy_runtime *rt, const char *id, vy_error *err);
+/* Pause the container whose init is pid through its freezer cgroup (v1's
+ * freezer hierarchy, else cgroup v2), the way the runtime's pause does,
+ * without starting the runtime; runc and crun read "paused" from the same
+ * cgroup, so their resume thaws it.  The cgroup must be cgroups_path (the
+ * config's linux.cgroupsPath) when that is absolute, else end in a name
+ * with id in it, so that a pid reused by another process is never frozen.
+ * Falls back to vy_runtime_pause when the cgroup cannot be found, checked
+ * or written; fails, thawed, when the freeze does not complete in 10 s. */
+int vy_runtime_freeze(const struct vy_runtime *rt, const char *id, int pid,
+		      const char *cgroups_path, vy_error *err);
 /* The ids of the containers this runtime root holds, with their status:
  * a JSON array of {"id", "status"} (caller puts). */
 int vy_runtime_list(const struct vy_runtime *rt, json_object **out, vy_error *err);
