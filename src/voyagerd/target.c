@@ -943,18 +943,15 @@ static int restore_here(struct session *s, struct vy_message *msg, vy_error *err
 		 * lock it. */
 		.criu_config = s->net || lo_only ? s->d->criu_conf_netlock : s->d->criu_conf,
 	};
-	/* post-copy: the lazy-pages daemon and the page tunnel first, if the
-	 * images' arrival did not start them; it must listen by now */
-	if (s->pc && (start_lazy_pages(s, err) < 0 || vy_postcopy_target_ready(s->pc, err) < 0))
+	/* post-copy: the lazy-pages daemon and the page tunnel, if the
+	 * images' arrival did not start them (it must listen before the
+	 * runtime's restore; waited for below) */
+	if (s->pc && start_lazy_pages(s, err) < 0)
 		return -1;
 	o.lazy_pages = s->pc != NULL;
 	char pid_file[PATH_MAX + 16];
 	snprintf(pid_file, sizeof(pid_file), "%s/restored.pid", work);
 	o.pid_file = pid_file;
-	/* the voyager-fs told to go with their deltas mount meanwhile */
-	for (int i = 0; i < s->nfs; i++)
-		if (vy_fs_wait_gone(&s->fs[i], s->id, err) < 0)
-			return -1;
 	vy_steps_mark(&st, "prepare");
 	vy_journal_phase(s->j, "restoring", NULL);
 	uint64_t t0 = vy_now_ms();
@@ -962,6 +959,15 @@ static int restore_here(struct session *s, struct vy_message *msg, vy_error *err
 	if (s->net && vy_net_link(s->net, true, err) < 0)
 		return vy_error_wrap(err, "attach network");
 	vy_steps_mark(&st, "link");
+	/* The voyager-fs told to go with their deltas mount meanwhile (2 to 4
+	 * ms), and the lazy-pages daemon starts (3 to 5 ms): both waited for
+	 * last, so that the bundle, the journal and the veth overlap them. */
+	for (int i = 0; i < s->nfs; i++)
+		if (vy_fs_wait_gone(&s->fs[i], s->id, err) < 0)
+			return -1;
+	if (s->pc && vy_postcopy_target_ready(s->pc, err) < 0)
+		return -1;
+	vy_steps_mark(&st, "ready");
 	if (vy_runtime_restore(&s->d->rt, s->container, bundle, images, work, &o, err) < 0)
 		return -1;
 	s->restored = true;
