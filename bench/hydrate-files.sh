@@ -79,6 +79,10 @@ teardown() {
 		for h in a b; do vy_agent_stop "$LAB" "$h"; done
 		mkdir -p "$OUT.logs" &&
 			for h in a b; do cp "$(lab_dir "$LAB" "$h")/voyagerd.log" "$OUT.logs/$h.log"; done
+		# and the target's voyager-fs logs, one per run's container
+		for f in "$(lab_dir "$LAB" b)"/state/containers/*/fs/*.log; do
+			[ -f "$f" ] && cp "$f" "$OUT.logs/fs-$(basename "$(dirname "$(dirname "$f")")")-$(basename "$f")"
+		done
 		lab_delete_containers "$LAB" a b
 		lab_down "$LAB" >/dev/null 2>&1 || log "lab_down reported leftovers"
 	fi

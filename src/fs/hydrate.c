@@ -274,36 +274,67 @@ static bool in_other_batch(struct vyfs *fs, int k, uint32_t f)
 	return false;
 }
 
+static void free_run(struct vyfs *fs, int k, uint32_t f, uint64_t *c, uint64_t *n);
+
+/* Whether f has a missing run that no other lane holds (claim_lock
+ * held): a file whose every missing chunk is another lane's is passed
+ * over, or a lane would wait on each file of one request (4 MiB or less)
+ * that the other lane took, and the two would fetch one at a time. */
+static bool free_for(struct vyfs *fs, int k, uint32_t f)
+{
+	uint64_t c, n;
+	free_run(fs, k, f, &c, &n);
+	return n > 0;
+}
+
 /* The next file to hydrate: hot files, then the priority list, then
- * record order from *cursor, passing over the batches of other lanes.
- * -1 when every file is complete, -2 when the rest waits for the
- * container to run (--hold-cold), -3 when what is left is in another
- * lane's batch. */
+ * record order from *cursor, passing over what other lanes hold whole
+ * (their batches, and files all of whose missing chunks are in their
+ * runs).  -1 when every file is complete, -2 when the rest waits for the
+ * container to run (--hold-cold), -3 when what is left is other lanes'. */
 static int64_t next_file(struct vyfs *fs, int k, uint32_t *cursor, uint32_t *prio)
 {
 	uint32_t count = vy_chunkmap_count(fs->cm);
+	bool held = false; /* a hot or priority file that another lane has */
+	pthread_mutex_lock(&fs->claim_lock);
 	for (uint32_t f = 0; atomic_load(&fs->nhot) && f < count; f++)
 		if (atomic_load(&fs->tracks[f].hot)) {
-			if (!vy_chunkmap_complete(fs->cm, f))
-				return f;
+			if (!vy_chunkmap_complete(fs->cm, f)) {
+				if (free_for(fs, k, f)) {
+					pthread_mutex_unlock(&fs->claim_lock);
+					return f;
+				}
+				held = true;
+				continue;
+			}
 			if (atomic_exchange(&fs->tracks[f].hot, false))
 				atomic_fetch_sub(&fs->nhot, 1);
 		}
-	for (; *prio < fs->npriority; (*prio)++)
-		if (!vy_chunkmap_complete(fs->cm, fs->priority[*prio]))
-			return fs->priority[*prio];
-	if (cold_held(fs))
-		return -2;
+	for (uint32_t j = *prio; j < fs->npriority; j++) {
+		uint32_t p = fs->priority[j];
+		if (vy_chunkmap_complete(fs->cm, p)) {
+			if (j == *prio)
+				(*prio)++;
+		} else if (free_for(fs, k, p)) {
+			pthread_mutex_unlock(&fs->claim_lock);
+			return p;
+		} else {
+			held = true;
+		}
+	}
+	if (cold_held(fs)) {
+		pthread_mutex_unlock(&fs->claim_lock);
+		return held ? -3 : -2;
+	}
 	/* a file once complete stays so: the cursor passes only those */
 	while (*cursor < count && vy_chunkmap_complete(fs->cm, *cursor))
 		(*cursor)++;
-	pthread_mutex_lock(&fs->claim_lock);
 	int64_t f = -1;
 	for (uint32_t g = *cursor; f < 0 && g < count; g++)
-		if (!vy_chunkmap_complete(fs->cm, g) && !in_other_batch(fs, k, g))
+		if (!vy_chunkmap_complete(fs->cm, g) && free_for(fs, k, g))
 			f = g;
 	pthread_mutex_unlock(&fs->claim_lock);
-	return f >= 0 ? f : *cursor < count ? -3 : -1;
+	return f >= 0 ? f : *cursor < count || held ? -3 : -1;
 }
 
 static void became_independent(struct vyfs *fs)
@@ -340,12 +371,11 @@ static void pace(struct vyfs *fs, uint64_t bytes, uint64_t *next_ms)
 		nap(fs, (int)(*next_ms - now < 1000 ? *next_ms - now : 1000));
 }
 
-/* Claim for lane k the first missing run of f that no other lane holds:
- * its first chunk in *c and length in *n (0: nothing free here now). */
-static void claim_run(struct vyfs *fs, int k, uint32_t f, uint64_t *c, uint64_t *n)
+/* The first missing run of f that no other lane holds: its first chunk in
+ * *c and length in *n (0: nothing free here now).  claim_lock held. */
+static void free_run(struct vyfs *fs, int k, uint32_t f, uint64_t *c, uint64_t *n)
 {
 	uint64_t until = remote_chunks(fs, f), from = 0;
-	pthread_mutex_lock(&fs->claim_lock);
 	*n = 0;
 	if (in_other_batch(fs, k, f))
 		until = 0; /* the other lane has the whole file */
@@ -369,6 +399,14 @@ static void claim_run(struct vyfs *fs, int k, uint32_t f, uint64_t *c, uint64_t 
 		*n = missing_run(fs, f, *c, stop, max_chunks(fs));
 		break;
 	}
+}
+
+/* Claim for lane k the first missing run of f that no other lane holds
+ * (free_run). */
+static void claim_run(struct vyfs *fs, int k, uint32_t f, uint64_t *c, uint64_t *n)
+{
+	pthread_mutex_lock(&fs->claim_lock);
+	free_run(fs, k, f, c, n);
 	fs->claim[k].f = (int64_t)f;
 	fs->claim[k].c = *c;
 	fs->claim[k].n = *n;
