@@ -17,8 +17,9 @@
  * chunk's bytes, fdatasync the backing file, then set the chunk's bit; the
  * flusher writes bits to the state file later.  A batch writes every
  * file and starts its writeback first, then fdatasyncs and marks each:
- * after the first, the others find their data on disk and the journal
- * committed, which is where the time went with one file at a time.  A chunk that was present
+ * the fdatasyncs go from SYNC_THREADS threads at once, and ext4 commits
+ * its journal once for many of them (one at a time, each waited for a
+ * journal commit of its own, which is where the time went).  A chunk that was present
  * (or that a local write covered) is never written again by a fetch.
  */
 #include <errno.h>
@@ -41,6 +42,7 @@
 #define BACKOFF_MAX_MS 5000
 #define CONNECT_TIMEOUT_MS 3000
 #define BATCH_FILES 64       /* small files fetched together */
+#define SYNC_THREADS 8       /* a batch's fdatasyncs at once: ext4 commits them together */
 #define BATCH_WINDOW 1024    /* records looked at to gather them */
 
 void vyfs_wake_background(struct vyfs *fs)
@@ -469,9 +471,51 @@ static uint32_t claim_batch(struct vyfs *fs, int k, uint32_t f, uint32_t *files)
 	return n >= 2 ? n : 0;
 }
 
+/* fdatasync and mark every nj-th file of a batch from the j-th on. */
+struct sync_job {
+	struct vyfs *fs;
+	const uint32_t *files, *len;
+	bool *wrote;
+	uint32_t n, j, nj;
+	uint64_t done;
+	vy_error err;
+};
+
+static void *sync_slice(void *arg)
+{
+	struct sync_job *s = arg;
+	struct vyfs *fs = s->fs;
+	for (uint32_t i = s->j; i < s->n; i += s->nj) {
+		uint32_t f = s->files[i];
+		struct vyfs_track *t = &fs->tracks[f];
+		if (!s->wrote[i])
+			continue;
+		pthread_mutex_lock(&t->lock);
+		/* present already: another lane committed it meanwhile */
+		if (!vy_chunkmap_present(fs->cm, f, 0)) {
+			int fd = vyfs_track_fd(fs, f);
+			if (fd >= 0 && fdatasync(fd) == 0) {
+				vy_chunkmap_mark(fs->cm, f, 0, 1);
+				s->done += s->len[i];
+			} else {
+				s->wrote[i] = false;
+				vy_error_sys(&s->err, errno, "%s: fdatasync fetched bytes",
+					     fs->man.entries[vy_chunkmap_entry(fs->cm, f)].path);
+			}
+		}
+		if (t->data_fd >= 0 && vy_chunkmap_complete(fs->cm, f)) {
+			close(t->data_fd);
+			t->data_fd = -1;
+		}
+		pthread_mutex_unlock(&t->lock);
+	}
+	return NULL;
+}
+
 /* Write the fetched bytes of a batch (files[i] at buf + at[i], len[i]
- * bytes; len 0: not fetched), then make each durable and mark it; see the
- * top of this file.  Returns the bytes committed. */
+ * bytes; len 0: not fetched), then make each durable and mark it, the
+ * fdatasyncs from SYNC_THREADS threads at once; see the top of this file.
+ * Returns the bytes committed. */
 static uint64_t commit_batch(struct vyfs *fs, const uint32_t *files, uint32_t n,
 			     const uint8_t *buf, const uint64_t *at, const uint32_t *len,
 			     bool *wrote, vy_error *err)
@@ -500,29 +544,25 @@ static uint64_t commit_batch(struct vyfs *fs, const uint32_t *files, uint32_t n,
 		}
 		pthread_mutex_unlock(&t->lock);
 	}
-	for (uint32_t i = 0; i < n; i++) {
-		uint32_t f = files[i];
-		struct vyfs_track *t = &fs->tracks[f];
-		if (!wrote[i])
-			continue;
-		pthread_mutex_lock(&t->lock);
-		/* present already: another lane committed it meanwhile */
-		if (!vy_chunkmap_present(fs->cm, f, 0)) {
-			int fd = vyfs_track_fd(fs, f);
-			if (fd >= 0 && fdatasync(fd) == 0) {
-				vy_chunkmap_mark(fs->cm, f, 0, 1);
-				done += len[i];
-			} else {
-				wrote[i] = false;
-				vy_error_sys(err, errno, "%s: fdatasync fetched bytes",
-					     fs->man.entries[vy_chunkmap_entry(fs->cm, f)].path);
-			}
-		}
-		if (t->data_fd >= 0 && vy_chunkmap_complete(fs->cm, f)) {
-			close(t->data_fd);
-			t->data_fd = -1;
-		}
-		pthread_mutex_unlock(&t->lock);
+	struct sync_job jobs[SYNC_THREADS];
+	pthread_t tid[SYNC_THREADS];
+	bool started[SYNC_THREADS] = { false };
+	uint32_t nj = n < SYNC_THREADS ? n : SYNC_THREADS;
+	for (uint32_t j = 0; j < nj; j++) {
+		jobs[j] = (struct sync_job){ fs, files, len, wrote, n, j, nj, 0, { 0 } };
+		/* the first slice on this thread; a thread that cannot start
+		 * leaves its slice to this one too */
+		started[j] = j > 0 && pthread_create(&tid[j], NULL, sync_slice, &jobs[j]) == 0;
+	}
+	for (uint32_t j = 0; j < nj; j++)
+		if (!started[j])
+			sync_slice(&jobs[j]);
+	for (uint32_t j = 0; j < nj; j++) {
+		if (started[j])
+			pthread_join(tid[j], NULL);
+		done += jobs[j].done;
+		if (jobs[j].err.code && !err->code)
+			*err = jobs[j].err;
 	}
 	return done;
 }
