@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "kparam.h"
 #include "net.h"
 #include "util.h"
 
@@ -316,29 +317,8 @@ int vy_lazy_guard_remove(const char *name, vy_error *err)
 
 /* ---- fs.pipe-max-size ------------------------------------------------- */
 
-static pthread_mutex_t pipe_lock = PTHREAD_MUTEX_INITIALIZER;
-static int pipe_leases; /* held by this process */
-
-static int64_t read_pipe_max(void)
-{
-	char *text = NULL;
-	int64_t v = -1;
-	if (vy_read_file(PIPE_SYSCTL, 64, &text, NULL, NULL) == 0)
-		v = strtoll(text, NULL, 10);
-	free(text);
-	return v;
-}
-
-static int write_pipe_max(int64_t v, vy_error *err)
-{
-	char buf[32];
-	int n = snprintf(buf, sizeof(buf), "%lld\n", (long long)v);
-	cleanup_close int fd = open(PIPE_SYSCTL, O_WRONLY | O_CLOEXEC);
-	if (fd < 0 || write(fd, buf, (size_t)n) != n)
-		return vy_error_sys(err, errno, "cannot set fs.pipe-max-size to %lld",
-				    (long long)v);
-	return 0;
-}
+static struct vy_kparam pipe_param = VY_KPARAM_INIT("fs.pipe-max-size", PIPE_SYSCTL, LEASE_DIR,
+						    VY_PIPE_SIZE_NEEDED, VY_PIPE_SIZE_RAISED);
 
 static bool have_cap_sys_resource(void)
 {
@@ -352,105 +332,23 @@ static bool have_cap_sys_resource(void)
 	return cap;
 }
 
-/* The lease registry is shared by every agent on this kernel: one file per
- * holding process, and "saved" = "OLD SET" written by whoever raised it. */
-static int lock_registry(vy_error *err)
-{
-	if (vy_mkdir_p(LEASE_DIR, 0700, err) < 0)
-		return -1;
-	int fd = open(LEASE_DIR "/lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return vy_error_sys(err, errno, "open %s/lock", LEASE_DIR);
-	while (flock(fd, LOCK_EX) < 0 && errno == EINTR)
-		;
-	return fd;
-}
-
-static bool others_hold_leases(void)
-{
-	cleanup_closedir DIR *d = opendir(LEASE_DIR);
-	struct dirent *de;
-	bool any = false;
-	while (d && (de = readdir(d))) {
-		int pid = atoi(de->d_name);
-		if (pid <= 0 || pid == getpid())
-			continue;
-		if (kill(pid, 0) == 0 || errno == EPERM) {
-			any = true;
-		} else {
-			char path[PATH_MAX];
-			snprintf(path, sizeof(path), "%s/%s", LEASE_DIR, de->d_name);
-			unlink(path);
-		}
-	}
-	return any;
-}
-
 int vy_pipe_size_acquire(int64_t *was, int64_t *now, bool *raised, vy_error *err)
 {
-	*raised = false;
-	*was = *now = read_pipe_max();
-	if (have_cap_sys_resource())
+	if (have_cap_sys_resource()) {
+		*raised = false;
+		*was = *now = vy_kparam_read(&pipe_param);
 		return 0; /* CRIU may exceed the limit itself */
-	pthread_mutex_lock(&pipe_lock);
-	int lfd = lock_registry(err);
-	if (lfd < 0) {
-		pthread_mutex_unlock(&pipe_lock);
-		return -1;
 	}
-	int rc = 0;
-	*was = *now = read_pipe_max();
-	if (*was >= 0 && *was < VY_PIPE_SIZE_NEEDED) {
-		char saved[64];
-		int n = snprintf(saved, sizeof(saved), "%lld %u\n", (long long)*was,
-				 VY_PIPE_SIZE_RAISED);
-		if (access(LEASE_DIR "/saved", F_OK) != 0)
-			rc = vy_write_file_atomic(LEASE_DIR "/saved", saved, (size_t)n, 0600, err);
-		if (rc == 0)
-			rc = write_pipe_max(VY_PIPE_SIZE_RAISED, err);
-		if (rc == 0) {
-			*raised = true;
-			*now = VY_PIPE_SIZE_RAISED;
-		}
-	}
-	if (rc == 0 && pipe_leases++ == 0) {
-		char path[PATH_MAX];
-		snprintf(path, sizeof(path), "%s/%d", LEASE_DIR, (int)getpid());
-		rc = vy_write_file_atomic(path, "", 0, 0600, err);
-		if (rc < 0)
-			pipe_leases--;
-	}
-	close(lfd);
-	pthread_mutex_unlock(&pipe_lock);
-	return rc;
+	return vy_kparam_acquire(&pipe_param, was, now, raised, err);
 }
 
 void vy_pipe_size_release(void)
 {
-	if (have_cap_sys_resource())
-		return;
-	pthread_mutex_lock(&pipe_lock);
-	if (pipe_leases == 0 || --pipe_leases > 0) {
-		pthread_mutex_unlock(&pipe_lock);
-		return;
-	}
-	int lfd = lock_registry(NULL);
-	if (lfd >= 0) {
-		char path[PATH_MAX];
-		snprintf(path, sizeof(path), "%s/%d", LEASE_DIR, (int)getpid());
-		unlink(path);
-		char *saved = NULL;
-		long long old = -1, set = -1;
-		if (!others_hold_leases() &&
-		    vy_read_file(LEASE_DIR "/saved", 64, &saved, NULL, NULL) == 0 &&
-		    sscanf(saved, "%lld %lld", &old, &set) == 2) {
-			/* Put it back unless someone else changed it since. */
-			if (read_pipe_max() == set)
-				write_pipe_max(old, NULL);
-			unlink(LEASE_DIR "/saved");
-		}
-		free(saved);
-		close(lfd);
-	}
-	pthread_mutex_unlock(&pipe_lock);
+	if (!have_cap_sys_resource())
+		vy_kparam_release(&pipe_param);
+}
+
+void vy_pipe_size_sweep(void)
+{
+	vy_kparam_sweep(&pipe_param);
 }

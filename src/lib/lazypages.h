@@ -101,5 +101,7 @@ int vy_lazy_guard_remove(const char *name, vy_error *err);
  * call holds a lease until vy_pipe_size_release(). */
 int vy_pipe_size_acquire(int64_t *was, int64_t *now, bool *raised, vy_error *err);
 void vy_pipe_size_release(void);
+/* At an agent's start: put back what an agent that died left raised. */
+void vy_pipe_size_sweep(void);
 
 #endif
