@@ -11,6 +11,8 @@
 #include "config.h"
 #include "control.h"
 #include "daemon.h"
+#include "lazypages.h"
+#include "kparam.h"
 #include "log.h"
 #include "preflight.h"
 #include "util.h"
@@ -170,6 +172,10 @@ int main(int argc, char **argv)
 	snprintf(d.criu_conf, sizeof(d.criu_conf), "%s/criu.conf", d.state_dir);
 	snprintf(d.criu_conf_netlock, sizeof(d.criu_conf_netlock), "%s/criu-netlock.conf",
 		 d.state_dir);
+	/* What an agent that died on this kernel left set for a migration
+	 * (kparam.h) goes back before anything else. */
+	vy_pipe_size_sweep();
+	vy_rcu_expedite_sweep();
 	if (vy_criu_config_write(d.criu_conf, false, &err) < 0) {
 		vy_warn("CRIU runs with its own settings only (it reads the build-id of "
 			"every mapped file, which slows a jit restore): %s; fix or unset "

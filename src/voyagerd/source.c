@@ -28,6 +28,7 @@
 #include "bundle.h"
 #include "cleanup.h"
 #include "daemon.h"
+#include "kparam.h"
 #include "log.h"
 #include "delta.h"
 #include "jit.h"
@@ -357,8 +358,11 @@ static int checkpoint(struct migration *m, vy_error *err)
 	m->net_lo_only = !m->net && vy_netns_loopback_only(m->pid);
 	m->opts.criu_config = m->net_locked || m->net_lo_only ? m->d->criu_conf_netlock
 							      : m->d->criu_conf;
+	bool rcu = vy_rcu_expedite(m->rcu_how, sizeof(m->rcu_how));
 	int ck = m->pc ? vy_postcopy_dump(m, err) /* post-copy: the lazy checkpoint (postcopy.c) */
 		       : vy_runtime_checkpoint(&m->d->rt, m->container, m->images, m->work, &m->opts, err);
+	if (rcu)
+		vy_rcu_expedite_end();
 	if (ck < 0) {
 		vy_error thaw;
 		if (vy_runtime_resume(&m->d->rt, m->container, &thaw) < 0)
@@ -421,6 +425,7 @@ static int restore_remote(struct migration *m, vy_error *err)
 	json_object *steps = json_object_object_get(o, "steps_ms");
 	if (steps && json_object_is_type(steps, json_type_object))
 		m->restore_steps = json_object_get(steps);
+	snprintf(m->rcu_target, sizeof(m->rcu_target), "%s", vy_json_str(o, "rcu_expedited", ""));
 	json_object_put(o);
 	vy_message_free(&msg);
 	return 0;
@@ -642,6 +647,14 @@ static json_object *build_report(struct migration *m, const char *result,
 		if (m->restore_steps)
 			json_object_object_add(st, "restore", json_object_get(m->restore_steps));
 		json_object_object_add(r, "steps_ms", st);
+	}
+	if (m->rcu_how[0] || m->rcu_target[0]) {
+		json_object *k = json_object_new_object();
+		if (m->rcu_how[0])
+			json_object_object_add(k, "source", json_object_new_string(m->rcu_how));
+		if (m->rcu_target[0])
+			json_object_object_add(k, "target", json_object_new_string(m->rcu_target));
+		json_object_object_add(r, "rcu_expedited", k);
 	}
 	if (!strcmp(m->mode, "jit") && m->t_freeze) {
 		uint32_t refetch = 0;

@@ -45,6 +45,9 @@ struct migration {
 	/* Packets that reach the container while it is frozen (pkthold.h). */
 	struct vy_hold *hold;  /* capturing or captured, or NULL */
 	char hold_state[256];  /* the report's: "af_packet" or "off: why" */
+	/* Expedited RCU grace periods while the runtime checkpoints (kparam.h):
+	 * the report's words for this host and for the target. */
+	char rcu_how[256], rcu_target[256];
 	int64_t replayed;      /* packets replayed into the container, -1: not known */
 	const char *replayed_on; /* "target", or "source" after a rollback */
 	char replay_error[512];

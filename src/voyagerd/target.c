@@ -22,6 +22,7 @@
 #include "bundle.h"
 #include "cleanup.h"
 #include "daemon.h"
+#include "kparam.h"
 #include "log.h"
 #include "delta.h"
 #include "jit.h"
@@ -48,6 +49,7 @@ struct session {
 	json_object *volumes;    /* from the pre-flight */
 	json_object *net;        /* the container's network identity, if any */
 	char netns[PATH_MAX];    /* the namespace we built for it */
+	bool rcu_held;           /* a lease on expedited RCU (kparam.h), in the restore */
 	uint8_t seen[MAX_STREAMS];               /* 0 nothing, 1 pre-synced, 2 final */
 	struct vy_manifest pre[MAX_STREAMS];     /* what each pre-sync brought */
 	uint8_t pre_sha[MAX_STREAMS][32];        /* jit: SHA-256 of each skeleton's manifest */
@@ -901,7 +903,24 @@ static void check_placement(struct session *s, const char *want, const char *pid
 	json_object_object_add(reply, "warnings", w);
 }
 
+static int restore_expedited(struct session *s, struct vy_message *msg, const char *rcu,
+			     vy_error *err);
+
+/* The restore, with expedited RCU grace periods (kparam.h) until the
+ * container's network is open. */
 static int restore_here(struct session *s, struct vy_message *msg, vy_error *err)
+{
+	char how[256];
+	s->rcu_held = vy_rcu_expedite(how, sizeof(how));
+	int rc = restore_expedited(s, msg, how, err);
+	if (s->rcu_held)
+		vy_rcu_expedite_end();
+	s->rcu_held = false;
+	return rc;
+}
+
+static int restore_expedited(struct session *s, struct vy_message *msg, const char *rcu,
+			     vy_error *err)
 {
 	json_object *r = NULL, *config;
 	char bundle[PATH_MAX], images[PATH_MAX], work[PATH_MAX];
@@ -979,6 +998,9 @@ static int restore_here(struct session *s, struct vy_message *msg, vy_error *err
 	if (s->net && vy_net_open(s->netns, err) < 0)
 		return vy_error_wrap(err, "network after restore");
 	vy_steps_mark(&st, "unlock");
+	if (s->rcu_held)
+		vy_rcu_expedite_end();
+	s->rcu_held = false;
 	if (s->net && vy_net_announce(s->netns, s->net, err) < 0)
 		return vy_error_wrap(err, "network after restore");
 	vy_steps_mark(&st, "announce");
@@ -988,6 +1010,7 @@ static int restore_here(struct session *s, struct vy_message *msg, vy_error *err
 	vy_steps_mark(&st, "journal");
 	json_object *ok = json_object_new_object();
 	json_object_object_add(ok, "restore_ms", json_object_new_int64((int64_t)(vy_now_ms() - t0)));
+	json_object_object_add(ok, "rcu_expedited", json_object_new_string(rcu));
 	check_placement(s, config_cgroup, pid_file, ok);
 	vy_steps_mark(&st, "placement");
 	json_object_object_add(ok, "steps_ms", vy_steps_json(&st));

@@ -26,6 +26,7 @@ CLIENT="$E2E_ROOT/tests/workloads/redis_client.py"
 
 [ "$RUNTIME" = crun ] && { crun_prepare || { t_fail "crun set-up (hugetlb v1)"; t_done; }; }
 e2e_setup a b c || { t_fail "lab set-up"; t_done; }
+RCU_BEFORE=$(cat /sys/kernel/rcu_expedited 2>/dev/null)
 vy_key_init "$(host_dir a)/../../keys" || { t_fail "keygen"; t_done; }
 vy_agent_start "$LAB" a "$RUNTIME" && vy_agent_start "$LAB" b "$RUNTIME" ||
 	{ t_fail "agents start"; t_done; }
@@ -236,6 +237,18 @@ stb=$(ctr_state b "$RUNTIME" "$ID")
 	>/dev/null 2>&1 && t_ok "no network lock is left in b's namespace" ||
 	t_fail "no network lock left on b" \
 		"$(lab_exec "$LAB" b nsenter --net="$B/state/netns/$ID" nft list ruleset 2>&1)"
+# Expedited RCU grace periods while each runtime worked (kparam.h): both
+# agents took them (or found them on), and the kernel's setting, which the
+# lab's hosts share, is back as it was.
+rcu="$(vy_json_get "$out" rcu_expedited.source)/$(vy_json_get "$out" rcu_expedited.target)"
+case $rcu in
+set/set | set/"already on" | "already on"/set | "already on"/"already on")
+	[ "$(cat /sys/kernel/rcu_expedited 2>/dev/null)" = "$RCU_BEFORE" ] &&
+		t_ok "expedited RCU in the freeze on both hosts ($rcu), and put back ($RCU_BEFORE)" ||
+		t_fail "rcu_expedited put back" "now $(cat /sys/kernel/rcu_expedited), before $RCU_BEFORE"
+	;;
+*) t_fail "expedited RCU in the freeze" "report: $rcu" ;;
+esac
 now=$(lab_exec "$LAB" c redis-cli -h "$IP" info server | sed -n 's/^run_id:\(.*\)\r$/\1/p')
 [ -n "$now" ] && [ "$now" = "$RUNID" ] &&
 	t_ok "a fresh connection to $IP reaches the same redis process, now on b" ||
