@@ -204,7 +204,7 @@ int vy_container_processes(int pid, int *nonroot_uid, uint64_t *rss_bytes)
 	return 0;
 }
 
-int vy_process_freezer_cgroup(int pid, char *out, size_t len)
+int vy_process_freezer_cgroup(int pid, char *out, size_t len, bool *v2)
 {
 	char path[64], line[4096], unified[4096] = "";
 	snprintf(path, sizeof(path), "/proc/%d/cgroup", pid);
@@ -221,12 +221,16 @@ int vy_process_freezer_cgroup(int pid, char *out, size_t len)
 		*c2 = '\0';
 		if (!strcmp(c1 + 1, "freezer")) {
 			snprintf(out, len, "%s", c2 + 1);
+			if (v2)
+				*v2 = false;
 			return 0;
 		}
 		if (c1[1] == '\0')
 			snprintf(unified, sizeof(unified), "%s", c2 + 1);
 	}
 	snprintf(out, len, "%s", unified);
+	if (v2)
+		*v2 = true;
 	return 0;
 }
 

@@ -64,6 +64,6 @@ int vy_memory_mode_choose(const char *requested, const struct vy_memory_caps *ca
 
 /* The cgroup path of pid in the freezer v1 hierarchy, or in the unified
  * hierarchy when there is no v1 freezer ("" if unknown).  */
-int vy_process_freezer_cgroup(int pid, char *out, size_t len);
+int vy_process_freezer_cgroup(int pid, char *out, size_t len, bool *v2);
 
 #endif

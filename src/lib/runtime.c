@@ -14,6 +14,7 @@
 #include <json-c/json.h>
 
 #include "cleanup.h"
+#include "preflight.h"
 #include "util.h"
 
 #define RUNTIME_TIMEOUT_MS (10 * 60 * 1000)
@@ -339,30 +340,8 @@ int vy_runtime_pause(const struct vy_runtime *rt, const char *id, vy_error *err)
 static int freezer_dir(int pid, const char *id, const char *want, char *dir, size_t len,
 		       bool *v2)
 {
-	char path[64], line[4096], rel[4096] = "";
-	int found = 0; /* 1: v1 freezer, 2: v2 */
-	snprintf(path, sizeof(path), "/proc/%d/cgroup", pid);
-	cleanup_fclose FILE *f = fopen(path, "re");
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f)) {
-		line[strcspn(line, "\n")] = '\0';
-		char *c1 = strchr(line, ':');
-		char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
-		if (!c2)
-			continue;
-		*c2 = '\0';
-		if (!strcmp(c1 + 1, "freezer")) {
-			snprintf(rel, sizeof(rel), "%s", c2 + 1);
-			found = 1;
-			break;
-		}
-		if (c1[1] == '\0') {
-			snprintf(rel, sizeof(rel), "%s", c2 + 1);
-			found = 2;
-		}
-	}
-	if (!found || rel[0] != '/')
+	char rel[4096];
+	if (vy_process_freezer_cgroup(pid, rel, sizeof(rel), v2) < 0 || rel[0] != '/')
 		return -1;
 	const char *last = strrchr(rel, '/') + 1;
 	if (want && want[0] == '/' ? strcmp(rel, want) != 0 : !strstr(last, id))
@@ -384,7 +363,7 @@ static int freezer_dir(int pid, const char *id, const char *want, char *dir, siz
 		    strchr(mnt, '\\'))
 			continue;
 		bool match = false;
-		if (found == 2)
+		if (*v2)
 			match = !strcmp(type, "cgroup2");
 		else if (!strcmp(type, "cgroup"))
 			for (char *save = NULL, *o = strtok_r(opts, ",", &save); o && !match;
@@ -394,7 +373,6 @@ static int freezer_dir(int pid, const char *id, const char *want, char *dir, siz
 			rc = 0;
 	}
 	free(buf);
-	*v2 = found == 2;
 	return rc;
 }
 

@@ -94,7 +94,7 @@ static int load_container(struct migration *m, vy_error *err)
 	 * keep running through the dump, and then run on both hosts. */
 	const char *cgp = vy_json_str(json_object_object_get(m->config, "linux"), "cgroupsPath", "");
 	char frz[4096];
-	if (cgp[0] == '/' && vy_process_freezer_cgroup(st.pid, frz, sizeof(frz)) == 0 &&
+	if (cgp[0] == '/' && vy_process_freezer_cgroup(st.pid, frz, sizeof(frz), NULL) == 0 &&
 	    frz[0] && strcmp(frz, cgp) != 0)
 		return vy_error_set(err, EPERM,
 				    "container %s runs outside its cgroup (%s, not %s), so it cannot "

@@ -890,7 +890,7 @@ static void check_placement(struct session *s, const char *want, const char *pid
 	long pid = 0;
 	if (!want[0] || want[0] != '/' || vy_read_file(pid_file, 64, &text, NULL, NULL) < 0 ||
 	    (pid = strtol(text, NULL, 10)) <= 0 ||
-	    vy_process_freezer_cgroup((pid_t)pid, got, sizeof(got)) < 0 || !got[0] ||
+	    vy_process_freezer_cgroup((pid_t)pid, got, sizeof(got), NULL) < 0 || !got[0] ||
 	    !strcmp(got, want))
 		return;
 	char msg[8400];
