@@ -47,7 +47,8 @@ int64_t vy_kparam_read(const struct vy_kparam *p);
 /* Expedited RCU grace periods (/sys/kernel/rcu_expedited) for a freeze.
  * CRIU's dump and restore and the runtimes mount and unmount (the cgroup
  * yard, the mount namespace), and each unmount waits out a grace period:
- * on the 2-core VMs here the freeze took 70 ms less with them expedited,
+ * on the 2-core VMs here a redis freeze went from 216 to 165 ms (medians)
+ * with them expedited,
  * at the cost of an IPI to every CPU per grace period while it lasts.
  * Takes a lease (see above) unless VOYAGER_NO_RCU_EXPEDITE=1 is set in
  * the agent's environment; true when one is held, and how (the report's
