@@ -95,6 +95,10 @@ static void print_report(json_object *r)
 		if (json_object_object_get(net, "replay_error"))
 			fprintf(stderr, "warning: replay: %s\n", vy_json_str(net, "replay_error", ""));
 	}
+	json_object *rcu = json_object_object_get(r, "rcu_expedited");
+	if (rcu)
+		printf("  rcu       expedited grace periods in the freeze: source %s, target %s\n",
+		       vy_json_str(rcu, "source", "-"), vy_json_str(rcu, "target", "-"));
 	json_object *ph = json_object_object_get(r, "phases_ms");
 	if (ph) {
 		printf("  phases   ");
