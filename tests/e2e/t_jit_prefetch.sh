@@ -23,7 +23,10 @@
 #   - the report: prefetch.files >= 3, prefetch.refetched == 2; A's log names
 #     mmapped.bin as changed; on B the four files have the changed bytes,
 #     the counter goes on, maphold still maps them, and the same once B is
-#     independent.
+#     independent;
+#   - then back to A with --no-prefetch: nothing sent before the freeze
+#     (the report, B's log, A's present list), and maphold runs on A with
+#     the same files.
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$here/lib.sh"
 . "$here/agents.sh"
@@ -186,4 +189,20 @@ vy_wait_independent "$LAB" b "$mid" 90 && t_ok "B became independent" ||
 	t_fail "B independent" "$(vy_cli "$LAB" b --json status "$mid")"
 all_changed && t_ok "and the files are still A's once every byte is local" ||
 	t_fail "files once independent"
+
+# Back to A with --no-prefetch: no file data before the freeze, and A's
+# restore reads what maphold maps through A's voyager-fs, from B.
+back=$(vy_cli "$LAB" b migrate "$ID" --to "$(lab_ip "$LAB" a)" --no-prefetch --json)
+bid=$(vy_json_get "$back" id)
+[ "$(vy_json_get "$back" result)" = migrated ] && [ "$(vy_json_get "$back" prefetch.files)" = 0 ] &&
+	! grep -q "migration $bid: [0-9]* mapped files" "$B/voyagerd.log" &&
+	[ ! -s "$A/state/containers/$ID/fs/1.present" ] &&
+	t_ok "--no-prefetch: back on A, nothing sent before the freeze (report, B's log, A's present list)" ||
+	t_fail "--no-prefetch back to A" "$back"
+PA=$(ctr_pid a runc "$ID")
+MHA=$(cat "/proc/$PA/task/$PA/children" 2>/dev/null | awk '{print $1}')
+RB="/proc/$PA/root"
+[ -n "$MHA" ] && [ "$(grep -c "fixture/.*\.bin" "/proc/$MHA/maps")" -ge 4 ] && all_changed &&
+	t_ok "--no-prefetch: maphold runs on A with its files, changes included" ||
+	t_fail "maphold on A after --no-prefetch"
 t_done
