@@ -278,14 +278,16 @@ static bool in_other_batch(struct vyfs *fs, int k, uint32_t f)
 
 static void free_run(struct vyfs *fs, int k, uint32_t f, uint64_t *c, uint64_t *n);
 
-/* Whether f has a missing run that no other lane holds (claim_lock
- * held): a file whose every missing chunk is another lane's is passed
- * over, or a lane would wait on each file of one request (4 MiB or less)
- * that the other lane took, and the two would fetch one at a time. */
+/* Whether f has a missing run that no other lane holds: a file whose
+ * every missing chunk is another lane's is passed over, or a lane would
+ * wait on each file of one request (4 MiB or less) that the other lane
+ * took, and the two would fetch one at a time. */
 static bool free_for(struct vyfs *fs, int k, uint32_t f)
 {
 	uint64_t c, n;
+	pthread_mutex_lock(&fs->claim_lock);
 	free_run(fs, k, f, &c, &n);
+	pthread_mutex_unlock(&fs->claim_lock);
 	return n > 0;
 }
 
@@ -298,14 +300,11 @@ static int64_t next_file(struct vyfs *fs, int k, uint32_t *cursor, uint32_t *pri
 {
 	uint32_t count = vy_chunkmap_count(fs->cm);
 	bool held = false; /* a hot or priority file that another lane has */
-	pthread_mutex_lock(&fs->claim_lock);
 	for (uint32_t f = 0; atomic_load(&fs->nhot) && f < count; f++)
 		if (atomic_load(&fs->tracks[f].hot)) {
 			if (!vy_chunkmap_complete(fs->cm, f)) {
-				if (free_for(fs, k, f)) {
-					pthread_mutex_unlock(&fs->claim_lock);
+				if (free_for(fs, k, f))
 					return f;
-				}
 				held = true;
 				continue;
 			}
@@ -318,25 +317,20 @@ static int64_t next_file(struct vyfs *fs, int k, uint32_t *cursor, uint32_t *pri
 			if (j == *prio)
 				(*prio)++;
 		} else if (free_for(fs, k, p)) {
-			pthread_mutex_unlock(&fs->claim_lock);
 			return p;
 		} else {
 			held = true;
 		}
 	}
-	if (cold_held(fs)) {
-		pthread_mutex_unlock(&fs->claim_lock);
+	if (cold_held(fs))
 		return held ? -3 : -2;
-	}
 	/* a file once complete stays so: the cursor passes only those */
 	while (*cursor < count && vy_chunkmap_complete(fs->cm, *cursor))
 		(*cursor)++;
-	int64_t f = -1;
-	for (uint32_t g = *cursor; f < 0 && g < count; g++)
+	for (uint32_t g = *cursor; g < count; g++)
 		if (!vy_chunkmap_complete(fs->cm, g) && free_for(fs, k, g))
-			f = g;
-	pthread_mutex_unlock(&fs->claim_lock);
-	return f >= 0 ? f : *cursor < count || held ? -3 : -1;
+			return g;
+	return *cursor < count || held ? -3 : -1;
 }
 
 static void became_independent(struct vyfs *fs)
