@@ -28,10 +28,9 @@ int64_t vy_kparam_read(const struct vy_kparam *p)
 static int write_value(const struct vy_kparam *p, int64_t v, vy_error *err)
 {
 	char buf[32];
-	int n = snprintf(buf, sizeof(buf), "%lld\n", (long long)v);
-	cleanup_close int fd = open(p->path, O_WRONLY | O_CLOEXEC);
-	if (fd < 0 || write(fd, buf, (size_t)n) != n)
-		return vy_error_sys(err, errno, "cannot set %s to %lld", p->name, (long long)v);
+	snprintf(buf, sizeof(buf), "%lld\n", (long long)v);
+	if (vy_write_text(p->path, buf, err) < 0)
+		return vy_error_wrap(err, "cannot set %s to %lld", p->name, (long long)v);
 	return 0;
 }
 

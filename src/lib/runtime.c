@@ -2,18 +2,17 @@
 #include "runtime.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include <json-c/json.h>
 
 #include "cleanup.h"
+#include "log.h"
 #include "preflight.h"
 #include "util.h"
 
@@ -376,57 +375,41 @@ static int freezer_dir(int pid, const char *id, const char *want, char *dir, siz
 	return rc;
 }
 
-/* The first line of dir/name, or "" */
-static void read_line_at(const char *dir, const char *name, char *out, size_t len)
-{
-	char p[PATH_MAX + 32];
-	snprintf(p, sizeof(p), "%s/%s", dir, name);
-	out[0] = '\0';
-	cleanup_fclose FILE *f = fopen(p, "re");
-	if (f && fgets(out, (int)len, f))
-		out[strcspn(out, "\n")] = '\0';
-}
-
+/* Write text to dir/name (vy_write_text). */
 static int write_at(const char *dir, const char *name, const char *text)
 {
 	char p[PATH_MAX + 32];
 	snprintf(p, sizeof(p), "%s/%s", dir, name);
-	int fd = open(p, O_WRONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -1;
-	ssize_t n = write(fd, text, strlen(text));
-	int e = errno;
-	close(fd);
-	errno = e;
-	return n == (ssize_t)strlen(text) ? 0 : -1;
+	return vy_write_text(p, text, NULL);
 }
 
-/* cgroup v2: is "frozen 1" in cgroup.events? */
-static bool v2_frozen(const char *dir)
+/* Whether v1's freezer.state says FROZEN, or v2's cgroup.events "frozen 1". */
+static bool frozen(const char *dir, bool v2)
 {
-	char p[PATH_MAX + 32], line[256];
-	snprintf(p, sizeof(p), "%s/cgroup.events", dir);
-	cleanup_fclose FILE *f = fopen(p, "re");
-	while (f && fgets(line, sizeof(line), f))
-		if (!strcmp(line, "frozen 1\n"))
-			return true;
-	return false;
+	char p[PATH_MAX + 32];
+	cleanup_free char *text = NULL;
+	snprintf(p, sizeof(p), "%s/%s", dir, v2 ? "cgroup.events" : "freezer.state");
+	if (vy_read_file(p, 4096, &text, NULL, NULL) < 0)
+		return false;
+	return v2 ? strstr(text, "frozen 1\n") != NULL : !strcmp(text, "FROZEN\n");
 }
 
 int vy_runtime_freeze(const struct vy_runtime *rt, const char *id, int pid,
 		      const char *cgroups_path, vy_error *err)
 {
-	char dir[PATH_MAX], state[64];
+	char dir[PATH_MAX];
 	bool v2 = false;
 	if (pid <= 0 || !id[0] || freezer_dir(pid, id, cgroups_path, dir, sizeof(dir), &v2) < 0 ||
-	    write_at(dir, v2 ? "cgroup.freeze" : "freezer.state", v2 ? "1" : "FROZEN") < 0)
+	    write_at(dir, v2 ? "cgroup.freeze" : "freezer.state", v2 ? "1" : "FROZEN") < 0) {
+		vy_info("%s: its freezer cgroup was not found or not writable here: frozen "
+			"with `%s pause` instead", id, rt->name);
 		return vy_runtime_pause(rt, id, err);
+	}
 	/* A task in an uninterruptible sleep holds v1's freezer in FREEZING
 	 * until it wakes; writing FROZEN again retries the ones not frozen. */
 	uint64_t t0 = vy_now_ms();
 	for (unsigned i = 0;; i++) {
-		if (v2 ? v2_frozen(dir)
-		       : (read_line_at(dir, "freezer.state", state, sizeof(state)), !strcmp(state, "FROZEN")))
+		if (frozen(dir, v2))
 			return 0;
 		if (vy_now_ms() - t0 > 10000)
 			break;
@@ -437,7 +420,8 @@ int vy_runtime_freeze(const struct vy_runtime *rt, const char *id, int pid,
 	}
 	write_at(dir, v2 ? "cgroup.freeze" : "freezer.state", v2 ? "0" : "THAWED");
 	return vy_error_set(err, ETIMEDOUT, "%s did not freeze within 10 s (%s): a process of "
-			    "it is stuck in the kernel; left running", id, dir);
+			    "it is stuck in the kernel (state D in ps); it was thawed and runs "
+			    "here; migrate it again once that process is out", id, dir);
 }
 
 int vy_runtime_resume(const struct vy_runtime *rt, const char *id, vy_error *err)

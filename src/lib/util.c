@@ -410,6 +410,19 @@ int vy_write_file_atomic(const char *path, const void *data, size_t len,
 	return 0;
 }
 
+int vy_write_text(const char *path, const char *text, vy_error *err)
+{
+	cleanup_close int fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return vy_error_sys(err, errno, "open %s", path);
+	size_t n = strlen(text);
+	ssize_t w = write(fd, text, n);
+	if (w != (ssize_t)n)
+		return vy_error_sys(err, w < 0 ? errno : EIO, "write '%.*s' to %s",
+				    (int)strcspn(text, "\n"), text, path);
+	return 0;
+}
+
 int vy_read_file(const char *path, size_t max, char **out, size_t *len,
 		 vy_error *err)
 {

@@ -60,6 +60,9 @@ int vy_write_file_atomic(const char *path, const void *data, size_t len,
 			 unsigned mode, vy_error *err);
 int vy_read_file(const char *path, size_t max, char **out, size_t *len,
 		 vy_error *err);
+/* Write text to an existing file in one write(2), in place: for the
+ * kernel's files (/proc/sys, /sys, cgroupfs), which take a value so. */
+int vy_write_text(const char *path, const char *text, vy_error *err);
 /* The last n lines of a text file, or "" (malloc'd). */
 char *vy_file_tail(const char *path, int lines);
 /* Free bytes available to root on the filesystem holding path. */

@@ -237,6 +237,11 @@ stb=$(ctr_state b "$RUNTIME" "$ID")
 	>/dev/null 2>&1 && t_ok "no network lock is left in b's namespace" ||
 	t_fail "no network lock left on b" \
 		"$(lab_exec "$LAB" b nsenter --net="$B/state/netns/$ID" nft list ruleset 2>&1)"
+# The freeze wrote the container's freezer cgroup itself; the runtime's
+# pause is only the fallback, and says so in the log.
+! grep -q "frozen with \`$RUNTIME pause\` instead" "$A/voyagerd.log" &&
+	t_ok "a froze the container through its freezer cgroup, not $RUNTIME pause" ||
+	t_fail "freeze through the cgroup" "$(grep "pause\` instead" "$A/voyagerd.log")"
 # Expedited RCU grace periods while each runtime worked (kparam.h): both
 # agents took them (or found them on), and the kernel's setting, which the
 # lab's hosts share, is back as it was.
