@@ -558,9 +558,10 @@ static int rollback(struct migration *m, const char *reason, vy_error *err)
 		return -1;
 	if (!strcmp(st.status, "paused")) {
 		restore_network(m);
-		if (vy_runtime_resume(&m->d->rt, m->container, err) < 0)
-			return vy_error_wrap(err, "thaw %s", m->container);
+		int thawed = vy_runtime_resume(&m->d->rt, m->container, err);
 		drop_lock(m);
+		if (thawed < 0)
+			return vy_error_wrap(err, "thaw %s", m->container);
 		vy_info("migration %s: rolled back, %s runs here again", m->id, m->container);
 		vy_rm_rf(m->dir, NULL);
 		return 0;

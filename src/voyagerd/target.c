@@ -49,7 +49,6 @@ struct session {
 	json_object *volumes;    /* from the pre-flight */
 	json_object *net;        /* the container's network identity, if any */
 	char netns[PATH_MAX];    /* the namespace we built for it */
-	bool rcu_held;           /* a lease on expedited RCU (kparam.h), in the restore */
 	uint8_t seen[MAX_STREAMS];               /* 0 nothing, 1 pre-synced, 2 final */
 	struct vy_manifest pre[MAX_STREAMS];     /* what each pre-sync brought */
 	uint8_t pre_sha[MAX_STREAMS][32];        /* jit: SHA-256 of each skeleton's manifest */
@@ -904,23 +903,22 @@ static void check_placement(struct session *s, const char *want, const char *pid
 }
 
 static int restore_expedited(struct session *s, struct vy_message *msg, const char *rcu,
-			     vy_error *err);
+			     bool *rcu_held, vy_error *err);
 
 /* The restore, with expedited RCU grace periods (kparam.h) until the
- * container's network is open. */
+ * container's network is open (restore_expedited lets go there). */
 static int restore_here(struct session *s, struct vy_message *msg, vy_error *err)
 {
 	char how[256];
-	s->rcu_held = vy_rcu_expedite(how, sizeof(how));
-	int rc = restore_expedited(s, msg, how, err);
-	if (s->rcu_held)
+	bool held = vy_rcu_expedite(how, sizeof(how));
+	int rc = restore_expedited(s, msg, how, &held, err);
+	if (held)
 		vy_rcu_expedite_end();
-	s->rcu_held = false;
 	return rc;
 }
 
 static int restore_expedited(struct session *s, struct vy_message *msg, const char *rcu,
-			     vy_error *err)
+			     bool *rcu_held, vy_error *err)
 {
 	json_object *r = NULL, *config;
 	char bundle[PATH_MAX], images[PATH_MAX], work[PATH_MAX];
@@ -998,9 +996,9 @@ static int restore_expedited(struct session *s, struct vy_message *msg, const ch
 	if (s->net && vy_net_open(s->netns, err) < 0)
 		return vy_error_wrap(err, "network after restore");
 	vy_steps_mark(&st, "unlock");
-	if (s->rcu_held)
+	if (*rcu_held)
 		vy_rcu_expedite_end();
-	s->rcu_held = false;
+	*rcu_held = false;
 	if (s->net && vy_net_announce(s->netns, s->net, err) < 0)
 		return vy_error_wrap(err, "network after restore");
 	vy_steps_mark(&st, "announce");
