@@ -587,7 +587,6 @@ int vy_fs_wait_gone(struct vy_fs_mount *fm, const char *id, vy_error *err)
 	return fs_wait_mounted(fm, id, err);
 }
 
-
 static bool is_voyager_fs(pid_t pid)
 {
 	char path[64], comm[32] = "";
