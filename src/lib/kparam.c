@@ -204,3 +204,38 @@ void vy_rcu_expedite_sweep(void)
 {
 	vy_kparam_sweep(&rcu_param);
 }
+
+/* ---- CPU wake-up latency ------------------------------------------------ */
+
+int vy_cpu_latency_hold(char *how, size_t len)
+{
+	const char *off = getenv("VOYAGER_NO_CPU_LATENCY");
+	if (off && *off && strcmp(off, "0") != 0) {
+		snprintf(how, len, "off: VOYAGER_NO_CPU_LATENCY");
+		return -1;
+	}
+	const char *dev = "/dev/cpu_dma_latency";
+	int fd = open(dev, O_RDWR | O_CLOEXEC);
+	if (fd < 0) {
+		snprintf(how, len, "off: %s: %s", dev, strerror(errno));
+		return -1;
+	}
+	/* What is in force before ours: the strictest request of all. */
+	int32_t was = -1, zero = 0;
+	if (read(fd, &was, sizeof(was)) != (ssize_t)sizeof(was))
+		was = -1;
+	if (write(fd, &zero, sizeof(zero)) != (ssize_t)sizeof(zero)) {
+		snprintf(how, len, "off: %s: %s", dev, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	snprintf(how, len, "%s", was == 0 ? "already 0" : "set");
+	return fd;
+}
+
+void vy_cpu_latency_release(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+	*fd = -1;
+}

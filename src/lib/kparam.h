@@ -57,4 +57,19 @@ bool vy_rcu_expedite(char *how, size_t len);
 void vy_rcu_expedite_end(void);
 void vy_rcu_expedite_sweep(void);
 
+/* A CPU wake-up latency bound of 0 (PM QoS, /dev/cpu_dma_latency) for a
+ * freeze.  CRIU's dump and restore are chains of hand-offs between
+ * processes (the parasite's RPC, one per 4 MiB page pipe; runc and
+ * `criu swrk`; our channel), and each waits for an idle CPU to wake:
+ * on the KVM guests here (cpuidle-haltpoll) a cross-CPU round trip took
+ * 90 us, and 7 us with the bound, as idle CPUs then poll instead of
+ * halting.  The cost: idle CPUs spin while it is held.  The kernel holds
+ * the request while the returned fd is open and drops it when the fd
+ * closes, the holder's death included, so there is nothing to sweep.
+ * Off with VOYAGER_NO_CPU_LATENCY=1 in the agent's environment.  The fd,
+ * or -1; the report's words in how: "set", "already 0", "off: why". */
+int vy_cpu_latency_hold(char *how, size_t len);
+/* Close *fd (a no-op at -1) and set it to -1. */
+void vy_cpu_latency_release(int *fd);
+
 #endif

@@ -99,6 +99,10 @@ static void print_report(json_object *r)
 	if (rcu)
 		printf("  rcu       expedited grace periods in the freeze: source %s, target %s\n",
 		       vy_json_str(rcu, "source", "-"), vy_json_str(rcu, "target", "-"));
+	json_object *lat = json_object_object_get(r, "cpu_latency");
+	if (lat)
+		printf("  wake-up   CPU latency bound 0 in the freeze: source %s, target %s\n",
+		       vy_json_str(lat, "source", "-"), vy_json_str(lat, "target", "-"));
 	json_object *ph = json_object_object_get(r, "phases_ms");
 	if (ph) {
 		printf("  phases   ");

@@ -329,6 +329,7 @@ static int checkpoint(struct migration *m, vy_error *err)
 	/* Freeze first and dump with --leave-running: the container stays
 	 * frozen here, whole, until the decision.  Rolling back is then a
 	 * thaw, which cannot fail the way a second restore can. */
+	m->cpulat_fd = vy_cpu_latency_hold(m->cpulat_how, sizeof(m->cpulat_how));
 	m->t_freeze = vy_now_ms();
 	vy_steps_start(&m->ck_steps);
 	/* From here until the decision no packet reaches or leaves the
@@ -426,6 +427,7 @@ static int restore_remote(struct migration *m, vy_error *err)
 	if (steps && json_object_is_type(steps, json_type_object))
 		m->restore_steps = json_object_get(steps);
 	snprintf(m->rcu_target, sizeof(m->rcu_target), "%s", vy_json_str(o, "rcu_expedited", ""));
+	snprintf(m->cpulat_target, sizeof(m->cpulat_target), "%s", vy_json_str(o, "cpu_latency", ""));
 	json_object_put(o);
 	vy_message_free(&msg);
 	return 0;
@@ -608,6 +610,20 @@ static json_object *network_report(struct migration *m)
 	return n;
 }
 
+/* {"source": ..., "target": ...} under key, each where known. */
+static void add_per_host(json_object *r, const char *key, const char *source,
+			 const char *target)
+{
+	if (!source[0] && !target[0])
+		return;
+	json_object *k = json_object_new_object();
+	if (source[0])
+		json_object_object_add(k, "source", json_object_new_string(source));
+	if (target[0])
+		json_object_object_add(k, "target", json_object_new_string(target));
+	json_object_object_add(r, key, k);
+}
+
 static json_object *build_report(struct migration *m, const char *result,
 				  const char *err_phase, const char *err_msg)
 {
@@ -649,14 +665,8 @@ static json_object *build_report(struct migration *m, const char *result,
 			json_object_object_add(st, "restore", json_object_get(m->restore_steps));
 		json_object_object_add(r, "steps_ms", st);
 	}
-	if (m->rcu_how[0] || m->rcu_target[0]) {
-		json_object *k = json_object_new_object();
-		if (m->rcu_how[0])
-			json_object_object_add(k, "source", json_object_new_string(m->rcu_how));
-		if (m->rcu_target[0])
-			json_object_object_add(k, "target", json_object_new_string(m->rcu_target));
-		json_object_object_add(r, "rcu_expedited", k);
-	}
+	add_per_host(r, "rcu_expedited", m->rcu_how, m->rcu_target);
+	add_per_host(r, "cpu_latency", m->cpulat_how, m->cpulat_target);
 	if (!strcmp(m->mode, "jit") && m->t_freeze) {
 		uint32_t refetch = 0;
 		for (size_t i = 0; i < sizeof(m->pf_refetch) / sizeof(m->pf_refetch[0]); i++)
@@ -728,6 +738,8 @@ static const char *run_migration(struct migration *m, vy_error *err)
 	if (restore_remote(m, err) < 0)
 		return "rollback";
 	hold_deliver(m);
+	/* The freeze is over here: no spinning through post-copy's pages. */
+	vy_cpu_latency_release(&m->cpulat_fd);
 	if (m->pc) { /* post-copy: exposed until the last page arrives (postcopy.c) */
 		phase_begin(m, "pages");
 		if (vy_postcopy_await_pages(m, err) < 0)
@@ -796,7 +808,7 @@ static void finish(struct migration *m, const char *result, const char *msg)
 json_object *vy_source_migrate(struct vy_daemon *d, json_object *req,
 			       struct vy_events *ev)
 {
-	struct migration mm = { .d = d, .ev = ev, .replayed = -1 }, *m = &mm;
+	struct migration mm = { .d = d, .ev = ev, .replayed = -1, .cpulat_fd = -1 }, *m = &mm;
 	vy_error err = { 0 };
 	m->t_start = vy_now_ms();
 	m->phases_ms = json_object_new_object();
@@ -839,6 +851,7 @@ json_object *vy_source_migrate(struct vy_daemon *d, json_object *req,
 		result = rollback(m, err.msg, &rb) == 0 ? "rolled-back" : "failed";
 	}
 report:;
+	vy_cpu_latency_release(&m->cpulat_fd); /* held through a rollback's thaw */
 	bool ok = !strcmp(result, "migrated");
 	json_object *r = build_report(m, result, err_phase, ok ? NULL : err.msg);
 	if (!ok)

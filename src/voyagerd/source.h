@@ -48,6 +48,11 @@ struct migration {
 	/* Expedited RCU grace periods while the runtime checkpoints (kparam.h):
 	 * the report's words for this host and for the target. */
 	char rcu_how[256], rcu_target[256];
+	/* A CPU wake-up latency bound of 0 from the freeze until the target
+	 * restored (or the rollback thawed): the fd that holds it, -1 when
+	 * none; the report's words for this host and for the target. */
+	int cpulat_fd;
+	char cpulat_how[256], cpulat_target[256];
 	int64_t replayed;      /* packets replayed into the container, -1: not known */
 	const char *replayed_on; /* "target", or "source" after a rollback */
 	char replay_error[512];

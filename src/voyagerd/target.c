@@ -65,6 +65,11 @@ struct session {
 	bool held;               /* the source sent the packets it held */
 	uint32_t replayed;       /* of them, sent into the container */
 	char replay_error[512];
+	/* A CPU wake-up latency bound of 0 (kparam.h) from the first tree
+	 * sent in the freeze until the restored reply: its fd, or -1; the
+	 * report's words. */
+	int cpulat_fd;
+	char cpulat_how[256];
 };
 
 static void send_error(struct session *s, const char *phase, const char *msg)
@@ -296,6 +301,8 @@ static int stream_dir(struct session *s, json_object *t, char *out, size_t len,
 		return vy_error_set(err, EPROTO, "unexpected '%.16s' tree on stream %lld", flavor,
 				    (long long)stream);
 	s->seen[stream] = !strcmp(flavor, "presync") || !strcmp(flavor, "skeleton") ? 1 : 2;
+	if (s->seen[stream] == 2 && !s->cpulat_how[0]) /* sent in the freeze */
+		s->cpulat_fd = vy_cpu_latency_hold(s->cpulat_how, sizeof(s->cpulat_how));
 	if (jit && (!strcmp(kind, "rootfs") ? stream == 1 :
 		    !strcmp(kind, "volume") && index >= 0 && stream == 2 + index &&
 		    (size_t)index < json_object_array_length(s->volumes) &&
@@ -1010,6 +1017,8 @@ static int restore_expedited(struct session *s, struct vy_message *msg, const ch
 	json_object *ok = json_object_new_object();
 	json_object_object_add(ok, "restore_ms", json_object_new_int64((int64_t)(vy_now_ms() - t0)));
 	json_object_object_add(ok, "rcu_expedited", json_object_new_string(rcu));
+	if (s->cpulat_how[0])
+		json_object_object_add(ok, "cpu_latency", json_object_new_string(s->cpulat_how));
 	check_placement(s, config_cgroup, pid_file, ok);
 	vy_steps_mark(&st, "placement");
 	json_object_object_add(ok, "steps_ms", vy_steps_json(&st));
@@ -1214,6 +1223,7 @@ static void run_session(struct session *s)
 		} else if (msg.type == VY_MSG_RESTORE) {
 			s->phase = "restore";
 			rc = restore_here(s, &msg, &err);
+			vy_cpu_latency_release(&s->cpulat_fd); /* restored (or failed) */
 			if (rc == 0 && s->pc) { /* post-copy: exposed until the last page */
 				rc = vy_postcopy_target_pages(s->pc, s->ch, s->container, s->j,
 							      replay_held, s, &err);
@@ -1258,7 +1268,7 @@ static void run_session(struct session *s)
 
 void vy_target_session(struct vy_daemon *d, vy_channel *ch, struct vy_message *first)
 {
-	struct session ss = { .d = d, .ch = ch, .phase = "preflight" }, *s = &ss;
+	struct session ss = { .d = d, .ch = ch, .phase = "preflight", .cpulat_fd = -1 }, *s = &ss;
 	vy_error err;
 	json_object *req = NULL;
 	if (vy_message_json(first, &req, &err) < 0 || target_preflight(s, req, &err) < 0) {
@@ -1298,6 +1308,7 @@ void vy_target_session(struct vy_daemon *d, vy_channel *ch, struct vy_message *f
 			run_session(s);
 		json_object_put(ok);
 	}
+	vy_cpu_latency_release(&s->cpulat_fd);
 	vy_postcopy_target_free(s->pc);
 	vy_journal_free(s->j);
 	json_object_put(s->volumes);

@@ -1,5 +1,6 @@
 /* test_kparam.c - the lease registry of kernel settings that migrations
  * borrow, over a plain file standing in for the /proc/sys or /sys one. */
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -125,6 +126,41 @@ static void test_unreadable(void)
 	vy_kparam_release(&p);
 }
 
+static int32_t latency_now(void)
+{
+	int32_t v = -1;
+	int fd = open("/dev/cpu_dma_latency", O_RDONLY | O_CLOEXEC);
+	if (fd >= 0 && read(fd, &v, sizeof(v)) != (ssize_t)sizeof(v))
+		v = -1;
+	if (fd >= 0)
+		close(fd);
+	return v;
+}
+
+/* The PM QoS request: 0 while held, what it was once the fd is closed;
+ * and the switch that turns it off. */
+static void test_cpu_latency(void)
+{
+	char how[256];
+	setenv("VOYAGER_NO_CPU_LATENCY", "1", 1);
+	CHECK(vy_cpu_latency_hold(how, sizeof(how)) == -1);
+	CHECK(!strcmp(how, "off: VOYAGER_NO_CPU_LATENCY"));
+	unsetenv("VOYAGER_NO_CPU_LATENCY");
+	int32_t before = latency_now();
+	int fd = vy_cpu_latency_hold(how, sizeof(how));
+	if (access("/dev/cpu_dma_latency", W_OK) != 0) {
+		CHECK(fd == -1 && !strncmp(how, "off: /dev/cpu_dma_latency: ", 27));
+		return;
+	}
+	CHECK(fd >= 0);
+	CHECK(!strcmp(how, before == 0 ? "already 0" : "set"));
+	CHECK(latency_now() == 0);
+	vy_cpu_latency_release(&fd);
+	CHECK(fd == -1);
+	CHECK(latency_now() == before);
+	vy_cpu_latency_release(&fd); /* a second release is a no-op */
+}
+
 int main(void)
 {
 	snprintf(dir, sizeof(dir), "/tmp/vy-kparam-XXXXXX");
@@ -137,6 +173,7 @@ int main(void)
 	RUN(test_changed_meanwhile_kept);
 	RUN(test_other_holders);
 	RUN(test_unreadable);
+	RUN(test_cpu_latency);
 	vy_rm_rf(dir, NULL);
 	return unit_summary();
 }
