@@ -3,12 +3,18 @@
 # post-copy and the hand-driven post-copy (bench/manual-postcopy.sh), in
 # one run, on links shaped to RATE.
 #
-#   bench/postcopy.sh [--sizes "64 1024 4096"] [--rate 1gbit] [--reps N] [--out PREFIX]
-#       --sizes  memhog sizes in MiB                       "64 1024 4096"
-#       --rate   tc tbf rate of both lab hosts' links      1gbit
-#       --reps   runs per method and size                  1
-#       --out    results prefix (default bench/results/DATE/postcopy)
+#   bench/postcopy.sh [--sizes "64 1024 4096"] [--rate 1gbit] [--reps N]
+#                     [--methods LIST] [--out PREFIX]
+#       --sizes    memhog sizes in MiB                     "64 1024 4096"
+#       --rate     tc tbf rate of both lab hosts' links    1gbit
+#       --reps     runs per method and size                1
+#       --methods  comma-separated subset of stop-copy,post-copy,manual
+#                  (all by default; ratios need manual)
+#       --out      results prefix (default bench/results/DATE/postcopy)
 #   Quick check: bench/postcopy.sh --sizes 64 --reps 1
+#   An A/B of an agent setting, post-copy only: run it twice with
+#   --methods post-copy, the setting in the environment of one (voyagerd
+#   inherits it), e.g. VOYAGER_NO_CPU_LATENCY=1.
 #
 # 1. manual: bench/manual-postcopy.sh RATE SIZES --reps N in its own lab:
 #    runc pause, runc checkpoint --lazy-pages (plain TCP page server), the
@@ -30,6 +36,7 @@ SIZES="64 1024 4096"
 RATE=1gbit
 REPS=1
 OUT=""
+METHODS=stop-copy,post-copy,manual
 usage() { sed -n '2,/^$/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2; exit 2; }
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -37,6 +44,7 @@ while [ $# -gt 0 ]; do
 	--rate) RATE=${2:-}; shift 2 ;;
 	--reps) REPS=${2:-}; shift 2 ;;
 	--out) OUT=${2:-}; shift 2 ;;
+	--methods) METHODS=${2:-}; shift 2 ;;
 	-h | --help) usage ;;
 	*) echo "postcopy: unknown argument '$1'" >&2; usage ;;
 	esac
@@ -44,6 +52,10 @@ done
 for v in $SIZES $REPS; do
 	[[ $v =~ ^[0-9]+$ ]] || { echo "postcopy: --sizes and --reps want numbers" >&2; exit 2; }
 done
+for m in ${METHODS//,/ }; do
+	case $m in stop-copy | post-copy | manual) ;; *) echo "postcopy: unknown method '$m'" >&2; exit 2 ;; esac
+done
+has_method() { [[ ",$METHODS," == *",$1,"* ]]; }
 [ "$(id -u)" = 0 ] || { echo "postcopy: must run as root" >&2; exit 1; }
 [ -n "$OUT" ] || OUT="$ROOT/bench/results/$(date +%Y-%m-%d)/postcopy"
 [ -x "$ROOT/build/voyager" ] && [ -x "$ROOT/build/voyagerd" ] ||
@@ -81,11 +93,15 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # ---- 1. the hand-driven baseline, in its own lab ----
-log "manual post-copy: sizes $SIZES, $REPS rep(s), $RATE"
-# shellcheck disable=SC2086
-bash "$ROOT/bench/manual-postcopy.sh" --reps "$REPS" --out "$WORK/manual" "$RATE" $SIZES >&2 ||
-	log "manual-postcopy reported a failure (see its runs)"
-[ -s "$WORK/manual/manual-postcopy.json" ] || die "no manual-postcopy results"
+if has_method manual; then
+	log "manual post-copy: sizes $SIZES, $REPS rep(s), $RATE"
+	# shellcheck disable=SC2086
+	bash "$ROOT/bench/manual-postcopy.sh" --reps "$REPS" --out "$WORK/manual" "$RATE" $SIZES >&2 ||
+		log "manual-postcopy reported a failure (see its runs)"
+	[ -s "$WORK/manual/manual-postcopy.json" ] || die "no manual-postcopy results"
+else
+	mkdir -p "$WORK/manual" && echo '{"runs": []}' >"$WORK/manual/manual-postcopy.json"
+fi
 
 # ---- 2. Voyager ----
 "$ROOT/tests/workloads/mkrootfs.sh" build busybox >/dev/null || die "mkrootfs failed"
@@ -135,6 +151,7 @@ fail=0
 for s in $SIZES; do
 	for ((r = 1; r <= REPS; r++)); do
 		for mem in stop-copy post-copy; do
+			has_method "$mem" || continue
 			id="${LAB}${s}${mem:0:1}$r"
 			want=$(start_container "$id" "$s") || { log "$id: container start failed"; fail=1; continue; }
 			log "voyager --memory $mem, $s MiB, rep $r"
