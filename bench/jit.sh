@@ -480,18 +480,6 @@ for p in sys.argv[1:]:
     os.close(fd)' "$@"
 }
 
-# settle_free_pages: on a guest with free page reporting (virtio-balloon:
-# /sys/module/page_reporting), the pages just freed by dropping the cache
-# go back to the host about 2 s later, and a job's page cache then lands
-# in memory the host must fault in again: 450-530 MiB/s cold instead of
-# 1500-1850, native or through voyager-fs alike, and which one a job gets
-# depended on how soon it started.  Wait until the reporting has passed,
-# so that every buffered cold job starts from the same state.
-settle_free_pages() {
-	[ -d /sys/module/page_reporting ] && sleep 4
-	return 0
-}
-
 # run_fio TARGET(native|voyager-fs) DIR JOB REP STATE: one fio job over
 # DIR/blob*; STATE: local (hydration held) or independent
 run_fio() {
@@ -524,7 +512,6 @@ run_fio() {
 		drop_cache "${bk[@]}"
 		drop_cache "${mn[@]}"
 		args+=(--invalidate=1)
-		[ "$job" = seqread-direct ] || settle_free_pages
 	fi
 	# page cache the backing files still hold (fincore), to show the job starts cold
 	resident=$(fincore -b -n -o RES "${bk[@]}" 2>/dev/null | awk '{s += $1} END {print s + 0}')
