@@ -164,6 +164,7 @@ r = json.loads(sys.argv[1] or "{}")
 print(json.dumps({"method": "voyager-" + sys.argv[2], "mem_mib": int(sys.argv[3]), "rep": int(sys.argv[4]),
   "ok": r.get("result") == "migrated" and sys.argv[5] == "true", "memory_intact": sys.argv[5] == "true",
   "downtime_ms": r.get("downtime_ms"), "total_ms": r.get("total_ms"), "phases_ms": r.get("phases_ms"),
+  "steps_ms": r.get("steps_ms"), "cpu_latency": r.get("cpu_latency"), "rcu_expedited": r.get("rcu_expedited"),
   "post_copy": r.get("post_copy"), "bytes": r.get("bytes"), "error": r.get("error")}))' \
 				"$out" "$mem" "$s" "$r" "$intact" >>"$WORK/voyager.jsonl"
 			log "  downtime $(vy_json_get "$out" downtime_ms) ms, phases $(vy_json_get "$out" phases_ms)"
@@ -256,6 +257,20 @@ for s in sizes:
     m = summary["manual/%d" % s]["phases_ms"]
     lines.append("- %d MiB: voyager checkpoint %s, transfer %s, restore %s (then pages %s); manual dump %s, ship %s, restore %s" % (
         s, f(v["checkpoint"]), f(v["transfer"]), f(v["restore"]), f(v["pages"]), f(m["dump"]), f(m["ship"]), f(m["restore"])))
+lines += ["", "The same, step by step (median ms; the report's steps_ms, source's checkpoint and target's restore):", ""]
+for s in sizes:
+    rs = [r for r in rows if r["method"] == "voyager-post-copy" and r["mem_mib"] == s and r.get("ok")]
+    for side in ("checkpoint", "restore"):
+        names = []
+        for r in rs:
+            for k in ((r.get("steps_ms") or {}).get(side) or {}):
+                if k not in names:
+                    names.append(k)
+        if names:
+            lines.append("- %d MiB %s: %s" % (s, side, ", ".join(
+                "%s %.1f" % (k, statistics.median([r["steps_ms"][side][k] for r in rs
+                                                   if k in ((r.get("steps_ms") or {}).get(side) or {})]))
+                for k in names)))
 table = "\n".join(lines)
 md = ["# Post-copy downtime vs memory size", "",
       "%s; link %s (tbf, both hosts); %s rep(s); kernel %s, %s, %s." % (doc["date"], rate, reps,

@@ -27,6 +27,13 @@ CLIENT="$E2E_ROOT/tests/workloads/redis_client.py"
 [ "$RUNTIME" = crun ] && { crun_prepare || { t_fail "crun set-up (hugetlb v1)"; t_done; }; }
 e2e_setup a b c || { t_fail "lab set-up"; t_done; }
 RCU_BEFORE=$(cat /sys/kernel/rcu_expedited 2>/dev/null)
+# the CPU wake-up latency bound in force (PM QoS): reading it adds no request
+cpu_latency() {
+	python3 -c 'import os, struct
+fd = os.open("/dev/cpu_dma_latency", os.O_RDONLY)
+print(struct.unpack("i", os.read(fd, 4))[0])' 2>/dev/null
+}
+LAT_BEFORE=$(cpu_latency)
 vy_key_init "$(host_dir a)/../../keys" || { t_fail "keygen"; t_done; }
 vy_agent_start "$LAB" a "$RUNTIME" && vy_agent_start "$LAB" b "$RUNTIME" ||
 	{ t_fail "agents start"; t_done; }
@@ -253,6 +260,17 @@ set/set | set/"already on" | "already on"/set | "already on"/"already on")
 		t_fail "rcu_expedited put back" "now $(cat /sys/kernel/rcu_expedited), before $RCU_BEFORE"
 	;;
 *) t_fail "expedited RCU in the freeze" "report: $rcu" ;;
+esac
+# The CPU wake-up latency bound of 0 (kparam.h): both hosts held one (the
+# second to take it finds the first's), and both let go of it.
+lat="$(vy_json_get "$out" cpu_latency.source)/$(vy_json_get "$out" cpu_latency.target)"
+case $lat in
+set/set | set/"already 0" | "already 0"/set | "already 0"/"already 0")
+	[ "$(cpu_latency)" = "$LAT_BEFORE" ] &&
+		t_ok "a CPU wake-up latency bound in the freeze on both hosts ($lat), and let go ($LAT_BEFORE)" ||
+		t_fail "cpu_latency let go" "now $(cpu_latency), before $LAT_BEFORE"
+	;;
+*) t_fail "a CPU wake-up latency bound in the freeze" "report: $lat" ;;
 esac
 now=$(lab_exec "$LAB" c redis-cli -h "$IP" info server | sed -n 's/^run_id:\(.*\)\r$/\1/p')
 [ -n "$now" ] && [ "$now" = "$RUNID" ] &&
