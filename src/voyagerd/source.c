@@ -320,6 +320,13 @@ static void drop_lock(struct migration *m)
 	m->net_locked = false;
 }
 
+static void rcu_end(struct migration *m)
+{
+	if (m->rcu_held)
+		vy_rcu_expedite_end();
+	m->rcu_held = false;
+}
+
 static int checkpoint(struct migration *m, vy_error *err)
 {
 	snprintf(m->images, sizeof(m->images), "%s/images", m->dir);
@@ -330,6 +337,8 @@ static int checkpoint(struct migration *m, vy_error *err)
 	 * frozen here, whole, until the decision.  Rolling back is then a
 	 * thaw, which cannot fail the way a second restore can. */
 	m->cpulat_fd = vy_cpu_latency_hold(m->cpulat_how, sizeof(m->cpulat_how));
+	/* Taken before the freeze, not in it: the lease's files cost 1-3 ms. */
+	m->rcu_held = vy_rcu_expedite(m->rcu_how, sizeof(m->rcu_how));
 	m->t_freeze = vy_now_ms();
 	vy_steps_start(&m->ck_steps);
 	/* From here until the decision no packet reaches or leaves the
@@ -359,11 +368,9 @@ static int checkpoint(struct migration *m, vy_error *err)
 	m->net_lo_only = !m->net && vy_netns_loopback_only(m->pid);
 	m->opts.criu_config = m->net_locked || m->net_lo_only ? m->d->criu_conf_netlock
 							      : m->d->criu_conf;
-	bool rcu = vy_rcu_expedite(m->rcu_how, sizeof(m->rcu_how));
 	int ck = m->pc ? vy_postcopy_dump(m, err) /* post-copy: the lazy checkpoint (postcopy.c) */
 		       : vy_runtime_checkpoint(&m->d->rt, m->container, m->images, m->work, &m->opts, err);
-	if (rcu)
-		vy_rcu_expedite_end();
+	rcu_end(m);
 	if (ck < 0) {
 		vy_error thaw;
 		if (vy_runtime_resume(&m->d->rt, m->container, &thaw) < 0)
@@ -426,6 +433,9 @@ static int restore_remote(struct migration *m, vy_error *err)
 	json_object *steps = json_object_object_get(o, "steps_ms");
 	if (steps && json_object_is_type(steps, json_type_object))
 		m->restore_steps = json_object_get(steps);
+	json_object *rx = json_object_object_get(o, "receive_ms");
+	if (rx && json_object_is_type(rx, json_type_object))
+		m->receive_steps = json_object_get(rx);
 	snprintf(m->rcu_target, sizeof(m->rcu_target), "%s", vy_json_str(o, "rcu_expedited", ""));
 	snprintf(m->cpulat_target, sizeof(m->cpulat_target), "%s", vy_json_str(o, "cpu_latency", ""));
 	json_object_put(o);
@@ -663,6 +673,8 @@ static json_object *build_report(struct migration *m, const char *result,
 			json_object_object_add(st, "checkpoint", vy_steps_json(&m->ck_steps));
 		if (m->restore_steps)
 			json_object_object_add(st, "restore", json_object_get(m->restore_steps));
+		if (m->receive_steps)
+			json_object_object_add(st, "receive", json_object_get(m->receive_steps));
 		json_object_object_add(r, "steps_ms", st);
 	}
 	add_per_host(r, "rcu_expedited", m->rcu_how, m->rcu_target);
@@ -729,7 +741,9 @@ static const char *run_migration(struct migration *m, vy_error *err)
 		vy_journal_set(m->j, "net", json_object_get(m->net));
 	}
 	phase_begin(m, "checkpoint");
-	if (checkpoint(m, err) < 0)
+	int ck = checkpoint(m, err);
+	rcu_end(m); /* where the checkpoint failed before the runtime's */
+	if (ck < 0)
 		return "failed";
 	phase_begin(m, "transfer");
 	if (vy_source_transfer(m, err) < 0)
@@ -877,6 +891,7 @@ report:;
 	json_object_put(m->net);
 	json_object_put(m->phases_ms);
 	json_object_put(m->restore_steps);
+	json_object_put(m->receive_steps);
 	json_object_put(m->warnings);
 	json_object_put(m->hot);
 	json_object_put(m->prefetch);

@@ -48,6 +48,7 @@ struct migration {
 	/* Expedited RCU grace periods while the runtime checkpoints (kparam.h):
 	 * the report's words for this host and for the target. */
 	char rcu_how[256], rcu_target[256];
+	bool rcu_held;
 	/* A CPU wake-up latency bound of 0 from the freeze until the target
 	 * restored (or the rollback thawed): the fd that holds it, -1 when
 	 * none; the report's words for this host and for the target. */
@@ -68,6 +69,7 @@ struct migration {
 	json_object *warnings; /* from the target, for the report */
 	struct vy_steps ck_steps;     /* the checkpoint phase, step by step */
 	json_object *restore_steps; /* the target's restore, step by step */
+	json_object *receive_steps; /* the target's intake of the freeze's trees */
 	json_object *hot;      /* jit: paths the processes have open or mapped */
 	/* jit: mapped files that no process of the container maps shared and
 	 * writable or has open for writing (paths in its view), sent to the

@@ -70,6 +70,16 @@ struct session {
 	 * report's words. */
 	int cpulat_fd;
 	char cpulat_how[256];
+	/* Expedited RCU grace periods (kparam.h) from the same tree until the
+	 * restored container's network is open; the report's words. */
+	bool rcu_held;
+	char rcu_how[256];
+	/* The trees sent in the freeze, from the first one's arrival: the
+	 * time each kind took to take in, and the wait for RESTORE after
+	 * them (the report's steps_ms.receive). */
+	struct vy_steps rx;
+	bool rx_on;
+	int64_t rx_stream; /* of the tree being taken in */
 };
 
 static void send_error(struct session *s, const char *phase, const char *msg)
@@ -301,8 +311,15 @@ static int stream_dir(struct session *s, json_object *t, char *out, size_t len,
 		return vy_error_set(err, EPROTO, "unexpected '%.16s' tree on stream %lld", flavor,
 				    (long long)stream);
 	s->seen[stream] = !strcmp(flavor, "presync") || !strcmp(flavor, "skeleton") ? 1 : 2;
-	if (s->seen[stream] == 2 && !s->cpulat_how[0]) /* sent in the freeze */
+	if (s->seen[stream] == 2 && !s->rx_on) { /* the first tree sent in the freeze */
+		vy_steps_start(&s->rx);
+		s->rx_on = true;
 		s->cpulat_fd = vy_cpu_latency_hold(s->cpulat_how, sizeof(s->cpulat_how));
+		/* taken here, not at RESTORE: the lease's files cost 1-3 ms,
+		 * which the wait for the source's next message hides */
+		s->rcu_held = vy_rcu_expedite(s->rcu_how, sizeof(s->rcu_how));
+	}
+	s->rx_stream = stream;
 	if (jit && (!strcmp(kind, "rootfs") ? stream == 1 :
 		    !strcmp(kind, "volume") && index >= 0 && stream == 2 + index &&
 		    (size_t)index < json_object_array_length(s->volumes) &&
@@ -909,23 +926,27 @@ static void check_placement(struct session *s, const char *want, const char *pid
 	json_object_object_add(reply, "warnings", w);
 }
 
-static int restore_expedited(struct session *s, struct vy_message *msg, const char *rcu,
-			     bool *rcu_held, vy_error *err);
+static void rcu_end(struct session *s)
+{
+	if (s->rcu_held)
+		vy_rcu_expedite_end();
+	s->rcu_held = false;
+}
 
-/* The restore, with expedited RCU grace periods (kparam.h) until the
- * container's network is open (restore_expedited lets go there). */
+static int restore_expedited(struct session *s, struct vy_message *msg, vy_error *err);
+
+/* The restore, with expedited RCU grace periods until the container's
+ * network is open (restore_expedited lets go there), or its failure. */
 static int restore_here(struct session *s, struct vy_message *msg, vy_error *err)
 {
-	char how[256];
-	bool held = vy_rcu_expedite(how, sizeof(how));
-	int rc = restore_expedited(s, msg, how, &held, err);
-	if (held)
-		vy_rcu_expedite_end();
+	if (s->rx_on)
+		vy_steps_mark(&s->rx, "wait"); /* the last tree in, until RESTORE */
+	int rc = restore_expedited(s, msg, err);
+	rcu_end(s);
 	return rc;
 }
 
-static int restore_expedited(struct session *s, struct vy_message *msg, const char *rcu,
-			     bool *rcu_held, vy_error *err)
+static int restore_expedited(struct session *s, struct vy_message *msg, vy_error *err)
 {
 	json_object *r = NULL, *config;
 	char bundle[PATH_MAX], images[PATH_MAX], work[PATH_MAX];
@@ -1003,9 +1024,7 @@ static int restore_expedited(struct session *s, struct vy_message *msg, const ch
 	if (s->net && vy_net_open(s->netns, err) < 0)
 		return vy_error_wrap(err, "network after restore");
 	vy_steps_mark(&st, "unlock");
-	if (*rcu_held)
-		vy_rcu_expedite_end();
-	*rcu_held = false;
+	rcu_end(s);
 	if (s->net && vy_net_announce(s->netns, s->net, err) < 0)
 		return vy_error_wrap(err, "network after restore");
 	vy_steps_mark(&st, "announce");
@@ -1016,12 +1035,14 @@ static int restore_expedited(struct session *s, struct vy_message *msg, const ch
 	vy_steps_mark(&st, "recorded");
 	json_object *ok = json_object_new_object();
 	json_object_object_add(ok, "restore_ms", json_object_new_int64((int64_t)(vy_now_ms() - t0)));
-	json_object_object_add(ok, "rcu_expedited", json_object_new_string(rcu));
+	json_object_object_add(ok, "rcu_expedited", json_object_new_string(s->rcu_how));
 	if (s->cpulat_how[0])
 		json_object_object_add(ok, "cpu_latency", json_object_new_string(s->cpulat_how));
 	check_placement(s, config_cgroup, pid_file, ok);
 	vy_steps_mark(&st, "placement");
 	json_object_object_add(ok, "steps_ms", vy_steps_json(&st));
+	if (s->rx_on)
+		json_object_object_add(ok, "receive_ms", vy_steps_json(&s->rx));
 	rc = vy_channel_send_json(s->ch, VY_MSG_RESTORED, ok, err);
 	json_object_put(ok);
 	/* Restored: the background streams may take every file now (they
@@ -1220,6 +1241,9 @@ static void run_session(struct session *s)
 		if (msg.type == VY_MSG_TREE) {
 			s->phase = "transfer";
 			rc = recv_tree(s, &msg, &err);
+			if (rc == 0 && s->rx_on)
+				vy_steps_mark(&s->rx, s->rx_stream == 0 ? "memory" :
+						      s->rx_stream == 1 ? "rootfs" : "volumes");
 		} else if (msg.type == VY_MSG_RESTORE) {
 			s->phase = "restore";
 			rc = restore_here(s, &msg, &err);
@@ -1309,6 +1333,7 @@ void vy_target_session(struct vy_daemon *d, vy_channel *ch, struct vy_message *f
 		json_object_put(ok);
 	}
 	vy_cpu_latency_release(&s->cpulat_fd);
+	rcu_end(s);
 	vy_postcopy_target_free(s->pc);
 	vy_journal_free(s->j);
 	json_object_put(s->volumes);

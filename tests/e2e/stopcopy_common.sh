@@ -72,6 +72,11 @@ assert st["restore"]["runtime"] <= ph["restore"] + 2, (st, ph)
 # every step its own key: the target's two journal writes are two steps
 assert "journal" in st["restore"] and "recorded" in st["restore"], st
 assert sum(st["restore"].values()) <= ph["restore"] + 2, (st, ph)
+# the target's intake of the trees sent in the freeze, and its wait for
+# RESTORE after them: inside the transfer and restore phases
+rx = st["receive"]
+assert "memory" in rx and "rootfs" in rx and "wait" in rx, st
+assert sum(rx.values()) + sum(st["restore"].values()) <= ph["transfer"] + ph["restore"] + 2, (st, ph)
 PY
 	t_fail "steps_ms" "$(vy_json_get "$out" steps_ms)"
 if [ "$MODE" = jit ]; then
