@@ -249,29 +249,29 @@ stb=$(ctr_state b "$RUNTIME" "$ID")
 ! grep -q "frozen with \`$RUNTIME pause\` instead" "$A/voyagerd.log" &&
 	t_ok "a froze the container through its freezer cgroup, not $RUNTIME pause" ||
 	t_fail "freeze through the cgroup" "$(grep "pause\` instead" "$A/voyagerd.log")"
-# Expedited RCU grace periods while each runtime worked (kparam.h): both
-# agents took them (or found them on), and the kernel's setting, which the
-# lab's hosts share, is back as it was.
-rcu="$(vy_json_get "$out" rcu_expedited.source)/$(vy_json_get "$out" rcu_expedited.target)"
-case $rcu in
-set/set | set/"already on" | "already on"/set | "already on"/"already on")
-	[ "$(cat /sys/kernel/rcu_expedited 2>/dev/null)" = "$RCU_BEFORE" ] &&
-		t_ok "expedited RCU in the freeze on both hosts ($rcu), and put back ($RCU_BEFORE)" ||
-		t_fail "rcu_expedited put back" "now $(cat /sys/kernel/rcu_expedited), before $RCU_BEFORE"
-	;;
-*) t_fail "expedited RCU in the freeze" "report: $rcu" ;;
-esac
-# The CPU wake-up latency bound of 0 (kparam.h): both hosts held one (the
-# second to take it finds the first's), and both let go of it.
-lat="$(vy_json_get "$out" cpu_latency.source)/$(vy_json_get "$out" cpu_latency.target)"
-case $lat in
-set/set | set/"already 0" | "already 0"/set | "already 0"/"already 0")
-	[ "$(cpu_latency)" = "$LAT_BEFORE" ] &&
-		t_ok "a CPU wake-up latency bound in the freeze on both hosts ($lat), and let go ($LAT_BEFORE)" ||
-		t_fail "cpu_latency let go" "now $(cpu_latency), before $LAT_BEFORE"
-	;;
-*) t_fail "a CPU wake-up latency bound in the freeze" "report: $lat" ;;
-esac
+# both_hosts KEY HELD_WORD WHAT NOW BEFORE: each host's word in the
+# report's KEY is "set" or HELD_WORD, and the setting (which the lab's
+# hosts share) is back: NOW = BEFORE
+both_hosts() {
+	local got s t
+	s=$(vy_json_get "$out" "$1.source")
+	t=$(vy_json_get "$out" "$1.target")
+	got="$s/$t"
+	if [[ $s != set && $s != "$2" ]] || [[ $t != set && $t != "$2" ]]; then
+		t_fail "$3" "report: $got"
+	elif [ "$4" = "$5" ]; then
+		t_ok "$3 on both hosts ($got), and back as it was ($5)"
+	else
+		t_fail "$3: back as it was" "now $4, before $5"
+	fi
+}
+# Expedited RCU grace periods while each runtime worked, and a CPU wake-up
+# latency bound of 0 in the freeze (kparam.h): both agents took them (the
+# second may find the first's), and let go.
+both_hosts rcu_expedited "already on" "expedited RCU in the freeze" \
+	"$(cat /sys/kernel/rcu_expedited 2>/dev/null)" "$RCU_BEFORE"
+both_hosts cpu_latency "already 0" "a CPU wake-up latency bound in the freeze" \
+	"$(cpu_latency)" "$LAT_BEFORE"
 now=$(lab_exec "$LAB" c redis-cli -h "$IP" info server | sed -n 's/^run_id:\(.*\)\r$/\1/p')
 [ -n "$now" ] && [ "$now" = "$RUNID" ] &&
 	t_ok "a fresh connection to $IP reaches the same redis process, now on b" ||
