@@ -4,12 +4,16 @@
 # one run, on links shaped to RATE.
 #
 #   bench/postcopy.sh [--sizes "64 1024 4096"] [--rate 1gbit] [--reps N]
-#                     [--methods LIST] [--out PREFIX]
+#                     [--methods LIST] [--mode MODE] [--out PREFIX]
 #       --sizes    memhog sizes in MiB                     "64 1024 4096"
 #       --rate     tc tbf rate of both lab hosts' links    1gbit
 #       --reps     runs per method and size                1
 #       --methods  comma-separated subset of stop-copy,post-copy,manual
 #                  (all by default; ratios need manual)
+#       --mode     voyager migrate --mode for the rootfs: jit (Voyager's
+#                  default), presync or stop-copy            jit
+#                  (presync rebuilds the rootfs tree on the target at
+#                  the freeze: about 50 ms more for busybox here)
 #       --out      results prefix (default bench/results/DATE/postcopy)
 #   Quick check: bench/postcopy.sh --sizes 64 --reps 1
 #   An A/B of an agent setting, post-copy only: run it twice with
@@ -22,7 +26,7 @@
 #    downtime = pause -> restore returned (bundle copied before the freeze).
 # 2. voyager: one lab (a, b), voyagerd from build/ on both, links shaped to
 #    RATE; for each size a fresh memhog container moved with
-#    `voyager migrate --mode presync --memory stop-copy` and another with
+#    `voyager migrate --mode MODE --memory stop-copy` and another with
 #    `--memory post-copy`; downtime_ms, phases_ms and post_copy.* from the
 #    report; memhog re-checks its checksum on b after every run.
 # Ratios are medians over the manual baseline of the same run; the goals
@@ -37,6 +41,7 @@ RATE=1gbit
 REPS=1
 OUT=""
 METHODS=stop-copy,post-copy,manual
+MODE=jit
 usage() { sed -n '2,/^$/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2; exit 2; }
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -45,6 +50,7 @@ while [ $# -gt 0 ]; do
 	--reps) REPS=${2:-}; shift 2 ;;
 	--out) OUT=${2:-}; shift 2 ;;
 	--methods) METHODS=${2:-}; shift 2 ;;
+	--mode) MODE=${2:-}; shift 2 ;;
 	-h | --help) usage ;;
 	*) echo "postcopy: unknown argument '$1'" >&2; usage ;;
 	esac
@@ -55,6 +61,7 @@ done
 for m in ${METHODS//,/ }; do
 	case $m in stop-copy | post-copy | manual) ;; *) echo "postcopy: unknown method '$m'" >&2; exit 2 ;; esac
 done
+case $MODE in jit | presync | stop-copy) ;; *) echo "postcopy: --mode jit, presync or stop-copy" >&2; exit 2 ;; esac
 has_method() { [[ ",$METHODS," == *",$1,"* ]]; }
 [ "$(id -u)" = 0 ] || { echo "postcopy: must run as root" >&2; exit 1; }
 [ -n "$OUT" ] || OUT="$ROOT/bench/results/$(date +%Y-%m-%d)/postcopy"
@@ -133,11 +140,13 @@ verify_on_b() { # ID WANT
 	pid=$(lab_exec "$LAB" b runc --root "$B/runtime/runc" state "$1" 2>/dev/null |
 		python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])' 2>/dev/null)
 	[ -n "$pid" ] || return 1
-	rm -f "$r/data/memhog.verify"
+	# read in b's mount namespace: with --mode jit the rootfs is b's
+	# voyager-fs mount there
+	lab_exec "$LAB" b rm -f "$r/data/memhog.verify"
 	kill -USR1 "$pid" || return 1
 	for i in $(seq 1200); do
-		if [ -s "$r/data/memhog.verify" ]; then
-			read -r _ got verdict <"$r/data/memhog.verify"
+		if lab_exec "$LAB" b test -s "$r/data/memhog.verify"; then
+			read -r _ got verdict < <(lab_exec "$LAB" b cat "$r/data/memhog.verify")
 			[ "$got" = "$2" ] && [ "$verdict" = ok ]
 			return
 		fi
@@ -155,7 +164,7 @@ for s in $SIZES; do
 			id="${LAB}${s}${mem:0:1}$r"
 			want=$(start_container "$id" "$s") || { log "$id: container start failed"; fail=1; continue; }
 			log "voyager --memory $mem, $s MiB, rep $r"
-			out=$(vy_cli "$LAB" a migrate "$id" --to "$IPB" --mode presync --memory "$mem" --json)
+			out=$(vy_cli "$LAB" a migrate "$id" --to "$IPB" --mode "$MODE" --memory "$mem" --json)
 			intact=false
 			[ "$(vy_json_get "$out" result)" = migrated ] && verify_on_b "$id" "$want" && intact=true
 			[ $intact = true ] || { fail=1; log "$id: $out"; }
@@ -176,9 +185,9 @@ print(json.dumps({"method": "voyager-" + sys.argv[2], "mem_mib": int(sys.argv[3]
 done
 
 mkdir -p "$(dirname "$OUT")" || die "cannot make $(dirname "$OUT")"
-python3 - "$WORK/voyager.jsonl" "$WORK/manual/manual-postcopy.json" "$OUT" "$RATE" "$REPS" <<'PY' || fail=1
+python3 - "$WORK/voyager.jsonl" "$WORK/manual/manual-postcopy.json" "$OUT" "$RATE" "$REPS" "$MODE" <<'PY' || fail=1
 import json, platform, statistics, subprocess, sys, time
-vpath, mpath, out, rate, reps = sys.argv[1:]
+vpath, mpath, out, rate, reps, mode = sys.argv[1:]
 vy = [json.loads(l) for l in open(vpath) if l.strip()]
 man = json.load(open(mpath))
 rows = vy + [dict(r, method="manual", ok=r.get("ok", False)) for r in man["runs"]]
@@ -230,7 +239,7 @@ def ver(cmd):
         return "?"
 
 doc = {"benchmark": "postcopy", "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-       "params": {"sizes_mib": sizes, "rate": rate, "reps": int(reps)},
+       "params": {"sizes_mib": sizes, "rate": rate, "reps": int(reps), "mode": mode},
        "host": {"kernel": platform.release(), "criu": ver(["criu", "--version"]), "runc": ver(["runc", "--version"])},
        "summary": summary, "ratios": ratios, "runs": rows}
 json.dump(doc, open(out + ".json", "w"), indent=2)
@@ -257,10 +266,10 @@ for s in sizes:
     m = summary["manual/%d" % s]["phases_ms"]
     lines.append("- %d MiB: voyager checkpoint %s, transfer %s, restore %s (then pages %s); manual dump %s, ship %s, restore %s" % (
         s, f(v["checkpoint"]), f(v["transfer"]), f(v["restore"]), f(v["pages"]), f(m["dump"]), f(m["ship"]), f(m["restore"])))
-lines += ["", "The same, step by step (median ms; the report's steps_ms, source's checkpoint and target's restore):", ""]
+lines += ["", "The same, step by step (median ms; the report's steps_ms: the source's checkpoint, the target's intake of the freeze's trees and its restore):", ""]
 for s in sizes:
     rs = [r for r in rows if r["method"] == "voyager-post-copy" and r["mem_mib"] == s and r.get("ok")]
-    for side in ("checkpoint", "restore"):
+    for side in ("checkpoint", "receive", "restore"):
         names = []
         for r in rs:
             for k in ((r.get("steps_ms") or {}).get(side) or {}):
@@ -273,7 +282,7 @@ for s in sizes:
                 for k in names)))
 table = "\n".join(lines)
 md = ["# Post-copy downtime vs memory size", "",
-      "%s; link %s (tbf, both hosts); %s rep(s); kernel %s, %s, %s." % (doc["date"], rate, reps,
+      "%s; link %s (tbf, both hosts); %s rep(s); voyager --mode %s; kernel %s, %s, %s." % (doc["date"], rate, reps, mode,
       doc["host"]["kernel"], doc["host"]["criu"], doc["host"]["runc"]), "", table, "", "Per run:", ""]
 for r in rows:
     md.append("- %s %d MiB #%d: %s, downtime %s" % (r["method"], r["mem_mib"], r["rep"],
