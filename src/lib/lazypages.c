@@ -239,17 +239,22 @@ int vy_lazy_daemon_start(const char *image_dir, const char *work_dir,
 	/* The daemon dies with the thread that waits for it: an agent that
 	 * crashes must not leave it behind (never do this for the source's
 	 * checkpoint: killing CRIU there lets the frozen container run). */
+	pid_t parent = getpid();
 	p->pid = fork();
 	if (p->pid < 0) {
 		p->pid = 0;
 		return vy_error_sys(err, errno, "fork");
 	}
 	if (p->pid == 0) {
+		/* An agent that died before this line sends no signal: then
+		 * the parent is another process already (t_postcopy's
+		 * failpoint right after the fork found such a daemon left). */
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+			_exit(127);
 		int in = open("/dev/null", O_RDONLY), out = open(p->log, O_WRONLY | O_CREAT |
 								  O_APPEND, 0600);
 		if (in < 0 || out < 0 || dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(out, 2) < 0)
 			_exit(127);
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		setpriority(PRIO_PROCESS, 0, VY_LAZY_NICE);
 		execvp(argv[0], argv);
 		_exit(127);
