@@ -320,6 +320,21 @@ static void drop_lock(struct migration *m)
 	m->net_locked = false;
 }
 
+/* The CPU wake-up latency bound (kparam.h), for the stretches of the
+ * freeze where processes hand work to each other: CRIU's dump, the wait
+ * for the target's restore, a rollback.  Not while trees are sent: a
+ * stop-copy memory image can take minutes, and idle CPUs would spin all
+ * along.  The report keeps the words of the first hold. */
+static void latency_bound(struct migration *m)
+{
+	if (m->cpulat_fd >= 0)
+		return;
+	char how[256];
+	m->cpulat_fd = vy_cpu_latency_hold(how, sizeof(how));
+	if (!m->cpulat_how[0])
+		snprintf(m->cpulat_how, sizeof(m->cpulat_how), "%s", how);
+}
+
 static void rcu_end(struct migration *m)
 {
 	if (m->rcu_held)
@@ -336,7 +351,7 @@ static int checkpoint(struct migration *m, vy_error *err)
 	/* Freeze first and dump with --leave-running: the container stays
 	 * frozen here, whole, until the decision.  Rolling back is then a
 	 * thaw, which cannot fail the way a second restore can. */
-	m->cpulat_fd = vy_cpu_latency_hold(m->cpulat_how, sizeof(m->cpulat_how));
+	latency_bound(m);
 	/* Taken before the freeze, not in it: the lease's files cost 1-3 ms. */
 	m->rcu_held = vy_rcu_expedite(m->rcu_how, sizeof(m->rcu_how));
 	m->t_freeze = vy_now_ms();
@@ -409,6 +424,7 @@ static int checkpoint(struct migration *m, vy_error *err)
 
 static int restore_remote(struct migration *m, vy_error *err)
 {
+	latency_bound(m);
 	json_object *r = json_object_new_object();
 	json_object_object_add(r, "id", json_object_new_string(m->id));
 	json_object_object_add(r, "config", json_object_get(m->config));
@@ -553,6 +569,7 @@ static void tell_target_abort(struct migration *m, const char *reason)
 static int rollback(struct migration *m, const char *reason, vy_error *err)
 {
 	phase_begin(m, "rollback");
+	latency_bound(m);
 	vy_journal_set(m->j, "decision", json_object_new_string("rolled-back"));
 	if (vy_journal_save(m->j, err) < 0)
 		return -1;
@@ -745,6 +762,7 @@ static const char *run_migration(struct migration *m, vy_error *err)
 	rcu_end(m); /* where the checkpoint failed before the runtime's */
 	if (ck < 0)
 		return "failed";
+	vy_cpu_latency_release(&m->cpulat_fd); /* until the restore */
 	phase_begin(m, "transfer");
 	if (vy_source_transfer(m, err) < 0)
 		return "rollback";

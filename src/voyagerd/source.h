@@ -49,8 +49,8 @@ struct migration {
 	 * the report's words for this host and for the target. */
 	char rcu_how[256], rcu_target[256];
 	bool rcu_held;
-	/* A CPU wake-up latency bound of 0 from the freeze until the target
-	 * restored (or the rollback thawed): the fd that holds it, -1 when
+	/* A CPU wake-up latency bound of 0 in the freeze, except while trees
+	 * are sent (latency_bound in source.c): the fd that holds it, -1 when
 	 * none; the report's words for this host and for the target. */
 	int cpulat_fd;
 	char cpulat_how[256], cpulat_target[256];

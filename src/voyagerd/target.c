@@ -65,9 +65,8 @@ struct session {
 	bool held;               /* the source sent the packets it held */
 	uint32_t replayed;       /* of them, sent into the container */
 	char replay_error[512];
-	/* A CPU wake-up latency bound of 0 (kparam.h) from the first tree
-	 * sent in the freeze until the restored reply: its fd, or -1; the
-	 * report's words. */
+	/* A CPU wake-up latency bound of 0 (kparam.h) from RESTORE until the
+	 * restored reply: its fd, or -1; the report's words. */
 	int cpulat_fd;
 	char cpulat_how[256];
 	/* Expedited RCU grace periods (kparam.h) from the same tree until the
@@ -314,7 +313,6 @@ static int stream_dir(struct session *s, json_object *t, char *out, size_t len,
 	if (s->seen[stream] == 2 && !s->rx_on) { /* the first tree sent in the freeze */
 		vy_steps_start(&s->rx);
 		s->rx_on = true;
-		s->cpulat_fd = vy_cpu_latency_hold(s->cpulat_how, sizeof(s->cpulat_how));
 		/* taken here, not at RESTORE: the lease's files cost 1-3 ms,
 		 * which the wait for the source's next message hides */
 		s->rcu_held = vy_rcu_expedite(s->rcu_how, sizeof(s->rcu_how));
@@ -941,6 +939,7 @@ static int restore_here(struct session *s, struct vy_message *msg, vy_error *err
 {
 	if (s->rx_on)
 		vy_steps_mark(&s->rx, "wait"); /* the last tree in, until RESTORE */
+	s->cpulat_fd = vy_cpu_latency_hold(s->cpulat_how, sizeof(s->cpulat_how));
 	int rc = restore_expedited(s, msg, err);
 	rcu_end(s);
 	return rc;
