@@ -69,8 +69,9 @@ struct session {
 	 * restored reply: its fd, or -1; the report's words. */
 	int cpulat_fd;
 	char cpulat_how[256];
-	/* Expedited RCU grace periods (kparam.h) from the same tree until the
-	 * restored container's network is open; the report's words. */
+	/* Expedited RCU grace periods (kparam.h) from the first tree sent in
+	 * the freeze until the restored container's network is open; the
+	 * report's words. */
 	bool rcu_held;
 	char rcu_how[256];
 	/* The trees sent in the freeze, from the first one's arrival: the
