@@ -87,6 +87,19 @@ client_start() {
 	wait_until 10 test -e "$C/tmp/$name.ready"
 	sleep 1
 }
+# Redis's clients send their next request only once the last one is
+# answered: when each had a request in before the lock, none sends in the
+# freeze, and nothing is there to hold (seen once, in a 208 ms freeze).
+# This sender does not wait: a UDP datagram to the discard port every
+# 5 ms for 2 s, so that some surely reach a while it holds.
+udp_start() {
+	lab_exec "$LAB" c python3 -c 'import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(400):
+    s.sendto(b"vy-hold %d" % i, (sys.argv[1], 9))
+    time.sleep(0.005)' "$IP" &
+	UDP_PID=$!
+}
 client_check() {
 	wait "${CLIENT_PIDS[$1]}"
 	local r
@@ -140,8 +153,10 @@ chmod +x "$B/fakebin/$RUNTIME"
 vy_agent_stop "$LAB" b
 VY_AGENT_ENV="PATH=$B/fakebin:/usr/sbin:/usr/bin:/sbin:/bin" vy_agent_start "$LAB" b "$RUNTIME"
 client_start rollback 5
+udp_start
 out=$(vy_cli "$LAB" a migrate "$ID" --to "$IPB" --json)
 echo "rollback: $out"
+wait "$UDP_PID"
 [ "$(vy_json_get "$out" result)" = rolled-back ] && [ "$(ctr_state a "$RUNTIME" "$ID")" = running ] &&
 	[ "$(ctr_state b "$RUNTIME" "$ID")" = absent ] && [ ! -e "$B/state/netns/$ID" ] &&
 	t_ok "failed restore: rolled back to a, b dropped its namespace" ||
@@ -202,8 +217,10 @@ lab_exec "$LAB" c ip -6 addr add "${IP6%::50}::c/64" dev "$cif" nodad ||
 CLIENT_HOST=$IP6 client_start v6 6
 client_start bulk 7 --value-bytes 20000
 client_start move 6
+udp_start
 out=$(vy_cli "$LAB" a migrate "$ID" --to "$IPB" --json)
 echo "move: $out"
+wait "$UDP_PID"
 wait_until 10 grep -q advertised "$C/tmp/una.out"
 kill "$UNA_PID" 2>/dev/null
 wait "$UNA_PID" 2>/dev/null
