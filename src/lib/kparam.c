@@ -112,7 +112,7 @@ int vy_kparam_acquire(struct vy_kparam *p, int64_t *was, int64_t *now, bool *rai
 				 (long long)p->set);
 		registry_file(p, "saved", path, sizeof(path));
 		if (access(path, F_OK) != 0)
-			rc = vy_write_file_atomic(path, saved, (size_t)n, 0600, err);
+			rc = vy_write_file_replace(path, saved, (size_t)n, 0600, err);
 		if (rc == 0)
 			rc = write_value(p, p->set, err);
 		if (rc == 0) {
@@ -124,7 +124,7 @@ int vy_kparam_acquire(struct vy_kparam *p, int64_t *was, int64_t *now, bool *rai
 		char leaf[32];
 		snprintf(leaf, sizeof(leaf), "%d", (int)getpid());
 		registry_file(p, leaf, path, sizeof(path));
-		rc = vy_write_file_atomic(path, "", 0, 0600, err);
+		rc = vy_write_file_replace(path, "", 0, 0600, err);
 		if (rc < 0)
 			p->leases--;
 	}

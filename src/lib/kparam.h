@@ -7,7 +7,9 @@
  * "saved" = "OLD SET", written by whoever changed the value.  The value
  * is put back when the last holder lets go, unless someone else changed
  * it meanwhile; a holder that died is passed over, and vy_kparam_sweep()
- * (at an agent's start) puts back what dead holders left.
+ * (at an agent's start) puts back what dead holders left.  The registry's
+ * files are written without fsync: they only have to outlive processes,
+ * and a reboot resets the kernel's values anyway.
  */
 #ifndef VY_KPARAM_H
 #define VY_KPARAM_H

@@ -373,8 +373,8 @@ static int fsync_parent(const char *path)
 	return fsync(fd);
 }
 
-int vy_write_file_atomic(const char *path, const void *data, size_t len,
-			 unsigned mode, vy_error *err)
+static int write_replace(const char *path, const void *data, size_t len, unsigned mode,
+			 bool durable, vy_error *err)
 {
 	char tmp[PATH_MAX];
 	if (snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)gettid()) >= (int)sizeof(tmp))
@@ -396,7 +396,7 @@ int vy_write_file_atomic(const char *path, const void *data, size_t len,
 		p += n;
 		left -= (size_t)n;
 	}
-	if (fsync(fd) < 0) {
+	if (durable && fsync(fd) < 0) {
 		int e = errno;
 		unlink(tmp);
 		return vy_error_sys(err, e, "fsync %s", tmp);
@@ -406,8 +406,21 @@ int vy_write_file_atomic(const char *path, const void *data, size_t len,
 		unlink(tmp);
 		return vy_error_sys(err, e, "rename %s", path);
 	}
-	fsync_parent(path);
+	if (durable)
+		fsync_parent(path);
 	return 0;
+}
+
+int vy_write_file_atomic(const char *path, const void *data, size_t len,
+			 unsigned mode, vy_error *err)
+{
+	return write_replace(path, data, len, mode, true, err);
+}
+
+int vy_write_file_replace(const char *path, const void *data, size_t len,
+			  unsigned mode, vy_error *err)
+{
+	return write_replace(path, data, len, mode, false, err);
 }
 
 int vy_write_text(const char *path, const char *text, vy_error *err)

@@ -58,6 +58,11 @@ int vy_rm_rf(const char *path, vy_error *err);
 /* Write data to path via a temporary file, fsync, rename, fsync dir. */
 int vy_write_file_atomic(const char *path, const void *data, size_t len,
 			 unsigned mode, vy_error *err);
+/* The same without the fsyncs: readers never see a partial file, but a
+ * power loss may lose it.  For state that only has to outlive a process,
+ * such as the leases under /run (kparam.h). */
+int vy_write_file_replace(const char *path, const void *data, size_t len,
+			  unsigned mode, vy_error *err);
 int vy_read_file(const char *path, size_t max, char **out, size_t *len,
 		 vy_error *err);
 /* Write text to an existing file in one write(2), in place: for the

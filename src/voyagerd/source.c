@@ -352,7 +352,7 @@ static int checkpoint(struct migration *m, vy_error *err)
 	 * frozen here, whole, until the decision.  Rolling back is then a
 	 * thaw, which cannot fail the way a second restore can. */
 	latency_bound(m);
-	/* Taken before the freeze, not in it: the lease's files cost 1-3 ms. */
+	/* Taken before the freeze's clock starts: the lease's files. */
 	m->rcu_held = vy_rcu_expedite(m->rcu_how, sizeof(m->rcu_how));
 	m->t_freeze = vy_now_ms();
 	vy_steps_start(&m->ck_steps);
@@ -385,7 +385,6 @@ static int checkpoint(struct migration *m, vy_error *err)
 							      : m->d->criu_conf;
 	int ck = m->pc ? vy_postcopy_dump(m, err) /* post-copy: the lazy checkpoint (postcopy.c) */
 		       : vy_runtime_checkpoint(&m->d->rt, m->container, m->images, m->work, &m->opts, err);
-	rcu_end(m);
 	if (ck < 0) {
 		vy_error thaw;
 		if (vy_runtime_resume(&m->d->rt, m->container, &thaw) < 0)
@@ -759,7 +758,7 @@ static const char *run_migration(struct migration *m, vy_error *err)
 	}
 	phase_begin(m, "checkpoint");
 	int ck = checkpoint(m, err);
-	rcu_end(m); /* where the checkpoint failed before the runtime's */
+	rcu_end(m); /* whatever the checkpoint's result */
 	if (ck < 0)
 		return "failed";
 	vy_cpu_latency_release(&m->cpulat_fd); /* until the restore */

@@ -314,8 +314,7 @@ static int stream_dir(struct session *s, json_object *t, char *out, size_t len,
 	if (s->seen[stream] == 2 && !s->rx_on) { /* the first tree sent in the freeze */
 		vy_steps_start(&s->rx);
 		s->rx_on = true;
-		/* taken here, not at RESTORE: the lease's files cost 1-3 ms,
-		 * which the wait for the source's next message hides */
+		/* taken here, so that the restore's steps do not pay for it */
 		s->rcu_held = vy_rcu_expedite(s->rcu_how, sizeof(s->rcu_how));
 	}
 	s->rx_stream = stream;
