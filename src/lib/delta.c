@@ -99,39 +99,62 @@ int vy_delta_unchanged(const struct vy_manifest *old, const struct vy_manifest *
 	return 0;
 }
 
-static int parent_of(int rootfd, const char *path, char *base, size_t blen, vy_error *err)
-{
-	const char *slash = strrchr(path, '/');
-	snprintf(base, blen, "%s", slash ? slash + 1 : path);
-	if (!slash)
-		return dup(rootfd);
-	char dir[4096];
-	snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
-	return vy_manifest_open_entry(rootfd, dir, O_PATH | O_DIRECTORY, err);
-}
-
-int vy_delta_adopt(const struct vy_manifest *cur, const uint8_t *unchanged,
-		   int old_rootfd, int new_rootfd, vy_error *err)
-{
-	for (uint32_t i = 0; i < cur->count; i++) {
-		if (!unchanged[i])
-			continue;
-		const char *path = cur->entries[i].path;
-		char base[256];
-		cleanup_close int from = parent_of(old_rootfd, path, base, sizeof(base), err);
-		cleanup_close int to = from >= 0 ? parent_of(new_rootfd, path, base, sizeof(base), err)
-						 : -1;
-		if (from < 0 || to < 0)
-			return vy_error_wrap(err, "adopt '%s'", path);
-		if (renameat(from, base, to, base) < 0)
-			return vy_error_sys(err, errno, "adopt '%s': rename", path);
-	}
-	return 0;
-}
-
 void vy_delta_forget(struct vy_manifest *m, const uint8_t *skipped)
 {
 	for (uint32_t i = 0; i < m->count; i++)
 		if (skipped[i])
 			m->entries[i].mtime_ns = INT64_MIN;
+}
+
+int vy_delta_need(const struct vy_manifest *base, const struct vy_manifest_delta *d,
+		  uint8_t **need, uint32_t *files, uint64_t *bytes, vy_error *err)
+{
+	uint32_t nnew = 0, nfiles = 0;
+	uint64_t nbytes = 0;
+	if (d->base_count != base->count || d->ngone > base->count)
+		return vy_error_set(err, EINVAL, "the delta is not for this manifest");
+	for (uint32_t k = 0; k < d->put.count; k++)
+		nnew += d->at[k] == VY_DELTA_NEW;
+	uint32_t kept = base->count - d->ngone;
+	uint8_t *out = calloc((size_t)kept + nnew ? (size_t)kept + nnew : 1, 1);
+	if (!out)
+		return vy_error_set(err, ENOMEM, "out of memory");
+	for (uint32_t k = 0, j = 0; k < d->put.count; k++) {
+		const struct vy_entry *e = &d->put.entries[k];
+		uint32_t at = d->at[k];
+		uint64_t where;
+		if (at == VY_DELTA_NEW) {
+			where = (uint64_t)kept + j++;
+		} else {
+			if (at >= base->count) {
+				free(out);
+				return vy_error_set(err, EINVAL, "delta: entry %u out of range", at);
+			}
+			/* base entry at moves down by the gone entries before it */
+			uint32_t lo = 0, hi = d->ngone;
+			while (lo < hi) {
+				uint32_t mid = lo + (hi - lo) / 2;
+				if (d->gone[mid] < at)
+					lo = mid + 1;
+				else
+					hi = mid;
+			}
+			where = at - lo;
+		}
+		if (e->type != VY_ENTRY_REG || e->link_of != VY_NO_LINK)
+			continue;
+		const struct vy_entry *was = at == VY_DELTA_NEW ? NULL : &base->entries[at];
+		if (was && was->type == VY_ENTRY_REG && was->size == e->size &&
+		    was->mtime_ns == e->mtime_ns)
+			continue;
+		out[where] = 1;
+		nfiles++;
+		nbytes += e->size;
+	}
+	*need = out;
+	if (files)
+		*files = nfiles;
+	if (bytes)
+		*bytes = nbytes;
+	return 0;
 }

@@ -71,12 +71,12 @@ int vy_tree_sink_file_end(struct vy_tree_sink *s, json_object *obj,
 			  vy_error *err);
 int vy_tree_sink_finish(struct vy_tree_sink *s, vy_error *err);
 /* For a sink told what it has (vy_tree_sink_have): fails unless every other
- * file was ended; then makes the files that received data durable
- * (fdatasync) and gives them their metadata back (times, a capability the
- * writes dropped), and nothing else of the tree.  *files and *bytes, when
- * not NULL: the files and bytes now complete here. */
-int vy_tree_sink_finish_some(struct vy_tree_sink *s, uint32_t *files, uint64_t *bytes,
-			     vy_error *err);
+ * file was ended; then, with durable, makes the files that received data
+ * durable (fdatasync), and gives them their metadata back (times, a
+ * capability the writes dropped), and nothing else of the tree.  *files and
+ * *bytes, when not NULL: the files and bytes now complete here. */
+int vy_tree_sink_finish_some(struct vy_tree_sink *s, bool durable, uint32_t *files,
+			     uint64_t *bytes, vy_error *err);
 uint64_t vy_tree_sink_bytes(const struct vy_tree_sink *s);
 void vy_tree_sink_free(struct vy_tree_sink *s);
 

@@ -35,7 +35,8 @@ struct migration {
 	char memory_requested[16];
 	char memory_reason[256];
 	struct vy_manifest pre[2 + VY_MAX_VOLUMES]; /* what the pre-sync sent, per stream */
-	uint8_t pre_sha[2 + VY_MAX_VOLUMES][32];    /* jit: SHA-256 of each skeleton's bytes */
+	uint8_t pre_sha[2 + VY_MAX_VOLUMES][32];    /* SHA-256 of each pre[]'s encoding */
+	bool pre_sha_ok[2 + VY_MAX_VOLUMES];        /* presync: pre_sha is known */
 	struct vy_manifest stale[2 + VY_MAX_VOLUMES]; /* freed after the freeze, not in it */
 	char netns[PATH_MAX];  /* the container's network namespace, if host-made */
 	json_object *net;      /* its identity (netns.h) */

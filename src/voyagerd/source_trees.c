@@ -644,9 +644,55 @@ int vy_source_skeleton(struct migration *m, vy_error *err)
 	return 0;
 }
 
+/* sha gets the SHA-256 of man's encoding. */
+static int manifest_sha(const struct vy_manifest *man, uint8_t *sha, vy_error *err)
+{
+	cleanup_free uint8_t *buf = NULL;
+	size_t len;
+	unsigned dlen = 0;
+	if (vy_manifest_encode(man, &buf, &len, err) < 0)
+		return -1;
+	if (!EVP_Digest(buf, len, sha, &dlen, EVP_sha256(), NULL))
+		return vy_error_set(err, EIO, "SHA-256 of a manifest");
+	return 0;
+}
+
+/* presync, at the freeze, when what changed since the pre-sync can be a
+ * delta d against the pre-sync's manifest (pre): d, then the data of the
+ * files it changed (vy_delta_need).  The target brings its tree up to date
+ * in place, so that neither the wire nor its work grows with the tree.
+ * pre becomes the tree as it is now (pre + d); d is emptied. */
+static int send_presync_delta(struct migration *m, uint32_t stream, const char *kind, int index,
+			      int rootfd, struct vy_manifest_delta *d, uint64_t *bytes,
+			      vy_error *err)
+{
+	struct vy_manifest *pre = &m->pre[stream];
+	cleanup_free uint8_t *need = NULL, *buf = NULL;
+	uint32_t files = 0, nput = d->put.count, ngone = d->ngone;
+	uint64_t data = 0;
+	size_t len = 0;
+	memcpy(d->base_sha, m->pre_sha[stream], 32);
+	if (vy_delta_need(pre, d, &need, &files, &data, err) < 0 ||
+	    vy_manifest_delta_encode(d, &buf, &len, err) < 0 ||
+	    vy_manifest_delta_apply(pre, d, NULL, err) < 0)
+		return -1;
+	for (uint32_t i = 0; i < pre->count; i++)
+		need[i] = !need[i]; /* what the target has: not sent */
+	m->act->total_bytes += data;
+	if (send_encoded(m, stream, kind, index, "presync-delta", pre, buf, len, err) < 0 ||
+	    vy_tree_send_some(m->ch, stream, rootfd, pre, need, &m->act->progress, err) < 0)
+		return -1;
+	*bytes += data;
+	vy_info("migration %s: %s: %u entries changed or new and %u gone since the pre-sync "
+		"(delta of %zu bytes); %u files (%llu bytes) sent again", m->id, kind, nput,
+		ngone, len, files, (unsigned long long)data);
+	return 0;
+}
+
 /* Send one tree.  flavor "full": everything; "presync": everything, while
  * the container runs, remembering the manifest; "delta": at the freeze,
- * only files that changed since the pre-sync. */
+ * only files that changed since the pre-sync (as a manifest delta where
+ * it can be one, else with the whole manifest). */
 static int send_tree(struct migration *m, uint32_t stream, const char *kind, int index,
 		     const char *path, bool is_dir, const char *flavor, uint64_t *bytes,
 		     vy_error *err)
@@ -654,7 +700,7 @@ static int send_tree(struct migration *m, uint32_t stream, const char *kind, int
 	struct vy_manifest man = { 0 };
 	cleanup_free uint8_t *skip = NULL;
 	uint32_t kept = 0;
-	bool live = !strcmp(flavor, "presync");
+	bool live = !strcmp(flavor, "presync"), peer_delta = false;
 	int rc = is_dir ? vy_manifest_scan(path, &man, err) : single_file_manifest(path, &man, err);
 	/* A live tree can change under the scan (a directory vanishing): retry. */
 	for (int retry = 0; live && rc < 0 && retry < 3; retry++) {
@@ -664,6 +710,18 @@ static int send_tree(struct migration *m, uint32_t stream, const char *kind, int
 	cleanup_close int rootfd = rc == 0 ? open_tree_root(path, is_dir, err) : -1;
 	if (rc == 0 && rootfd < 0)
 		rc = -1;
+	if (rc == 0 && !strcmp(flavor, "delta") && is_dir && m->pre_sha_ok[stream]) {
+		struct vy_manifest_delta d;
+		int got = vy_manifest_diff(&m->pre[stream], &man, &d, err);
+		if (got > 0) {
+			rc = send_presync_delta(m, stream, kind, index, rootfd, &d, bytes, err);
+			vy_manifest_delta_free(&d);
+			vy_manifest_free(&man);
+			return rc < 0 ? vy_error_wrap(err, "send %s %s", kind, path) : 0;
+		}
+		if (got < 0)
+			rc = -1;
+	}
 	if (rc == 0 && !strcmp(flavor, "delta")) {
 		rc = vy_delta_unchanged(&m->pre[stream], &man, &skip, &kept, err);
 		if (rc == 0)
@@ -677,6 +735,21 @@ static int send_tree(struct migration *m, uint32_t stream, const char *kind, int
 			  : vy_error_set(err, ENOMEM, "out of memory");
 		if (rc == 0)
 			vy_delta_forget(&man, skip);
+		/* The target writes what it received after we sent it: the
+		 * freeze waits until it has, so that its work is not in the
+		 * freeze window. */
+		struct vy_message ack = { 0 };
+		json_object *a = NULL;
+		vy_channel_set_timeout(m->ch, 10 * 60 * 1000, NULL);
+		if (rc == 0)
+			rc = vy_channel_expect(m->ch, VY_MSG_ACK, &ack, err);
+		vy_channel_set_timeout(m->ch, m->d->peer_timeout_ms, NULL);
+		if (rc == 0)
+			rc = vy_message_json(&ack, &a, err);
+		/* whether it holds this manifest indexed, for a delta */
+		peer_delta = a && json_object_get_boolean(json_object_object_get(a, "delta"));
+		json_object_put(a);
+		vy_message_free(&ack);
 	} else if (rc == 0) {
 		rc = vy_tree_send_some(m->ch, stream, rootfd, &man, skip, &m->act->progress, err);
 	}
@@ -686,10 +759,16 @@ static int send_tree(struct migration *m, uint32_t stream, const char *kind, int
 			vy_info("migration %s: %s: %u of %u entries unchanged since the pre-sync",
 				m->id, kind, kept, man.count);
 	}
-	if (rc == 0 && !strcmp(flavor, "presync"))
+	if (rc == 0 && !strcmp(flavor, "presync")) {
 		m->pre[stream] = man;
-	else
+		/* for a delta at the freeze: both sides hold this manifest */
+		vy_error why;
+		m->pre_sha_ok[stream] = is_dir && peer_delta &&
+					manifest_sha(&m->pre[stream], m->pre_sha[stream],
+							       &why) == 0;
+	} else {
 		vy_manifest_free(&man);
+	}
 	if (rc < 0)
 		return vy_error_wrap(err, "send %s %s", kind, path);
 	return 0;

@@ -51,9 +51,9 @@ struct session {
 	char netns[PATH_MAX];    /* the namespace we built for it */
 	uint8_t seen[MAX_STREAMS];               /* 0 nothing, 1 pre-synced, 2 final */
 	struct vy_manifest pre[MAX_STREAMS];     /* what each pre-sync brought */
-	uint8_t pre_sha[MAX_STREAMS][32];        /* jit: SHA-256 of each skeleton's manifest */
-	struct vy_manifest_paths *pre_paths[MAX_STREAMS]; /* jit: its paths, indexed */
-	char stale[MAX_STREAMS][PATH_MAX];       /* replaced trees, removed after restore */
+	uint8_t pre_sha[MAX_STREAMS][32];        /* SHA-256 of each pre[]'s encoding */
+	bool pre_sha_ok[MAX_STREAMS];            /* presync: pre_sha and pre_paths known */
+	struct vy_manifest_paths *pre_paths[MAX_STREAMS]; /* its paths, indexed */
 	bool restored;
 	bool tcp_established;
 	const char *phase;
@@ -291,7 +291,7 @@ static int target_preflight(struct session *s, json_object *req, vy_error *err)
 }
 
 /* The directory a stream lands in; checks the order of a stream's trees:
- * "full" once, or "presync" then "delta". */
+ * "full" once, or "presync" then "delta" or "presync-delta". */
 static int stream_dir(struct session *s, json_object *t, char *out, size_t len,
 		      vy_error *err)
 {
@@ -301,12 +301,14 @@ static int stream_dir(struct session *s, json_object *t, char *out, size_t len,
 	const char *flavor = vy_json_str(t, "flavor", "full");
 	if (stream < 0 || stream >= MAX_STREAMS)
 		return vy_error_set(err, EPROTO, "bad stream %lld", (long long)stream);
-	uint8_t want = !strcmp(flavor, "delta") || !strcmp(flavor, "jit-delta") ? 1 : 0;
+	uint8_t want = !strcmp(flavor, "delta") || !strcmp(flavor, "jit-delta") ||
+		       !strcmp(flavor, "presync-delta") ? 1 : 0;
 	bool jit = !strcmp(flavor, "skeleton") || !strcmp(flavor, "jit") ||
 		   !strcmp(flavor, "jit-delta");
 	if (!strcmp(flavor, "jit") && s->seen[stream] == 1)
 		want = 1; /* after its skeleton */
-	if ((strcmp(flavor, "full") && strcmp(flavor, "presync") && strcmp(flavor, "delta") && !jit) ||
+	if ((strcmp(flavor, "full") && strcmp(flavor, "presync") && strcmp(flavor, "delta") &&
+	     strcmp(flavor, "presync-delta") && !jit) ||
 	    s->seen[stream] != want || (stream == 0 && strcmp(flavor, "full")) || jit != (s->jit && stream))
 		return vy_error_set(err, EPROTO, "unexpected '%.16s' tree on stream %lld", flavor,
 				    (long long)stream);
@@ -461,7 +463,7 @@ static int recv_prefetch(struct session *s, uint32_t stream, int rootfd,
 		rc = recv_frames(s, sink, false, err);
 	}
 	if (rc == 0)
-		rc = vy_tree_sink_finish_some(sink, &files, &bytes, err);
+		rc = vy_tree_sink_finish_some(sink, true, &files, &bytes, err);
 	vy_tree_sink_free(sink);
 	cleanup_fclose FILE *f = rc == 0 ? fopen(present, "we") : NULL;
 	if (rc == 0 && !f)
@@ -479,39 +481,68 @@ static int recv_prefetch(struct session *s, uint32_t stream, int rootfd,
 	return 0;
 }
 
-/* A delta lands in a fresh tree next to the pre-synced one: its skeleton
- * is made from the new manifest, unchanged files are moved over from the
- * old tree, and only changed files receive data.  Then the trees swap. */
+/* presync, at the freeze: the data of the files of man (the tree as it is
+ * now, laid out in place under rootfd) that lack have[i], into them.  Each
+ * is emptied first: a hole in its new content must read as zeros, not as
+ * what the pre-sync wrote there.  Made durable with the rest at the commit
+ * (sync_received).  *files, *bytes: what arrived. */
+static int recv_changed(struct session *s, uint32_t stream, int rootfd,
+			const struct vy_manifest *man, const uint8_t *have, uint32_t *files,
+			uint64_t *bytes, vy_error *err)
+{
+	struct vy_tree_sink *sink = NULL;
+	int rc = 0;
+	for (uint32_t i = 0; rc == 0 && i < man->count; i++) {
+		const struct vy_entry *e = &man->entries[i];
+		if (e->type != VY_ENTRY_REG || e->link_of != VY_NO_LINK || have[i])
+			continue;
+		cleanup_close int fd = vy_manifest_open_entry(rootfd, e->path, O_WRONLY | O_TRUNC, err);
+		if (fd < 0)
+			rc = -1;
+		else if (e->size > INT64_MAX || ftruncate(fd, (off_t)e->size) < 0)
+			rc = vy_error_sys(err, e->size > INT64_MAX ? EFBIG : errno,
+					  "'%s': ftruncate to %llu", e->path, (unsigned long long)e->size);
+	}
+	if (rc == 0)
+		rc = vy_tree_sink_new(rootfd, man, stream, &sink, err);
+	if (rc == 0) {
+		vy_tree_sink_have(sink, have);
+		rc = recv_frames(s, sink, false, err);
+	}
+	if (rc == 0)
+		rc = vy_tree_sink_finish_some(sink, false, files, bytes, err);
+	vy_tree_sink_free(sink);
+	return rc;
+}
+
+/* presync, at the freeze, when the change was no delta (a hard link among
+ * it): man is the tree as it is now, and only the files that changed since
+ * the pre-sync (vy_delta_unchanged, which the source works out the same
+ * way) carry data.  The pre-synced tree is brought to man in place,
+ * touching only the entries that differ: no second tree is laid out, no
+ * file moved, no time set on what did not change. */
 static int recv_delta(struct session *s, uint32_t stream, const char *dir,
 		      struct vy_manifest *man, vy_error *err)
 {
-	char fresh[PATH_MAX + 8];
-	snprintf(fresh, sizeof(fresh), "%s.delta", dir);
-	snprintf(s->stale[stream], sizeof(s->stale[stream]), "%s.old", dir);
 	cleanup_free uint8_t *have = NULL;
-	cleanup_close int oldfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	cleanup_close int newfd = -1;
-	struct vy_tree_sink *sink = NULL;
-	int rc = oldfd < 0 ? vy_error_sys(err, errno, "open %s", dir) : 0;
-	if (rc == 0 && mkdir(fresh, 0700) < 0)
-		rc = vy_error_sys(err, errno, "mkdir %s", fresh);
-	if (rc == 0 && (newfd = open(fresh, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
-		rc = vy_error_sys(err, errno, "open %s", fresh);
-	if (rc == 0)
-		rc = vy_manifest_materialise(man, newfd, err);
+	cleanup_close int rootfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	uint32_t changed = 0, files = 0;
+	uint64_t bytes = 0, t0 = vy_now_ms();
+	int rc = rootfd < 0 ? vy_error_sys(err, errno, "open %s", dir) : 0;
 	if (rc == 0)
 		rc = vy_delta_unchanged(&s->pre[stream], man, &have, NULL, err);
 	if (rc == 0)
-		rc = vy_delta_adopt(man, have, oldfd, newfd, err);
+		rc = vy_manifest_update_skeleton(&s->pre[stream], man, rootfd, &changed, err);
+	if (rc < 0)
+		return -1;
 	if (rc == 0)
-		rc = vy_tree_sink_new(newfd, man, stream, &sink, err);
-	if (rc == 0) {
-		vy_tree_sink_have(sink, have);
-		rc = recv_data(s, sink, err);
-	}
-	vy_tree_sink_free(sink);
-	if (rc == 0 && (rename(dir, s->stale[stream]) < 0 || rename(fresh, dir) < 0))
-		rc = vy_error_sys(err, errno, "swap in %s", dir);
+		return vy_error_set(err, EPROTO, "the tree's root is no directory here or there");
+	rc = recv_changed(s, stream, rootfd, man, have, &files, &bytes, err);
+	if (rc == 0)
+		vy_info("migration %s: %s brought up to date in place in %llu ms: %u of %u entries "
+			"changed, %u files (%llu bytes) sent again", s->id, dir,
+			(unsigned long long)(vy_now_ms() - t0), changed, man->count, files,
+			(unsigned long long)bytes);
 	return rc;
 }
 
@@ -780,6 +811,70 @@ static int recv_jit_delta(struct session *s, uint32_t stream, const char *dir,
 	return 0;
 }
 
+/* presync: the SHA-256 of the pre-synced manifest's encoding and an
+ * index of its paths, before the freeze. */
+static int presync_index(struct session *s, uint32_t stream, vy_error *err)
+{
+	cleanup_free uint8_t *buf = NULL;
+	size_t len;
+	unsigned dlen = 0;
+	vy_manifest_paths_free(s->pre_paths[stream]);
+	s->pre_paths[stream] = NULL;
+	if (vy_manifest_encode(&s->pre[stream], &buf, &len, err) < 0)
+		return -1;
+	if (!EVP_Digest(buf, len, s->pre_sha[stream], &dlen, EVP_sha256(), NULL))
+		return vy_error_set(err, EIO, "SHA-256 of the pre-synced manifest");
+	return vy_manifest_paths_build(&s->pre[stream], &s->pre_paths[stream], err);
+}
+
+/* presync, at the freeze: what changed since the pre-sync as a manifest
+ * delta (raw, len bytes), then the data of the files it changed.  The
+ * pre-synced tree is brought up to date in place, touching only what the
+ * delta names: the freeze grows with the change, not with the tree. */
+static int recv_presync_delta(struct session *s, uint32_t stream, const char *dir,
+			      const uint8_t *raw, size_t len, vy_error *err)
+{
+	struct vy_manifest_delta d = { 0 };
+	struct vy_manifest *pre = &s->pre[stream];
+	cleanup_free uint8_t *need = NULL;
+	uint32_t changed = 0, files = 0;
+	uint64_t bytes = 0, t0 = vy_now_ms();
+	int rc = 0;
+	if (!s->pre_sha_ok[stream])
+		rc = vy_error_set(err, EPROTO, "a delta for stream %u, which has no pre-synced "
+				  "tree indexed", stream);
+	if (rc == 0)
+		rc = vy_manifest_delta_decode(raw, len, &d, err);
+	if (rc == 0 && memcmp(d.base_sha, s->pre_sha[stream], 32))
+		rc = vy_error_set(err, EPROTO, "the delta is not for the tree we pre-synced");
+	if (rc == 0)
+		rc = vy_manifest_delta_check_with(pre, s->pre_paths[stream], &d, err);
+	cleanup_close int rootfd = rc == 0 ? open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+	if (rc == 0 && rootfd < 0)
+		rc = vy_error_sys(err, errno, "open %s", dir);
+	if (rc == 0)
+		rc = vy_delta_need(pre, &d, &need, &files, &bytes, err);
+	if (rc == 0)
+		rc = vy_manifest_delta_update_skeleton(pre, &d, rootfd, &changed, err);
+	/* pre becomes the tree as it is now; the paths index no longer fits */
+	vy_manifest_paths_free(s->pre_paths[stream]);
+	s->pre_paths[stream] = NULL;
+	s->pre_sha_ok[stream] = false;
+	if (rc == 0)
+		rc = vy_manifest_delta_apply(pre, &d, NULL, err);
+	for (uint32_t i = 0; rc == 0 && i < pre->count; i++)
+		need[i] = !need[i]; /* now: what we have */
+	if (rc == 0)
+		rc = recv_changed(s, stream, rootfd, pre, need, &files, &bytes, err);
+	vy_manifest_delta_free(&d);
+	if (rc == 0)
+		vy_info("migration %s: %s brought up to date in %llu ms: %u of %u entries changed, "
+			"%u files (%llu bytes) sent again", s->id, dir,
+			(unsigned long long)(vy_now_ms() - t0), changed, pre->count, files,
+			(unsigned long long)bytes);
+	return rc;
+}
+
 /* post-copy: the lazy-pages daemon and the page tunnel, once
  * (postcopy_target.c); the images must be complete. */
 static int start_lazy_pages(struct session *s, vy_error *err)
@@ -815,6 +910,12 @@ static int recv_tree(struct session *s, struct vy_message *first, vy_error *err)
 	if (!strcmp(flavor, "jit-delta")) {
 		rc = recv_manifest_bytes(s, mbytes, &raw, err);
 		return rc < 0 ? -1 : recv_jit_delta(s, stream, dir, raw, mbytes, err);
+	}
+	if (!strcmp(flavor, "presync-delta")) {
+		rc = recv_manifest_bytes(s, mbytes, &raw, err);
+		if (rc == 0)
+			rc = recv_presync_delta(s, stream, dir, raw, mbytes, err);
+		return rc < 0 ? vy_error_wrap(err, "receive changes into %s", dir) : 0;
 	}
 	bool jit = !strcmp(flavor, "skeleton") || !strcmp(flavor, "jit");
 	rc = recv_manifest(s, mbytes, &man, jit ? &raw : NULL, err);
@@ -852,6 +953,22 @@ static int recv_tree(struct session *s, struct vy_message *first, vy_error *err)
 	if (rc == 0 && live) {
 		vy_delta_forget(&man, skipped);
 		s->pre[stream] = man;
+		/* for a delta at the freeze (recv_presync_delta): the manifest
+		 * both sides hold, and its paths indexed now, so that checking
+		 * the delta costs the change */
+		vy_error why;
+		s->pre_sha_ok[stream] = man.count && man.entries[0].type == VY_ENTRY_DIR &&
+					presync_index(s, stream, &why) == 0;
+		if (!s->pre_sha_ok[stream] && man.count && man.entries[0].type == VY_ENTRY_DIR)
+			vy_warn("migration %s: %s: %s; a delta at the freeze will be refused",
+				s->id, dir, why.msg);
+		/* The source freezes once the pre-sync is laid out here: the
+		 * work of writing it must not spill into the freeze. */
+		json_object *ack = json_object_new_object();
+		json_object_object_add(ack, "stream", json_object_new_int64(stream));
+		json_object_object_add(ack, "delta", json_object_new_boolean(s->pre_sha_ok[stream]));
+		rc = vy_channel_send_json(s->ch, VY_MSG_ACK, ack, err);
+		json_object_put(ack);
 	} else {
 		vy_manifest_free(&man);
 	}
@@ -1049,9 +1166,6 @@ static int restore_expedited(struct session *s, struct vy_message *msg, vy_error
 	for (int i = 0; i < s->nfs; i++)
 		vy_fs_release_cold(&s->fs[i]);
 	vy_failpoint("target-after-restored");
-	for (int i = 0; i < MAX_STREAMS; i++)
-		if (s->stale[i][0])
-			vy_rm_rf(s->stale[i], NULL);
 	return rc;
 }
 

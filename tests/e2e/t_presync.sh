@@ -2,10 +2,17 @@
 # The default mode copies the rootfs while the container runs and, at the
 # freeze, only what changed since.  The workload here changes its rootfs all
 # the time: it appends to a log, creates a new file and deletes an old one,
-# and stamps a counter into the middle of a large file, every 20 ms.  After
+# and stamps a counter into the middle of a large file, every 20 ms.  And
+# once, when told (a file appears), it rewrites a file of random data as a
+# sparse one with one block of data: told after the pre-sync sent that
+# file and before the freeze, so that the freeze sends it again.  A third
+# move does the same with a hard link made to it, which no delta carries:
+# then the whole manifest goes, and the target still works in place.  After
 # the move (paused on b so that nothing changes while we look) the tree
 # must be exactly what the process's memory says it wrote: no lost append,
-# no resurrected file, no stale block.  Also: downtime does not carry the
+# no resurrected file, no stale block, no byte of an older copy where the
+# file has a hole now.  The freeze sends what changed as a delta of the
+# manifest and the target updates its tree in place.  Also: downtime does not carry the
 # pre-synced bytes, and --mode stop-copy still works.
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$here/lib.sh"
@@ -26,17 +33,32 @@ while true; do
   echo $i >/data/f$i
   rm -f /data/f$((i-5))
   printf "%08d" $i | dd of=/data/big bs=8 count=1 seek=2097152 conv=notrunc 2>/dev/null
+  if [ -e /data/go ]; then
+    : >/holey
+    printf "%08d" $i | dd of=/holey bs=65536 seek=$((i % 16)) conv=notrunc 2>/dev/null
+    truncate -s 1048576 /holey
+    rm /data/go
+  fi
+  if [ -e /data/link ]; then
+    ln /holey /data/holey-link
+    : >/holey
+    printf "%08d" $i | dd of=/holey bs=65536 seek=$((i % 16)) conv=notrunc 2>/dev/null
+    truncate -s 1048576 /holey
+    rm /data/link
+  fi
   usleep 20000
 done'
 "$BUNDLE_SH" create "$A/bundles/$ID" busybox --id "$ID" \
 	--cgroup-parent "$(lab_cgroup_parent "$LAB" a)" -- /bin/sh -c "$SCRIPT" >/dev/null ||
 	{ t_fail "bundle"; t_done; }
-# 96 MiB of static data: its pre-sync takes a while on the shaped link,
-# so the workload changes plenty between the pre-sync and the freeze.
+# 96 MiB of static data: its pre-sync takes a while on the shaped link
+# (about 4 s), so the workload changes
+# plenty between the pre-sync and the freeze.
 dd if=/dev/urandom of="$A/bundles/$ID/rootfs/static.bin" bs=1M count=64 status=none
 dd if=/dev/urandom of="$A/bundles/$ID/rootfs/data/big" bs=1M count=32 status=none
-lab_shape "$LAB" a 400mbit
-lab_shape "$LAB" b 400mbit
+dd if=/dev/urandom of="$A/bundles/$ID/rootfs/holey" bs=1M count=1 status=none
+lab_shape "$LAB" a 200mbit
+lab_shape "$LAB" b 200mbit
 ctr_run a runc "$ID" "$A/bundles/$ID" || { t_fail "container start"; t_done; }
 wait_until 10 test -s "$A/bundles/$ID/rootfs/data/log" || { t_fail "workload runs"; t_done; }
 
@@ -65,21 +87,56 @@ consistent() {
 	return 1
 }
 
-out=$(vy_cli "$LAB" a migrate "$ID" --to "$IPB" --mode presync --json)
+# holey ROOTFS: /holey as the told rewrite left it: 1 MiB, and no
+# non-zero byte but a stamp K at block K % 16.  A byte of the pre-synced
+# copy (random) where the file has a hole now would be one: the freeze
+# sends the file again, and b must empty it before it writes.
+holey() {
+	python3 - "$1/holey" <<'PY'
+import sys
+data = open(sys.argv[1], "rb").read()
+nz = [i // 65536 for i in range(0, len(data), 65536) if any(data[i:i + 65536])]
+if len(data) == 1048576 and len(nz) == 1:
+    off = nz[0] * 65536
+    k = data[off:off + 8]
+    if k.isdigit() and int(k) % 16 == nz[0] and not any(data[off + 8:off + 65536]):
+        sys.exit(0)
+print("holey (%d bytes) has data in blocks %s" % (len(data), nz))
+sys.exit(1)
+PY
+}
+
+# the rewrite is told 1 s into the pre-sync: holey (1 MiB, the first file
+# of the manifest, which lists a directory's entries before any of its
+# subdirectories') went at once, and the freeze comes at about 4 s
+vy_cli "$LAB" a migrate "$ID" --to "$IPB" --mode presync --json >"$A/vy-presync.json" &
+mig=$!
+wait_until 20 grep -q "($ID): presync" "$A/voyagerd.log" && sleep 1 &&
+	touch "$A/bundles/$ID/rootfs/data/go"
+wait "$mig"
+out=$(cat "$A/vy-presync.json")
 echo "presync: $out"
 [ "$(vy_json_get "$out" result)" = migrated ] && [ "$(vy_json_get "$out" mode)" = presync ] &&
-	t_ok "default mode is presync, and it migrates" || t_fail "presync migrates" "$out"
+	t_ok "--mode presync migrates" || t_fail "presync migrates" "$out"
 pre=$(vy_json_get "$out" phases_ms.presync)
 xfer=$(vy_json_get "$out" phases_ms.transfer)
 [ -n "$pre" ] && [ "$xfer" -lt "$pre" ] 2>/dev/null &&
 	t_ok "the freeze carries only the changes (transfer $xfer ms < presync $pre ms)" ||
 	t_fail "the freeze carries only the changes" "presync $pre transfer $xfer"
-grep -q "entries unchanged since the pre-sync" "$A/voyagerd.log" &&
-	t_ok "the source reports what the pre-sync saved" || t_fail "pre-sync log line"
+# the freeze sent a delta and only the changed files; b updated in place
+line=$(grep -o "gone since the pre-sync (delta of [0-9]* bytes); [0-9]* files" "$A/voyagerd.log" | tail -1)
+nfiles=$(echo "$line" | grep -o "[0-9]* files" | cut -d' ' -f1)
+[ -n "$line" ] && [ "$nfiles" -ge 1 ] && [ "$nfiles" -le 12 ] &&
+	grep -q "bundle/rootfs brought up to date in [0-9]* ms" "$B/voyagerd.log" &&
+	t_ok "the freeze sent a delta and $nfiles changed files; b updated its tree in place" ||
+	t_fail "a delta at the freeze" "source: '$line'; b: $(grep "brought up to date" "$B/voyagerd.log")"
 lab_exec "$LAB" b runc --root "$B/runtime/runc" pause "$ID"
 RB="$B/state/containers/$ID/bundle/rootfs"
 msg=$(consistent b "$RB") && t_ok "after presync: log, created and deleted files, big-file block all exact" ||
 	t_fail "after presync: tree matches what the process wrote" "$msg"
+msg=$(holey "$RB") && [ ! -e "$RB/data/go" ] &&
+	t_ok "a file rewritten with holes after its pre-sync: no byte of the old copy in them" ||
+	t_fail "the sparse rewrite" "$msg; data/go there: $(ls "$RB/data/go" 2>&1)"
 cmp -s "$A/bundles/$ID/rootfs/static.bin" "$RB/static.bin" && t_ok "static data identical" ||
 	t_fail "static data identical"
 [ ! -e "$B/state/containers/$ID/bundle/rootfs.old" ] && [ ! -e "$B/state/containers/$ID/bundle/rootfs.delta" ] &&
@@ -93,7 +150,24 @@ echo "stop-copy: $out"
 	[ -z "$(vy_json_get "$out" phases_ms.presync)" ] &&
 	t_ok "--mode stop-copy migrates back without a pre-sync" || t_fail "stop-copy back" "$out"
 lab_exec "$LAB" a runc --root "$A/runtime/runc" pause "$ID"
-msg=$(consistent a "$A/state/containers/$ID/bundle/rootfs") &&
+msg=$(consistent a "$A/state/containers/$ID/bundle/rootfs") && msg=$(holey "$A/state/containers/$ID/bundle/rootfs") &&
 	t_ok "after stop-copy: the tree is exact too" || t_fail "after stop-copy: tree exact" "$msg"
 lab_exec "$LAB" a runc --root "$A/runtime/runc" resume "$ID"
+sleep 0.5
+
+RA="$A/state/containers/$ID/bundle/rootfs"
+vy_cli "$LAB" a migrate "$ID" --to "$IPB" --mode presync --json >"$A/vy-presync.json" &
+mig=$!
+wait_until 20 bash -c "[ \$(grep -c '($ID): presync' '$A/voyagerd.log') -ge 2 ]" && sleep 1 &&
+	touch "$RA/data/link"
+wait "$mig"
+out=$(cat "$A/vy-presync.json")
+echo "presync with a new hard link: $out"
+lab_exec "$LAB" b runc --root "$B/runtime/runc" pause "$ID"
+msg=$(consistent b "$RB") && msg=$(holey "$RB") && [ "$RB/holey" -ef "$RB/data/holey-link" ] &&
+	[ "$(vy_json_get "$out" result)" = migrated ] &&
+	grep -q "bundle/rootfs brought up to date in place in" "$B/voyagerd.log" &&
+	t_ok "presync with a hard link made after the pre-sync: whole manifest, updated in place, exact" ||
+	t_fail "presync with a new hard link" "${msg:-}; linked: $(stat -c '%i %h' "$RB/holey" "$RB/data/holey-link" 2>&1 | tr '\n' ' '); $out"
+lab_exec "$LAB" b runc --root "$B/runtime/runc" resume "$ID"
 t_done

@@ -1,5 +1,5 @@
-/* test_delta.c - what changed between two scans, and moving the unchanged
- * files into a fresh skeleton (the pre-sync's delta at the freeze). */
+/* test_delta.c - what changed between two scans, and what a pre-synced
+ * tree is brought to at the freeze (in place). */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -100,43 +100,94 @@ static void test_unchanged_set(void)
 	vy_manifest_free(&cur);
 }
 
-static void test_adopt(void)
+/* At the freeze a pre-synced tree is brought to the new manifest in place
+ * (vy_manifest_update_skeleton): the data of what did not change stays,
+ * what is gone goes, what is new is made, and nothing is moved. */
+static void test_in_place(void)
 {
-	char src[128], old_dir[128], new_dir[128];
+	char src[128], dst[128];
 	snprintf(src, sizeof(src), "%s/src2", tmp);
-	snprintf(old_dir, sizeof(old_dir), "%s/old", tmp);
-	snprintf(new_dir, sizeof(new_dir), "%s/new", tmp);
+	snprintf(dst, sizeof(dst), "%s/dst", tmp);
 	make_tree(src);
-	mkdir(old_dir, 0700);
-	mkdir(new_dir, 0700);
+	mkdir(dst, 0700);
 	struct vy_manifest old = { 0 }, cur = { 0 };
 	CHECK(vy_manifest_scan(src, &old, NULL) == 0);
-	int ofd = open(old_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	int nfd = open(new_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	CHECK(vy_manifest_materialise(&old, ofd, NULL) == 0);
-	/* stand-in for the pre-synced data: mark the old copies */
-	put(old_dir, "same", "unchanged content\n");
-	put(old_dir, "d/same2", "also unchanged\n");
+	int fd = open(dst, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	CHECK(vy_manifest_materialise(&old, fd, NULL) == 0);
+	/* stand-in for the pre-synced data */
+	put(dst, "same", "unchanged content\n");
+	put(dst, "d/same2", "also unchanged\n");
+	struct stat before, after;
+	char p[256], *text = NULL;
+	snprintf(p, sizeof(p), "%s/d/same2", dst);
+	CHECK(stat(p, &before) == 0);
 	change_tree(src);
 	CHECK(vy_manifest_scan(src, &cur, NULL) == 0);
-	CHECK(vy_manifest_materialise(&cur, nfd, NULL) == 0);
-	uint8_t *u = NULL;
-	CHECK(vy_delta_unchanged(&old, &cur, &u, NULL, NULL) == 0);
-	CHECK(u && vy_delta_adopt(&cur, u, ofd, nfd, NULL) == 0);
-	char p[256], *text = NULL;
-	snprintf(p, sizeof(p), "%s/d/same2", new_dir);
+	uint32_t changed = 0;
+	CHECK(vy_manifest_update_skeleton(&old, &cur, fd, &changed, NULL) == 1);
 	CHECK(vy_read_file(p, 4096, &text, NULL, NULL) == 0 && text &&
 	      !strcmp(text, "also unchanged\n"));
+	CHECK(stat(p, &after) == 0 && after.st_ino == before.st_ino);
 	free(text);
-	snprintf(p, sizeof(p), "%s/same", old_dir);
-	CHECK(access(p, F_OK) != 0); /* moved, not copied */
-	snprintf(p, sizeof(p), "%s/gone", new_dir);
+	snprintf(p, sizeof(p), "%s/gone", dst);
 	CHECK(access(p, F_OK) != 0); /* deleted files do not come back */
-	snprintf(p, sizeof(p), "%s/new", new_dir);
+	snprintf(p, sizeof(p), "%s/new", dst);
 	CHECK(access(p, F_OK) == 0);
-	free(u);
-	close(ofd);
-	close(nfd);
+	snprintf(p, sizeof(p), "%s/grows", dst);
+	CHECK(stat(p, &after) == 0 && after.st_size == (off_t)strlen("much longer than before\n"));
+	snprintf(p, sizeof(p), "%s/chmod", dst);
+	CHECK(stat(p, &after) == 0 && (after.st_mode & 07777) == 0600);
+	CHECK(changed >= 5 && changed < cur.count);
+	close(fd);
+	vy_manifest_free(&old);
+	vy_manifest_free(&cur);
+}
+
+/* The files that a manifest delta makes receive data again: new ones and
+ * those of another size or mtime, or whose pre-synced copy is void; not a
+ * change of mode or xattrs alone.  Indices are those of base + delta as
+ * vy_manifest_delta_apply() lays it out (gone entries shift the rest). */
+static void test_need(void)
+{
+	char src[128];
+	snprintf(src, sizeof(src), "%s/src3", tmp);
+	make_tree(src);
+	struct vy_manifest old = { 0 }, cur = { 0 };
+	struct vy_manifest_delta d;
+	CHECK(vy_manifest_scan(src, &old, NULL) == 0);
+	uint8_t *skipped = calloc(old.count, 1);
+	skipped[index_of(&old, "d/same2")] = 1;
+	vy_delta_forget(&old, skipped);
+	free(skipped);
+	change_tree(src);
+	CHECK(vy_manifest_scan(src, &cur, NULL) == 0);
+	CHECK(vy_manifest_diff(&old, &cur, &d, NULL) == 1);
+	uint8_t *need = NULL;
+	uint32_t files = 0;
+	uint64_t bytes = 0;
+	CHECK(vy_delta_need(&old, &d, &need, &files, &bytes, NULL) == 0);
+	uint32_t ngone = d.ngone;
+	CHECK(vy_manifest_delta_apply(&old, &d, NULL, NULL) == 0);
+	CHECK(ngone == 1 && old.count == cur.count);
+	if (need && old.count == cur.count) {
+		CHECK(need[index_of(&old, "grows")] == 1);
+		CHECK(need[index_of(&old, "new")] == 1);
+		CHECK(need[index_of(&old, "d/same2")] == 1); /* its copy was void */
+		CHECK(need[index_of(&old, "same")] == 0);
+		CHECK(need[index_of(&old, "chmod")] == 0);
+		CHECK(need[index_of(&old, "xattr")] == 0);
+		CHECK(need[index_of(&old, "link1")] == 0 && need[index_of(&old, "link2")] == 0);
+		CHECK(need[0] == 0); /* the root: no data */
+		CHECK(files == 3);
+		CHECK(bytes == strlen("much longer than before\n") + strlen("a new file\n") +
+				       strlen("also unchanged\n"));
+	}
+	/* a delta for another manifest is refused */
+	struct vy_manifest_delta other = { .base_count = old.count + 1 };
+	uint8_t *none = NULL;
+	CHECK(vy_delta_need(&old, &other, &none, NULL, NULL, NULL) < 0 && !none);
+	free(need);
+	vy_manifest_delta_free(&d);
 	vy_manifest_free(&old);
 	vy_manifest_free(&cur);
 }
@@ -147,7 +198,8 @@ int main(void)
 	if (!mkdtemp(tmp))
 		return 1;
 	RUN(test_unchanged_set);
-	RUN(test_adopt);
+	RUN(test_in_place);
+	RUN(test_need);
 	vy_rm_rf(tmp, NULL);
 	return unit_summary();
 }

@@ -627,7 +627,7 @@ static void test_send_some_live(void)
 	uint32_t files = 0;
 	uint64_t bytes = 0;
 	if (rc == 0)
-		rc = vy_tree_sink_finish_some(s, &files, &bytes, &err);
+		rc = vy_tree_sink_finish_some(s, true, &files, &bytes, &err);
 	vy_channel_close(ch);
 	pthread_join(thread, NULL);
 	vy_tree_sink_free(s);
@@ -654,7 +654,7 @@ static void test_send_some_live(void)
 	skip[small] = 0;
 	CHECK(vy_tree_sink_new(f.dstfd, &f.m, STREAM, &s, &err) == 0);
 	vy_tree_sink_have(s, skip);
-	refused(vy_tree_sink_finish_some(s, NULL, NULL, &err), &err, "a file never ended");
+	refused(vy_tree_sink_finish_some(s, true, NULL, NULL, &err), &err, "a file never ended");
 	CHECK(err.code == EPROTO && strstr(err.msg, "'small'"));
 	vy_tree_sink_free(s);
 	free(skip);
