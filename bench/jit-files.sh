@@ -1,18 +1,22 @@
 #!/bin/bash
 # Does the freeze of a just-in-time migration grow with the number of files?
 #
-#   bench/jit-files.sh [--files N] [--runs R] [--rate RATE] [--out PREFIX]
+#   bench/jit-files.sh [--files N] [--runs R] [--rate RATE] [--mode MODE]
+#                      [--out PREFIX]
 #       --files  files in the large tree                 100000
 #       --runs   measurements per tree size               3
 #       --rate   link rate of both lab hosts (tc tbf)     1gbit
+#       --mode   jit, or presync (the tree copied while the
+#                container runs, then its changes at the
+#                freeze)                                 jit
 #       --out    results prefix (default bench/results/DATE/jit-files)
 #
 # One two-host lab (a, b), voyagerd on both.  Each run makes a fresh busybox
 # counter container on a whose rootfs holds either 100 small files or N
 # small files (64 bytes each, 1000 per directory), and moves it to b with
-# `voyager migrate --mode jit`.  Reported: downtime_ms and the report's
-# phases (skeleton = before the freeze; checkpoint, transfer, restore =
-# inside it).  The sizes alternate run by run.  The ratio that matters is
+# `voyager migrate --mode jit` (or presync).  Reported: downtime_ms and the
+# report's phases (skeleton or presync = before the freeze; checkpoint,
+# transfer, restore = inside it).  The sizes alternate run by run.  The ratio that matters is
 # downtime(N files) / downtime(100 files); the issue's goal is that it
 # stays near 1.  Runs are not waited for to hydrate fully (100 000 files
 # take a while over one fetch lane): right after each run its hydration is
@@ -26,6 +30,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 FILES=100000
 RUNS=3
 RATE=1gbit
+MODE=jit
 OUT=""
 usage() { sed -n '2,/^$/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2; exit 2; }
 while [ $# -gt 0 ]; do
@@ -33,6 +38,7 @@ while [ $# -gt 0 ]; do
 	--files) FILES=${2:-}; shift 2 ;;
 	--runs) RUNS=${2:-}; shift 2 ;;
 	--rate) RATE=${2:-}; shift 2 ;;
+	--mode) MODE=${2:-}; shift 2 ;;
 	--out) OUT=${2:-}; shift 2 ;;
 	-h | --help) usage ;;
 	*) echo "jit-files: unknown argument '$1'" >&2; usage ;;
@@ -40,8 +46,9 @@ while [ $# -gt 0 ]; do
 done
 [[ $FILES =~ ^[0-9]+$ ]] && [[ $RUNS =~ ^[0-9]+$ ]] && [ "$RUNS" -ge 1 ] && [ "$RUNS" -le 20 ] ||
 	{ echo "jit-files: --files and --runs (1..20) want numbers" >&2; exit 2; }
+[ "$MODE" = jit ] || [ "$MODE" = presync ] || { echo "jit-files: --mode jit or presync" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "jit-files: must run as root" >&2; exit 1; }
-[ -n "$OUT" ] || OUT="$ROOT/bench/results/$(date +%Y-%m-%d)/jit-files"
+[ -n "$OUT" ] || OUT="$ROOT/bench/results/$(date +%Y-%m-%d)/$MODE-files"
 [ -x "$ROOT/build/voyager" ] && [ -x "$ROOT/build/voyagerd" ] && [ -x "$ROOT/build/voyager-fs" ] ||
 	{ echo "jit-files: build first (meson setup build && meson compile -C build)" >&2; exit 1; }
 . "$ROOT/lab/lab.sh"
@@ -103,7 +110,7 @@ PY
 		</dev/null >/dev/null 2>&1 || return 1
 	sleep 1
 	sync
-	vy_cli "$LAB" a migrate "$id" --to "$IPB" --mode jit --json
+	vy_cli "$LAB" a migrate "$id" --to "$IPB" --mode "$MODE" --json
 }
 
 echo "[" >"$WORK/runs.json"
@@ -116,9 +123,11 @@ for run in $(seq 1 "$RUNS"); do
 		r=$(one_run "$n" "$run") || die "run $run ($n files) failed to start"
 		[ "$(vy_json_get "$r" result)" = migrated ] || die "run $run ($n files): $r"
 		id=${LAB}f${n}r$run
-		lab_exec "$LAB" b setfattr -n user.voyager.hydrate_rate -v 1 \
-			"$B/state/containers/${id:0:30}/bundle/rootfs" ||
-			log "  could not hold the hydration of ${id:0:30}"
+		if [ "$MODE" = jit ]; then
+			lab_exec "$LAB" b setfattr -n user.voyager.hydrate_rate -v 1 \
+				"$B/state/containers/${id:0:30}/bundle/rootfs" ||
+				log "  could not hold the hydration of ${id:0:30}"
+		fi
 		log "  downtime $(vy_json_get "$r" downtime_ms) ms; phases $(vy_json_get "$r" phases_ms)"
 		[ $first = 1 ] || echo "," >>"$WORK/runs.json"
 		first=0
@@ -128,25 +137,26 @@ done
 echo "]" >>"$WORK/runs.json"
 
 mkdir -p "$(dirname "$OUT")"
-python3 - "$WORK/runs.json" "$OUT" "$FILES" "$RATE" <<'PY'
+python3 - "$WORK/runs.json" "$OUT" "$FILES" "$RATE" "$MODE" <<'PY'
 import json, statistics, sys
-runs, out, big, rate = json.load(open(sys.argv[1])), sys.argv[2], int(sys.argv[3]), sys.argv[4]
+runs, out, big, rate, mode = json.load(open(sys.argv[1])), sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+before = "skeleton" if mode == "jit" else "presync"
 def med(n, key):
     v = [r["report"]["phases_ms"].get(key, 0) if key != "downtime" else r["report"]["downtime_ms"]
          for r in runs if r["files"] == n]
     return statistics.median(v)
 rows = []
-for key in ("downtime", "skeleton", "checkpoint", "transfer", "restore"):
+for key in ("downtime", before, "checkpoint", "transfer", "restore"):
     s, b = med(100, key), med(big, key)
     rows.append((key, s, b, (b / s) if s else float("nan")))
-summary = {"files_small": 100, "files_large": big, "rate": rate,
+summary = {"mode": mode, "files_small": 100, "files_large": big, "rate": rate,
            "median_ms": {k: {"small": s, "large": b} for k, s, b, _ in rows},
            "downtime_ratio": rows[0][3]}
 json.dump({"runs": runs, "summary": summary}, open(out + ".json", "w"), indent=1)
-md = ["# jit freeze vs number of files (%s, medians of %d runs)" % (rate, len(runs) // 2), "",
+md = ["# %s freeze vs number of files (%s, medians of %d runs)" % (mode, rate, len(runs) // 2), "",
       "| ms | 100 files | %d files | ratio |" % big, "|---|---:|---:|---:|"]
 for k, s, b, r in rows:
-    md.append("| %s%s | %.0f | %.0f | %.2f |" % (k, " (before the freeze)" if k == "skeleton" else "", s, b, r))
+    md.append("| %s%s | %.0f | %.0f | %.2f |" % (k, " (before the freeze)" if k == before else "", s, b, r))
 open(out + ".md", "w").write("\n".join(md) + "\n")
 print("\n".join(md))
 PY
