@@ -69,6 +69,7 @@ struct vy_entry {
 	uint64_t size;       /* regular files: bytes; symlinks: target length */
 	uint64_t rdev;       /* devices */
 	int64_t atime_ns, mtime_ns;
+	int64_t ctime_ns;    /* as the scan saw it (not encoded: 0 once decoded) */
 	uint32_t link_of;    /* VY_NO_LINK, or index of first name (type REG) */
 	char *target;        /* symlinks */
 	uint16_t nxattr;
@@ -107,6 +108,17 @@ void vy_manifest_watch_free(struct vy_scan_watch *w);
  * change the kernel does not report (a write through a shared mapping)
  * that the caller found another way. */
 void vy_manifest_watch_mark(struct vy_scan_watch *w, const char *dir);
+/* Look at every entry of old (the scan made after vy_manifest_watch, with
+ * its ctimes) again, one fstatat each, and mark the directory of each one
+ * whose inode changed since (its ctime, or its type), and of each one
+ * whose copy is void (vy_delta_forget): changes the watch need not have
+ * seen, a write through a shared mapping or through a hard link from
+ * outside the tree among them.  A directory that changed is marked
+ * itself too.  Far cheaper than a scan (no directory read, no xattr),
+ * and spread over up to four threads (as many as there are CPUs) for a
+ * big tree.  *marked: the entries that marked. */
+int vy_manifest_watch_verify(struct vy_scan_watch *w, const char *root,
+			     const struct vy_manifest *old, uint32_t *marked, vy_error *err);
 /* The same result as vy_manifest_scan(root), built from old (a scan made
  * after vy_manifest_watch) by reading again only directories that saw an
  * event or were not watched, and the entries of directories that changed

@@ -11,6 +11,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -203,6 +204,7 @@ static int scan_entry(struct scan *s, char *path, int dirfd, const char *name,
 	e->gid = st->st_gid;
 	e->atime_ns = st->st_atim.tv_sec * 1000000000ll + st->st_atim.tv_nsec;
 	e->mtime_ns = st->st_mtim.tv_sec * 1000000000ll + st->st_mtim.tv_nsec;
+	e->ctime_ns = st->st_ctim.tv_sec * 1000000000ll + st->st_ctim.tv_nsec;
 	if (type == VY_ENTRY_CHR || type == VY_ENTRY_BLK)
 		e->rdev = st->st_rdev;
 	if (type == VY_ENTRY_REG) {
@@ -496,6 +498,107 @@ void vy_manifest_watch_mark(struct vy_scan_watch *w, const char *dir)
 {
 	if (w)
 		json_object_object_add(w->dirty, dir, NULL);
+}
+
+/* One thread's share of vy_manifest_watch_verify(): entries [from, to). */
+struct verify_part {
+	const struct vy_manifest *old;
+	int rootfd;
+	uint32_t from, to;
+	uint32_t *hits; /* entries that mark */
+	uint32_t nhits;
+};
+
+static void *verify_range(void *arg)
+{
+	struct verify_part *v = arg;
+	/* entries of one directory come together (scan order): one fd each */
+	char parent[VY_PATH_MAX + 1] = "";
+	int pfd = -1;
+	bool parent_gone = false;
+	for (uint32_t i = v->from; i < v->to; i++) {
+		const struct vy_entry *e = &v->old->entries[i];
+		const char *slash = strrchr(e->path, '/');
+		size_t plen = slash ? (size_t)(slash - e->path) : 0;
+		struct stat st;
+		int rc;
+		if (!*e->path) {
+			rc = fstat(v->rootfd, &st);
+		} else {
+			if (pfd < 0 || strlen(parent) != plen || memcmp(parent, e->path, plen)) {
+				if (pfd >= 0)
+					close(pfd);
+				snprintf(parent, sizeof(parent), "%.*s", (int)plen, e->path);
+				pfd = *parent ? open_beneath(v->rootfd, parent, O_PATH | O_DIRECTORY)
+					      : openat(v->rootfd, ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+				parent_gone = pfd < 0;
+			}
+			if (parent_gone) /* its removal was an event of the parent's parent */
+				continue;
+			rc = fstatat(pfd, slash ? slash + 1 : e->path, &st, AT_SYMLINK_NOFOLLOW);
+		}
+		if (rc == 0 && scan_type(st.st_mode) == (int)e->type &&
+		    st.st_ctim.tv_sec * 1000000000ll + st.st_ctim.tv_nsec == e->ctime_ns &&
+		    e->mtime_ns != INT64_MIN)
+			continue;
+		v->hits[v->nhits++] = i;
+	}
+	if (pfd >= 0)
+		close(pfd);
+	return NULL;
+}
+
+#define VERIFY_THREADS 4
+#define VERIFY_PER_THREAD 8192 /* fewer entries than this: fewer threads */
+
+int vy_manifest_watch_verify(struct vy_scan_watch *w, const char *root,
+			     const struct vy_manifest *old, uint32_t *marked, vy_error *err)
+{
+	*marked = 0;
+	if (!w || !old->count)
+		return 0;
+	cleanup_close int rootfd = open(root, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (rootfd < 0)
+		return vy_error_sys(err, errno, "verify '%s'", root);
+	cleanup_free uint32_t *hits = malloc((size_t)old->count * sizeof(*hits));
+	if (!hits)
+		return vy_error_sys(err, ENOMEM, "verify");
+	/* The container is frozen: its CPUs are ours.  Each thread takes a
+	 * contiguous share of the entries. */
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	uint32_t n = old->count / VERIFY_PER_THREAD + 1;
+	if (n > VERIFY_THREADS)
+		n = VERIFY_THREADS;
+	if (cpus > 0 && n > (uint32_t)cpus)
+		n = (uint32_t)cpus;
+	struct verify_part parts[VERIFY_THREADS];
+	pthread_t tids[VERIFY_THREADS];
+	bool started[VERIFY_THREADS] = { false };
+	for (uint32_t t = 0; t < n; t++) {
+		uint64_t from = (uint64_t)old->count * t / n, to = (uint64_t)old->count * (t + 1) / n;
+		parts[t] = (struct verify_part){ .old = old, .rootfd = rootfd, .from = (uint32_t)from,
+						 .to = (uint32_t)to, .hits = hits + from };
+		started[t] = t > 0 && pthread_create(&tids[t], NULL, verify_range, &parts[t]) == 0;
+	}
+	for (uint32_t t = 0; t < n; t++)
+		if (!started[t])
+			verify_range(&parts[t]);
+	for (uint32_t t = 1; t < n; t++)
+		if (started[t])
+			pthread_join(tids[t], NULL);
+	for (uint32_t t = 0; t < n; t++) {
+		for (uint32_t k = 0; k < parts[t].nhits; k++) {
+			const struct vy_entry *e = &old->entries[parts[t].hits[k]];
+			const char *slash = strrchr(e->path, '/');
+			char dir[VY_PATH_MAX + 1];
+			snprintf(dir, sizeof(dir), "%.*s", slash ? (int)(slash - e->path) : 0, e->path);
+			vy_manifest_watch_mark(w, dir);
+			if (e->type == VY_ENTRY_DIR)
+				vy_manifest_watch_mark(w, e->path);
+		}
+		*marked += parts[t].nhits;
+	}
+	return 0;
 }
 
 /* Read the queued events into the dirty set. */

@@ -689,6 +689,42 @@ static int send_presync_delta(struct migration *m, uint32_t stream, const char *
 	return 0;
 }
 
+/* presync, at the freeze, with the tree watched since before the
+ * pre-sync's scan: what changed read from the watch, not from a scan of
+ * the whole tree.  Every entry is looked at once more (one fstatat:
+ * vy_manifest_watch_verify), so that an inode changed without an event in
+ * its directory (a write through a shared mapping, through a hard link
+ * from outside the tree) is read again too; only the directories with a
+ * change are read.  1 when sent, 0 when the change can be no delta (the
+ * caller scans and sends the whole manifest), -1 on error. */
+static int presync_fast_delta(struct migration *m, uint32_t stream, const char *kind, int index,
+			      const char *path, uint64_t *bytes, vy_error *err)
+{
+	struct vy_manifest_delta d;
+	uint32_t marked = 0, dirs = 0;
+	uint64_t t0 = vy_now_ms();
+	vy_error why;
+	cleanup_close int rootfd = open_tree_root(path, true, err);
+	if (rootfd < 0)
+		return -1;
+	int got = vy_manifest_watch_verify(m->watch[stream], path, &m->pre[stream], &marked, &why);
+	if (got == 0)
+		got = vy_manifest_rescan_delta(m->watch[stream], path, &m->pre[stream], &d, &dirs,
+					       &why);
+	if (got <= 0) {
+		if (got < 0)
+			vy_warn("migration %s: %s: no delta from the watch (%s); scanning again",
+				m->id, kind, why.msg);
+		return 0;
+	}
+	vy_info("migration %s: %s: %u entries changed without an event; %u directories read "
+		"again, in %llu ms", m->id, kind, marked, dirs,
+		(unsigned long long)(vy_now_ms() - t0));
+	int rc = send_presync_delta(m, stream, kind, index, rootfd, &d, bytes, err);
+	vy_manifest_delta_free(&d);
+	return rc < 0 ? -1 : 1;
+}
+
 /* Send one tree.  flavor "full": everything; "presync": everything, while
  * the container runs, remembering the manifest; "delta": at the freeze,
  * only files that changed since the pre-sync (as a manifest delta where
@@ -701,6 +737,18 @@ static int send_tree(struct migration *m, uint32_t stream, const char *kind, int
 	cleanup_free uint8_t *skip = NULL;
 	uint32_t kept = 0;
 	bool live = !strcmp(flavor, "presync"), peer_delta = false;
+	bool frozen_delta = !strcmp(flavor, "delta") && is_dir && m->pre_sha_ok[stream];
+	if (frozen_delta && m->watch[stream]) {
+		int got = presync_fast_delta(m, stream, kind, index, path, bytes, err);
+		if (got != 0)
+			return got < 0 ? vy_error_wrap(err, "send %s %s", kind, path) : 0;
+	}
+	/* Watched from before the pre-sync's scan, the frozen tree is read
+	 * again only where it changed (presync_fast_delta). */
+	if (live && is_dir && !m->watch[stream] &&
+	    vy_manifest_watch(path, &m->watch[stream], err) < 0)
+		vy_warn("migration %s: %s: %s; the freeze will scan the whole tree", m->id, kind,
+			err->msg);
 	int rc = is_dir ? vy_manifest_scan(path, &man, err) : single_file_manifest(path, &man, err);
 	/* A live tree can change under the scan (a directory vanishing): retry. */
 	for (int retry = 0; live && rc < 0 && retry < 3; retry++) {
@@ -710,7 +758,7 @@ static int send_tree(struct migration *m, uint32_t stream, const char *kind, int
 	cleanup_close int rootfd = rc == 0 ? open_tree_root(path, is_dir, err) : -1;
 	if (rc == 0 && rootfd < 0)
 		rc = -1;
-	if (rc == 0 && !strcmp(flavor, "delta") && is_dir && m->pre_sha_ok[stream]) {
+	if (rc == 0 && frozen_delta) {
 		struct vy_manifest_delta d;
 		int got = vy_manifest_diff(&m->pre[stream], &man, &d, err);
 		if (got > 0) {
@@ -766,6 +814,13 @@ static int send_tree(struct migration *m, uint32_t stream, const char *kind, int
 		m->pre_sha_ok[stream] = is_dir && peer_delta &&
 					manifest_sha(&m->pre[stream], m->pre_sha[stream],
 							       &why) == 0;
+		/* the freeze then reads only what changed, nothing of the rest */
+		if (m->watch[stream] &&
+		    (!m->pre_sha_ok[stream] ||
+		     vy_manifest_watch_index(m->watch[stream], &m->pre[stream], &why) < 0)) {
+			vy_manifest_watch_free(m->watch[stream]);
+			m->watch[stream] = NULL;
+		}
 	} else {
 		vy_manifest_free(&man);
 	}

@@ -14,6 +14,7 @@
 #include <ftw.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <time.h>
@@ -1560,6 +1561,114 @@ static void test_rescan_delta_moved_dirs(void)
 	moved_case(move_grandparent, "grandparent moved, made again");
 }
 
+/* Map path's first byte shared and write 'y' through the mapping, which
+ * stays (with *fd): no inotify event, not even the close's.  NULL when
+ * that fails. */
+static char *write_mapped(const char *path, int *fd)
+{
+	*fd = open(path, O_RDWR | O_CLOEXEC);
+	char *p = *fd >= 0 ? mmap(NULL, 1, PROT_READ | PROT_WRITE, MAP_SHARED, *fd, 0) : MAP_FAILED;
+	if (p == MAP_FAILED) {
+		if (*fd >= 0)
+			close(*fd);
+		*fd = -1;
+		return NULL;
+	}
+	p[0] = 'y';
+	return p;
+}
+
+static void unmap(char *p, int fd)
+{
+	if (p)
+		munmap(p, 1);
+	if (fd >= 0)
+		close(fd);
+}
+
+/* A write through a shared mapping is no inotify event: the watch alone
+ * misses it.  vy_manifest_watch_verify() finds the inode changed (its
+ * ctime) and marks its directory, and then the delta has the file; a file
+ * whose copy is void (vy_delta_forget) is marked too. */
+static void test_watch_verify(void)
+{
+	cleanup_tree char *src = make_tmpdir();
+	CHECK(src && mkdir(join(src, "d"), 0755) == 0 && mkdir(join(src, "e"), 0755) == 0 &&
+	      write_at(join(src, "d/mapped"), 0, "0123456789") == 0 &&
+	      write_at(join(src, "e/void"), 0, "abc") == 0 && write_at(join(src, "plain"), 0, "x") == 0);
+	if (!src)
+		return;
+	struct vy_scan_watch *w = NULL;
+	struct vy_manifest old = { 0 };
+	struct vy_manifest_delta d;
+	vy_error err = { 0 };
+	uint32_t dirs = 0, marked = 0;
+	CHECK(vy_manifest_watch(src, &w, &err) == 0);
+	CHECK(vy_manifest_scan(src, &old, &err) == 0);
+	CHECK(vy_manifest_watch_index(w, &old, &err) == 0);
+	/* nothing changed: nothing marked */
+	CHECK(vy_manifest_watch_verify(w, src, &old, &marked, &err) == 0 && marked == 0);
+	usleep(20000);
+	int fd;
+	char *p = write_mapped(join(src, "d/mapped"), &fd);
+	CHECK(p != NULL);
+	/* still mapped and open: the kernel has said nothing */
+	CHECK(vy_manifest_rescan_delta(w, src, &old, &d, &dirs, &err) == 1);
+	CHECK(!in_put(&d, "d/mapped") && dirs == 0);
+	vy_manifest_delta_free(&d);
+	old.entries[find(&old, "e/void")].mtime_ns = INT64_MIN; /* as vy_delta_forget does */
+	CHECK(vy_manifest_watch_verify(w, src, &old, &marked, &err) == 0 && marked == 2);
+	CHECK(vy_manifest_rescan_delta(w, src, &old, &d, &dirs, &err) == 1);
+	CHECK(in_put(&d, "d/mapped") && in_put(&d, "e/void") && !in_put(&d, "plain") && dirs == 2);
+	vy_manifest_delta_free(&d);
+	unmap(p, fd);
+	vy_manifest_watch_free(w);
+	vy_manifest_free(&old);
+}
+
+/* The same over more entries than one thread takes (8192 each): changes
+ * at both ends of the manifest are found, and nothing else. */
+static void test_watch_verify_threads(void)
+{
+	cleanup_tree char *src = make_tmpdir();
+	int ok = src ? 0 : -1;
+	for (int d = 0; ok == 0 && d < 20; d++) {
+		char dir[32];
+		snprintf(dir, sizeof(dir), "d%02d", d);
+		ok = mkdir(join(src, dir), 0755);
+		for (int f = 0; ok == 0 && f < 1000; f++) {
+			char name[48];
+			snprintf(name, sizeof(name), "d%02d/f%04d", d, f);
+			ok = write_at(join(src, name), 0, "x");
+		}
+	}
+	CHECK(ok == 0);
+	if (ok)
+		return;
+	struct vy_scan_watch *w = NULL;
+	struct vy_manifest old = { 0 };
+	struct vy_manifest_delta d;
+	vy_error err = { 0 };
+	uint32_t dirs = 0, marked = 0;
+	CHECK(vy_manifest_watch(src, &w, &err) == 0);
+	CHECK(vy_manifest_scan(src, &old, &err) == 0 && old.count == 20021);
+	CHECK(vy_manifest_watch_index(w, &old, &err) == 0);
+	usleep(20000);
+	char *maps[2];
+	int fds[2];
+	const char *names[2] = { "d00/f0000", "d19/f0999" };
+	for (int k = 0; k < 2; k++)
+		CHECK((maps[k] = write_mapped(join(src, names[k]), &fds[k])) != NULL);
+	CHECK(vy_manifest_watch_verify(w, src, &old, &marked, &err) == 0 && marked == 2);
+	CHECK(vy_manifest_rescan_delta(w, src, &old, &d, &dirs, &err) == 1);
+	CHECK(d.put.count == 2 && in_put(&d, names[0]) && in_put(&d, names[1]) && dirs == 2);
+	vy_manifest_delta_free(&d);
+	for (int k = 0; k < 2; k++)
+		unmap(maps[k], fds[k]);
+	vy_manifest_watch_free(w);
+	vy_manifest_free(&old);
+}
+
 int main(void)
 {
 	RUN(test_round_trip_real_tree);
@@ -1579,5 +1688,7 @@ int main(void)
 	RUN(test_rescan_delta_no_watch);
 	RUN(test_rescan_delta_overflow);
 	RUN(test_rescan_delta_moved_dirs);
+	RUN(test_watch_verify);
+	RUN(test_watch_verify_threads);
 	return unit_summary();
 }
