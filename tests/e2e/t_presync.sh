@@ -161,19 +161,31 @@ msg=$(consistent a "$A/state/containers/$ID/bundle/rootfs") && msg=$(holey "$A/s
 lab_exec "$LAB" a runc --root "$A/runtime/runc" resume "$ID"
 sleep 0.5
 
+# this one prints the report as a person reads it (no --json)
 RA="$A/state/containers/$ID/bundle/rootfs"
-vy_cli "$LAB" a migrate "$ID" --to "$IPB" --mode presync --json >"$A/vy-presync.json" &
+vy_cli "$LAB" a migrate "$ID" --to "$IPB" --mode presync >"$A/vy-presync.txt" 2>&1 &
 mig=$!
 wait_until 20 bash -c "[ \$(grep -c '($ID): presync' '$A/voyagerd.log') -ge 2 ]" && sleep 1 &&
 	touch "$RA/data/link"
 wait "$mig"
-out=$(cat "$A/vy-presync.json")
-echo "presync with a new hard link: $out"
+rc=$?
+out=$(cat "$A/vy-presync.txt")
+echo "presync with a new hard link:"
+echo "$out" | sed 's/^/#   /'
 lab_exec "$LAB" b runc --root "$B/runtime/runc" pause "$ID"
 msg=$(consistent b "$RB") && msg=$(holey "$RB") && [ "$RB/holey" -ef "$RB/data/holey-link" ] &&
-	[ "$(vy_json_get "$out" result)" = migrated ] &&
+	[ "$rc" = 0 ] && echo "$out" | grep -q "^migrated: $ID -> $IPB  (migration [0-9a-f]*, presync)" &&
 	grep -q "bundle/rootfs brought up to date in place in" "$B/voyagerd.log" &&
 	t_ok "presync with a hard link made after the pre-sync: whole manifest, updated in place, exact" ||
-	t_fail "presync with a new hard link" "${msg:-}; linked: $(stat -c '%i %h' "$RB/holey" "$RB/data/holey-link" 2>&1 | tr '\n' ' '); $out"
+	t_fail "presync with a new hard link" "${msg:-}; linked: $(stat -c '%i %h' "$RB/holey" "$RB/data/holey-link" 2>&1 | tr '\n' ' '); exit $rc"
+# the summary's lines, each from the report's fields
+echo "$out" | grep -Eq "^  downtime  [0-9]+ ms$" &&
+	echo "$out" | grep -Eq "^  phases    preflight [0-9]+ ms; presync [0-9]+ ms; checkpoint [0-9]+ ms; transfer" &&
+	echo "$out" | grep -Eq "^  receive   memory [0-9.]+; rootfs [0-9.]+; wait [0-9.]+; \(ms\)$" &&
+	echo "$out" | grep -Eq "^  rcu       expedited grace periods in the freeze: source (set|already on), target (set|already on)$" &&
+	echo "$out" | grep -Eq "^  wake-up   CPU latency bound 0 in the freeze: source (set|already 0), target (set|already 0)$" &&
+	echo "$out" | grep -Eq "^  bytes     memory [0-9.]+ [KMG]?i?B, rootfs " &&
+	t_ok "the summary for a person: result, downtime, phases, steps, RCU and wake-up lines" ||
+	t_fail "the summary for a person" "$out"
 lab_exec "$LAB" b runc --root "$B/runtime/runc" resume "$ID"
 t_done
