@@ -107,7 +107,8 @@ void vy_delta_forget(struct vy_manifest *m, const uint8_t *skipped)
 }
 
 int vy_delta_need(const struct vy_manifest *base, const struct vy_manifest_delta *d,
-		  uint8_t **need, uint32_t *files, uint64_t *bytes, vy_error *err)
+		  uint8_t **need, uint32_t *files, uint64_t *bytes, uint32_t **base_of,
+		  vy_error *err)
 {
 	uint32_t nnew = 0, nfiles = 0;
 	uint64_t nbytes = 0;
@@ -116,9 +117,26 @@ int vy_delta_need(const struct vy_manifest *base, const struct vy_manifest_delta
 	for (uint32_t k = 0; k < d->put.count; k++)
 		nnew += d->at[k] == VY_DELTA_NEW;
 	uint32_t kept = base->count - d->ngone;
-	uint8_t *out = calloc((size_t)kept + nnew ? (size_t)kept + nnew : 1, 1);
-	if (!out)
+	size_t total = (size_t)kept + nnew;
+	uint8_t *out = calloc(total ? total : 1, 1);
+	uint32_t *from = base_of ? malloc((total ? total : 1) * sizeof(*from)) : NULL;
+	if (!out || (base_of && !from)) {
+		free(out);
+		free(from);
 		return vy_error_set(err, ENOMEM, "out of memory");
+	}
+	/* where each base entry goes: it moves down by the gone ones before it */
+	for (uint32_t i = 0, g = 0, w = 0; from && i < base->count; i++) {
+		if (g < d->ngone && d->gone[g] == i) {
+			g++;
+			continue;
+		}
+		if (w < total)
+			from[w++] = i;
+	}
+	for (uint32_t k = 0, j = 0; from && k < d->put.count; k++)
+		if (d->at[k] == VY_DELTA_NEW && kept + j < total)
+			from[kept + j++] = VY_DELTA_NEW;
 	for (uint32_t k = 0, j = 0; k < d->put.count; k++) {
 		const struct vy_entry *e = &d->put.entries[k];
 		uint32_t at = d->at[k];
@@ -128,6 +146,7 @@ int vy_delta_need(const struct vy_manifest *base, const struct vy_manifest_delta
 		} else {
 			if (at >= base->count) {
 				free(out);
+				free(from);
 				return vy_error_set(err, EINVAL, "delta: entry %u out of range", at);
 			}
 			/* base entry at moves down by the gone entries before it */
@@ -152,6 +171,8 @@ int vy_delta_need(const struct vy_manifest *base, const struct vy_manifest_delta
 		nbytes += e->size;
 	}
 	*need = out;
+	if (base_of)
+		*base_of = from;
 	if (files)
 		*files = nfiles;
 	if (bytes)

@@ -35,9 +35,11 @@ void vy_delta_forget(struct vy_manifest *m, const uint8_t *skipped);
  * copy has mtime INT64_MIN, so it always does).  A change of mode, owner
  * or xattrs alone moves no data; a delta never touches a hard link.  Call
  * before applying d (which empties it).  *need gets one byte per entry of
- * base + d; *files and *bytes, when not NULL, what it adds up to.  Both
- * sides work it out from the same base and delta. */
+ * base + d; *files and *bytes, when not NULL, what it adds up to; *base_of,
+ * when not NULL, for each entry of base + d the base entry it replaces, or
+ * VY_DELTA_NEW.  Both sides work it out from the same base and delta. */
 int vy_delta_need(const struct vy_manifest *base, const struct vy_manifest_delta *d,
-		  uint8_t **need, uint32_t *files, uint64_t *bytes, vy_error *err);
+		  uint8_t **need, uint32_t *files, uint64_t *bytes, uint32_t **base_of,
+		  vy_error *err);
 
 #endif

@@ -74,7 +74,58 @@ struct sender {
 	uint8_t *buf;
 	uint8_t *skipped; /* live tree: files that moved under us are skipped here */
 	bool channel_failed; /* a send failed: the tree fails, whatever the file did */
+	/* keeping chunk digests (vy_tree_send_live_sums): per entry, and the
+	 * file being sent's, with its chunk hash and how far it got */
+	struct vy_chunk_sums *sums;
+	struct vy_chunk_sums cur;
+	EVP_MD_CTX *cctx;
+	uint64_t cpos;
+	/* patches (vy_tree_send_patched): per entry, the receiver's digests */
+	const struct vy_chunk_sums *const *base;
+	bool patching;       /* the file being sent is a patch */
+	uint64_t patch_bytes;
 };
+
+/* The chunk digest of the bytes hashed into ctx, into out. */
+static int sum_final(EVP_MD_CTX *ctx, uint8_t out[VY_SUM_LEN])
+{
+	uint8_t digest[32];
+	unsigned int len = 0;
+	if (!EVP_DigestFinal_ex(ctx, digest, &len))
+		return -1;
+	memcpy(out, digest, VY_SUM_LEN);
+	return 0;
+}
+
+/* n bytes of the file being sent (data, or zeros for a hole when data is
+ * NULL) into its chunk digests, when they are kept. */
+static int sum_feed(struct sender *s, const uint8_t *data, uint64_t n)
+{
+	while (s->cur.n && n > 0) {
+		uint64_t room = VY_CHUNK_SIZE - s->cpos % VY_CHUNK_SIZE;
+		size_t take = (size_t)(n < room ? n : room);
+		if (!data && take > ZERO_BLOCK)
+			take = ZERO_BLOCK;
+		if ((s->cpos % VY_CHUNK_SIZE == 0 && !EVP_DigestInit_ex(s->cctx, EVP_sha256(), NULL)) ||
+		    !EVP_DigestUpdate(s->cctx, data ? data : zeros, take))
+			return -1;
+		s->cpos += take;
+		n -= take;
+		if (data)
+			data += take;
+		if (s->cpos % VY_CHUNK_SIZE == 0 &&
+		    sum_final(s->cctx, s->cur.sum[s->cpos / VY_CHUNK_SIZE - 1]) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+void vy_chunk_sums_free(struct vy_chunk_sums *sums, uint32_t count)
+{
+	for (uint32_t i = 0; sums && i < count; i++)
+		free(sums[i].sum);
+	free(sums);
+}
 
 /* The next data region at or after off, as [*data, *hole), both clamped to
  * size.  A file system without SEEK_DATA is treated as all data. */
@@ -124,7 +175,8 @@ static int send_region(struct sender *s, int fd, uint32_t index,
 					    "'%s' shrank while being sent (end at %llu, expected %llu)",
 					    e->path, (unsigned long long)off,
 					    (unsigned long long)e->size);
-		if (!EVP_DigestUpdate(s->ctx, s->buf, (size_t)got))
+		if (!EVP_DigestUpdate(s->ctx, s->buf, (size_t)got) ||
+		    sum_feed(s, s->buf, (uint64_t)got) < 0)
 			return vy_error_set(err, EIO, "'%s': sha256 failed", e->path);
 		if (vy_channel_send_data(s->ch, s->stream, index, off, s->buf,
 					 (size_t)got, err) < 0) {
@@ -150,6 +202,8 @@ static int send_file_end(struct sender *s, uint32_t index,
 	json_object_object_add(obj, "entry", json_object_new_int64(index));
 	json_object_object_add(obj, "size", json_object_new_int64((int64_t)e->size));
 	json_object_object_add(obj, "sha256", json_object_new_string(hex));
+	if (s->patching)
+		json_object_object_add(obj, "patch", json_object_new_boolean(1));
 	int rc = vy_channel_send_json(s->ch, VY_MSG_FILE_END, obj, err);
 	json_object_put(obj);
 	if (rc < 0) {
@@ -195,6 +249,8 @@ static int send_skip(struct sender *s, uint32_t index, const struct vy_entry *e,
 
 static int send_file_data(struct sender *s, int fd, uint32_t index,
 			  const struct vy_entry *e, vy_error *err);
+static int send_file_patch(struct sender *s, int fd, uint32_t index, const struct vy_entry *e,
+			   const struct vy_chunk_sums *base, vy_error *err);
 
 static int send_file(struct sender *s, int rootfd, uint32_t index,
 		     const struct vy_entry *e, vy_error *err)
@@ -211,11 +267,78 @@ static int send_file(struct sender *s, int rootfd, uint32_t index,
 		return s->skipped ? send_skip(s, index, e, err) : -1;
 	if (check_size(fd, e, "since the scan", s->skipped ? &local : err) < 0)
 		return s->skipped ? send_skip(s, index, e, err) : -1;
+	const struct vy_chunk_sums *base = s->base ? s->base[index] : NULL;
+	if (base && base->n)
+		return send_file_patch(s, fd, index, e, base, err);
+	/* chunk digests, for a patch of this file later */
+	free(s->cur.sum);
+	s->cur = (struct vy_chunk_sums){ 0 };
+	s->cpos = 0;
+	if (s->sums && e->size >= VY_PATCH_MIN) {
+		uint64_t n = (e->size + VY_CHUNK_SIZE - 1) / VY_CHUNK_SIZE;
+		s->cur.sum = n <= UINT32_MAX ? malloc(n * VY_SUM_LEN) : NULL;
+		s->cur.n = s->cur.sum ? (uint32_t)n : 0;
+	}
 	int rc = send_file_data(s, fd, index, e, s->skipped ? &local : err);
+	if (rc == 0 && s->cur.n && s->cpos % VY_CHUNK_SIZE &&
+	    sum_final(s->cctx, s->cur.sum[s->cur.n - 1]) < 0)
+		s->cur.n = 0; /* no digests, no patch: sent whole next time */
+	if (rc == 0 && s->cur.n && s->cpos == e->size && !(s->skipped && s->skipped[index])) {
+		s->sums[index] = s->cur;
+		s->cur = (struct vy_chunk_sums){ 0 };
+	}
 	if (rc < 0 && s->skipped && !s->channel_failed)
 		return send_skip(s, index, e, err);
 	if (rc < 0 && s->skipped)
 		*err = local;
+	return rc;
+}
+
+/* A patch: every chunk read, and sent whole where its digest is not the
+ * one the receiver's copy has (base); FILE_END with the whole SHA-256. */
+static int send_file_patch(struct sender *s, int fd, uint32_t index, const struct vy_entry *e,
+			   const struct vy_chunk_sums *base, vy_error *err)
+{
+	if (check_size(fd, e, "since the scan", err) < 0)
+		return -1;
+	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+	if (!EVP_DigestInit_ex(s->ctx, EVP_sha256(), NULL))
+		return vy_error_set(err, EIO, "sha256 init failed");
+	for (uint64_t off = 0, k = 0; off < e->size; off += VY_CHUNK_SIZE, k++) {
+		size_t want = e->size - off < VY_CHUNK_SIZE ? (size_t)(e->size - off) : VY_CHUNK_SIZE;
+		for (size_t have = 0; have < want;) {
+			ssize_t got = pread(fd, s->buf + have, want - have, (off_t)(off + have));
+			if (got < 0 && errno == EINTR)
+				continue;
+			if (got <= 0)
+				return got < 0 ? vy_error_sys(err, errno, "'%s': read at %llu", e->path,
+							      (unsigned long long)(off + have))
+					       : vy_error_set(err, EIO, "'%s' shrank while being sent",
+							      e->path);
+			have += (size_t)got;
+		}
+		uint8_t sum[VY_SUM_LEN];
+		if (!EVP_DigestUpdate(s->ctx, s->buf, want) ||
+		    !EVP_DigestInit_ex(s->cctx, EVP_sha256(), NULL) ||
+		    !EVP_DigestUpdate(s->cctx, s->buf, want) || sum_final(s->cctx, sum) < 0)
+			return vy_error_set(err, EIO, "'%s': sha256 failed", e->path);
+		if (k < base->n && !memcmp(sum, base->sum[k], VY_SUM_LEN))
+			continue;
+		if (vy_channel_send_data(s->ch, s->stream, index, off, s->buf, want, err) < 0) {
+			s->channel_failed = true;
+			return vy_error_wrap(err, "'%s'", e->path);
+		}
+		s->patch_bytes += want;
+		if (s->progress)
+			atomic_fetch_add_explicit(&s->progress->bytes, want, memory_order_relaxed);
+	}
+	if (check_size(fd, e, "while being sent", err) < 0)
+		return -1;
+	char hex[65];
+	hash_final_hex(s->ctx, hex);
+	s->patching = true;
+	int rc = send_file_end(s, index, e, hex, err);
+	s->patching = false;
 	return rc;
 }
 
@@ -230,7 +353,7 @@ static int send_file_data(struct sender *s, int fd, uint32_t index,
 		uint64_t data, hole;
 		if (next_data_region(fd, off, e->size, &can_seek, &data, &hole) < 0)
 			return vy_error_sys(err, errno, "'%s': lseek", e->path);
-		if (hash_zeros(s->ctx, data - off) < 0)
+		if (hash_zeros(s->ctx, data - off) < 0 || sum_feed(s, NULL, data - off) < 0)
 			return vy_error_set(err, EIO, "sha256 failed");
 		if (send_region(s, fd, index, e, data, hole, err) < 0)
 			return -1;
@@ -252,6 +375,28 @@ int vy_tree_send(vy_channel *ch, uint32_t stream, int rootfd,
 
 static int send_tree(struct sender *s, int rootfd, const struct vy_manifest *m,
 		     const uint8_t *skip, vy_error *err);
+
+int vy_tree_send_live_sums(vy_channel *ch, uint32_t stream, int rootfd,
+			   const struct vy_manifest *m, uint8_t *skipped,
+			   struct vy_chunk_sums *sums, struct vy_progress *progress,
+			   vy_error *err)
+{
+	struct sender s = { .ch = ch, .stream = stream, .progress = progress,
+			    .skipped = skipped, .sums = sums };
+	return send_tree(&s, rootfd, m, NULL, err);
+}
+
+int vy_tree_send_patched(vy_channel *ch, uint32_t stream, int rootfd,
+			 const struct vy_manifest *m, const uint8_t *skip,
+			 const struct vy_chunk_sums *const *base, uint64_t *patch_bytes,
+			 struct vy_progress *progress, vy_error *err)
+{
+	struct sender s = { .ch = ch, .stream = stream, .progress = progress, .base = base };
+	int rc = send_tree(&s, rootfd, m, skip, err);
+	if (patch_bytes)
+		*patch_bytes = s.patch_bytes;
+	return rc;
+}
 
 int vy_tree_send_some(vy_channel *ch, uint32_t stream, int rootfd,
 		      const struct vy_manifest *m, const uint8_t *skip,
@@ -286,9 +431,10 @@ static int send_tree(struct sender *s_in, int rootfd, const struct vy_manifest *
 	uint32_t stream = s.stream;
 	vy_channel *ch = s.ch;
 	s.ctx = EVP_MD_CTX_new();
+	s.cctx = EVP_MD_CTX_new();
 	s.buf = malloc(VY_CHUNK_SIZE);
 	int rc = 0;
-	if (!s.ctx || !s.buf)
+	if (!s.ctx || !s.cctx || !s.buf)
 		rc = vy_error_sys(err, ENOMEM, "send tree");
 	for (uint32_t i = 0; rc == 0 && i < m->count; i++) {
 		if (entry_has_data(&m->entries[i]) && !(skip && skip[i]))
@@ -301,7 +447,10 @@ static int send_tree(struct sender *s_in, int rootfd, const struct vy_manifest *
 		json_object_put(obj);
 	}
 	EVP_MD_CTX_free(s.ctx);
+	EVP_MD_CTX_free(s.cctx);
 	free(s.buf);
+	free(s.cur.sum);
+	s_in->patch_bytes = s.patch_bytes;
 	return rc < 0 ? vy_error_wrap(err, "send tree %u", stream) : 0;
 }
 
@@ -321,7 +470,48 @@ struct vy_tree_sink {
 	uint64_t bytes;
 	uint8_t *skipped; /* set: a live tree, whose sender may skip files */
 	const uint8_t *had; /* vy_tree_sink_have()'s: no data came for these */
+	const uint8_t *patch; /* vy_tree_sink_patches()'s: these come as patches */
 };
+
+void vy_tree_sink_patches(struct vy_tree_sink *s, const uint8_t *patch)
+{
+	s->patch = patch;
+}
+
+/* The SHA-256 of entry e's file as it is on our disk now, as hex. */
+static int hash_on_disk(struct vy_tree_sink *s, const struct vy_entry *e, char hex[65],
+			vy_error *err)
+{
+	cleanup_close int fd = vy_manifest_open_entry(s->rootfd, e->path, O_RDONLY, err);
+	cleanup_free uint8_t *buf = fd >= 0 ? malloc(VY_CHUNK_SIZE) : NULL;
+	struct stat st;
+	if (fd < 0)
+		return -1;
+	if (!buf)
+		return vy_error_sys(err, ENOMEM, "'%s'", e->path);
+	if (fstat(fd, &st) < 0)
+		return vy_error_sys(err, errno, "'%s': fstat", e->path);
+	if ((uint64_t)st.st_size != e->size)
+		return vy_error_set(err, EIO, "'%s': %llu bytes here after its patch, not %llu",
+				    e->path, (unsigned long long)st.st_size,
+				    (unsigned long long)e->size);
+	if (!EVP_DigestInit_ex(s->ctx, EVP_sha256(), NULL))
+		return vy_error_set(err, EIO, "sha256 init failed");
+	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+	for (;;) {
+		ssize_t n = read(fd, buf, VY_CHUNK_SIZE);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return vy_error_sys(err, errno, "'%s': read", e->path);
+		if (n == 0)
+			break;
+		if (!EVP_DigestUpdate(s->ctx, buf, (size_t)n))
+			return vy_error_set(err, EIO, "'%s': sha256 failed", e->path);
+	}
+	hash_final_hex(s->ctx, hex);
+	return 0;
+}
 
 int vy_tree_sink_new(int rootfd, const struct vy_manifest *m, uint32_t stream,
 		     struct vy_tree_sink **out, vy_error *err)
@@ -447,8 +637,10 @@ int vy_tree_sink_data(struct vy_tree_sink *s, const struct vy_data_chunk *c,
 				    (unsigned long long)s->next_offset);
 	if (s->fd < 0 && sink_open(s, e, err) < 0)
 		return -1;
-	if (hash_zeros(s->ctx, c->offset - s->next_offset) < 0 ||
-	    !EVP_DigestUpdate(s->ctx, c->data, c->len))
+	/* a patch is hashed from our disk at its FILE_END */
+	bool patch = s->patch && s->patch[c->entry];
+	if (!patch && (hash_zeros(s->ctx, c->offset - s->next_offset) < 0 ||
+		       !EVP_DigestUpdate(s->ctx, c->data, c->len)))
 		return vy_error_set(err, EIO, "'%s': sha256 failed", e->path);
 	if (sink_write(s, e, c->data, c->len, c->offset, err) < 0)
 		return -1;
@@ -519,13 +711,30 @@ int vy_tree_sink_file_end(struct vy_tree_sink *s, json_object *obj,
 				    "'%s': FILE_END says %llu bytes, manifest %llu",
 				    e->path, (unsigned long long)size,
 				    (unsigned long long)e->size);
-	if (hash_zeros(s->ctx, e->size - s->next_offset) < 0)
-		return vy_error_set(err, EIO, "'%s': sha256 failed", e->path);
+	bool patch = json_object_get_boolean(json_object_object_get(obj, "patch"));
+	if (patch != (s->patch && s->patch[index]))
+		return vy_error_set(err, EPROTO, "'%s': %s", e->path,
+				    patch ? "a patch where the whole file was due"
+					  : "the whole file where a patch was due");
 	char hex[65];
-	hash_final_hex(s->ctx, hex);
-	const char *sent = json_object_get_string(hv);
-	s->current = VY_NO_LINK; /* the hash is spent either way */
 	int fd = take_fd(s->fd);
+	s->current = VY_NO_LINK; /* the hash is spent either way */
+	if (patch) {
+		/* closed first: an error there is the writes' */
+		int rc = fd >= 0 && close(fd) < 0 ? vy_error_sys(err, errno, "'%s': close", e->path)
+						  : hash_on_disk(s, e, hex, err);
+		fd = -1;
+		if (rc < 0)
+			return -1;
+	} else {
+		if (hash_zeros(s->ctx, e->size - s->next_offset) < 0) {
+			if (fd >= 0)
+				close(fd);
+			return vy_error_set(err, EIO, "'%s': sha256 failed", e->path);
+		}
+		hash_final_hex(s->ctx, hex);
+	}
+	const char *sent = json_object_get_string(hv);
 	if (strcasecmp(sent, hex) != 0) {
 		if (fd >= 0)
 			close(fd);

@@ -54,6 +54,37 @@ int vy_tree_send_live_some(vy_channel *ch, uint32_t stream, int rootfd,
 			   const struct vy_manifest *m, const uint8_t *skip, uint8_t *skipped,
 			   struct vy_progress *progress, vy_error *err);
 
+/* Patches (presync).  While a live tree is sent, the sender can keep, for
+ * each file of at least VY_PATCH_MIN bytes it sent whole, a digest of each
+ * VY_CHUNK_SIZE chunk as it sent it (holes as zeros; SHA-256 cut to
+ * VY_SUM_LEN bytes).  At the freeze such a file, changed since, can go as
+ * a patch: only the chunks whose digest differs, each whole (zeros
+ * included), then FILE_END with "patch": true and the SHA-256 of the whole
+ * content, which the sink checks against the file as it then is on its
+ * disk: a chunk wrongly taken as unchanged cannot pass. */
+#define VY_PATCH_MIN (1024 * 1024)
+#define VY_SUM_LEN 16
+struct vy_chunk_sums {
+	uint32_t n;                  /* chunks; 0: none kept */
+	uint8_t (*sum)[VY_SUM_LEN];
+};
+
+/* vy_tree_send_live(), keeping sums[i] (one slot per entry of m, zeroed by
+ * the caller) for each file of at least VY_PATCH_MIN bytes sent whole. */
+int vy_tree_send_live_sums(vy_channel *ch, uint32_t stream, int rootfd,
+			   const struct vy_manifest *m, uint8_t *skipped,
+			   struct vy_chunk_sums *sums, struct vy_progress *progress,
+			   vy_error *err);
+void vy_chunk_sums_free(struct vy_chunk_sums *sums, uint32_t count);
+
+/* vy_tree_send_some(), where an entry with base[i] (not NULL: its digests
+ * as the pre-sync sent it, the receiver's copy) goes as a patch.
+ * *patch_bytes, when not NULL: the bytes the patches sent. */
+int vy_tree_send_patched(vy_channel *ch, uint32_t stream, int rootfd,
+			 const struct vy_manifest *m, const uint8_t *skip,
+			 const struct vy_chunk_sums *const *base, uint64_t *patch_bytes,
+			 struct vy_progress *progress, vy_error *err);
+
 struct vy_tree_sink;
 
 /* rootfd is borrowed and must stay open until vy_tree_sink_free(). */
@@ -62,6 +93,10 @@ int vy_tree_sink_new(int rootfd, const struct vy_manifest *m, uint32_t stream,
 /* Entries with have[i] set are already complete here: no data comes for
  * them, and data for them is refused. */
 void vy_tree_sink_have(struct vy_tree_sink *s, const uint8_t *have);
+/* Entries with patch[i] set come as patches (see above): their data is
+ * written where it says, not hashed on the way, and at FILE_END the file
+ * is read back and its SHA-256 checked. */
+void vy_tree_sink_patches(struct vy_tree_sink *s, const uint8_t *patch);
 /* Accept skipped files (see vy_tree_send_live), recording them. */
 void vy_tree_sink_allow_skips(struct vy_tree_sink *s, uint8_t *skipped);
 int vy_tree_sink_data(struct vy_tree_sink *s, const struct vy_data_chunk *c,

@@ -899,6 +899,7 @@ report:;
 	for (size_t i = 0; i < sizeof(m->pre) / sizeof(m->pre[0]); i++) {
 		vy_manifest_free(&m->pre[i]);
 		vy_manifest_free(&m->stale[i]);
+		vy_chunk_sums_free(m->sums[i], m->nsums[i]);
 	}
 	for (size_t i = 0; i < sizeof(m->watch) / sizeof(m->watch[0]); i++) {
 		vy_manifest_watch_free(m->watch[i]);

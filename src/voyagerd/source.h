@@ -37,6 +37,10 @@ struct migration {
 	struct vy_manifest pre[2 + VY_MAX_VOLUMES]; /* what the pre-sync sent, per stream */
 	uint8_t pre_sha[2 + VY_MAX_VOLUMES][32];    /* SHA-256 of each pre[]'s encoding */
 	bool pre_sha_ok[2 + VY_MAX_VOLUMES];        /* presync: pre_sha is known */
+	/* presync: the chunk digests of each file the pre-sync sent whole
+	 * (transfer.h), by entry of pre[] as it was then, and their count */
+	struct vy_chunk_sums *sums[2 + VY_MAX_VOLUMES];
+	uint32_t nsums[2 + VY_MAX_VOLUMES];
 	struct vy_manifest stale[2 + VY_MAX_VOLUMES]; /* freed after the freeze, not in it */
 	char netns[PATH_MAX];  /* the container's network namespace, if host-made */
 	json_object *net;      /* its identity (netns.h) */

@@ -146,12 +146,15 @@ static int single_file_manifest(const char *path, struct vy_manifest *man, vy_er
 }
 
 /* A tree's header and its manifest (or, flavor "jit-delta", a delta)
- * already encoded in buf. */
+ * already encoded in buf.  patch (taken), when not NULL: the entries whose
+ * data comes as patches (presync-delta). */
 static int send_encoded(struct migration *m, uint32_t stream, const char *kind, int index,
 			const char *flavor, const struct vy_manifest *man, const uint8_t *buf,
-			size_t len, vy_error *err)
+			size_t len, json_object *patch, vy_error *err)
 {
 	json_object *t = json_object_new_object();
+	if (patch)
+		json_object_object_add(t, "patch", patch);
 	json_object_object_add(t, "stream", json_object_new_int64(stream));
 	json_object_object_add(t, "kind", json_object_new_string(kind));
 	json_object_object_add(t, "index", json_object_new_int(index));
@@ -180,7 +183,7 @@ static int send_manifest(struct migration *m, uint32_t stream, const char *kind,
 		return -1;
 	if (sha && !EVP_Digest(buf, len, sha, &dlen, EVP_sha256(), NULL))
 		return vy_error_set(err, EIO, "SHA-256 of a manifest");
-	return send_encoded(m, stream, kind, index, flavor, man, buf, len, err);
+	return send_encoded(m, stream, kind, index, flavor, man, buf, len, NULL, err);
 }
 
 /* At the freeze: the files sent before it (vy_source_skeleton) that
@@ -272,7 +275,7 @@ static int send_frozen(struct migration *m, uint32_t stream, const char *kind, i
 	*man = *pre;
 	*pre = (struct vy_manifest){ 0 };
 	*delta = true;
-	if (send_encoded(m, stream, kind, index, "jit-delta", man, buf, len, err) < 0)
+	if (send_encoded(m, stream, kind, index, "jit-delta", man, buf, len, NULL, err) < 0)
 		return -1;
 	vy_info("migration %s: %s: %u entries changed or new and %u gone since the skeleton "
 		"(delta of %zu bytes)", m->id, kind, nput, ngone, len);
@@ -668,24 +671,46 @@ static int send_presync_delta(struct migration *m, uint32_t stream, const char *
 {
 	struct vy_manifest *pre = &m->pre[stream];
 	cleanup_free uint8_t *need = NULL, *buf = NULL;
-	uint32_t files = 0, nput = d->put.count, ngone = d->ngone;
-	uint64_t data = 0;
+	cleanup_free uint32_t *base_of = NULL;
+	cleanup_free const struct vy_chunk_sums **pb = NULL;
+	uint32_t files = 0, nput = d->put.count, ngone = d->ngone, npatch = 0;
+	uint64_t data = 0, whole = 0, patched = 0;
 	size_t len = 0;
 	memcpy(d->base_sha, m->pre_sha[stream], 32);
-	if (vy_delta_need(pre, d, &need, &files, &data, err) < 0 ||
+	if (vy_delta_need(pre, d, &need, &files, &data, &base_of, err) < 0 ||
 	    vy_manifest_delta_encode(d, &buf, &len, err) < 0 ||
 	    vy_manifest_delta_apply(pre, d, NULL, err) < 0)
 		return -1;
-	for (uint32_t i = 0; i < pre->count; i++)
+	/* A file the pre-sync sent whole, with its chunk digests kept, goes
+	 * as a patch: only the chunks that changed. */
+	json_object *plist = json_object_new_array();
+	pb = calloc(pre->count ? pre->count : 1, sizeof(*pb));
+	if (!pb) {
+		json_object_put(plist);
+		return vy_error_set(err, ENOMEM, "out of memory");
+	}
+	for (uint32_t i = 0; i < pre->count; i++) {
+		uint32_t b = base_of[i];
+		if (need[i] && b != VY_DELTA_NEW && b < m->nsums[stream] && m->sums[stream][b].n &&
+		    pre->entries[i].size >= VY_PATCH_MIN) {
+			pb[i] = &m->sums[stream][b];
+			json_object_array_add(plist, json_object_new_int64(i));
+			npatch++;
+		} else if (need[i]) {
+			whole += pre->entries[i].size;
+		}
 		need[i] = !need[i]; /* what the target has: not sent */
+	}
 	m->act->total_bytes += data;
-	if (send_encoded(m, stream, kind, index, "presync-delta", pre, buf, len, err) < 0 ||
-	    vy_tree_send_some(m->ch, stream, rootfd, pre, need, &m->act->progress, err) < 0)
+	if (send_encoded(m, stream, kind, index, "presync-delta", pre, buf, len, plist, err) < 0 ||
+	    vy_tree_send_patched(m->ch, stream, rootfd, pre, need, pb, &patched,
+				 &m->act->progress, err) < 0)
 		return -1;
-	*bytes += data;
+	*bytes += whole + patched;
 	vy_info("migration %s: %s: %u entries changed or new and %u gone since the pre-sync "
-		"(delta of %zu bytes); %u files (%llu bytes) sent again", m->id, kind, nput,
-		ngone, len, files, (unsigned long long)data);
+		"(delta of %zu bytes); %u files sent again, %u of them as patches (%llu bytes "
+		"of %llu)", m->id, kind, nput, ngone, len, files, npatch,
+		(unsigned long long)(whole + patched), (unsigned long long)data);
 	return 0;
 }
 
@@ -779,7 +804,12 @@ static int send_tree(struct migration *m, uint32_t stream, const char *kind, int
 		rc = send_manifest(m, stream, kind, index, flavor, &man, NULL, err);
 	if (rc == 0 && live) {
 		skip = calloc(man.count ? man.count : 1, 1);
-		rc = skip ? vy_tree_send_live(m->ch, stream, rootfd, &man, skip, &m->act->progress, err)
+		/* chunk digests of what goes whole, for patches at the freeze */
+		vy_chunk_sums_free(m->sums[stream], m->nsums[stream]);
+		m->sums[stream] = is_dir ? calloc(man.count ? man.count : 1, sizeof(**m->sums)) : NULL;
+		m->nsums[stream] = m->sums[stream] ? man.count : 0;
+		rc = skip ? vy_tree_send_live_sums(m->ch, stream, rootfd, &man, skip, m->sums[stream],
+						   &m->act->progress, err)
 			  : vy_error_set(err, ENOMEM, "out of memory");
 		if (rc == 0)
 			vy_delta_forget(&man, skip);

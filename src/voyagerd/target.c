@@ -484,17 +484,19 @@ static int recv_prefetch(struct session *s, uint32_t stream, int rootfd,
 /* presync, at the freeze: the data of the files of man (the tree as it is
  * now, laid out in place under rootfd) that lack have[i], into them.  Each
  * is emptied first: a hole in its new content must read as zeros, not as
- * what the pre-sync wrote there.  Made durable with the rest at the commit
- * (sync_received).  *files, *bytes: what arrived. */
+ * what the pre-sync wrote there; but not one that comes as a patch
+ * (patch[i], transfer.h), whose unchanged chunks stay.  Made durable with
+ * the rest at the commit (sync_received).  *files, *bytes: what arrived. */
 static int recv_changed(struct session *s, uint32_t stream, int rootfd,
-			const struct vy_manifest *man, const uint8_t *have, uint32_t *files,
-			uint64_t *bytes, vy_error *err)
+			const struct vy_manifest *man, const uint8_t *have, const uint8_t *patch,
+			uint32_t *files, uint64_t *bytes, vy_error *err)
 {
 	struct vy_tree_sink *sink = NULL;
 	int rc = 0;
 	for (uint32_t i = 0; rc == 0 && i < man->count; i++) {
 		const struct vy_entry *e = &man->entries[i];
-		if (e->type != VY_ENTRY_REG || e->link_of != VY_NO_LINK || have[i])
+		if (e->type != VY_ENTRY_REG || e->link_of != VY_NO_LINK || have[i] ||
+		    (patch && patch[i]))
 			continue;
 		cleanup_close int fd = vy_manifest_open_entry(rootfd, e->path, O_WRONLY | O_TRUNC, err);
 		if (fd < 0)
@@ -507,6 +509,8 @@ static int recv_changed(struct session *s, uint32_t stream, int rootfd,
 		rc = vy_tree_sink_new(rootfd, man, stream, &sink, err);
 	if (rc == 0) {
 		vy_tree_sink_have(sink, have);
+		if (patch)
+			vy_tree_sink_patches(sink, patch);
 		rc = recv_frames(s, sink, false, err);
 	}
 	if (rc == 0)
@@ -537,7 +541,7 @@ static int recv_delta(struct session *s, uint32_t stream, const char *dir,
 		return -1;
 	if (rc == 0)
 		return vy_error_set(err, EPROTO, "the tree's root is no directory here or there");
-	rc = recv_changed(s, stream, rootfd, man, have, &files, &bytes, err);
+	rc = recv_changed(s, stream, rootfd, man, have, NULL, &files, &bytes, err);
 	if (rc == 0)
 		vy_info("migration %s: %s brought up to date in place in %llu ms: %u of %u entries "
 			"changed, %u files (%llu bytes) sent again", s->id, dir,
@@ -832,7 +836,7 @@ static int presync_index(struct session *s, uint32_t stream, vy_error *err)
  * pre-synced tree is brought up to date in place, touching only what the
  * delta names: the freeze grows with the change, not with the tree. */
 static int recv_presync_delta(struct session *s, uint32_t stream, const char *dir,
-			      const uint8_t *raw, size_t len, vy_error *err)
+			      const uint8_t *raw, size_t len, json_object *plist, vy_error *err)
 {
 	struct vy_manifest_delta d = { 0 };
 	struct vy_manifest *pre = &s->pre[stream];
@@ -853,7 +857,7 @@ static int recv_presync_delta(struct session *s, uint32_t stream, const char *di
 	if (rc == 0 && rootfd < 0)
 		rc = vy_error_sys(err, errno, "open %s", dir);
 	if (rc == 0)
-		rc = vy_delta_need(pre, &d, &need, &files, &bytes, err);
+		rc = vy_delta_need(pre, &d, &need, &files, &bytes, NULL, err);
 	if (rc == 0)
 		rc = vy_manifest_delta_update_skeleton(pre, &d, rootfd, &changed, err);
 	/* pre becomes the tree as it is now; the paths index no longer fits */
@@ -862,14 +866,30 @@ static int recv_presync_delta(struct session *s, uint32_t stream, const char *di
 	s->pre_sha_ok[stream] = false;
 	if (rc == 0)
 		rc = vy_manifest_delta_apply(pre, &d, NULL, err);
+	/* the files whose changed chunks only come (patches): each one that
+	 * must receive data */
+	cleanup_free uint8_t *patch = rc == 0 ? calloc(pre->count ? pre->count : 1, 1) : NULL;
+	if (rc == 0 && !patch)
+		rc = vy_error_set(err, ENOMEM, "out of memory");
+	if (rc == 0 && plist && !json_object_is_type(plist, json_type_array))
+		rc = vy_error_set(err, EPROTO, "malformed patch list");
+	for (size_t k = 0; rc == 0 && plist && k < json_object_array_length(plist); k++) {
+		json_object *v = json_object_array_get_idx(plist, k);
+		int64_t i = json_object_is_type(v, json_type_int) ? json_object_get_int64(v) : -1;
+		if (i < 0 || i >= pre->count || !need[i] || patch[i])
+			rc = vy_error_set(err, EPROTO, "the patch list names entry %lld, which gets "
+					  "no data", (long long)i);
+		else
+			patch[i] = 1;
+	}
 	for (uint32_t i = 0; rc == 0 && i < pre->count; i++)
 		need[i] = !need[i]; /* now: what we have */
 	if (rc == 0)
-		rc = recv_changed(s, stream, rootfd, pre, need, &files, &bytes, err);
+		rc = recv_changed(s, stream, rootfd, pre, need, patch, &files, &bytes, err);
 	vy_manifest_delta_free(&d);
 	if (rc == 0)
 		vy_info("migration %s: %s brought up to date in %llu ms: %u of %u entries changed, "
-			"%u files (%llu bytes) sent again", s->id, dir,
+			"%u files written again or patched (%llu bytes in all)", s->id, dir,
 			(unsigned long long)(vy_now_ms() - t0), changed, pre->count, files,
 			(unsigned long long)bytes);
 	return rc;
@@ -900,6 +920,7 @@ static int recv_tree(struct session *s, struct vy_message *first, vy_error *err)
 	uint64_t mbytes = (uint64_t)vy_json_int(t, "manifest_bytes", 0);
 	char flavor[16];
 	snprintf(flavor, sizeof(flavor), "%s", vy_json_str(t, "flavor", "full"));
+	json_object *patch = json_object_get(json_object_object_get(t, "patch"));
 	json_object_put(t);
 	if (rc < 0)
 		return -1;
@@ -914,9 +935,11 @@ static int recv_tree(struct session *s, struct vy_message *first, vy_error *err)
 	if (!strcmp(flavor, "presync-delta")) {
 		rc = recv_manifest_bytes(s, mbytes, &raw, err);
 		if (rc == 0)
-			rc = recv_presync_delta(s, stream, dir, raw, mbytes, err);
+			rc = recv_presync_delta(s, stream, dir, raw, mbytes, patch, err);
+		json_object_put(patch);
 		return rc < 0 ? vy_error_wrap(err, "receive changes into %s", dir) : 0;
 	}
+	json_object_put(patch);
 	bool jit = !strcmp(flavor, "skeleton") || !strcmp(flavor, "jit");
 	rc = recv_manifest(s, mbytes, &man, jit ? &raw : NULL, err);
 	if (rc == 0 && jit)

@@ -123,9 +123,13 @@ xfer=$(vy_json_get "$out" phases_ms.transfer)
 [ -n "$pre" ] && [ "$xfer" -lt "$pre" ] 2>/dev/null &&
 	t_ok "the freeze carries only the changes (transfer $xfer ms < presync $pre ms)" ||
 	t_fail "the freeze carries only the changes" "presync $pre transfer $xfer"
-# the freeze sent a delta and only the changed files; b updated in place
-line=$(grep -o "gone since the pre-sync (delta of [0-9]* bytes); [0-9]* files" "$A/voyagerd.log" | tail -1)
+# the freeze sent a delta and only the changed files, the big ones as
+# patches (data/big: one chunk of 32 MiB); b updated in place
+line=$(grep -o "gone since the pre-sync (delta of [0-9]* bytes); [0-9]* files sent again, [0-9]* of them as patches ([0-9]* bytes of [0-9]*)" "$A/voyagerd.log" | tail -1)
 nfiles=$(echo "$line" | grep -o "[0-9]* files" | cut -d' ' -f1)
+npatch=$(echo "$line" | grep -o "[0-9]* of them" | cut -d' ' -f1)
+sent=$(echo "$line" | grep -o "([0-9]* bytes of" | tr -dc 0-9)
+due=$(echo "$line" | grep -o "bytes of [0-9]*)" | tr -dc 0-9)
 # and the source read again only the directories that changed (the
 # workload writes in / and /data), not all of them
 fast=$(grep -o "rootfs: [0-9]* entries changed without an event; [0-9]* directories read again" "$A/voyagerd.log" | tail -1)
@@ -133,8 +137,9 @@ ndirs=$(echo "$fast" | grep -o "[0-9]* directories" | cut -d' ' -f1)
 alldirs=$(find "$B/state/containers/$ID/bundle/rootfs" -xdev -type d | wc -l)
 [ -n "$line" ] && [ "$nfiles" -ge 1 ] && [ "$nfiles" -le 12 ] &&
 	[ -n "$ndirs" ] && [ "$ndirs" -ge 1 ] && [ $((ndirs * 2)) -lt "$alldirs" ] &&
+	[ "$npatch" -ge 1 ] && [ $((sent * 10)) -lt "$due" ] &&
 	grep -q "bundle/rootfs brought up to date in [0-9]* ms" "$B/voyagerd.log" &&
-	t_ok "the freeze read $ndirs of $alldirs directories, sent a delta and $nfiles changed files; b updated its tree in place" ||
+	t_ok "the freeze read $ndirs of $alldirs directories, sent a delta and $nfiles changed files, $npatch as patches ($sent bytes of $due); b updated its tree in place" ||
 	t_fail "a delta at the freeze" "source: '$line', '$fast'; b: $(grep "brought up to date" "$B/voyagerd.log")"
 lab_exec "$LAB" b runc --root "$B/runtime/runc" pause "$ID"
 RB="$B/state/containers/$ID/bundle/rootfs"

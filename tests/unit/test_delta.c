@@ -163,9 +163,10 @@ static void test_need(void)
 	CHECK(vy_manifest_scan(src, &cur, NULL) == 0);
 	CHECK(vy_manifest_diff(&old, &cur, &d, NULL) == 1);
 	uint8_t *need = NULL;
-	uint32_t files = 0;
+	uint32_t files = 0, *base_of = NULL, was_grows = index_of(&old, "grows"),
+		 was_same = index_of(&old, "same");
 	uint64_t bytes = 0;
-	CHECK(vy_delta_need(&old, &d, &need, &files, &bytes, NULL) == 0);
+	CHECK(vy_delta_need(&old, &d, &need, &files, &bytes, &base_of, NULL) == 0);
 	uint32_t ngone = d.ngone;
 	CHECK(vy_manifest_delta_apply(&old, &d, NULL, NULL) == 0);
 	CHECK(ngone == 1 && old.count == cur.count);
@@ -178,6 +179,10 @@ static void test_need(void)
 		CHECK(need[index_of(&old, "xattr")] == 0);
 		CHECK(need[index_of(&old, "link1")] == 0 && need[index_of(&old, "link2")] == 0);
 		CHECK(need[0] == 0); /* the root: no data */
+		/* and which base entry each one was */
+		CHECK(base_of && base_of[index_of(&old, "grows")] == was_grows &&
+		      base_of[index_of(&old, "same")] == was_same &&
+		      base_of[index_of(&old, "new")] == VY_DELTA_NEW && base_of[0] == 0);
 		CHECK(files == 3);
 		CHECK(bytes == strlen("much longer than before\n") + strlen("a new file\n") +
 				       strlen("also unchanged\n"));
@@ -185,8 +190,9 @@ static void test_need(void)
 	/* a delta for another manifest is refused */
 	struct vy_manifest_delta other = { .base_count = old.count + 1 };
 	uint8_t *none = NULL;
-	CHECK(vy_delta_need(&old, &other, &none, NULL, NULL, NULL) < 0 && !none);
+	CHECK(vy_delta_need(&old, &other, &none, NULL, NULL, NULL, NULL) < 0 && !none);
 	free(need);
+	free(base_of);
 	vy_manifest_delta_free(&d);
 	vy_manifest_free(&old);
 	vy_manifest_free(&cur);
