@@ -295,12 +295,11 @@ static int send_file(struct sender *s, int rootfd, uint32_t index,
 }
 
 /* A patch: every chunk read, and sent whole where its digest is not the
- * one the receiver's copy has (base); FILE_END with the whole SHA-256. */
+ * one the receiver's copy has (base); FILE_END with the SHA-256 of all the
+ * chunk digests. */
 static int send_file_patch(struct sender *s, int fd, uint32_t index, const struct vy_entry *e,
 			   const struct vy_chunk_sums *base, vy_error *err)
 {
-	if (check_size(fd, e, "since the scan", err) < 0)
-		return -1;
 	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 	if (!EVP_DigestInit_ex(s->ctx, EVP_sha256(), NULL))
 		return vy_error_set(err, EIO, "sha256 init failed");
@@ -318,9 +317,9 @@ static int send_file_patch(struct sender *s, int fd, uint32_t index, const struc
 			have += (size_t)got;
 		}
 		uint8_t sum[VY_SUM_LEN];
-		if (!EVP_DigestUpdate(s->ctx, s->buf, want) ||
-		    !EVP_DigestInit_ex(s->cctx, EVP_sha256(), NULL) ||
-		    !EVP_DigestUpdate(s->cctx, s->buf, want) || sum_final(s->cctx, sum) < 0)
+		if (!EVP_DigestInit_ex(s->cctx, EVP_sha256(), NULL) ||
+		    !EVP_DigestUpdate(s->cctx, s->buf, want) || sum_final(s->cctx, sum) < 0 ||
+		    !EVP_DigestUpdate(s->ctx, sum, VY_SUM_LEN))
 			return vy_error_set(err, EIO, "'%s': sha256 failed", e->path);
 		if (k < base->n && !memcmp(sum, base->sum[k], VY_SUM_LEN))
 			continue;
@@ -478,40 +477,60 @@ void vy_tree_sink_patches(struct vy_tree_sink *s, const uint8_t *patch)
 	s->patch = patch;
 }
 
-/* The SHA-256 of entry e's file as it is on our disk now, as hex. */
+/* Into s->ctx: the digest of each chunk of fd (e's file, which must be
+ * e->size bytes long), in order. */
+static int hash_chunks(struct vy_tree_sink *s, int fd, const struct vy_entry *e, uint8_t *buf,
+		       EVP_MD_CTX *cctx, struct stat *st, vy_error *err)
+{
+	if (fd < 0)
+		return -1;
+	if (!buf || !cctx)
+		return vy_error_sys(err, ENOMEM, "'%s'", e->path);
+	if (fstat(fd, st) < 0)
+		return vy_error_sys(err, errno, "'%s': fstat", e->path);
+	if ((uint64_t)st->st_size != e->size)
+		return vy_error_set(err, EIO, "'%s': %llu bytes here after its patch, not %llu",
+				    e->path, (unsigned long long)st->st_size,
+				    (unsigned long long)e->size);
+	if (!EVP_DigestInit_ex(s->ctx, EVP_sha256(), NULL))
+		return vy_error_set(err, EIO, "sha256 init failed");
+	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+	for (uint64_t off = 0; off < e->size; off += VY_CHUNK_SIZE) {
+		size_t want = e->size - off < VY_CHUNK_SIZE ? (size_t)(e->size - off) : VY_CHUNK_SIZE;
+		for (size_t have = 0; have < want;) {
+			ssize_t n = pread(fd, buf + have, want - have, (off_t)(off + have));
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0)
+				return vy_error_sys(err, n < 0 ? errno : EIO, "'%s': read at %llu",
+						    e->path, (unsigned long long)(off + have));
+			have += (size_t)n;
+		}
+		uint8_t sum[VY_SUM_LEN];
+		if (!EVP_DigestInit_ex(cctx, EVP_sha256(), NULL) ||
+		    !EVP_DigestUpdate(cctx, buf, want) || sum_final(cctx, sum) < 0 ||
+		    !EVP_DigestUpdate(s->ctx, sum, VY_SUM_LEN))
+			return vy_error_set(err, EIO, "'%s': sha256 failed", e->path);
+	}
+	return 0;
+}
+
+/* Entry e's file as it is on our disk now, as a patch's FILE_END hashes
+ * it: the SHA-256 of its chunk digests, as hex. */
 static int hash_on_disk(struct vy_tree_sink *s, const struct vy_entry *e, char hex[65],
 			vy_error *err)
 {
 	cleanup_close int fd = vy_manifest_open_entry(s->rootfd, e->path, O_RDONLY, err);
 	cleanup_free uint8_t *buf = fd >= 0 ? malloc(VY_CHUNK_SIZE) : NULL;
+	EVP_MD_CTX *cctx = fd >= 0 ? EVP_MD_CTX_new() : NULL;
 	struct stat st;
-	if (fd < 0)
-		return -1;
-	if (!buf)
-		return vy_error_sys(err, ENOMEM, "'%s'", e->path);
-	if (fstat(fd, &st) < 0)
-		return vy_error_sys(err, errno, "'%s': fstat", e->path);
-	if ((uint64_t)st.st_size != e->size)
-		return vy_error_set(err, EIO, "'%s': %llu bytes here after its patch, not %llu",
-				    e->path, (unsigned long long)st.st_size,
-				    (unsigned long long)e->size);
-	if (!EVP_DigestInit_ex(s->ctx, EVP_sha256(), NULL))
-		return vy_error_set(err, EIO, "sha256 init failed");
-	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-	for (;;) {
-		ssize_t n = read(fd, buf, VY_CHUNK_SIZE);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return vy_error_sys(err, errno, "'%s': read", e->path);
-		if (n == 0)
-			break;
-		if (!EVP_DigestUpdate(s->ctx, buf, (size_t)n))
-			return vy_error_set(err, EIO, "'%s': sha256 failed", e->path);
-	}
-	hash_final_hex(s->ctx, hex);
-	return 0;
+	int rc = hash_chunks(s, fd, e, buf, cctx, &st, err);
+	EVP_MD_CTX_free(cctx);
+	if (rc == 0)
+		hash_final_hex(s->ctx, hex);
+	return rc;
 }
+
 
 int vy_tree_sink_new(int rootfd, const struct vy_manifest *m, uint32_t stream,
 		     struct vy_tree_sink **out, vy_error *err)

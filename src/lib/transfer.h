@@ -59,9 +59,10 @@ int vy_tree_send_live_some(vy_channel *ch, uint32_t stream, int rootfd,
  * VY_CHUNK_SIZE chunk as it sent it (holes as zeros; SHA-256 cut to
  * VY_SUM_LEN bytes).  At the freeze such a file, changed since, can go as
  * a patch: only the chunks whose digest differs, each whole (zeros
- * included), then FILE_END with "patch": true and the SHA-256 of the whole
- * content, which the sink checks against the file as it then is on its
- * disk: a chunk wrongly taken as unchanged cannot pass. */
+ * included), then FILE_END with "patch": true and, as "sha256", the
+ * SHA-256 of the digests of all its chunks in order (each chunk is hashed
+ * once), which the sink checks against the file as it then is on its
+ * disk, read back: a chunk wrongly taken as unchanged cannot pass. */
 #define VY_PATCH_MIN (1024 * 1024)
 #define VY_SUM_LEN 16
 struct vy_chunk_sums {
