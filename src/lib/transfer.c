@@ -321,6 +321,9 @@ static int send_file_patch(struct sender *s, int fd, uint32_t index, const struc
 		    !EVP_DigestUpdate(s->cctx, s->buf, want) || sum_final(s->cctx, sum) < 0 ||
 		    !EVP_DigestUpdate(s->ctx, sum, VY_SUM_LEN))
 			return vy_error_set(err, EIO, "'%s': sha256 failed", e->path);
+		/* progress counts what is done with: each chunk, sent or not */
+		if (s->progress)
+			atomic_fetch_add_explicit(&s->progress->bytes, want, memory_order_relaxed);
 		if (k < base->n && !memcmp(sum, base->sum[k], VY_SUM_LEN))
 			continue;
 		if (vy_channel_send_data(s->ch, s->stream, index, off, s->buf, want, err) < 0) {
@@ -328,8 +331,6 @@ static int send_file_patch(struct sender *s, int fd, uint32_t index, const struc
 			return vy_error_wrap(err, "'%s'", e->path);
 		}
 		s->patch_bytes += want;
-		if (s->progress)
-			atomic_fetch_add_explicit(&s->progress->bytes, want, memory_order_relaxed);
 	}
 	if (check_size(fd, e, "while being sent", err) < 0)
 		return -1;

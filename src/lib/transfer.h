@@ -28,7 +28,7 @@
 
 /* Shared progress counter, read by another thread for progress reports. */
 struct vy_progress {
-	_Atomic uint64_t bytes; /* file data bytes moved */
+	_Atomic uint64_t bytes; /* file data bytes moved (a patch: read) */
 	_Atomic uint64_t files; /* files completed */
 };
 
