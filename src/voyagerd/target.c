@@ -983,7 +983,7 @@ static int recv_tree(struct session *s, struct vy_message *first, vy_error *err)
 		s->pre_sha_ok[stream] = man.count && man.entries[0].type == VY_ENTRY_DIR &&
 					presync_index(s, stream, &why) == 0;
 		if (!s->pre_sha_ok[stream] && man.count && man.entries[0].type == VY_ENTRY_DIR)
-			vy_warn("migration %s: %s: %s; a delta at the freeze will be refused",
+			vy_warn("migration %s: %s: %s; the freeze will send the whole manifest",
 				s->id, dir, why.msg);
 		/* The source freezes once the pre-sync is laid out here: the
 		 * work of writing it must not spill into the freeze. */
