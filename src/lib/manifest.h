@@ -90,6 +90,9 @@ int vy_manifest_scan(const char *root, struct vy_manifest *m, vy_error *err);
 
 int vy_manifest_encode(const struct vy_manifest *m, uint8_t **buf,
 		       size_t *len, vy_error *err);
+/* The SHA-256 of m's encoding: what names a manifest both sides hold (a
+ * delta's base_sha). */
+int vy_manifest_sha256(const struct vy_manifest *m, uint8_t sha[32], vy_error *err);
 int vy_manifest_decode(const uint8_t *buf, size_t len, struct vy_manifest *m,
 		       vy_error *err);
 

@@ -12,6 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/evp.h>
+
+#include "cleanup.h"
 #include "wire.h"
 
 /* Fixed bytes of one encoded entry, without path, target and xattrs. */
@@ -101,6 +104,18 @@ int vy_manifest_encode(const struct vy_manifest *m, uint8_t **buf,
 		p = encode_entry(p, &m->entries[i]);
 	*buf = out;
 	*len = total;
+	return 0;
+}
+
+int vy_manifest_sha256(const struct vy_manifest *m, uint8_t sha[32], vy_error *err)
+{
+	cleanup_free uint8_t *buf = NULL;
+	size_t len;
+	unsigned dlen = 0;
+	if (vy_manifest_encode(m, &buf, &len, err) < 0)
+		return -1;
+	if (!EVP_Digest(buf, len, sha, &dlen, EVP_sha256(), NULL))
+		return vy_error_set(err, EIO, "SHA-256 of a manifest");
 	return 0;
 }
 

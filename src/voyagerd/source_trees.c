@@ -647,19 +647,6 @@ int vy_source_skeleton(struct migration *m, vy_error *err)
 	return 0;
 }
 
-/* sha gets the SHA-256 of man's encoding. */
-static int manifest_sha(const struct vy_manifest *man, uint8_t *sha, vy_error *err)
-{
-	cleanup_free uint8_t *buf = NULL;
-	size_t len;
-	unsigned dlen = 0;
-	if (vy_manifest_encode(man, &buf, &len, err) < 0)
-		return -1;
-	if (!EVP_Digest(buf, len, sha, &dlen, EVP_sha256(), NULL))
-		return vy_error_set(err, EIO, "SHA-256 of a manifest");
-	return 0;
-}
-
 /* presync, at the freeze, when what changed since the pre-sync can be a
  * delta d against the pre-sync's manifest (pre): d, then the data of the
  * files it changed (vy_delta_need).  The target brings its tree up to date
@@ -842,8 +829,7 @@ static int send_tree(struct migration *m, uint32_t stream, const char *kind, int
 		/* for a delta at the freeze: both sides hold this manifest */
 		vy_error why;
 		m->pre_sha_ok[stream] = is_dir && peer_delta &&
-					manifest_sha(&m->pre[stream], m->pre_sha[stream],
-							       &why) == 0;
+					vy_manifest_sha256(&m->pre[stream], m->pre_sha[stream], &why) == 0;
 		/* the freeze then reads only what changed, nothing of the rest */
 		if (m->watch[stream] &&
 		    (!m->pre_sha_ok[stream] ||

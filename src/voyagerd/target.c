@@ -254,8 +254,11 @@ static int target_preflight(struct session *s, json_object *req, vy_error *err)
 {
 	const char *id = vy_json_str(req, "id", "");
 	const char *c = vy_json_str(req, "container", "");
-	if (vy_json_int(req, "version", 0) != VY_PROTOCOL_VERSION)
-		return vy_error_set(err, EPROTO, "protocol version mismatch");
+	int64_t version = vy_json_int(req, "version", 0);
+	if (version != VY_PROTOCOL_VERSION)
+		return vy_error_set(err, EPROTO, "the source agent speaks protocol %lld and this one "
+				    "protocol %d: run the same Voyager version on both hosts",
+				    (long long)version, VY_PROTOCOL_VERSION);
 	if (!vy_journal_id_is_valid(id))
 		return vy_error_set(err, EINVAL, "invalid migration id");
 	if (!vy_name_is_safe(c))
@@ -819,15 +822,10 @@ static int recv_jit_delta(struct session *s, uint32_t stream, const char *dir,
  * index of its paths, before the freeze. */
 static int presync_index(struct session *s, uint32_t stream, vy_error *err)
 {
-	cleanup_free uint8_t *buf = NULL;
-	size_t len;
-	unsigned dlen = 0;
 	vy_manifest_paths_free(s->pre_paths[stream]);
 	s->pre_paths[stream] = NULL;
-	if (vy_manifest_encode(&s->pre[stream], &buf, &len, err) < 0)
+	if (vy_manifest_sha256(&s->pre[stream], s->pre_sha[stream], err) < 0)
 		return -1;
-	if (!EVP_Digest(buf, len, s->pre_sha[stream], &dlen, EVP_sha256(), NULL))
-		return vy_error_set(err, EIO, "SHA-256 of the pre-synced manifest");
 	return vy_manifest_paths_build(&s->pre[stream], &s->pre_paths[stream], err);
 }
 
@@ -857,7 +855,7 @@ static int recv_presync_delta(struct session *s, uint32_t stream, const char *di
 	if (rc == 0 && rootfd < 0)
 		rc = vy_error_sys(err, errno, "open %s", dir);
 	if (rc == 0)
-		rc = vy_delta_need(pre, &d, &need, &files, &bytes, NULL, err);
+		rc = vy_delta_need(pre, &d, &need, NULL, NULL, NULL, err);
 	if (rc == 0)
 		rc = vy_manifest_delta_update_skeleton(pre, &d, rootfd, &changed, err);
 	/* pre becomes the tree as it is now; the paths index no longer fits */

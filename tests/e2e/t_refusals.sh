@@ -1,7 +1,8 @@
 #!/bin/bash
 # What must be refused before the container is touched: a wrong cluster
 # key, a peer that does not speak TLS, a runtime missing on the target, an
-# unreachable target, a name already taken there, a target without room.
+# unreachable target, a name already taken there, a target without room,
+# an agent of another protocol version.
 # Each time the container keeps running on the source, with its memory
 # (the counter's incarnation) intact, and nothing is left on the target.
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -150,8 +151,15 @@ vy_agent_stop "$LAB" a
 vy_agent_stop "$LAB" b
 vy_agent_start "$LAB" a runc
 
-# 7. a memory mode this kernel cannot do is refused before anything moves
+# 7. an agent of another version (one that speaks protocol 1) as the source
 vy_agent_start "$LAB" b runc
+vy_agent_stop "$LAB" a
+VY_AGENT_ENV="VOYAGER_TEST_PROTOCOL=1" vy_agent_start "$LAB" a runc || t_fail "agent a (protocol 1)"
+expect_refusal "another version on the target" "speaks protocol 1 and this one protocol [0-9]+: run the same Voyager version on both hosts"
+vy_agent_stop "$LAB" a
+vy_agent_start "$LAB" a runc || t_fail "agent a restart"
+
+# 8. a memory mode this kernel cannot do is refused before anything moves
 if criu check --feature mem_dirty_track >/dev/null 2>&1; then
 	pat="not implemented"
 else

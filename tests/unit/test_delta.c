@@ -162,6 +162,10 @@ static void test_need(void)
 	change_tree(src);
 	CHECK(vy_manifest_scan(src, &cur, NULL) == 0);
 	CHECK(vy_manifest_diff(&old, &cur, &d, NULL) == 1);
+	/* what names the base both sides hold: its encoding's SHA-256 */
+	uint8_t s1[32], s2[32], s3[32];
+	CHECK(vy_manifest_sha256(&old, s1, NULL) == 0 && vy_manifest_sha256(&old, s2, NULL) == 0 &&
+	      vy_manifest_sha256(&cur, s3, NULL) == 0 && !memcmp(s1, s2, 32) && memcmp(s1, s3, 32));
 	uint8_t *need = NULL;
 	uint32_t files = 0, *base_of = NULL, was_grows = index_of(&old, "grows"),
 		 was_same = index_of(&old, "same");
