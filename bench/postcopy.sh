@@ -8,8 +8,8 @@
 #       --sizes    memhog sizes in MiB                     "64 1024 4096"
 #       --rate     tc tbf rate of both lab hosts' links    1gbit
 #       --reps     runs per method and size                1
-#       --methods  comma-separated subset of stop-copy,post-copy,manual
-#                  (all by default; ratios need manual)
+#       --methods  comma-separated subset of stop-copy,post-copy,manual,
+#                  criu (all by default; ratios need manual)
 #       --mode     voyager migrate --mode for the rootfs: jit (Voyager's
 #                  default), presync or stop-copy            jit
 #                  (presync rebuilds the rootfs tree on the target at
@@ -24,7 +24,13 @@
 #    runc pause, runc checkpoint --lazy-pages (plain TCP page server), the
 #    images by tar, criu lazy-pages + runc restore --lazy-pages on b;
 #    downtime = pause -> restore returned (bundle copied before the freeze).
-# 2. voyager: one lab (a, b), voyagerd from build/ on both, links shaped to
+# 2. criu: bench/criu-lazy-dump.sh --sizes SIZES --reps N: CRIU's own lazy
+#    dump of a plain memhog process, no runtime (--no-bound when
+#    VOYAGER_NO_CPU_LATENCY=1, as voyagerd then holds none).  Its growth from
+#    the smallest to the largest size, added to Voyager's post-copy downtime
+#    at the smallest, gives the lowest ratio any post-copy through this CRIU
+#    could reach with every cost of its own constant ("CRIU floor").
+# 3. voyager: one lab (a, b), voyagerd from build/ on both, links shaped to
 #    RATE; for each size a fresh memhog container moved with
 #    `voyager migrate --mode MODE --memory stop-copy` and another with
 #    `--memory post-copy`; downtime_ms, phases_ms and post_copy.* from the
@@ -40,7 +46,7 @@ SIZES="64 1024 4096"
 RATE=1gbit
 REPS=1
 OUT=""
-METHODS=stop-copy,post-copy,manual
+METHODS=stop-copy,post-copy,manual,criu
 MODE=jit
 usage() { sed -n '2,/^$/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2; exit 2; }
 while [ $# -gt 0 ]; do
@@ -59,7 +65,7 @@ for v in $SIZES $REPS; do
 	[[ $v =~ ^[0-9]+$ ]] || { echo "postcopy: --sizes and --reps want numbers" >&2; exit 2; }
 done
 for m in ${METHODS//,/ }; do
-	case $m in stop-copy | post-copy | manual) ;; *) echo "postcopy: unknown method '$m'" >&2; exit 2 ;; esac
+	case $m in stop-copy | post-copy | manual | criu) ;; *) echo "postcopy: unknown method '$m'" >&2; exit 2 ;; esac
 done
 case $MODE in jit | presync | stop-copy) ;; *) echo "postcopy: --mode jit, presync or stop-copy" >&2; exit 2 ;; esac
 has_method() { [[ ",$METHODS," == *",$1,"* ]]; }
@@ -110,7 +116,18 @@ else
 	mkdir -p "$WORK/manual" && echo '{"runs": []}' >"$WORK/manual/manual-postcopy.json"
 fi
 
-# ---- 2. Voyager ----
+# ---- 2. CRIU alone (before the lab: no lab memory in use) ----
+if has_method criu; then
+	nobound=()
+	[ -n "${VOYAGER_NO_CPU_LATENCY:-}" ] && nobound=(--no-bound)
+	bash "$ROOT/bench/criu-lazy-dump.sh" --sizes "$SIZES" --reps "$REPS" "${nobound[@]}" \
+		--out "$WORK/criu" >&2 || log "criu-lazy-dump reported a failure"
+	[ -s "$WORK/criu.json" ] || die "no criu-lazy-dump results"
+else
+	echo '{"summary": {}}' >"$WORK/criu.json"
+fi
+
+# ---- 3. Voyager ----
 "$ROOT/tests/workloads/mkrootfs.sh" build busybox >/dev/null || die "mkrootfs failed"
 LAB_MADE=1
 lab_up "$LAB" a b >&2 || die "lab_up failed"
@@ -185,11 +202,12 @@ print(json.dumps({"method": "voyager-" + sys.argv[2], "mem_mib": int(sys.argv[3]
 done
 
 mkdir -p "$(dirname "$OUT")" || die "cannot make $(dirname "$OUT")"
-python3 - "$WORK/voyager.jsonl" "$WORK/manual/manual-postcopy.json" "$OUT" "$RATE" "$REPS" "$MODE" <<'PY' || fail=1
+python3 - "$WORK/voyager.jsonl" "$WORK/manual/manual-postcopy.json" "$OUT" "$RATE" "$REPS" "$MODE" "$WORK/criu.json" <<'PY' || fail=1
 import json, platform, statistics, subprocess, sys, time
-vpath, mpath, out, rate, reps, mode = sys.argv[1:]
+vpath, mpath, out, rate, reps, mode, cpath = sys.argv[1:]
 vy = [json.loads(l) for l in open(vpath) if l.strip()]
 man = json.load(open(mpath))
+criu = json.load(open(cpath))
 rows = vy + [dict(r, method="manual", ok=r.get("ok", False)) for r in man["runs"]]
 sizes = sorted({r["mem_mib"] for r in rows})
 METHODS = ("voyager-stop-copy", "voyager-post-copy", "manual")
@@ -238,10 +256,24 @@ def ver(cmd):
     except Exception:
         return "?"
 
+# CRIU alone: its lazy dump's growth, and the ratio Voyager would reach if
+# everything but that growth stayed as it is at the smallest size
+csum = criu.get("summary") or {}
+floor = None
+if csum and len(sizes) > 1:
+    lo, hi = sizes[0], sizes[-1]
+    c_lo = (csum.get(str(lo)) or {}).get("ready_ms")
+    c_hi = (csum.get(str(hi)) or {}).get("ready_ms")
+    v_lo = summary["voyager-post-copy/%d" % lo]["downtime_ms"]
+    if c_lo is not None and c_hi is not None and v_lo:
+        floor = {"criu_growth_ms": round(c_hi - c_lo, 1), "voyager_post_copy_lo_ms": v_lo,
+                 "ratio": ratio(v_lo + (c_hi - c_lo), v_lo)}
+        ratios["CRIU floor %d/%d MiB" % (hi, lo)] = floor["ratio"]
+
 doc = {"benchmark": "postcopy", "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
        "params": {"sizes_mib": sizes, "rate": rate, "reps": int(reps), "mode": mode},
        "host": {"kernel": platform.release(), "criu": ver(["criu", "--version"]), "runc": ver(["runc", "--version"])},
-       "summary": summary, "ratios": ratios, "runs": rows}
+       "summary": summary, "ratios": ratios, "criu_alone": csum, "criu_floor": floor, "runs": rows}
 json.dump(doc, open(out + ".json", "w"), indent=2)
 
 f = lambda x: "-" if x is None else "%d" % x
@@ -280,6 +312,20 @@ for s in sizes:
                 "%s %.1f" % (k, statistics.median([r["steps_ms"][side][k] for r in rs
                                                    if k in ((r.get("steps_ms") or {}).get(side) or {})]))
                 for k in names)))
+if csum:
+    lines += ["", "CRIU's lazy dump alone (bench/criu-lazy-dump.sh: a plain memhog process, no runtime; "
+              "median ms from CRIU's start until its page server is up):", ""]
+    for s in sizes:
+        e = csum.get(str(s)) or {}
+        p = e.get("phases_ms") or {}
+        lines.append("- %d MiB: %s (setup %s, smaps %s, pagemap + pipes %s, drain %s, finish %s)" % (
+            s, g(e.get("ready_ms")), g(p.get("setup")), g(p.get("smaps")), g(p.get("pipes")),
+            g(p.get("drain")), g(p.get("finish"))))
+    if floor:
+        lines.append("- CRIU floor: Voyager's post-copy at %d MiB (%s ms) plus CRIU's own growth (%s ms) "
+                     "gives %s for %d/%d MiB, the lowest ratio any post-copy through this CRIU could reach "
+                     "with all its other costs constant" % (sizes[0], g(floor["voyager_post_copy_lo_ms"]),
+                     g(floor["criu_growth_ms"]), g(floor["ratio"]), sizes[-1], sizes[0]))
 table = "\n".join(lines)
 md = ["# Post-copy downtime vs memory size", "",
       "%s; link %s (tbf, both hosts); %s rep(s); voyager --mode %s; kernel %s, %s, %s." % (doc["date"], rate, reps, mode,
