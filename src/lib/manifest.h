@@ -111,6 +111,18 @@ void vy_manifest_watch_free(struct vy_scan_watch *w);
  * change the kernel does not report (a write through a shared mapping)
  * that the caller found another way. */
 void vy_manifest_watch_mark(struct vy_scan_watch *w, const char *dir);
+/* A set of inodes (st_dev, st_ino): add, then sort once, then look up. */
+struct vy_inode_id {
+	uint64_t dev, ino;
+};
+struct vy_inode_set {
+	struct vy_inode_id *ids;
+	size_t n, cap;
+};
+int vy_inode_set_add(struct vy_inode_set *s, uint64_t dev, uint64_t ino, vy_error *err);
+void vy_inode_set_sort(struct vy_inode_set *s); /* and drops duplicates */
+bool vy_inode_set_has(const struct vy_inode_set *s, uint64_t dev, uint64_t ino);
+void vy_inode_set_free(struct vy_inode_set *s);
 /* Look at every entry of old (the scan made after vy_manifest_watch, with
  * its ctimes) again, one fstatat each, and mark the directory of each one
  * whose inode changed since (its ctime, or its type), and of each one
@@ -119,9 +131,14 @@ void vy_manifest_watch_mark(struct vy_scan_watch *w, const char *dir);
  * outside the tree among them.  A directory that changed is marked
  * itself too.  Far cheaper than a scan (no directory read, no xattr),
  * and spread over up to four threads (as many as there are CPUs) for a
- * big tree.  *marked: the entries that marked. */
-int vy_manifest_watch_verify(struct vy_scan_watch *w, const char *root,
-			     const struct vy_manifest *old, uint32_t *marked, vy_error *err);
+ * big tree.  *marked: the entries that marked.
+ * A regular file whose inode is in voids (NULL: none) has its copy voided
+ * here (mtime_ns INT64_MIN, as vy_delta_forget), so that any later
+ * comparison with old finds its data changed: a file mapped shared and
+ * writable can have been written without its times moving at all (tmpfs;
+ * a page already dirty and writable).  w may be NULL: then only that. */
+int vy_manifest_watch_verify(struct vy_scan_watch *w, const char *root, struct vy_manifest *old,
+			     const struct vy_inode_set *voids, uint32_t *marked, vy_error *err);
 /* The same result as vy_manifest_scan(root), built from old (a scan made
  * after vy_manifest_watch) by reading again only directories that saw an
  * event or were not watched, and the entries of directories that changed

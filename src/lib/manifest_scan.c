@@ -500,9 +500,56 @@ void vy_manifest_watch_mark(struct vy_scan_watch *w, const char *dir)
 		json_object_object_add(w->dirty, dir, NULL);
 }
 
+int vy_inode_set_add(struct vy_inode_set *s, uint64_t dev, uint64_t ino, vy_error *err)
+{
+	if (s->n == s->cap) {
+		size_t cap = s->cap ? 2 * s->cap : 16;
+		struct vy_inode_id *ids = realloc(s->ids, cap * sizeof(*ids));
+		if (!ids)
+			return vy_error_set(err, ENOMEM, "out of memory");
+		s->ids = ids;
+		s->cap = cap;
+	}
+	s->ids[s->n++] = (struct vy_inode_id){ dev, ino };
+	return 0;
+}
+
+static int by_inode(const void *a, const void *b)
+{
+	const struct vy_inode_id *x = a, *y = b;
+	if (x->dev != y->dev)
+		return x->dev < y->dev ? -1 : 1;
+	return x->ino < y->ino ? -1 : x->ino > y->ino;
+}
+
+void vy_inode_set_sort(struct vy_inode_set *s)
+{
+	if (s->n < 2)
+		return;
+	qsort(s->ids, s->n, sizeof(*s->ids), by_inode);
+	size_t w = 1;
+	for (size_t i = 1; i < s->n; i++)
+		if (by_inode(&s->ids[i], &s->ids[w - 1]))
+			s->ids[w++] = s->ids[i];
+	s->n = w;
+}
+
+bool vy_inode_set_has(const struct vy_inode_set *s, uint64_t dev, uint64_t ino)
+{
+	struct vy_inode_id key = { dev, ino };
+	return s && s->n && bsearch(&key, s->ids, s->n, sizeof(*s->ids), by_inode);
+}
+
+void vy_inode_set_free(struct vy_inode_set *s)
+{
+	free(s->ids);
+	*s = (struct vy_inode_set){ 0 };
+}
+
 /* One thread's share of vy_manifest_watch_verify(): entries [from, to). */
 struct verify_part {
-	const struct vy_manifest *old;
+	struct vy_manifest *old;
+	const struct vy_inode_set *voids;
 	int rootfd;
 	uint32_t from, to;
 	uint32_t *hits; /* entries that mark */
@@ -517,7 +564,7 @@ static void *verify_range(void *arg)
 	int pfd = -1;
 	bool parent_gone = false;
 	for (uint32_t i = v->from; i < v->to; i++) {
-		const struct vy_entry *e = &v->old->entries[i];
+		struct vy_entry *e = &v->old->entries[i];
 		const char *slash = strrchr(e->path, '/');
 		size_t plen = slash ? (size_t)(slash - e->path) : 0;
 		struct stat st;
@@ -537,6 +584,10 @@ static void *verify_range(void *arg)
 				continue;
 			rc = fstatat(pfd, slash ? slash + 1 : e->path, &st, AT_SYMLINK_NOFOLLOW);
 		}
+		/* each thread writes only the entries of its own range */
+		if (rc == 0 && S_ISREG(st.st_mode) && e->type == VY_ENTRY_REG &&
+		    vy_inode_set_has(v->voids, st.st_dev, st.st_ino))
+			e->mtime_ns = INT64_MIN;
 		if (rc == 0 && scan_type(st.st_mode) == (int)e->type &&
 		    st.st_ctim.tv_sec * 1000000000ll + st.st_ctim.tv_nsec == e->ctime_ns &&
 		    e->mtime_ns != INT64_MIN)
@@ -551,11 +602,11 @@ static void *verify_range(void *arg)
 #define VERIFY_THREADS 4
 #define VERIFY_PER_THREAD 8192 /* fewer entries than this: fewer threads */
 
-int vy_manifest_watch_verify(struct vy_scan_watch *w, const char *root,
-			     const struct vy_manifest *old, uint32_t *marked, vy_error *err)
+int vy_manifest_watch_verify(struct vy_scan_watch *w, const char *root, struct vy_manifest *old,
+			     const struct vy_inode_set *voids, uint32_t *marked, vy_error *err)
 {
 	*marked = 0;
-	if (!w || !old->count)
+	if ((!w && (!voids || !voids->n)) || !old->count)
 		return 0;
 	cleanup_close int rootfd = open(root, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (rootfd < 0)
@@ -576,8 +627,9 @@ int vy_manifest_watch_verify(struct vy_scan_watch *w, const char *root,
 	bool started[VERIFY_THREADS] = { false };
 	for (uint32_t t = 0; t < n; t++) {
 		uint64_t from = (uint64_t)old->count * t / n, to = (uint64_t)old->count * (t + 1) / n;
-		parts[t] = (struct verify_part){ .old = old, .rootfd = rootfd, .from = (uint32_t)from,
-						 .to = (uint32_t)to, .hits = hits + from };
+		parts[t] = (struct verify_part){ .old = old, .voids = voids, .rootfd = rootfd,
+						 .from = (uint32_t)from, .to = (uint32_t)to,
+						 .hits = hits + from };
 		started[t] = t > 0 && pthread_create(&tids[t], NULL, verify_range, &parts[t]) == 0;
 	}
 	for (uint32_t t = 0; t < n; t++)

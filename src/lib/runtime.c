@@ -424,6 +424,40 @@ int vy_runtime_freeze(const struct vy_runtime *rt, const char *id, int pid,
 			    "here; migrate it again once that process is out", id, dir);
 }
 
+int vy_runtime_cgroup_procs(const char *id, int pid, const char *cgroups_path, int **pids,
+			    size_t *n, vy_error *err)
+{
+	char dir[PATH_MAX], p[PATH_MAX + 16];
+	bool v2 = false;
+	*pids = NULL;
+	*n = 0;
+	if (pid <= 0 || !id[0] || freezer_dir(pid, id, cgroups_path, dir, sizeof(dir), &v2) < 0)
+		return vy_error_set(err, ENOENT, "%s: its freezer cgroup was not found", id);
+	snprintf(p, sizeof(p), "%s/cgroup.procs", dir);
+	cleanup_fclose FILE *f = fopen(p, "re");
+	if (!f)
+		return vy_error_sys(err, errno, "open %s", p);
+	size_t cap = 0;
+	long v;
+	while (fscanf(f, "%ld", &v) == 1) {
+		if (v <= 0 || v > INT32_MAX)
+			continue;
+		if (*n == cap) {
+			cap = cap ? 2 * cap : 16;
+			int *q = realloc(*pids, cap * sizeof(**pids));
+			if (!q) {
+				free(*pids);
+				*pids = NULL;
+				*n = 0;
+				return vy_error_set(err, ENOMEM, "out of memory");
+			}
+			*pids = q;
+		}
+		(*pids)[(*n)++] = (int)v;
+	}
+	return 0;
+}
+
 int vy_runtime_resume(const struct vy_runtime *rt, const char *id, vy_error *err)
 {
 	const char *rest[] = { "resume", id, NULL };

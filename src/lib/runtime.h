@@ -86,6 +86,11 @@ int vy_runtime_pause(const struct vy_runtime *rt, const char *id, vy_error *err)
  * or written; fails, thawed, when the freeze does not complete in 10 s. */
 int vy_runtime_freeze(const struct vy_runtime *rt, const char *id, int pid,
 		      const char *cgroups_path, vy_error *err);
+/* The processes of container id (first process pid), from the
+ * cgroup.procs of the freezer cgroup vy_runtime_freeze would use: *pids
+ * (caller frees), *n of them.  Fails when that cgroup is not found. */
+int vy_runtime_cgroup_procs(const char *id, int pid, const char *cgroups_path, int **pids,
+			    size_t *n, vy_error *err);
 /* The ids of the containers this runtime root holds, with their status:
  * a JSON array of {"id", "status"} (caller puts). */
 int vy_runtime_list(const struct vy_runtime *rt, json_object **out, vy_error *err);

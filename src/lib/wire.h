@@ -45,8 +45,9 @@
 #define VY_WIRE_MAX_PAYLOAD (16u * 1024 * 1024)
 #define VY_WIRE_DATA_HDR_LEN 16
 /* 2: presync's ACK after each pre-synced tree, its "presync-delta" trees
- * and FILE_END's "patch" */
-#define VY_PROTOCOL_VERSION 2
+ * and FILE_END's "patch"; 3: a presync TREE's "resend" list (files the
+ * container maps shared and writable, sent again at the freeze) */
+#define VY_PROTOCOL_VERSION 3
 
 enum vy_msg_type {
 	VY_MSG_HELLO = 1,        /* JSON: {"version", "host", "role"} */

@@ -908,6 +908,7 @@ report:;
 		vy_manifest_watch_free(m->watch[i]);
 		free(m->pf[i]);
 	}
+	vy_inode_set_free(&m->voids);
 	json_object_put(m->config);
 	json_object_put(m->net);
 	json_object_put(m->phases_ms);

@@ -42,6 +42,10 @@ struct migration {
 	struct vy_chunk_sums *sums[2 + VY_MAX_VOLUMES];
 	uint32_t nsums[2 + VY_MAX_VOLUMES];
 	struct vy_manifest stale[2 + VY_MAX_VOLUMES]; /* freed after the freeze, not in it */
+	/* presync and jit, at the freeze: the inodes of the files the
+	 * container has mapped shared and writable, whose copies made before
+	 * the freeze are read again (frozen_shared_writable in source_trees.c) */
+	struct vy_inode_set voids;
 	char netns[PATH_MAX];  /* the container's network namespace, if host-made */
 	json_object *net;      /* its identity (netns.h) */
 	bool net_locked, net_detached;

@@ -148,13 +148,34 @@ static int single_file_manifest(const char *path, struct vy_manifest *man, vy_er
 /* A tree's header and its manifest (or, flavor "jit-delta", a delta)
  * already encoded in buf.  patch (taken), when not NULL: the entries whose
  * data comes as patches (presync-delta). */
+/* presync, at the freeze: the entries of the pre-sync's manifest pre whose
+ * copy is void here (vy_delta_forget; what the container maps shared and
+ * writable), as a "resend" list for the target, which voids its own copy
+ * of each before it works out which files get data, as this side did; or
+ * NULL for none.  Both sides then agree on what is sent. */
+static json_object *resend_list(const struct vy_manifest *pre)
+{
+	json_object *l = NULL;
+	for (uint32_t i = 0; i < pre->count; i++) {
+		if (pre->entries[i].type != VY_ENTRY_REG || pre->entries[i].mtime_ns != INT64_MIN)
+			continue;
+		if (!l)
+			l = json_object_new_array();
+		json_object_array_add(l, json_object_new_int64(i));
+	}
+	return l;
+}
+
+/* patch and resend (taken; NULL for none): the TREE's lists. */
 static int send_encoded(struct migration *m, uint32_t stream, const char *kind, int index,
 			const char *flavor, const struct vy_manifest *man, const uint8_t *buf,
-			size_t len, json_object *patch, vy_error *err)
+			size_t len, json_object *patch, json_object *resend, vy_error *err)
 {
 	json_object *t = json_object_new_object();
 	if (patch)
 		json_object_object_add(t, "patch", patch);
+	if (resend)
+		json_object_object_add(t, "resend", resend);
 	json_object_object_add(t, "stream", json_object_new_int64(stream));
 	json_object_object_add(t, "kind", json_object_new_string(kind));
 	json_object_object_add(t, "index", json_object_new_int(index));
@@ -171,19 +192,139 @@ static int send_encoded(struct migration *m, uint32_t stream, const char *kind, 
 	return rc;
 }
 
-/* sha, when not NULL, gets the SHA-256 of the manifest's bytes. */
+/* sha, when not NULL, gets the SHA-256 of the manifest's bytes; resend as
+ * send_encoded's. */
 static int send_manifest(struct migration *m, uint32_t stream, const char *kind, int index,
 			 const char *flavor, const struct vy_manifest *man, uint8_t *sha,
-			 vy_error *err)
+			 json_object *resend, vy_error *err)
 {
 	cleanup_free uint8_t *buf = NULL;
 	size_t len;
 	unsigned dlen = 0;
-	if (vy_manifest_encode(man, &buf, &len, err) < 0)
+	if (vy_manifest_encode(man, &buf, &len, err) < 0) {
+		json_object_put(resend);
 		return -1;
-	if (sha && !EVP_Digest(buf, len, sha, &dlen, EVP_sha256(), NULL))
+	}
+	if (sha && !EVP_Digest(buf, len, sha, &dlen, EVP_sha256(), NULL)) {
+		json_object_put(resend);
 		return vy_error_set(err, EIO, "SHA-256 of a manifest");
-	return send_encoded(m, stream, kind, index, flavor, man, buf, len, NULL, err);
+	}
+	return send_encoded(m, stream, kind, index, flavor, man, buf, len, NULL, resend, err);
+}
+
+/* Calls fn(pid, arg) for each process whose root is init's: the
+ * container's. */
+static void for_each_container_pid(pid_t init, void (*fn)(const char *pid, void *arg), void *arg)
+{
+	char p[PATH_MAX];
+	struct stat want, st;
+	snprintf(p, sizeof(p), "/proc/%d/root", (int)init);
+	if (init <= 0 || stat(p, &want) < 0)
+		return;
+	cleanup_closedir DIR *proc = opendir("/proc");
+	struct dirent *de;
+	while (proc && (de = readdir(proc))) {
+		if (de->d_name[0] < '1' || de->d_name[0] > '9')
+			continue;
+		snprintf(p, sizeof(p), "/proc/%s/root", de->d_name);
+		if (stat(p, &st) == 0 && st.st_dev == want.st_dev && st.st_ino == want.st_ino)
+			fn(de->d_name, arg);
+	}
+}
+
+struct voids_ctx {
+	struct vy_inode_set *set;
+	vy_error err;
+	int failed;
+};
+
+/* One process's shared, writable file mappings: their inodes, through
+ * /proc/PID/map_files (stat(2) there gives what a scan of the tree sees,
+ * where the maps' device numbers need not: btrfs subvolumes). */
+static void add_shared_writable(const char *pid, void *arg)
+{
+	struct voids_ctx *c = arg;
+	char p[64], line[PATH_MAX + 128];
+	snprintf(p, sizeof(p), "/proc/%s/maps", pid);
+	cleanup_fclose FILE *f = fopen(p, "re");
+	while (f && fgets(line, sizeof(line), f)) {
+		unsigned long lo, hi;
+		char perms[8], mf[96];
+		struct stat st;
+		/* "start-end perms offset dev inode path": perms as "rw-s" */
+		if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) != 3 || perms[1] != 'w' ||
+		    perms[3] != 's' || !strchr(line, '/'))
+			continue;
+		snprintf(mf, sizeof(mf), "/proc/%s/map_files/%lx-%lx", pid, lo, hi);
+		if (stat(mf, &st) == 0 && S_ISREG(st.st_mode) &&
+		    vy_inode_set_add(c->set, st.st_dev, st.st_ino, &c->err) < 0)
+			c->failed = 1;
+	}
+}
+
+/* presync and jit, at the freeze (the container is frozen: the set cannot
+ * grow): the inodes of the files its processes have mapped shared and
+ * writable.  A write through such a mapping is no event and need not move
+ * the file's times at all: tmpfs never moves them, and a page that was
+ * already dirty and writable when the pre-sync read it takes more writes
+ * without a fault.  So what was copied of those files before the freeze
+ * cannot be trusted: they are read again (as patches, where the pre-sync
+ * kept chunk digests).  A process outside the container writing through
+ * its own mapping is not seen (README, limits). */
+static int frozen_shared_writable(struct migration *m, vy_error *err)
+{
+	struct voids_ctx c = { .set = &m->voids };
+	cleanup_free int *pids = NULL;
+	size_t n = 0;
+	vy_error why;
+	uint64_t t0 = vy_now_ms();
+	bool cg = false;
+	vy_inode_set_free(&m->voids);
+	/* the frozen cgroup's processes; else those whose root is the
+	 * container's (a scan of every process of the host) */
+	const char *cgp = vy_json_str(json_object_object_get(m->config, "linux"), "cgroupsPath", "");
+	if (vy_runtime_cgroup_procs(m->container, m->pid, cgp, &pids, &n, &why) == 0) {
+		cg = true;
+		for (size_t i = 0; i < n; i++) {
+			char pid[16];
+			snprintf(pid, sizeof(pid), "%d", pids[i]);
+			add_shared_writable(pid, &c);
+		}
+	} else {
+		for_each_container_pid(m->pid, add_shared_writable, &c);
+	}
+	if (c.failed) {
+		*err = c.err;
+		return -1;
+	}
+	vy_inode_set_sort(&m->voids);
+	if (m->voids.n)
+		vy_info("migration %s: %zu files mapped shared and writable by the container "
+			"(its processes from %s, in %llu ms): what was copied of them before the "
+			"freeze is read again", m->id, m->voids.n,
+			cg ? "its cgroup" : "a scan of this host's", (unsigned long long)(vy_now_ms() - t0));
+	return 0;
+}
+
+/* presync, at the freeze, without the watch's verify (which does it on its
+ * way): void the pre-sync's copy of each file in m->voids, so that the
+ * comparison with a new scan sends it again. */
+static void void_mapped(struct migration *m, uint32_t stream, const char *path, bool is_dir)
+{
+	struct vy_manifest *pre = &m->pre[stream];
+	struct stat st;
+	uint32_t marked;
+	vy_error why;
+	if (!m->voids.n || !pre->count)
+		return;
+	if (!is_dir) {
+		if (stat(path, &st) == 0 && pre->entries[0].type == VY_ENTRY_REG &&
+		    vy_inode_set_has(&m->voids, st.st_dev, st.st_ino))
+			pre->entries[0].mtime_ns = INT64_MIN;
+		return;
+	}
+	if (vy_manifest_watch_verify(NULL, path, pre, &m->voids, &marked, &why) < 0)
+		vy_warn("migration %s: %s: %s", m->id, path, why.msg);
 }
 
 /* At the freeze: the files sent before it (vy_source_skeleton) that
@@ -202,8 +343,10 @@ static void check_prefetched(struct migration *m, uint32_t stream, const char *r
 		char p[2 * PATH_MAX];
 		struct stat st;
 		snprintf(p, sizeof(p), "%s/%s", root, e->path);
+		bool mapped = false;
 		if (lstat(p, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size == e->size &&
-		    (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec == e->mtime_ns) {
+		    (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec == e->mtime_ns &&
+		    !(mapped = vy_inode_set_has(&m->voids, st.st_dev, st.st_ino))) {
 			m->pf_kept[stream] += e->size;
 			continue;
 		}
@@ -216,8 +359,9 @@ static void check_prefetched(struct migration *m, uint32_t stream, const char *r
 			dir[0] = '\0';
 		vy_manifest_watch_mark(m->watch[stream], dir);
 		m->pf_refetch[stream]++;
-		vy_info("migration %s: %s changed after it was sent before the freeze; "
-			"the target fetches it again", m->id, e->path);
+		vy_info("migration %s: %s %s; the target fetches it again", m->id, e->path,
+			mapped ? "is mapped shared and writable by the container"
+			       : "changed after it was sent before the freeze");
 	}
 }
 
@@ -257,7 +401,7 @@ static int send_frozen(struct migration *m, uint32_t stream, const char *kind, i
 	}
 	if (!got) {
 		*man = cur;
-		return send_manifest(m, stream, kind, index, "jit", man, NULL, err);
+		return send_manifest(m, stream, kind, index, "jit", man, NULL, NULL, err);
 	}
 	memcpy(d.base_sha, m->pre_sha[stream], 32);
 	uint32_t nput = d.put.count, ngone = d.ngone;
@@ -275,7 +419,7 @@ static int send_frozen(struct migration *m, uint32_t stream, const char *kind, i
 	*man = *pre;
 	*pre = (struct vy_manifest){ 0 };
 	*delta = true;
-	if (send_encoded(m, stream, kind, index, "jit-delta", man, buf, len, NULL, err) < 0)
+	if (send_encoded(m, stream, kind, index, "jit-delta", man, buf, len, NULL, NULL, err) < 0)
 		return -1;
 	vy_info("migration %s: %s: %u entries changed or new and %u gone since the skeleton "
 		"(delta of %zu bytes)", m->id, kind, nput, ngone, len);
@@ -434,13 +578,13 @@ static int send_jit_tree(struct migration *m, uint32_t stream, const char *kind,
 		}
 		if (rc == 0)
 			rc = send_manifest(m, stream, kind, index, flavor, &man, m->pre_sha[stream],
-					   err);
+					   NULL, err);
 	} else if (m->pre[stream].count) {
 		rc = send_frozen(m, stream, kind, index, path, is_dir, &man, &dirs_read, &delta, err);
 	} else {
 		rc = is_dir ? vy_manifest_scan(path, &man, err) : single_file_manifest(path, &man, err);
 		if (rc == 0)
-			rc = send_manifest(m, stream, kind, index, flavor, &man, NULL, err);
+			rc = send_manifest(m, stream, kind, index, flavor, &man, NULL, NULL, err);
 	}
 	if (rc == 0)
 		vy_info("migration %s: %s %s: %u entries %s, %s of %llu bytes sent, in %llu ms",
@@ -548,6 +692,55 @@ static bool fd_writes(const char *p)
 	return true;
 }
 
+struct hot_ctx {
+	json_object *seen, *mapped, *written;
+};
+
+/* One process's open and mapped files, for collect_hot_paths. */
+static void add_hot(const char *pid, void *arg)
+{
+	struct hot_ctx *c = arg;
+	char p[PATH_MAX];
+	snprintf(p, sizeof(p), "/proc/%s/maps", pid);
+	FILE *f = fopen(p, "re");
+	char line[PATH_MAX + 128];
+	while (f && fgets(line, sizeof(line), f)) {
+		char *path = strchr(line, '/');
+		if (!path)
+			continue;
+		path[strcspn(path, "\n")] = '\0';
+		if (strstr(path, " (deleted)"))
+			continue;
+		if (!json_object_object_get(c->seen, path))
+			json_object_object_add(c->seen, path, NULL);
+		/* "start-end perms ...": perms as "rw-s" */
+		char *perms = strchr(line, ' ');
+		bool shared_w = perms && perms + 5 < path && perms[2] == 'w' && perms[4] == 's';
+		json_object_object_add(shared_w ? c->written : c->mapped, path, NULL);
+	}
+	if (f)
+		fclose(f);
+	snprintf(p, sizeof(p), "/proc/%s/fd", pid);
+	cleanup_closedir DIR *fds = opendir(p);
+	struct dirent *fe;
+	while (fds && (fe = readdir(fds))) {
+		char lp[PATH_MAX + 300], target[PATH_MAX];
+		snprintf(lp, sizeof(lp), "%s/%s", p, fe->d_name);
+		ssize_t n = readlink(lp, target, sizeof(target) - 1);
+		if (n <= 0 || target[0] != '/')
+			continue;
+		target[n] = '\0';
+		if (strstr(target, " (deleted)") || !strncmp(target, "/dev/", 5) ||
+		    !strncmp(target, "/proc/", 6))
+			continue;
+		if (!json_object_object_get(c->seen, target))
+			json_object_object_add(c->seen, target, NULL);
+		snprintf(lp, sizeof(lp), "/proc/%s/fdinfo/%s", pid, fe->d_name);
+		if (fd_writes(lp))
+			json_object_object_add(c->written, target, NULL);
+	}
+}
+
 /* What the container's processes have open or mapped, as paths in its
  * own view: the background stream fetches those first.  Read while it
  * still runs; a path that is gone by the freeze costs nothing.  And the
@@ -557,78 +750,27 @@ static bool fd_writes(const char *p)
  * mapping are no inotify event. */
 static void collect_hot_paths(struct migration *m, pid_t init)
 {
-	char p[PATH_MAX];
-	struct stat want, st;
-	snprintf(p, sizeof(p), "/proc/%d/root", (int)init);
 	json_object_put(m->hot);
 	json_object_put(m->prefetch);
 	m->hot = json_object_new_array();
 	m->prefetch = json_object_new_array();
-	if (init <= 0 || stat(p, &want) < 0)
-		return;
-	json_object *seen = json_object_new_object();
-	json_object *mapped = json_object_new_object(), *written = json_object_new_object();
-	cleanup_closedir DIR *proc = opendir("/proc");
-	struct dirent *de;
-	while (proc && (de = readdir(proc))) {
-		if (de->d_name[0] < '1' || de->d_name[0] > '9')
-			continue;
-		snprintf(p, sizeof(p), "/proc/%s/root", de->d_name);
-		if (stat(p, &st) < 0 || st.st_dev != want.st_dev || st.st_ino != want.st_ino)
-			continue;
-		snprintf(p, sizeof(p), "/proc/%s/maps", de->d_name);
-		FILE *f = fopen(p, "re");
-		char line[PATH_MAX + 128];
-		while (f && fgets(line, sizeof(line), f)) {
-			char *path = strchr(line, '/');
-			if (!path)
-				continue;
-			path[strcspn(path, "\n")] = '\0';
-			if (strstr(path, " (deleted)"))
-				continue;
-			if (!json_object_object_get(seen, path))
-				json_object_object_add(seen, path, NULL);
-			/* "start-end perms ...": perms as "rw-s" */
-			char *perms = strchr(line, ' ');
-			bool shared_w = perms && perms + 5 < path && perms[2] == 'w' && perms[4] == 's';
-			json_object_object_add(shared_w ? written : mapped, path, NULL);
-		}
-		if (f)
-			fclose(f);
-		snprintf(p, sizeof(p), "/proc/%s/fd", de->d_name);
-		cleanup_closedir DIR *fds = opendir(p);
-		struct dirent *fe;
-		while (fds && (fe = readdir(fds))) {
-			char lp[PATH_MAX + 300], target[PATH_MAX];
-			snprintf(lp, sizeof(lp), "%s/%s", p, fe->d_name);
-			ssize_t n = readlink(lp, target, sizeof(target) - 1);
-			if (n <= 0 || target[0] != '/')
-				continue;
-			target[n] = '\0';
-			if (strstr(target, " (deleted)") || !strncmp(target, "/dev/", 5) ||
-			    !strncmp(target, "/proc/", 6))
-				continue;
-			if (!json_object_object_get(seen, target))
-				json_object_object_add(seen, target, NULL);
-			snprintf(lp, sizeof(lp), "/proc/%s/fdinfo/%s", de->d_name, fe->d_name);
-			if (fd_writes(lp))
-				json_object_object_add(written, target, NULL);
-		}
-	}
-	json_object_object_foreach(mapped, mk, mv) {
+	struct hot_ctx c = { .seen = json_object_new_object(), .mapped = json_object_new_object(),
+			     .written = json_object_new_object() };
+	for_each_container_pid(init, add_hot, &c);
+	json_object_object_foreach(c.mapped, mk, mv) {
 		(void)mv;
-		if (!m->no_prefetch && !json_object_object_get_ex(written, mk, NULL) &&
+		if (!m->no_prefetch && !json_object_object_get_ex(c.written, mk, NULL) &&
 		    vy_path_is_safe(mk + 1, strlen(mk + 1)))
 			json_object_array_add(m->prefetch, json_object_new_string(mk));
 	}
-	json_object_put(mapped);
-	json_object_put(written);
-	json_object_object_foreach(seen, k, v) {
+	json_object_put(c.mapped);
+	json_object_put(c.written);
+	json_object_object_foreach(c.seen, k, v) {
 		(void)v;
 		if (vy_path_is_safe(k + 1, strlen(k + 1)))
 			json_object_array_add(m->hot, json_object_new_string(k));
 	}
-	json_object_put(seen);
+	json_object_put(c.seen);
 }
 
 /* jit, while the container runs: the skeleton of every tree. */
@@ -664,16 +806,20 @@ static int send_presync_delta(struct migration *m, uint32_t stream, const char *
 	uint64_t data = 0, whole = 0, patched = 0;
 	size_t len = 0;
 	memcpy(d->base_sha, m->pre_sha[stream], 32);
+	json_object *resend = resend_list(pre); /* before pre takes d */
 	if (vy_delta_need(pre, d, &need, &files, &data, &base_of, err) < 0 ||
 	    vy_manifest_delta_encode(d, &buf, &len, err) < 0 ||
-	    vy_manifest_delta_apply(pre, d, NULL, err) < 0)
+	    vy_manifest_delta_apply(pre, d, NULL, err) < 0) {
+		json_object_put(resend);
 		return -1;
+	}
 	/* A file the pre-sync sent whole, with its chunk digests kept, goes
 	 * as a patch: only the chunks that changed. */
 	json_object *plist = json_object_new_array();
 	pb = calloc(pre->count ? pre->count : 1, sizeof(*pb));
 	if (!pb) {
 		json_object_put(plist);
+		json_object_put(resend);
 		return vy_error_set(err, ENOMEM, "out of memory");
 	}
 	for (uint32_t i = 0; i < pre->count; i++) {
@@ -689,7 +835,8 @@ static int send_presync_delta(struct migration *m, uint32_t stream, const char *
 		need[i] = !need[i]; /* what the target has: not sent */
 	}
 	m->act->total_bytes += data;
-	if (send_encoded(m, stream, kind, index, "presync-delta", pre, buf, len, plist, err) < 0 ||
+	if (send_encoded(m, stream, kind, index, "presync-delta", pre, buf, len, plist, resend,
+			 err) < 0 ||
 	    vy_tree_send_patched(m->ch, stream, rootfd, pre, need, pb, &patched,
 				 &m->act->progress, err) < 0)
 		return -1;
@@ -719,7 +866,8 @@ static int presync_fast_delta(struct migration *m, uint32_t stream, const char *
 	cleanup_close int rootfd = open_tree_root(path, true, err);
 	if (rootfd < 0)
 		return -1;
-	int got = vy_manifest_watch_verify(m->watch[stream], path, &m->pre[stream], &marked, &why);
+	int got = vy_manifest_watch_verify(m->watch[stream], path, &m->pre[stream], &m->voids,
+					   &marked, &why);
 	if (got == 0)
 		got = vy_manifest_rescan_delta(m->watch[stream], path, &m->pre[stream], &d, &dirs,
 					       &why);
@@ -750,6 +898,10 @@ static int send_tree(struct migration *m, uint32_t stream, const char *kind, int
 	uint32_t kept = 0;
 	bool live = !strcmp(flavor, "presync"), peer_delta = false;
 	bool frozen_delta = !strcmp(flavor, "delta") && is_dir && m->pre_sha_ok[stream];
+	/* What the container maps shared and writable is read again
+	 * (presync_fast_delta's verify does it on its way). */
+	if (!strcmp(flavor, "delta") && !(frozen_delta && m->watch[stream]))
+		void_mapped(m, stream, path, is_dir);
 	if (frozen_delta && m->watch[stream]) {
 		int got = presync_fast_delta(m, stream, kind, index, path, bytes, err);
 		if (got != 0)
@@ -787,8 +939,10 @@ static int send_tree(struct migration *m, uint32_t stream, const char *kind, int
 		if (rc == 0)
 			m->act->total_bytes += bytes_to_send(&man, skip);
 	}
+	/* the target voids its copies of what this side voided */
 	if (rc == 0)
-		rc = send_manifest(m, stream, kind, index, flavor, &man, NULL, err);
+		rc = send_manifest(m, stream, kind, index, flavor, &man, NULL,
+				   !strcmp(flavor, "delta") ? resend_list(&m->pre[stream]) : NULL, err);
 	if (rc == 0 && live) {
 		skip = calloc(man.count ? man.count : 1, 1);
 		/* chunk digests of what goes whole, for patches at the freeze */
@@ -874,6 +1028,10 @@ int vy_source_transfer(struct migration *m, vy_error *err)
 	vy_source_progress_start(m);
 	const char *flavor = !strcmp(m->mode, "presync") ? "delta" : "full";
 	bool jit = !strcmp(m->mode, "jit");
+	if ((jit || !strcmp(m->mode, "presync")) && frozen_shared_writable(m, err) < 0) {
+		vy_source_progress_stop(m);
+		return vy_error_wrap(err, "the container's shared mappings");
+	}
 	if (jit)
 		m->act->total_bytes -= m->disk_bytes;
 	int rc = send_tree(m, 0, "memory", 0, m->images, true, "full", &m->bytes_memory, err);

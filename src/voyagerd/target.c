@@ -528,14 +528,38 @@ static int recv_changed(struct session *s, uint32_t stream, int rootfd,
  * way) carry data.  The pre-synced tree is brought to man in place,
  * touching only the entries that differ: no second tree is laid out, no
  * file moved, no time set on what did not change. */
+/* presync, at the freeze: the source's "resend" list (NULL: none), the
+ * entries of the pre-synced manifest pre whose copy the source voided
+ * (what the container maps shared and writable, whose data may have
+ * changed with no trace in its metadata).  Each copy is voided here too
+ * (vy_delta_forget), so that both sides agree on which files get data. */
+static int void_resend(struct vy_manifest *pre, json_object *list, vy_error *err)
+{
+	if (!list)
+		return 0;
+	if (!json_object_is_type(list, json_type_array))
+		return vy_error_set(err, EPROTO, "malformed resend list");
+	for (size_t k = 0; k < json_object_array_length(list); k++) {
+		json_object *v = json_object_array_get_idx(list, k);
+		int64_t i = json_object_is_type(v, json_type_int) ? json_object_get_int64(v) : -1;
+		if (i < 0 || i >= pre->count || pre->entries[i].type != VY_ENTRY_REG)
+			return vy_error_set(err, EPROTO, "the resend list names entry %lld, which is "
+					    "no file of the pre-synced tree", (long long)i);
+		pre->entries[i].mtime_ns = INT64_MIN;
+	}
+	return 0;
+}
+
 static int recv_delta(struct session *s, uint32_t stream, const char *dir,
-		      struct vy_manifest *man, vy_error *err)
+		      struct vy_manifest *man, json_object *resend, vy_error *err)
 {
 	cleanup_free uint8_t *have = NULL;
 	cleanup_close int rootfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	uint32_t changed = 0, files = 0;
 	uint64_t bytes = 0, t0 = vy_now_ms();
 	int rc = rootfd < 0 ? vy_error_sys(err, errno, "open %s", dir) : 0;
+	if (rc == 0)
+		rc = void_resend(&s->pre[stream], resend, err);
 	if (rc == 0)
 		rc = vy_delta_unchanged(&s->pre[stream], man, &have, NULL, err);
 	if (rc == 0)
@@ -834,7 +858,8 @@ static int presync_index(struct session *s, uint32_t stream, vy_error *err)
  * pre-synced tree is brought up to date in place, touching only what the
  * delta names: the freeze grows with the change, not with the tree. */
 static int recv_presync_delta(struct session *s, uint32_t stream, const char *dir,
-			      const uint8_t *raw, size_t len, json_object *plist, vy_error *err)
+			      const uint8_t *raw, size_t len, json_object *plist,
+			      json_object *resend, vy_error *err)
 {
 	struct vy_manifest_delta d = { 0 };
 	struct vy_manifest *pre = &s->pre[stream];
@@ -854,6 +879,8 @@ static int recv_presync_delta(struct session *s, uint32_t stream, const char *di
 	cleanup_close int rootfd = rc == 0 ? open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
 	if (rc == 0 && rootfd < 0)
 		rc = vy_error_sys(err, errno, "open %s", dir);
+	if (rc == 0)
+		rc = void_resend(pre, resend, err);
 	if (rc == 0)
 		rc = vy_delta_need(pre, &d, &need, NULL, NULL, NULL, err);
 	if (rc == 0)
@@ -919,35 +946,43 @@ static int recv_tree(struct session *s, struct vy_message *first, vy_error *err)
 	char flavor[16];
 	snprintf(flavor, sizeof(flavor), "%s", vy_json_str(t, "flavor", "full"));
 	json_object *patch = json_object_get(json_object_object_get(t, "patch"));
+	json_object *resend = json_object_get(json_object_object_get(t, "resend"));
 	json_object_put(t);
-	if (rc < 0)
+	if (rc < 0) {
+		json_object_put(patch);
+		json_object_put(resend);
 		return -1;
+	}
 	struct vy_manifest man = { 0 };
 	struct vy_tree_sink *sink = NULL;
 	cleanup_close int rootfd = -1;
 	cleanup_free uint8_t *raw = NULL;
-	if (!strcmp(flavor, "jit-delta")) {
-		rc = recv_manifest_bytes(s, mbytes, &raw, err);
-		return rc < 0 ? -1 : recv_jit_delta(s, stream, dir, raw, mbytes, err);
-	}
 	if (!strcmp(flavor, "presync-delta")) {
 		rc = recv_manifest_bytes(s, mbytes, &raw, err);
 		if (rc == 0)
-			rc = recv_presync_delta(s, stream, dir, raw, mbytes, patch, err);
+			rc = recv_presync_delta(s, stream, dir, raw, mbytes, patch, resend, err);
 		json_object_put(patch);
+		json_object_put(resend);
 		return rc < 0 ? vy_error_wrap(err, "receive changes into %s", dir) : 0;
 	}
 	json_object_put(patch);
+	if (!strcmp(flavor, "jit-delta")) {
+		json_object_put(resend);
+		rc = recv_manifest_bytes(s, mbytes, &raw, err);
+		return rc < 0 ? -1 : recv_jit_delta(s, stream, dir, raw, mbytes, err);
+	}
 	bool jit = !strcmp(flavor, "skeleton") || !strcmp(flavor, "jit");
 	rc = recv_manifest(s, mbytes, &man, jit ? &raw : NULL, err);
+	if (rc == 0 && !strcmp(flavor, "delta")) {
+		rc = recv_delta(s, stream, dir, &man, resend, err);
+		vy_manifest_free(&man);
+		json_object_put(resend);
+		return rc < 0 ? vy_error_wrap(err, "receive changes into %s", dir) : 0;
+	}
+	json_object_put(resend);
 	if (rc == 0 && jit)
 		return recv_jit_tree(s, stream, dir, !strcmp(flavor, "skeleton"), &man, raw,
 				     mbytes, err);
-	if (rc == 0 && !strcmp(flavor, "delta")) {
-		rc = recv_delta(s, stream, dir, &man, err);
-		vy_manifest_free(&man);
-		return rc < 0 ? vy_error_wrap(err, "receive changes into %s", dir) : 0;
-	}
 	if (rc == 0)
 		rc = vy_mkdir_p(dir, 0700, err);
 	if (rc == 0 && (rootfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)

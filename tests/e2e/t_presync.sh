@@ -7,7 +7,12 @@
 # sparse one with one block of data: told after the pre-sync sent that
 # file and before the freeze, so that the freeze sends it again.  A third
 # move does the same with a hard link made to it, which no delta carries:
-# then the whole manifest goes, and the target still works in place.  After
+# then the whole manifest goes, and the target still works in place.  And
+# all along a second process stamps a counter into a 1 MiB file through a
+# shared mapping only (maphold stamp), which moves neither the file's times
+# (its pages stay dirty and writable) nor raises any event: the freeze must
+# read that file again all the same, because the container maps it shared
+# and writable.  After
 # the move (paused on b so that nothing changes while we look) the tree
 # must be exactly what the process's memory says it wrote: no lost append,
 # no resurrected file, no stale block, no byte of an older copy where the
@@ -26,7 +31,8 @@ B=$(host_dir b)
 ID=${LAB}p
 IPA=$(lab_ip "$LAB" a)
 IPB=$(lab_ip "$LAB" b)
-SCRIPT='i=0
+SCRIPT='/sbin/maphold /ring.bin:stamp >/dev/null 2>&1 &
+i=0
 while true; do
   i=$((i+1))
   echo $i >>/data/log
@@ -57,10 +63,13 @@ done'
 dd if=/dev/urandom of="$A/bundles/$ID/rootfs/static.bin" bs=1M count=64 status=none
 dd if=/dev/urandom of="$A/bundles/$ID/rootfs/data/big" bs=1M count=32 status=none
 dd if=/dev/urandom of="$A/bundles/$ID/rootfs/holey" bs=1M count=1 status=none
+dd if=/dev/zero of="$A/bundles/$ID/rootfs/ring.bin" bs=1M count=1 status=none
 lab_shape "$LAB" a 200mbit
 lab_shape "$LAB" b 200mbit
 ctr_run a runc "$ID" "$A/bundles/$ID" || { t_fail "container start"; t_done; }
 wait_until 10 test -s "$A/bundles/$ID/rootfs/data/log" || { t_fail "workload runs"; t_done; }
+wait_until 10 bash -c "head -c 4104 '$A/bundles/$ID/rootfs/ring.bin' | tail -c 8 | grep -q '^[0-9]*[1-9][0-9]*\$'" ||
+	{ t_fail "maphold stamps ring.bin"; t_done; }
 
 # consistent HOST ROOTFS: the tree is one the workload can have left at
 # some instant (checked while paused).  With L the log's last line, each
@@ -102,6 +111,32 @@ if len(data) == 1048576 and len(nz) == 1:
     if k.isdigit() and int(k) % 16 == nz[0] and not any(data[off + 8:off + 65536]):
         sys.exit(0)
 print("holey (%d bytes) has data in blocks %s" % (len(data), nz))
+sys.exit(1)
+PY
+}
+
+# ring ROOTFS: each 4 KiB slot j of /ring.bin holds the last stamp K with
+# K % 256 = j up to the highest stamp M found, "00000000" where none fell
+# yet.  A slot of the pre-synced copy that the freeze did not send again
+# holds an older stamp.
+ring() {
+	python3 - "$1/ring.bin" <<'PY'
+import sys
+data = open(sys.argv[1], "rb").read()
+n = len(data) // 4096
+got = []
+for j in range(n):
+    s = data[j * 4096:j * 4096 + 8]
+    if not s.isdigit():
+        print("ring.bin slot %d holds %r" % (j, s))
+        sys.exit(1)
+    got.append(int(s))
+m = max(got)
+bad = [j for j in range(n) if got[j] != (m - (m - j) % n if m - (m - j) % n >= 1 else 0)]
+if len(data) == 1048576 and m > 0 and not bad:
+    sys.exit(0)
+print("ring.bin: highest stamp %d; %d stale slots, e.g. %s" % (m, len(bad),
+      ", ".join("%d: %d" % (j, got[j]) for j in bad[:4])))
 sys.exit(1)
 PY
 }
@@ -150,6 +185,10 @@ msg=$(holey "$RB") && [ ! -e "$RB/data/go" ] &&
 	t_fail "the sparse rewrite" "$msg; data/go there: $(ls "$RB/data/go" 2>&1)"
 cmp -s "$A/bundles/$ID/rootfs/static.bin" "$RB/static.bin" && t_ok "static data identical" ||
 	t_fail "static data identical"
+# (the processes read from the frozen cgroup, not from a scan of the host's)
+msg=$(ring "$RB") && grep -q "1 files mapped shared and writable by the container (its processes from its cgroup" "$A/voyagerd.log" &&
+	t_ok "a file written through a shared mapping, with no trace in its times: read again at the freeze, exact" ||
+	t_fail "the file written through a shared mapping" "$msg; $(grep -c "mapped shared and writable" "$A/voyagerd.log") lines on a"
 [ ! -e "$B/state/containers/$ID/bundle/rootfs.old" ] && [ ! -e "$B/state/containers/$ID/bundle/rootfs.delta" ] &&
 	t_ok "no stale trees left on b" || t_fail "no stale trees left on b"
 lab_exec "$LAB" b runc --root "$B/runtime/runc" resume "$ID"
@@ -162,6 +201,7 @@ echo "stop-copy: $out"
 	t_ok "--mode stop-copy migrates back without a pre-sync" || t_fail "stop-copy back" "$out"
 lab_exec "$LAB" a runc --root "$A/runtime/runc" pause "$ID"
 msg=$(consistent a "$A/state/containers/$ID/bundle/rootfs") && msg=$(holey "$A/state/containers/$ID/bundle/rootfs") &&
+	msg=$(ring "$A/state/containers/$ID/bundle/rootfs") &&
 	t_ok "after stop-copy: the tree is exact too" || t_fail "after stop-copy: tree exact" "$msg"
 lab_exec "$LAB" a runc --root "$A/runtime/runc" resume "$ID"
 sleep 0.5
@@ -178,7 +218,7 @@ out=$(cat "$A/vy-presync.txt")
 echo "presync with a new hard link:"
 echo "$out" | sed 's/^/#   /'
 lab_exec "$LAB" b runc --root "$B/runtime/runc" pause "$ID"
-msg=$(consistent b "$RB") && msg=$(holey "$RB") && [ "$RB/holey" -ef "$RB/data/holey-link" ] &&
+msg=$(consistent b "$RB") && msg=$(holey "$RB") && msg=$(ring "$RB") && [ "$RB/holey" -ef "$RB/data/holey-link" ] &&
 	[ "$rc" = 0 ] && echo "$out" | grep -q "^migrated: $ID -> $IPB  (migration [0-9a-f]*, presync)" &&
 	grep -q "bundle/rootfs brought up to date in place in" "$B/voyagerd.log" &&
 	t_ok "presync with a hard link made after the pre-sync: whole manifest, updated in place, exact" ||

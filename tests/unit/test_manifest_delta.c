@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "delta.h"
 #include "manifest.h"
 #include "tmptree.h"
 #include "unit.h"
@@ -1607,7 +1608,7 @@ static void test_watch_verify(void)
 	CHECK(vy_manifest_scan(src, &old, &err) == 0);
 	CHECK(vy_manifest_watch_index(w, &old, &err) == 0);
 	/* nothing changed: nothing marked */
-	CHECK(vy_manifest_watch_verify(w, src, &old, &marked, &err) == 0 && marked == 0);
+	CHECK(vy_manifest_watch_verify(w, src, &old, NULL, &marked, &err) == 0 && marked == 0);
 	usleep(20000);
 	int fd;
 	char *p = write_mapped(join(src, "d/mapped"), &fd);
@@ -1617,7 +1618,7 @@ static void test_watch_verify(void)
 	CHECK(!in_put(&d, "d/mapped") && dirs == 0);
 	vy_manifest_delta_free(&d);
 	old.entries[find(&old, "e/void")].mtime_ns = INT64_MIN; /* as vy_delta_forget does */
-	CHECK(vy_manifest_watch_verify(w, src, &old, &marked, &err) == 0 && marked == 2);
+	CHECK(vy_manifest_watch_verify(w, src, &old, NULL, &marked, &err) == 0 && marked == 2);
 	CHECK(vy_manifest_rescan_delta(w, src, &old, &d, &dirs, &err) == 1);
 	CHECK(in_put(&d, "d/mapped") && in_put(&d, "e/void") && !in_put(&d, "plain") && dirs == 2);
 	vy_manifest_delta_free(&d);
@@ -1659,7 +1660,7 @@ static void test_watch_verify_threads(void)
 	const char *names[2] = { "d00/f0000", "d19/f0999" };
 	for (int k = 0; k < 2; k++)
 		CHECK((maps[k] = write_mapped(join(src, names[k]), &fds[k])) != NULL);
-	CHECK(vy_manifest_watch_verify(w, src, &old, &marked, &err) == 0 && marked == 2);
+	CHECK(vy_manifest_watch_verify(w, src, &old, NULL, &marked, &err) == 0 && marked == 2);
 	CHECK(vy_manifest_rescan_delta(w, src, &old, &d, &dirs, &err) == 1);
 	CHECK(d.put.count == 2 && in_put(&d, names[0]) && in_put(&d, names[1]) && dirs == 2);
 	vy_manifest_delta_free(&d);
@@ -1667,6 +1668,70 @@ static void test_watch_verify_threads(void)
 		unmap(maps[k], fds[k]);
 	vy_manifest_watch_free(w);
 	vy_manifest_free(&old);
+}
+
+/* Files in voids (mapped shared and writable at the freeze: written,
+ * perhaps, with no trace in their times) are marked and their copies
+ * voided even though nothing about their inodes changed, so the delta
+ * has them and vy_delta_need asks for their data; with no watch (w NULL)
+ * only the voiding is done, and a diff against a new scan has them. */
+static void test_watch_verify_voids(void)
+{
+	cleanup_tree char *src = make_tmpdir();
+	CHECK(src && mkdir(join(src, "d"), 0755) == 0 &&
+	      write_at(join(src, "d/shm"), 0, "0123456789") == 0 &&
+	      write_at(join(src, "plain"), 0, "x") == 0 && symlink("plain", join(src, "ln")) == 0);
+	if (!src)
+		return;
+	struct vy_inode_set set = { 0 };
+	struct stat st, lst;
+	vy_error err = { 0 };
+	CHECK(stat(join(src, "d/shm"), &st) == 0 && lstat(join(src, "ln"), &lst) == 0);
+	/* added twice, and a symlink's inode (never voided: not a file) */
+	CHECK(vy_inode_set_add(&set, st.st_dev, st.st_ino, &err) == 0 &&
+	      vy_inode_set_add(&set, lst.st_dev, lst.st_ino, &err) == 0 &&
+	      vy_inode_set_add(&set, st.st_dev, st.st_ino, &err) == 0);
+	vy_inode_set_sort(&set);
+	CHECK(set.n == 2 && vy_inode_set_has(&set, st.st_dev, st.st_ino) &&
+	      !vy_inode_set_has(&set, st.st_dev, st.st_ino + 1) && !vy_inode_set_has(NULL, 1, 1));
+
+	struct vy_scan_watch *w = NULL;
+	struct vy_manifest old = { 0 }, cur = { 0 };
+	struct vy_manifest_delta d;
+	uint32_t dirs = 0, marked = 0, files = 0;
+	uint64_t bytes = 0;
+	uint8_t *need = NULL;
+	CHECK(vy_manifest_watch(src, &w, &err) == 0);
+	CHECK(vy_manifest_scan(src, &old, &err) == 0);
+	CHECK(vy_manifest_watch_index(w, &old, &err) == 0);
+	CHECK(vy_manifest_watch_verify(w, src, &old, NULL, &marked, &err) == 0 && marked == 0);
+	CHECK(vy_manifest_watch_verify(w, src, &old, &set, &marked, &err) == 0 && marked == 1);
+	CHECK(old.entries[find(&old, "d/shm")].mtime_ns == INT64_MIN &&
+	      old.entries[find(&old, "ln")].mtime_ns != INT64_MIN);
+	CHECK(vy_manifest_rescan_delta(w, src, &old, &d, &dirs, &err) == 1);
+	CHECK(d.put.count == 1 && in_put(&d, "d/shm") && dirs == 1);
+	CHECK(vy_delta_need(&old, &d, &need, &files, &bytes, NULL, &err) == 0 && files == 1 &&
+	      bytes == 10);
+	free(need);
+	vy_manifest_delta_free(&d);
+	vy_manifest_watch_free(w);
+	vy_manifest_free(&old);
+
+	/* no watch: voided all the same, and nothing to mark */
+	CHECK(vy_manifest_scan(src, &old, &err) == 0);
+	CHECK(vy_manifest_watch_verify(NULL, src, &old, &set, &marked, &err) == 0 && marked == 1);
+	CHECK(old.entries[find(&old, "d/shm")].mtime_ns == INT64_MIN);
+	CHECK(vy_manifest_scan(src, &cur, &err) == 0);
+	CHECK(vy_manifest_diff(&old, &cur, &d, &err) == 1 && d.put.count == 1 && in_put(&d, "d/shm"));
+	vy_manifest_delta_free(&d);
+	vy_manifest_free(&cur);
+	vy_manifest_free(&old);
+	/* and without voids nor watch, nothing at all */
+	CHECK(vy_manifest_scan(src, &old, &err) == 0);
+	CHECK(vy_manifest_watch_verify(NULL, src, &old, NULL, &marked, &err) == 0 && marked == 0);
+	vy_manifest_free(&old);
+	vy_inode_set_free(&set);
+	CHECK(set.n == 0 && set.ids == NULL);
 }
 
 int main(void)
@@ -1690,5 +1755,6 @@ int main(void)
 	RUN(test_rescan_delta_moved_dirs);
 	RUN(test_watch_verify);
 	RUN(test_watch_verify_threads);
+	RUN(test_watch_verify_voids);
 	return unit_summary();
 }
