@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -118,6 +119,144 @@ static int sum_feed(struct sender *s, const uint8_t *data, uint64_t n)
 			return -1;
 	}
 	return 0;
+}
+
+/* The chunk digests of a file, as a patch has them, read and hashed by
+ * up to four threads (as many as there are CPUs): in the freeze a patch
+ * reads the whole file, on each side.  The threads take chunks in order,
+ * so that a consumer (the sender of a patch) can use each digest as soon
+ * as it is there, while the threads go on. */
+#define DIGEST_THREADS 4
+
+struct digest_pool {
+	int fd;
+	uint64_t size, chunks;
+	uint8_t (*out)[VY_SUM_LEN];
+	_Atomic uint64_t next; /* the next chunk to take */
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	uint8_t *done;         /* per chunk, under mu */
+	int err_no;            /* the first failure, under mu: errno, or EIO with */
+	uint64_t err_off;      /* where (UINT64_MAX: hashing) */
+	bool stop;             /* the consumer is done, under mu */
+	pthread_t tids[DIGEST_THREADS];
+	unsigned nthreads;
+};
+
+static void *digest_worker(void *arg)
+{
+	struct digest_pool *p = arg;
+	uint8_t *buf = malloc(VY_CHUNK_SIZE);
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	int e = !buf || !ctx ? ENOMEM : 0;
+	uint64_t eoff = 0;
+	for (;;) {
+		uint64_t k = e ? p->chunks : atomic_fetch_add(&p->next, 1);
+		if (k < p->chunks) {
+			uint64_t off = k * VY_CHUNK_SIZE;
+			size_t want = p->size - off < VY_CHUNK_SIZE ? (size_t)(p->size - off)
+								    : VY_CHUNK_SIZE;
+			for (size_t have = 0; !e && have < want;) {
+				ssize_t n = pread(p->fd, buf + have, want - have, (off_t)(off + have));
+				if (n < 0 && errno == EINTR)
+					continue;
+				if (n <= 0) {
+					e = n < 0 ? errno : EIO;
+					eoff = off + have;
+				}
+				have += n > 0 ? (size_t)n : 0;
+			}
+			if (!e && (!EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) ||
+				   !EVP_DigestUpdate(ctx, buf, want) || sum_final(ctx, p->out[k]) < 0)) {
+				e = EIO;
+				eoff = UINT64_MAX;
+			}
+		}
+		pthread_mutex_lock(&p->mu);
+		if (k < p->chunks && !e)
+			p->done[k] = 1;
+		if (e && !p->err_no) {
+			p->err_no = e;
+			p->err_off = eoff;
+		}
+		bool quit = k >= p->chunks || p->stop || p->err_no;
+		pthread_cond_broadcast(&p->cv);
+		pthread_mutex_unlock(&p->mu);
+		if (quit)
+			break;
+	}
+	EVP_MD_CTX_free(ctx);
+	free(buf);
+	return NULL;
+}
+
+static int pool_start(struct digest_pool *p, int fd, uint64_t size, uint8_t (*out)[VY_SUM_LEN],
+		      vy_error *err)
+{
+	*p = (struct digest_pool){ .fd = fd, .size = size, .out = out };
+	p->chunks = (size + VY_CHUNK_SIZE - 1) / VY_CHUNK_SIZE;
+	p->done = calloc(p->chunks ? p->chunks : 1, 1);
+	if (!p->done)
+		return vy_error_sys(err, ENOMEM, "chunk digests");
+	pthread_mutex_init(&p->mu, NULL);
+	pthread_cond_init(&p->cv, NULL);
+	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	unsigned want = cpus > 0 && cpus < DIGEST_THREADS ? (unsigned)cpus : DIGEST_THREADS;
+	if (p->chunks < want)
+		want = p->chunks ? (unsigned)p->chunks : 1;
+	for (unsigned t = 0; t < want; t++)
+		if (pthread_create(&p->tids[p->nthreads], NULL, digest_worker, p) == 0)
+			p->nthreads++;
+	if (!p->nthreads) /* no thread: here, all of it, before any is used */
+		digest_worker(p);
+	return 0;
+}
+
+/* Waits for chunk k's digest; -1 with err when reading or hashing failed. */
+static int pool_wait(struct digest_pool *p, uint64_t k, const char *path, vy_error *err)
+{
+	pthread_mutex_lock(&p->mu);
+	while (!p->done[k] && !p->err_no)
+		pthread_cond_wait(&p->cv, &p->mu);
+	int e = p->done[k] ? 0 : p->err_no;
+	uint64_t off = p->err_off;
+	pthread_mutex_unlock(&p->mu);
+	if (!e)
+		return 0;
+	if (off == UINT64_MAX)
+		return vy_error_set(err, EIO, "'%s': sha256 failed", path);
+	if (e == EIO)
+		return vy_error_set(err, EIO, "'%s' shrank while being read (end at %llu, expected "
+				    "%llu)", path, (unsigned long long)off, (unsigned long long)p->size);
+	return vy_error_sys(err, e, "'%s': read at %llu", path, (unsigned long long)off);
+}
+
+static void pool_finish(struct digest_pool *p)
+{
+	pthread_mutex_lock(&p->mu);
+	p->stop = true;
+	pthread_mutex_unlock(&p->mu);
+	for (unsigned t = 0; t < p->nthreads; t++)
+		pthread_join(p->tids[t], NULL);
+	pthread_mutex_destroy(&p->mu);
+	pthread_cond_destroy(&p->cv);
+	free(p->done);
+	p->done = NULL;
+}
+
+/* All of a file's chunk digests into out. */
+static int chunk_digests(int fd, uint64_t size, const char *path, uint8_t (*out)[VY_SUM_LEN],
+			 vy_error *err)
+{
+	struct digest_pool p;
+	if (pool_start(&p, fd, size, out, err) < 0)
+		return -1;
+	int rc = 0;
+	for (uint64_t k = 0; rc == 0 && k < p.chunks; k++)
+		rc = pool_wait(&p, k, path, err);
+	pool_finish(&p);
+	return rc;
 }
 
 void vy_chunk_sums_free(struct vy_chunk_sums *sums, uint32_t count)
@@ -251,6 +390,10 @@ static int send_file_data(struct sender *s, int fd, uint32_t index,
 			  const struct vy_entry *e, vy_error *err);
 static int send_file_patch(struct sender *s, int fd, uint32_t index, const struct vy_entry *e,
 			   const struct vy_chunk_sums *base, vy_error *err);
+struct digest_pool;
+static int send_patch_chunks(struct sender *s, int fd, uint32_t index, const struct vy_entry *e,
+			     const struct vy_chunk_sums *base, struct digest_pool *pool,
+			     uint8_t (*sums)[VY_SUM_LEN], vy_error *err);
 
 static int send_file(struct sender *s, int rootfd, uint32_t index,
 		     const struct vy_entry *e, vy_error *err)
@@ -300,11 +443,47 @@ static int send_file(struct sender *s, int rootfd, uint32_t index,
 static int send_file_patch(struct sender *s, int fd, uint32_t index, const struct vy_entry *e,
 			   const struct vy_chunk_sums *base, vy_error *err)
 {
-	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+	uint64_t chunks = (e->size + VY_CHUNK_SIZE - 1) / VY_CHUNK_SIZE;
+	cleanup_free uint8_t(*sums)[VY_SUM_LEN] = malloc((chunks ? chunks : 1) * VY_SUM_LEN);
+	if (!sums)
+		return vy_error_sys(err, ENOMEM, "'%s'", e->path);
 	if (!EVP_DigestInit_ex(s->ctx, EVP_sha256(), NULL))
 		return vy_error_set(err, EIO, "sha256 init failed");
+	/* the digests come from threads, in order; a chunk whose digest
+	 * differs is read again and sent while they go on */
+	struct digest_pool pool;
+	if (pool_start(&pool, fd, e->size, sums, err) < 0)
+		return -1;
+	int rc = send_patch_chunks(s, fd, index, e, base, &pool, sums, err);
+	pool_finish(&pool);
+	if (rc < 0)
+		return -1;
+	if (check_size(fd, e, "while being sent", err) < 0)
+		return -1;
+	char hex[65];
+	hash_final_hex(s->ctx, hex);
+	s->patching = true;
+	rc = send_file_end(s, index, e, hex, err);
+	s->patching = false;
+	return rc;
+}
+
+/* send_file_patch's chunks, each once its digest is there. */
+static int send_patch_chunks(struct sender *s, int fd, uint32_t index, const struct vy_entry *e,
+			     const struct vy_chunk_sums *base, struct digest_pool *pool,
+			     uint8_t (*sums)[VY_SUM_LEN], vy_error *err)
+{
 	for (uint64_t off = 0, k = 0; off < e->size; off += VY_CHUNK_SIZE, k++) {
 		size_t want = e->size - off < VY_CHUNK_SIZE ? (size_t)(e->size - off) : VY_CHUNK_SIZE;
+		if (pool_wait(pool, k, e->path, err) < 0)
+			return -1;
+		if (!EVP_DigestUpdate(s->ctx, sums[k], VY_SUM_LEN))
+			return vy_error_set(err, EIO, "'%s': sha256 failed", e->path);
+		/* progress counts what is done with: each chunk, sent or not */
+		if (s->progress)
+			atomic_fetch_add_explicit(&s->progress->bytes, want, memory_order_relaxed);
+		if (k < base->n && !memcmp(sums[k], base->sum[k], VY_SUM_LEN))
+			continue;
 		for (size_t have = 0; have < want;) {
 			ssize_t got = pread(fd, s->buf + have, want - have, (off_t)(off + have));
 			if (got < 0 && errno == EINTR)
@@ -316,30 +495,13 @@ static int send_file_patch(struct sender *s, int fd, uint32_t index, const struc
 							      e->path);
 			have += (size_t)got;
 		}
-		uint8_t sum[VY_SUM_LEN];
-		if (!EVP_DigestInit_ex(s->cctx, EVP_sha256(), NULL) ||
-		    !EVP_DigestUpdate(s->cctx, s->buf, want) || sum_final(s->cctx, sum) < 0 ||
-		    !EVP_DigestUpdate(s->ctx, sum, VY_SUM_LEN))
-			return vy_error_set(err, EIO, "'%s': sha256 failed", e->path);
-		/* progress counts what is done with: each chunk, sent or not */
-		if (s->progress)
-			atomic_fetch_add_explicit(&s->progress->bytes, want, memory_order_relaxed);
-		if (k < base->n && !memcmp(sum, base->sum[k], VY_SUM_LEN))
-			continue;
 		if (vy_channel_send_data(s->ch, s->stream, index, off, s->buf, want, err) < 0) {
 			s->channel_failed = true;
 			return vy_error_wrap(err, "'%s'", e->path);
 		}
 		s->patch_bytes += want;
 	}
-	if (check_size(fd, e, "while being sent", err) < 0)
-		return -1;
-	char hex[65];
-	hash_final_hex(s->ctx, hex);
-	s->patching = true;
-	int rc = send_file_end(s, index, e, hex, err);
-	s->patching = false;
-	return rc;
+	return 0;
 }
 
 static int send_file_data(struct sender *s, int fd, uint32_t index,
@@ -480,39 +642,26 @@ void vy_tree_sink_patches(struct vy_tree_sink *s, const uint8_t *patch)
 
 /* Into s->ctx: the digest of each chunk of fd (e's file, which must be
  * e->size bytes long), in order. */
-static int hash_chunks(struct vy_tree_sink *s, int fd, const struct vy_entry *e, uint8_t *buf,
-		       EVP_MD_CTX *cctx, struct stat *st, vy_error *err)
+static int hash_chunks(struct vy_tree_sink *s, int fd, const struct vy_entry *e,
+		       struct stat *st, vy_error *err)
 {
 	if (fd < 0)
 		return -1;
-	if (!buf || !cctx)
-		return vy_error_sys(err, ENOMEM, "'%s'", e->path);
 	if (fstat(fd, st) < 0)
 		return vy_error_sys(err, errno, "'%s': fstat", e->path);
 	if ((uint64_t)st->st_size != e->size)
 		return vy_error_set(err, EIO, "'%s': %llu bytes here after its patch, not %llu",
 				    e->path, (unsigned long long)st->st_size,
 				    (unsigned long long)e->size);
-	if (!EVP_DigestInit_ex(s->ctx, EVP_sha256(), NULL))
-		return vy_error_set(err, EIO, "sha256 init failed");
-	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-	for (uint64_t off = 0; off < e->size; off += VY_CHUNK_SIZE) {
-		size_t want = e->size - off < VY_CHUNK_SIZE ? (size_t)(e->size - off) : VY_CHUNK_SIZE;
-		for (size_t have = 0; have < want;) {
-			ssize_t n = pread(fd, buf + have, want - have, (off_t)(off + have));
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n <= 0)
-				return vy_error_sys(err, n < 0 ? errno : EIO, "'%s': read at %llu",
-						    e->path, (unsigned long long)(off + have));
-			have += (size_t)n;
-		}
-		uint8_t sum[VY_SUM_LEN];
-		if (!EVP_DigestInit_ex(cctx, EVP_sha256(), NULL) ||
-		    !EVP_DigestUpdate(cctx, buf, want) || sum_final(cctx, sum) < 0 ||
-		    !EVP_DigestUpdate(s->ctx, sum, VY_SUM_LEN))
-			return vy_error_set(err, EIO, "'%s': sha256 failed", e->path);
-	}
+	uint64_t chunks = (e->size + VY_CHUNK_SIZE - 1) / VY_CHUNK_SIZE;
+	cleanup_free uint8_t(*sums)[VY_SUM_LEN] = malloc((chunks ? chunks : 1) * VY_SUM_LEN);
+	if (!sums)
+		return vy_error_sys(err, ENOMEM, "'%s'", e->path);
+	if (chunk_digests(fd, e->size, e->path, sums, err) < 0)
+		return -1;
+	if (!EVP_DigestInit_ex(s->ctx, EVP_sha256(), NULL) ||
+	    (chunks && !EVP_DigestUpdate(s->ctx, sums, chunks * VY_SUM_LEN)))
+		return vy_error_set(err, EIO, "'%s': sha256 failed", e->path);
 	return 0;
 }
 
@@ -522,11 +671,8 @@ static int hash_on_disk(struct vy_tree_sink *s, const struct vy_entry *e, char h
 			vy_error *err)
 {
 	cleanup_close int fd = vy_manifest_open_entry(s->rootfd, e->path, O_RDONLY, err);
-	cleanup_free uint8_t *buf = fd >= 0 ? malloc(VY_CHUNK_SIZE) : NULL;
-	EVP_MD_CTX *cctx = fd >= 0 ? EVP_MD_CTX_new() : NULL;
 	struct stat st;
-	int rc = hash_chunks(s, fd, e, buf, cctx, &st, err);
-	EVP_MD_CTX_free(cctx);
+	int rc = hash_chunks(s, fd, e, &st, err);
 	if (rc == 0)
 		hash_final_hex(s->ctx, hex);
 	return rc;

@@ -734,7 +734,9 @@ static int patch_round(struct fixture *f, struct patch_sender *a, const uint8_t 
 static void test_patch(void)
 {
 	cleanup_fixture struct fixture f;
-	CHECK(fixture_init(&f, 4 << 20));
+	/* big: 40 MiB, 160 chunks: its digests are taken on more than one
+	 * thread where there is more than one CPU */
+	CHECK(fixture_init(&f, 40 << 20));
 	if (!f.ready)
 		return;
 	uint32_t n = f.m.count, big = index_of(&f.m, "big"), sparse = index_of(&f.m, "d/sparse"),
@@ -744,12 +746,13 @@ static void test_patch(void)
 	vy_error err = { 0 };
 	CHECK(patch_round(&f, &a, NULL, NULL, &err) == 0 && a.rc == 0);
 	/* digests for the files of 1 MiB and more only */
-	CHECK(sums[big].n == 16 && sums[sparse].n == 48 && sums[hole].n == 12 && sums[small].n == 0);
+	CHECK(sums[big].n == 160 && sums[sparse].n == 48 && sums[hole].n == 12 && sums[small].n == 0);
 
-	/* big: 10 bytes in chunk 10; d/sparse: its data at 5 MiB punched out
+	/* big: 10 bytes in chunk 10 and in chunk 159, the last; d/sparse: its data at 5 MiB punched out
 	 * (chunks 20 and 21 now zeros) and 10 bytes in chunk 32, a hole till
 	 * now; allhole: unchanged */
 	CHECK(write_random(join(f.src, "big"), (10 << 18) + 1000, 10, 11) == 0);
+	CHECK(write_random(join(f.src, "big"), (159 << 18) + 5, 10, 14) == 0);
 	int fd = open(join(f.src, "d/sparse"), O_RDWR | O_CLOEXEC);
 	CHECK(fd >= 0 && fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 5 << 20,
 				   300000) == 0);
@@ -770,7 +773,7 @@ static void test_patch(void)
 	CHECK(rc == 0 && b.rc == 0);
 	if (rc < 0 || b.rc < 0)
 		fprintf(stderr, "  receiver: %s\n  sender: %s\n", err.msg, b.err.msg);
-	CHECK(b.patch_bytes == 4 * VY_CHUNK_SIZE);
+	CHECK(b.patch_bytes == 5 * VY_CHUNK_SIZE);
 	CHECK(same_content(join(f.src, "big"), join(f.dst, "big")));
 	CHECK(same_content(join(f.src, "d/sparse"), join(f.dst, "d/sparse")));
 	CHECK(same_content(join(f.src, "allhole"), join(f.dst, "allhole")));
