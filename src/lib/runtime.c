@@ -1,6 +1,7 @@
 /* runtime.c - see runtime.h. */
 #include "runtime.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdbool.h>
@@ -424,36 +425,62 @@ int vy_runtime_freeze(const struct vy_runtime *rt, const char *id, int pid,
 			    "here; migrate it again once that process is out", id, dir);
 }
 
-int vy_runtime_cgroup_procs(const char *id, int pid, const char *cgroups_path, int **pids,
-			    size_t *n, vy_error *err)
+/* The pids in dir/cgroup.procs and in those of its descendants (a
+ * container may make cgroups of its own below its own), appended to
+ * *pids. */
+static int read_procs(const char *dir, int depth, int **pids, size_t *n, size_t *cap,
+		      vy_error *err)
 {
-	char dir[PATH_MAX], p[PATH_MAX + 16];
-	bool v2 = false;
-	*pids = NULL;
-	*n = 0;
-	if (pid <= 0 || !id[0] || freezer_dir(pid, id, cgroups_path, dir, sizeof(dir), &v2) < 0)
-		return vy_error_set(err, ENOENT, "%s: its freezer cgroup was not found", id);
+	char p[PATH_MAX + 16];
 	snprintf(p, sizeof(p), "%s/cgroup.procs", dir);
 	cleanup_fclose FILE *f = fopen(p, "re");
 	if (!f)
 		return vy_error_sys(err, errno, "open %s", p);
-	size_t cap = 0;
 	long v;
 	while (fscanf(f, "%ld", &v) == 1) {
 		if (v <= 0 || v > INT32_MAX)
 			continue;
-		if (*n == cap) {
-			cap = cap ? 2 * cap : 16;
-			int *q = realloc(*pids, cap * sizeof(**pids));
-			if (!q) {
-				free(*pids);
-				*pids = NULL;
-				*n = 0;
+		if (*n == *cap) {
+			size_t c = *cap ? 2 * *cap : 16;
+			int *q = realloc(*pids, c * sizeof(**pids));
+			if (!q)
 				return vy_error_set(err, ENOMEM, "out of memory");
-			}
 			*pids = q;
+			*cap = c;
 		}
 		(*pids)[(*n)++] = (int)v;
+	}
+	if (depth >= 16)
+		return 0;
+	cleanup_closedir DIR *d = opendir(dir);
+	struct dirent *de;
+	while (d && (de = readdir(d))) {
+		if (de->d_type != DT_DIR || de->d_name[0] == '.')
+			continue;
+		char sub[PATH_MAX];
+		if ((size_t)snprintf(sub, sizeof(sub), "%s/%s", dir, de->d_name) >= sizeof(sub))
+			continue;
+		if (read_procs(sub, depth + 1, pids, n, cap, err) < 0 && err->code == ENOMEM)
+			return -1; /* a cgroup gone meanwhile is no error */
+	}
+	return 0;
+}
+
+int vy_runtime_cgroup_procs(const char *id, int pid, const char *cgroups_path, int **pids,
+			    size_t *n, vy_error *err)
+{
+	char dir[PATH_MAX];
+	bool v2 = false;
+	size_t cap = 0;
+	*pids = NULL;
+	*n = 0;
+	if (pid <= 0 || !id[0] || freezer_dir(pid, id, cgroups_path, dir, sizeof(dir), &v2) < 0)
+		return vy_error_set(err, ENOENT, "%s: its freezer cgroup was not found", id);
+	if (read_procs(dir, 0, pids, n, &cap, err) < 0) {
+		free(*pids);
+		*pids = NULL;
+		*n = 0;
+		return -1;
 	}
 	return 0;
 }

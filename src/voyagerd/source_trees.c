@@ -145,9 +145,6 @@ static int single_file_manifest(const char *path, struct vy_manifest *man, vy_er
 	return 0;
 }
 
-/* A tree's header and its manifest (or, flavor "jit-delta", a delta)
- * already encoded in buf.  patch (taken), when not NULL: the entries whose
- * data comes as patches (presync-delta). */
 /* presync, at the freeze: the entries of the pre-sync's manifest pre whose
  * copy is void here (vy_delta_forget; what the container maps shared and
  * writable), as a "resend" list for the target, which voids its own copy
@@ -166,7 +163,10 @@ static json_object *resend_list(const struct vy_manifest *pre)
 	return l;
 }
 
-/* patch and resend (taken; NULL for none): the TREE's lists. */
+/* A tree's header and its manifest (or, flavor "jit-delta", a delta)
+ * already encoded in buf.  patch (taken), when not NULL: the entries whose
+ * data comes as patches (presync-delta); resend (taken), when not NULL:
+ * resend_list's. */
 static int send_encoded(struct migration *m, uint32_t stream, const char *kind, int index,
 			const char *flavor, const struct vy_manifest *man, const uint8_t *buf,
 			size_t len, json_object *patch, json_object *resend, vy_error *err)
