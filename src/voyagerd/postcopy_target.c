@@ -119,6 +119,7 @@ int vy_postcopy_target_start(struct vy_pc_target *pc, const char *source_addr,
 	if (vy_lazy_daemon_start(image_dir, work_dir, "127.0.0.1", port, &pc->lazy, err) < 0)
 		return vy_error_wrap(err, "post-copy");
 	pc->lazy_started = true;
+	vy_info("migration %s: CRIU's lazy-pages daemon runs (pid %d)", id, (int)pc->lazy.pid);
 	vy_failpoint("target-postcopy-before-restore");
 	return 0;
 }

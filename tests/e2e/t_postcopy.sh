@@ -174,9 +174,11 @@ lab_shape "$LAB" b 300mbit
 migrate_bg a b --memory post-copy
 if wait_until 60 in_pages a; then
 	sleep 1
-	# The daemon the target agent started for this migration, by its PID.
-	lp=$(pgrep -f "criu lazy-pages .*$B/state/migrations" | head -1)
-	[ -n "$lp" ] && kill -KILL "$lp" && t_ok "killed the target's lazy-pages daemon ($lp) mid-transfer" ||
+	# The daemon the target agent started for this migration: the PID its
+	# log gives (the last line is this migration's), checked to be that.
+	lp=$(grep -o "CRIU's lazy-pages daemon runs (pid [0-9]*)" "$B/voyagerd.log" | tail -1 | tr -dc 0-9)
+	[ -n "$lp" ] && tr '\0' ' ' <"/proc/$lp/cmdline" 2>/dev/null | grep -q "^criu lazy-pages " &&
+		kill -KILL "$lp" && t_ok "killed the target's lazy-pages daemon ($lp) mid-transfer" ||
 		t_fail "killed the target's lazy-pages daemon"
 else
 	t_fail "lazy-pages killed: reached the exposed window"
