@@ -1015,6 +1015,12 @@ static int recv_tree(struct session *s, struct vy_message *first, vy_error *err)
 		vy_error why;
 		s->pre_sha_ok[stream] = man.count && man.entries[0].type == VY_ENTRY_DIR &&
 					presync_index(s, stream, &why) == 0;
+		/* VOYAGER_TEST_NO_PRESYNC_INDEX: t_presync stands in for a
+		 * target that could not index its pre-sync (out of memory) */
+		if (s->pre_sha_ok[stream] && getenv("VOYAGER_TEST_NO_PRESYNC_INDEX")) {
+			s->pre_sha_ok[stream] = false;
+			vy_error_set(&why, ENOMEM, "not indexed (VOYAGER_TEST_NO_PRESYNC_INDEX)");
+		}
 		if (!s->pre_sha_ok[stream] && man.count && man.entries[0].type == VY_ENTRY_DIR)
 			vy_warn("migration %s: %s: %s; the freeze will send the whole manifest",
 				s->id, dir, why.msg);

@@ -18,7 +18,10 @@
 # no resurrected file, no stale block, no byte of an older copy where the
 # file has a hole now.  The freeze sends what changed as a delta of the
 # manifest and the target updates its tree in place.  Also: downtime does not carry the
-# pre-synced bytes, and --mode stop-copy still works.
+# pre-synced bytes, and --mode stop-copy still works.  A last move goes to a
+# target that could not index its pre-sync (VOYAGER_TEST_NO_PRESYNC_INDEX):
+# the whole manifest at the freeze, with a second file stamped through a
+# mapping that the source must name in its resend list.
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$here/lib.sh"
 . "$here/agents.sh"
@@ -119,8 +122,8 @@ PY
 # K % 256 = j up to the highest stamp M found, "00000000" where none fell
 # yet.  A slot of the pre-synced copy that the freeze did not send again
 # holds an older stamp.
-ring() {
-	python3 - "$1/ring.bin" <<'PY'
+ring() { # ROOTFS [FILE]
+	python3 - "$1/${2:-ring.bin}" <<'PY'
 import sys
 data = open(sys.argv[1], "rb").read()
 n = len(data) // 4096
@@ -135,7 +138,7 @@ m = max(got)
 bad = [j for j in range(n) if got[j] != (m - (m - j) % n if m - (m - j) % n >= 1 else 0)]
 if len(data) == 1048576 and m > 0 and not bad:
     sys.exit(0)
-print("ring.bin: highest stamp %d; %d stale slots, e.g. %s" % (m, len(bad),
+print("%s: highest stamp %d; %d stale slots, e.g. %s" % (sys.argv[1].split("/")[-1], m, len(bad),
       ", ".join("%d: %d" % (j, got[j]) for j in bad[:4])))
 sys.exit(1)
 PY
@@ -235,4 +238,39 @@ echo "$out" | grep -Eq "^  downtime  [0-9]+ ms$" &&
 	t_ok "the summary for a person: result, downtime, phases, steps, RCU and wake-up lines" ||
 	t_fail "the summary for a person" "$out"
 lab_exec "$LAB" b runc --root "$B/runtime/runc" resume "$ID"
+sleep 0.5
+
+# back to a, whose agent cannot index what it pre-synced (as when out of
+# memory): its ACK says so, and the freeze sends the whole manifest, which
+# a applies in place; the sparse rewrite and the stamped file still exact.
+# A second stamping process starts just before, so that its file's pages
+# stay dirty and writable (no time moves) from before the pre-sync until
+# the freeze: ring.bin's pages, 30 s after they were dirtied, get written
+# back, and its next stamps move its mtime again.
+dd if=/dev/zero of="$RB/ring2.bin" bs=1M count=1 status=none
+lab_exec "$LAB" b runc --root "$B/runtime/runc" exec -d "$ID" \
+	/bin/sh -c 'exec /sbin/maphold /ring2.bin:stamp </dev/null >/dev/null 2>&1' ||
+	t_fail "maphold for ring2.bin"
+wait_until 10 bash -c "head -c 4104 '$RB/ring2.bin' | tail -c 8 | grep -q '^[0-9]*[1-9][0-9]*\$'" ||
+	t_fail "maphold stamps ring2.bin"
+vy_agent_stop "$LAB" a
+VY_AGENT_ENV="VOYAGER_TEST_NO_PRESYNC_INDEX=1" vy_agent_start "$LAB" a runc || t_fail "agent a (no index)"
+vy_cli "$LAB" b migrate "$ID" --to "$IPA" --mode presync --json >"$B/vy-presync4.json" &
+mig=$!
+wait_until 20 grep -q "($ID): presync" "$B/voyagerd.log" && sleep 1 &&
+	touch "$RB/data/go"
+wait "$mig"
+out=$(cat "$B/vy-presync4.json")
+lab_exec "$LAB" a runc --root "$A/runtime/runc" pause "$ID"
+RA="$A/state/containers/$ID/bundle/rootfs"
+msg=$(consistent a "$RA") && msg=$(holey "$RA") && msg=$(ring "$RA") && msg=$(ring "$RA" ring2.bin) &&
+	[ ! -e "$RA/data/go" ] &&
+	[ "$(vy_json_get "$out" result)" = migrated ] &&
+	grep -q "not indexed (VOYAGER_TEST_NO_PRESYNC_INDEX); the freeze will send the whole manifest" "$A/voyagerd.log" &&
+	grep -q "entries unchanged since the pre-sync" "$B/voyagerd.log" &&
+	grep -q "2 files mapped shared and writable by the container" "$B/voyagerd.log" &&
+	grep -q "bundle/rootfs brought up to date in place in" "$A/voyagerd.log" &&
+	t_ok "a target that could not index its pre-sync: the whole manifest at the freeze, applied in place, exact" ||
+	t_fail "a target without the pre-sync's index" "${msg:-}; $out"
+lab_exec "$LAB" a runc --root "$A/runtime/runc" resume "$ID"
 t_done
