@@ -245,9 +245,17 @@ static void add_shared_writable(const char *pid, void *arg)
 {
 	struct voids_ctx *c = arg;
 	char p[64], line[PATH_MAX + 128];
+	if (c->failed)
+		return;
 	snprintf(p, sizeof(p), "/proc/%s/maps", pid);
 	cleanup_fclose FILE *f = fopen(p, "re");
-	while (f && fgets(line, sizeof(line), f)) {
+	/* a process that is gone maps nothing; one we cannot read might
+	 * map anything: then what was copied cannot be trusted */
+	if (!f && errno != ENOENT && errno != ESRCH) {
+		vy_error_sys(&c->err, errno, "read the mappings of process %s of the container", pid);
+		c->failed = 1;
+	}
+	while (f && !c->failed && fgets(line, sizeof(line), f)) {
 		unsigned long lo, hi;
 		char perms[8], mf[96];
 		struct stat st;
@@ -256,9 +264,16 @@ static void add_shared_writable(const char *pid, void *arg)
 		    perms[3] != 's' || !strchr(line, '/'))
 			continue;
 		snprintf(mf, sizeof(mf), "/proc/%s/map_files/%lx-%lx", pid, lo, hi);
-		if (stat(mf, &st) == 0 && S_ISREG(st.st_mode) &&
-		    vy_inode_set_add(c->set, st.st_dev, st.st_ino, &c->err) < 0)
+		if (stat(mf, &st) < 0) {
+			if (errno == ENOENT || errno == ESRCH)
+				continue;
+			vy_error_sys(&c->err, errno, "stat %s (a shared, writable mapping of the "
+				     "container)", mf);
 			c->failed = 1;
+		} else if (S_ISREG(st.st_mode) &&
+			   vy_inode_set_add(c->set, st.st_dev, st.st_ino, &c->err) < 0) {
+			c->failed = 1;
+		}
 	}
 }
 
