@@ -390,10 +390,6 @@ static int send_file_data(struct sender *s, int fd, uint32_t index,
 			  const struct vy_entry *e, vy_error *err);
 static int send_file_patch(struct sender *s, int fd, uint32_t index, const struct vy_entry *e,
 			   const struct vy_chunk_sums *base, vy_error *err);
-struct digest_pool;
-static int send_patch_chunks(struct sender *s, int fd, uint32_t index, const struct vy_entry *e,
-			     const struct vy_chunk_sums *base, struct digest_pool *pool,
-			     uint8_t (*sums)[VY_SUM_LEN], vy_error *err);
 
 static int send_file(struct sender *s, int rootfd, uint32_t index,
 		     const struct vy_entry *e, vy_error *err)
@@ -437,37 +433,6 @@ static int send_file(struct sender *s, int rootfd, uint32_t index,
 	return rc;
 }
 
-/* A patch: every chunk read, and sent whole where its digest is not the
- * one the receiver's copy has (base); FILE_END with the SHA-256 of all the
- * chunk digests. */
-static int send_file_patch(struct sender *s, int fd, uint32_t index, const struct vy_entry *e,
-			   const struct vy_chunk_sums *base, vy_error *err)
-{
-	uint64_t chunks = (e->size + VY_CHUNK_SIZE - 1) / VY_CHUNK_SIZE;
-	cleanup_free uint8_t(*sums)[VY_SUM_LEN] = malloc((chunks ? chunks : 1) * VY_SUM_LEN);
-	if (!sums)
-		return vy_error_sys(err, ENOMEM, "'%s'", e->path);
-	if (!EVP_DigestInit_ex(s->ctx, EVP_sha256(), NULL))
-		return vy_error_set(err, EIO, "sha256 init failed");
-	/* the digests come from threads, in order; a chunk whose digest
-	 * differs is read again and sent while they go on */
-	struct digest_pool pool;
-	if (pool_start(&pool, fd, e->size, sums, err) < 0)
-		return -1;
-	int rc = send_patch_chunks(s, fd, index, e, base, &pool, sums, err);
-	pool_finish(&pool);
-	if (rc < 0)
-		return -1;
-	if (check_size(fd, e, "while being sent", err) < 0)
-		return -1;
-	char hex[65];
-	hash_final_hex(s->ctx, hex);
-	s->patching = true;
-	rc = send_file_end(s, index, e, hex, err);
-	s->patching = false;
-	return rc;
-}
-
 /* send_file_patch's chunks, each once its digest is there. */
 static int send_patch_chunks(struct sender *s, int fd, uint32_t index, const struct vy_entry *e,
 			     const struct vy_chunk_sums *base, struct digest_pool *pool,
@@ -502,6 +467,37 @@ static int send_patch_chunks(struct sender *s, int fd, uint32_t index, const str
 		s->patch_bytes += want;
 	}
 	return 0;
+}
+
+/* A patch: every chunk read, and sent whole where its digest is not the
+ * one the receiver's copy has (base); FILE_END with the SHA-256 of all the
+ * chunk digests. */
+static int send_file_patch(struct sender *s, int fd, uint32_t index, const struct vy_entry *e,
+			   const struct vy_chunk_sums *base, vy_error *err)
+{
+	uint64_t chunks = (e->size + VY_CHUNK_SIZE - 1) / VY_CHUNK_SIZE;
+	cleanup_free uint8_t(*sums)[VY_SUM_LEN] = malloc((chunks ? chunks : 1) * VY_SUM_LEN);
+	if (!sums)
+		return vy_error_sys(err, ENOMEM, "'%s'", e->path);
+	if (!EVP_DigestInit_ex(s->ctx, EVP_sha256(), NULL))
+		return vy_error_set(err, EIO, "sha256 init failed");
+	/* the digests come from threads, in order; a chunk whose digest
+	 * differs is read again and sent while they go on */
+	struct digest_pool pool;
+	if (pool_start(&pool, fd, e->size, sums, err) < 0)
+		return -1;
+	int rc = send_patch_chunks(s, fd, index, e, base, &pool, sums, err);
+	pool_finish(&pool);
+	if (rc < 0)
+		return -1;
+	if (check_size(fd, e, "while being sent", err) < 0)
+		return -1;
+	char hex[65];
+	hash_final_hex(s->ctx, hex);
+	s->patching = true;
+	rc = send_file_end(s, index, e, hex, err);
+	s->patching = false;
+	return rc;
 }
 
 static int send_file_data(struct sender *s, int fd, uint32_t index,

@@ -1045,7 +1045,9 @@ int vy_source_transfer(struct migration *m, vy_error *err)
 	bool jit = !strcmp(m->mode, "jit");
 	if ((jit || !strcmp(m->mode, "presync")) && frozen_shared_writable(m, err) < 0) {
 		vy_source_progress_stop(m);
-		return vy_error_wrap(err, "the container's shared mappings");
+		return vy_error_wrap(err, "the container's shared, writable mappings, without which "
+				     "what was copied before the freeze cannot be trusted (--mode "
+				     "stop-copy copies nothing before it)");
 	}
 	if (jit)
 		m->act->total_bytes -= m->disk_bytes;
