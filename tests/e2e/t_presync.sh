@@ -70,9 +70,28 @@ dd if=/dev/zero of="$A/bundles/$ID/rootfs/ring.bin" bs=1M count=1 status=none
 lab_shape "$LAB" a 200mbit
 lab_shape "$LAB" b 200mbit
 ctr_run a runc "$ID" "$A/bundles/$ID" || { t_fail "container start"; t_done; }
+# stamped FILE: maphold has stamped slot 1 of FILE (a stamp of 1 or more)
+stamped() {
+	wait_until 10 bash -c "head -c 4104 '$1' | tail -c 8 | grep -q '^[0-9]*[1-9][0-9]*\$'"
+}
+
+# presync_move FROM IP OUT CUE [ARGS...]: migrate from host FROM to IP with
+# --mode presync (and ARGS) in the background, its output into OUT; 1 s
+# into its pre-sync (FROM's log has one more "presync" line than before)
+# create CUE, for the workload; then wait for it, with its exit status.
+presync_move() {
+	local from=$1 ip=$2 out=$3 cue=$4 log n mig
+	shift 4
+	log="$(host_dir "$from")/voyagerd.log"
+	n=$(grep -c "($ID): presync" "$log")
+	vy_cli "$LAB" "$from" migrate "$ID" --to "$ip" --mode presync "$@" >"$out" 2>"$out.err" &
+	mig=$!
+	wait_until 20 bash -c "[ \$(grep -c '($ID): presync' '$log') -gt $n ]" && sleep 1 && touch "$cue"
+	wait "$mig"
+}
+
 wait_until 10 test -s "$A/bundles/$ID/rootfs/data/log" || { t_fail "workload runs"; t_done; }
-wait_until 10 bash -c "head -c 4104 '$A/bundles/$ID/rootfs/ring.bin' | tail -c 8 | grep -q '^[0-9]*[1-9][0-9]*\$'" ||
-	{ t_fail "maphold stamps ring.bin"; t_done; }
+stamped "$A/bundles/$ID/rootfs/ring.bin" || { t_fail "maphold stamps ring.bin"; t_done; }
 
 # consistent HOST ROOTFS: the tree is one the workload can have left at
 # some instant (checked while paused).  With L the log's last line, each
@@ -147,11 +166,7 @@ PY
 # the rewrite is told 1 s into the pre-sync: holey (1 MiB, the first file
 # of the manifest, which lists a directory's entries before any of its
 # subdirectories') went at once, and the freeze comes at about 4 s
-vy_cli "$LAB" a migrate "$ID" --to "$IPB" --mode presync --json >"$A/vy-presync.json" &
-mig=$!
-wait_until 20 grep -q "($ID): presync" "$A/voyagerd.log" && sleep 1 &&
-	touch "$A/bundles/$ID/rootfs/data/go"
-wait "$mig"
+presync_move a "$IPB" "$A/vy-presync.json" "$A/bundles/$ID/rootfs/data/go" --json
 out=$(cat "$A/vy-presync.json")
 echo "presync: $out"
 [ "$(vy_json_get "$out" result)" = migrated ] && [ "$(vy_json_get "$out" mode)" = presync ] &&
@@ -213,11 +228,7 @@ sleep 0.5
 
 # this one prints the report as a person reads it (no --json)
 RA="$A/state/containers/$ID/bundle/rootfs"
-vy_cli "$LAB" a migrate "$ID" --to "$IPB" --mode presync >"$A/vy-presync.txt" 2>&1 &
-mig=$!
-wait_until 20 bash -c "[ \$(grep -c '($ID): presync' '$A/voyagerd.log') -ge 2 ]" && sleep 1 &&
-	touch "$RA/data/link"
-wait "$mig"
+presync_move a "$IPB" "$A/vy-presync.txt" "$RA/data/link"
 rc=$?
 out=$(cat "$A/vy-presync.txt")
 echo "presync with a new hard link:"
@@ -251,18 +262,12 @@ dd if=/dev/zero of="$RB/ring2.bin" bs=1M count=1 status=none
 lab_exec "$LAB" b runc --root "$B/runtime/runc" exec -d "$ID" \
 	/bin/sh -c 'exec /sbin/maphold /ring2.bin:stamp </dev/null >/dev/null 2>&1' ||
 	t_fail "maphold for ring2.bin"
-wait_until 10 bash -c "head -c 4104 '$RB/ring2.bin' | tail -c 8 | grep -q '^[0-9]*[1-9][0-9]*\$'" ||
-	t_fail "maphold stamps ring2.bin"
+stamped "$RB/ring2.bin" || t_fail "maphold stamps ring2.bin"
 vy_agent_stop "$LAB" a
 VY_AGENT_ENV="VOYAGER_TEST_NO_PRESYNC_INDEX=1" vy_agent_start "$LAB" a runc || t_fail "agent a (no index)"
-vy_cli "$LAB" b migrate "$ID" --to "$IPA" --mode presync --json >"$B/vy-presync4.json" &
-mig=$!
-wait_until 20 grep -q "($ID): presync" "$B/voyagerd.log" && sleep 1 &&
-	touch "$RB/data/go"
-wait "$mig"
+presync_move b "$IPA" "$B/vy-presync4.json" "$RB/data/go" --json
 out=$(cat "$B/vy-presync4.json")
 lab_exec "$LAB" a runc --root "$A/runtime/runc" pause "$ID"
-RA="$A/state/containers/$ID/bundle/rootfs"
 msg=$(consistent a "$RA") && msg=$(holey "$RA") && msg=$(ring "$RA") && msg=$(ring "$RA" ring2.bin) &&
 	[ ! -e "$RA/data/go" ] &&
 	[ "$(vy_json_get "$out" result)" = migrated ] &&
