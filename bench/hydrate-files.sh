@@ -62,42 +62,13 @@ command -v iperf3 >/dev/null || { echo "hydrate-files: needs iperf3 (apt-get ins
 . "$ROOT/tests/e2e/agents.sh"
 BUNDLE_SH="$ROOT/tests/workloads/bundle.sh"
 
-LAB="vyhf$$"
-LAB=${LAB:0:13}
-LAB_MADE=0
-WORK=$(mktemp -d /tmp/vyhydfiles.XXXXXX) || exit 1
+. "$ROOT/bench/twohosts.sh"
+twohosts_init hydrate-files vyhf
 # Both binaries are copied now: the build may change while this runs.
 mkdir -p "$WORK/new" "$WORK/base"
 cp "$ROOT/build/voyager-fs" "$WORK/new/voyager-fs" && cp "$BASE_FS" "$WORK/base/voyager-fs" ||
-	{ rm -rf "$WORK"; exit 1; }
-log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "hydrate-files: $*"; exit 1; }
-teardown() {
-	local rc=$? h
-	trap - EXIT INT TERM
-	if [ "$LAB_MADE" = 1 ]; then
-		for h in a b; do vy_agent_stop "$LAB" "$h"; done
-		mkdir -p "$OUT.logs" &&
-			for h in a b; do cp "$(lab_dir "$LAB" "$h")/voyagerd.log" "$OUT.logs/$h.log"; done
-		# and the target's voyager-fs logs, one per run's container
-		for f in "$(lab_dir "$LAB" b)"/state/containers/*/fs/*.log; do
-			[ -f "$f" ] && cp "$f" "$OUT.logs/fs-$(basename "$(dirname "$(dirname "$f")")")-$(basename "$f")"
-		done
-		lab_delete_containers "$LAB" a b
-		lab_down "$LAB" >/dev/null 2>&1 || log "lab_down reported leftovers"
-	fi
-	rm -rf "$WORK"
-	exit "$rc"
-}
-trap teardown EXIT INT TERM
-
-lab_up "$LAB" a b >/dev/null || die "lab up"
-LAB_MADE=1
-lab_shape "$LAB" a "$RATE" && lab_shape "$LAB" b "$RATE" || die "shaping"
-vy_key_init "$WORK/keys" || die "keygen"
-A=$(lab_dir "$LAB" a)
-B=$(lab_dir "$LAB" b)
-IPB=$(lab_ip "$LAB" b)
+	die "cannot copy the voyager-fs binaries"
+twohosts_up "$RATE"
 vy_agent_start "$LAB" a runc || die "agent a"
 
 # iperf3 a -> b, payload bits per second

@@ -55,41 +55,10 @@ done
 . "$ROOT/tests/e2e/agents.sh"
 BUNDLE_SH="$ROOT/tests/workloads/bundle.sh"
 
-LAB="vyjf$$"
-LAB=${LAB:0:13}
-LAB_MADE=0
-WORK=$(mktemp -d /tmp/vyjitfiles.XXXXXX) || exit 1
-log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "jit-files: $*"; exit 1; }
-teardown() {
-	local rc=$? h
-	trap - EXIT INT TERM
-	if [ "$LAB_MADE" = 1 ]; then
-		for h in a b; do vy_agent_stop "$LAB" "$h"; done
-		mkdir -p "$OUT.logs" &&
-			for h in a b; do cp "$(lab_dir "$LAB" "$h")/voyagerd.log" "$OUT.logs/$h.log"; done
-		# what each target voyager-fs said (its start is inside the freeze)
-		for f in "$(lab_dir "$LAB" b)"/state/containers/*/fs/*.log; do
-			[ -f "$f" ] || continue
-			c=${f%/fs/*}
-			cp "$f" "$OUT.logs/b-fs-${c##*/}-$(basename "$f")"
-		done
-		lab_delete_containers "$LAB" a b
-		lab_down "$LAB" >/dev/null 2>&1 || log "lab_down reported leftovers"
-	fi
-	rm -rf "$WORK"
-	exit "$rc"
-}
-trap teardown EXIT INT TERM
-
-lab_up "$LAB" a b >/dev/null || die "lab up"
-LAB_MADE=1
-lab_shape "$LAB" a "$RATE" && lab_shape "$LAB" b "$RATE" || die "shaping"
-vy_key_init "$WORK/keys" || die "keygen"
+. "$ROOT/bench/twohosts.sh"
+twohosts_init jit-files vyjf
+twohosts_up "$RATE"
 vy_agent_start "$LAB" a runc && vy_agent_start "$LAB" b runc || die "agents"
-A=$(lab_dir "$LAB" a)
-B=$(lab_dir "$LAB" b)
-IPB=$(lab_ip "$LAB" b)
 
 one_run() { # N RUN -> prints the report JSON
 	local n=$1 run=$2 id=${LAB}f${n}r$run

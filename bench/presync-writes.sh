@@ -47,34 +47,10 @@ export VY_BUILD
 . "$ROOT/tests/e2e/agents.sh"
 BUNDLE_SH="$ROOT/tests/workloads/bundle.sh"
 
-LAB="vypw$$"
-LAB=${LAB:0:13}
-LAB_MADE=0
-WORK=$(mktemp -d /tmp/vypresyncw.XXXXXX) || exit 1
-log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "presync-writes: $*"; exit 1; }
-teardown() {
-	local rc=$? h
-	trap - EXIT INT TERM
-	if [ "$LAB_MADE" = 1 ]; then
-		for h in a b; do vy_agent_stop "$LAB" "$h"; done
-		mkdir -p "$OUT.logs" &&
-			for h in a b; do cp "$(lab_dir "$LAB" "$h")/voyagerd.log" "$OUT.logs/$h.log"; done
-		lab_delete_containers "$LAB" a b
-		lab_down "$LAB" >/dev/null 2>&1 || log "lab_down reported leftovers"
-	fi
-	rm -rf "$WORK"
-	exit "$rc"
-}
-trap teardown EXIT INT TERM
-
-lab_up "$LAB" a b >/dev/null || die "lab up"
-LAB_MADE=1
-lab_shape "$LAB" a "$RATE" && lab_shape "$LAB" b "$RATE" || die "shaping"
-vy_key_init "$WORK/keys" || die "keygen"
+. "$ROOT/bench/twohosts.sh"
+twohosts_init presync-writes vypw
+twohosts_up "$RATE"
 vy_agent_start "$LAB" a runc && vy_agent_start "$LAB" b runc || die "agents"
-A=$(lab_dir "$LAB" a)
-IPB=$(lab_ip "$LAB" b)
 
 # 4 KiB at block (i * 7919) mod (N MiB / 4 KiB) of /db, every 20 ms
 SCRIPT="i=0
