@@ -39,6 +39,13 @@ struct node {
 	uint64_t nlookup;
 };
 
+/* An open file: its own descriptor, and the backing id the kernel gave
+ * it (the release request does not carry that). */
+struct open_file {
+	int fd;
+	int backing_id;
+};
+
 static struct node root = { .fd = -1 };
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -130,30 +137,40 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	char path[64];
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", node_of(ino)->fd);
-	int fd = open(path, (fi->flags & ~(O_NOFOLLOW | O_CREAT | O_EXCL | O_NOCTTY)) | O_CLOEXEC);
-	if (fd < 0) {
-		fuse_reply_err(req, errno);
+	struct open_file *of = malloc(sizeof(*of));
+	if (!of) {
+		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	int id = fuse_passthrough_open(req, fd);
-	if (id <= 0) {
-		close(fd);
+	of->fd = open(path, (fi->flags & ~(O_NOFOLLOW | O_CREAT | O_EXCL | O_NOCTTY)) | O_CLOEXEC);
+	if (of->fd < 0) {
+		fuse_reply_err(req, errno);
+		free(of);
+		return;
+	}
+	of->backing_id = fuse_passthrough_open(req, of->fd);
+	if (of->backing_id <= 0) {
+		close(of->fd);
+		free(of);
 		fuse_reply_err(req, EIO);
 		return;
 	}
-	fi->backing_id = id;
-	fi->fh = (uint64_t)fd;
+	fi->backing_id = of->backing_id;
+	fi->fh = (uint64_t)(uintptr_t)of;
 	if (fuse_reply_open(req, fi) != 0) {
-		fuse_passthrough_close(req, id);
-		close(fd);
+		fuse_passthrough_close(req, of->backing_id);
+		close(of->fd);
+		free(of);
 	}
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	(void)ino;
-	fuse_passthrough_close(req, fi->backing_id);
-	close((int)fi->fh);
+	struct open_file *of = (struct open_file *)(uintptr_t)fi->fh;
+	fuse_passthrough_close(req, of->backing_id);
+	close(of->fd);
+	free(of);
 	fuse_reply_err(req, 0);
 }
 
