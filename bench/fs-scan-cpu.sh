@@ -60,6 +60,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 die() { echo "fs-scan-cpu: $*" >&2; exit 1; }
+. "$ROOT/bench/loopfs.sh"
 
 mkdir -p "$W/src" "$W/back" "$MNT"
 python3 - "$W/src" "$FILES" <<'PY' || die "making the tree"
@@ -72,24 +73,7 @@ for i in range(n):
     with open(os.path.join(d, "f%06d" % i), "wb") as f:
         f.write(b"%-63d\n" % i)
 PY
-openssl rand -hex 32 >"$W/key" && chmod 600 "$W/key" || die "key"
-PORT=$((24000 + RANDOM % 20000))
-"$BUILD/vyfs_source" --tree "$W/src" --listen "127.0.0.1:$PORT" --key "$W/key" --stream 1 \
-	--manifest-out "$W/manifest" 2>"$W/source.log" &
-SRC_PID=$!
-for _ in $(seq 1 100); do [ -s "$W/manifest" ] && break; sleep 0.1; done
-[ -s "$W/manifest" ] || die "no manifest from vyfs_source: $(tail -3 "$W/source.log")"
-"$BUILD/vyfs_skeleton" "$W/manifest" "$W/back" || die "skeleton"
-prlimit --nofile="$NOFILE:$NOFILE" -- "$BUILD/voyager-fs" --backing "$W/back" --state "$W/state" \
-	--manifest "$W/manifest" --source "127.0.0.1:$PORT" --key "$W/key" --stream 1 \
-	--hydrate-rate 1 "$MNT" 2>"$W/fs.log" &
-FS_PID=$!
-for _ in $(seq 1 100); do
-	getfattr --absolute-names -n user.voyager.status "$MNT" >/dev/null 2>&1 && break
-	sleep 0.1
-done
-getfattr --absolute-names -n user.voyager.status "$MNT" >/dev/null 2>&1 ||
-	die "voyager-fs did not mount: $(tail -3 "$W/fs.log")"
+loopfs_up "$W/src" "$W" "$MNT" "$NOFILE" --hydrate-rate 1
 
 ticks() { awk '{print $14, $15}' "/proc/$FS_PID/stat"; }
 hz=$(getconf CLK_TCK)

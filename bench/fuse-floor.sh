@@ -15,14 +15,14 @@
 #                                   bench/results/DATE/fuse-floor-HHMM
 #
 # No lab and no migration.  A tree of DISK MiB in 4 files is served on
-# loopback (vyfs_source, the test driver of tests/e2e/t_fs.sh); voyager-fs
-# mounts its skeleton and hydrates all of it, so that each open goes
-# passthrough, as in bench/jit.sh once independent.  The very same backing
-# files are then used three ways: natively ("native"), through voyager-fs,
-# and through ptfloor (bench/ptfloor.c, built here with gcc): a FUSE file
-# system that does nothing but open files passthrough, and asks the kernel
-# for what voyager-fs asks for on that path.  Its figure is the floor: what
-# any FUSE passthrough file system costs here.
+# loopback (bench/loopfs.sh); voyager-fs mounts its skeleton and hydrates
+# all of it, so that each open goes passthrough, as in bench/jit.sh once
+# independent.  The very same backing files are then used three ways:
+# natively ("native"), through voyager-fs, and through ptfloor
+# (bench/ptfloor.c, built here with gcc): a FUSE file system that does
+# nothing but open files passthrough, and asks the kernel for what
+# voyager-fs asks for on that path.  Its figure is the floor: what any
+# FUSE passthrough file system costs here.
 #
 # Jobs as in bench/jit.sh (fio, psync, iodepth 1, over the 4 files):
 # randwrite (4 KiB, buffered, no fsync, time-based), randwrite-direct
@@ -95,6 +95,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "fuse-floor: $*"; exit 1; }
+. "$ROOT/bench/loopfs.sh"
 
 gcc -O2 -Wall -o "$W/ptfloor" "$ROOT/bench/ptfloor.c" $(pkg-config --cflags --libs fuse3) -lpthread ||
 	die "building ptfloor (libfuse3-dev)"
@@ -103,17 +104,7 @@ log "writing $DISK MiB of random data in 4 files"
 for i in 0 1 2 3; do
 	head -c $((DISK / 4))M /dev/urandom >"$W/src/data/blob$i" || die "writing the data"
 done
-openssl rand -hex 32 >"$W/key" && chmod 600 "$W/key" || die "key"
-PORT=$((24000 + RANDOM % 20000))
-"$BUILD/vyfs_source" --tree "$W/src" --listen "127.0.0.1:$PORT" --key "$W/key" --stream 1 \
-	--manifest-out "$W/manifest" 2>"$W/source.log" &
-SRC_PID=$!
-for _ in $(seq 1 100); do [ -s "$W/manifest" ] && break; sleep 0.1; done
-[ -s "$W/manifest" ] || die "no manifest from vyfs_source: $(tail -3 "$W/source.log")"
-"$BUILD/vyfs_skeleton" "$W/manifest" "$W/back" || die "skeleton"
-"$BUILD/voyager-fs" --backing "$W/back" --state "$W/state" --manifest "$W/manifest" \
-	--source "127.0.0.1:$PORT" --key "$W/key" --stream 1 "$W/vy" 2>"$W/fs.log" &
-FS_PID=$!
+loopfs_up "$W/src" "$W" "$W/vy" ""
 status() { getfattr --absolute-names --only-values -n user.voyager.status "$W/vy" 2>/dev/null; }
 field() { status | python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1" 2>/dev/null; }
 for _ in $(seq 1 600); do
