@@ -18,9 +18,10 @@ SCAN_GOAL = 1.10  # voyager-fs time / native time, at most
 
 FIO_JOBS = (("seqread", "fio sequential read 1 MiB, cold"),
             ("seqread-warm", "fio sequential read 1 MiB, warm"),
-            ("seqread-direct", "fio sequential read 1 MiB, O_DIRECT"),
+            ("seqread-direct", "fio sequential read 512 KiB, O_DIRECT"),
             ("randread", "fio random read 4 KiB, cold"),
-            ("randwrite", "fio random write 4 KiB, buffered"))
+            ("randwrite", "fio random write 4 KiB, buffered"),
+            ("randwrite-direct", "fio random write 4 KiB, O_DIRECT"))
 STATES = (("hydrating", "before hydration: held to 256 KB/s"),
           ("hydrated", "after independence"))
 FIO_STATES = (("local", "hydration held to 1 KB/s, data already local"),

@@ -6,14 +6,13 @@
 #                [--nofile N] [--memory MODE] [--parts LIST] [--fio-seconds S]
 #                [--fio-jobs LIST]
 #       --runs     repetitions of each measurement                     3
-#       --quick    1 repetition, shorter iperf3 and fio (~3 minutes; the
-#                  default took ~6 minutes on 2 cores before fio's round
-#                  with the data local was added, not timed since)
+#       --quick    1 repetition, shorter iperf3 and fio (~4 minutes; the
+#                  default takes ~15 on 2 cores, --runs 5 ~22)
 #       --fio-seconds S  runtime of the time-based fio jobs (randread,
-#                  randwrite)                           5, or 3 with --quick
+#                  randwrite, randwrite-direct)         5, or 3 with --quick
 #       --fio-jobs LIST  which fio jobs part 3 runs, of seqread, seqread-warm,
-#                  seqread-direct, randread, randwrite
-#                  (default: all five)
+#                  seqread-direct, randread, randwrite, randwrite-direct
+#                  (default: all six)
 #       --disk     MiB of random data in the "full" rootfs, in 256 MiB
 #                  files /data/blob0...                                1024
 #       --files    files in the metadata tree                          50000
@@ -72,7 +71,8 @@
 #     1 250 MiB/s, for either target), randread (4 KiB, time-based),
 #     randwrite (4 KiB, time-based, buffered, no fsync: the write path,
 #     not the disk; bench/fuse-floor.sh gives what FUSE passthrough
-#     itself costs it).
+#     itself costs it), randwrite-direct (the same with O_DIRECT: each
+#     write reaches the disk).
 #     psync, iodepth 1, direct=0 but for seqread-direct; before every
 #     job the files are read once (so that the VM's disk cache on the host
 #     holds them for every job alike), then, except for seqread-warm, each file's dirty pages are
@@ -118,7 +118,7 @@ NOFILE=""
 PARTS=downtime,fio,meta
 MEMORY=stop-copy
 FIO_S_OPT=""
-FIO_JOBS=seqread,seqread-warm,seqread-direct,randread,randwrite
+FIO_JOBS=seqread,seqread-warm,seqread-direct,randread,randwrite,randwrite-direct
 usage() { sed -n '2,/^$/s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2; exit 2; }
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -148,8 +148,8 @@ for v in ${PARTS//,/ }; do
 done
 [ -n "$FIO_JOBS" ] || { echo "jit: --fio-jobs wants a list" >&2; exit 2; }
 for v in ${FIO_JOBS//,/ }; do
-	[[ $v =~ ^(seqread|seqread-warm|seqread-direct|randread|randwrite)$ ]] ||
-		{ echo "jit: --fio-jobs: seqread, seqread-warm, seqread-direct, randread, randwrite" >&2; exit 2; }
+	[[ $v =~ ^(seqread|seqread-warm|seqread-direct|randread|randwrite|randwrite-direct)$ ]] ||
+		{ echo "jit: --fio-jobs: seqread, seqread-warm, seqread-direct, randread, randwrite, randwrite-direct" >&2; exit 2; }
 done
 [[ $MEMORY =~ ^[a-z-]{1,20}$ ]] || { echo "jit: bad --memory '$MEMORY'" >&2; exit 2; }
 [[ $RATE =~ ^[0-9]+(bit|kbit|mbit|gbit)$ ]] || { echo "jit: bad --rate '$RATE'" >&2; exit 2; }
@@ -510,6 +510,7 @@ run_fio() {
 	seqread-direct) args=(--rw=read --bs=512k --direct=1) ;;
 	randread) args=(--rw=randread --bs=4k --direct=0 --time_based --runtime="$FIO_S") ;;
 	randwrite) args=(--rw=randwrite --bs=4k --direct=0 --time_based --runtime="$FIO_S") ;;
+	randwrite-direct) args=(--rw=randwrite --bs=4k --direct=1 --time_based --runtime="$FIO_S") ;;
 	esac
 	# The kernel serves a passthrough file from its backing file's page
 	# cache: drop that one (a FUSE file's own fadvise does not reach it),
@@ -553,7 +554,7 @@ run_fio() {
 target, job, rep, pt0, pt1, c0, c1, resident, state, d0, d1 = sys.argv[1:12]
 try:
     j = json.loads(sys.argv[12])["jobs"][0]
-    d = j["write" if job == "randwrite" else "read"]
+    d = j["write" if job.startswith("randwrite") else "read"]
     r = {"bw_bytes": d["bw_bytes"], "iops": round(d["iops"], 1), "runtime_ms": d["runtime"],
          "io_bytes": d["io_bytes"]}
 except Exception as x:
@@ -814,7 +815,7 @@ S["hydration_bps"] = stats([r["hydration"]["bps"] for r in runs_l
 S["journal_hydration_bps"] = stats([r["journal_hydration"].get("bps") for r in runs_l
                                     if r["mode"] == "jit" and r["kind"] == "full" and r["ok"]])
 S["iperf3_bps"] = stats([r["bps"] for r in iperf_l])
-FIO_JOBS = ("seqread", "seqread-warm", "seqread-direct", "randread", "randwrite")
+FIO_JOBS = ("seqread", "seqread-warm", "seqread-direct", "randread", "randwrite", "randwrite-direct")
 for job in FIO_JOBS:
     for t in ("native", "voyager-fs"):
         for st, pre in (("independent", "fio"), ("local", "fio_local")):
@@ -860,7 +861,8 @@ row("hydration", "background hydration rate / iperf3 (a -> b, same link)",
 row("hydration_journal", "the same from the target journal's hydration {bytes, ms} (from the commit)",
     "journal_hydration_bps", "iperf3_bps", None, ">=", mbit)
 for job, what in (("seqread", "sequential read 1 MiB, cold"), ("seqread-warm", "sequential read 1 MiB, warm"),
-                  ("seqread-direct", "sequential read 512 KiB, O_DIRECT"), ("randread", "random read 4 KiB, cold"), ("randwrite", "random write 4 KiB, buffered")):
+                  ("seqread-direct", "sequential read 512 KiB, O_DIRECT"), ("randread", "random read 4 KiB, cold"), ("randwrite", "random write 4 KiB, buffered"),
+                  ("randwrite-direct", "random write 4 KiB, O_DIRECT")):
     if not any(r["job"] == job for r in fio_l) and job not in ("seqread", "randread", "randwrite"):
         continue
     key = job.replace("-", "_")

@@ -104,12 +104,14 @@ class TestFederation(unittest.TestCase):
     def test_new_seqread_jobs_in_order(self):
         j = {"fio": [fio("randread", "native", 1, 50), fio("randread", "voyager-fs", 1, 50),
                      fio("seqread-direct", "native", 1, 1000), fio("seqread-direct", "voyager-fs", 1, 980),
-                     fio("seqread-warm", "native", 1, 9000), fio("seqread-warm", "voyager-fs", 1, 8910)]}
+                     fio("seqread-warm", "native", 1, 9000), fio("seqread-warm", "voyager-fs", 1, 8910),
+                     fio("randwrite-direct", "voyager-fs", 1, 66), fio("randwrite-direct", "native", 1, 60)]}
         r = federation.federation_rows(j)
-        self.assertEqual([x[0] for x in r], ["fio sequential read 1 MiB, warm", "fio sequential read 1 MiB, O_DIRECT",
-                                             "fio random read 4 KiB, cold"])
+        self.assertEqual([x[0] for x in r], ["fio sequential read 1 MiB, warm", "fio sequential read 512 KiB, O_DIRECT",
+                                             "fio random read 4 KiB, cold", "fio random write 4 KiB, O_DIRECT"])
         self.assertEqual(r[0][6:], ["0.99", "≥ 0.95", "yes"])
         self.assertEqual(r[1][6:], ["0.98", "≥ 0.95", "yes"])
+        self.assertEqual(r[3][6:], ["1.10", "≥ 0.95", "yes"])
 
     def test_ratio_next_to_the_goal(self):
         j = {"fio": [fio("randread", "native", 1, 50), fio("randread", "voyager-fs", 1, 47.3)]}
