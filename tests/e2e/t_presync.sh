@@ -107,7 +107,7 @@ consistent() {
 	files=$(cd "$r/data" && ls | grep '^f' | sed 's/^f//' | sort -n | tr '\n' ' ')
 	for k in $files; do
 		[ "$(cat "$r/data/f$k")" = "$k" ] || { [ "$k" = "$last" ] && [ ! -s "$r/data/f$k" ]; } ||
-			{ echo "f$k holds $(cat "$r/data/f$k")"; return 1; }
+			{ echo "f$k holds '$(cat "$r/data/f$k")' (log ends at $last)"; return 1; }
 	done
 	want_a="$(seq -s ' ' $((last - 5)) $((last - 1))) "
 	want_b="$(seq -s ' ' $((last - 5)) "$last") "
