@@ -73,7 +73,7 @@ done
 for b in voyager-fs vyfs_source vyfs_skeleton; do
 	[ -x "$BUILD/$b" ] || { echo "fuse-floor: no $BUILD/$b (meson compile -C $BUILD)" >&2; exit 1; }
 done
-for t in fio gcc pkg-config getfattr setfattr openssl python3; do
+for t in fio gcc pkg-config getfattr openssl python3; do
 	command -v $t >/dev/null || { echo "fuse-floor: $t missing (apt-get install fio attr)" >&2; exit 1; }
 done
 [ -n "$OUT" ] || OUT=$ROOT/bench/results/$(date -u +%F)/fuse-floor-$(date -u +%H%M)
@@ -174,6 +174,15 @@ if target == "voyager-fs":
 print(json.dumps(r))' "$target" "$job" "$rep" "$c0" "$c1" "$HZ" "${w0:-0}" "${w1:-0}" "${p0:-0}" "${p1:-0}" \
 		"${out:-}" >>"$W/rows.jsonl"
 	log "$job $target: $(tail -1 "$W/rows.jsonl")"
+	# a job without a result: what fio and the file system said (the
+	# work directory goes with the run)
+	if [ -z "$out" ]; then
+		log "  fio: $(tail -2 "$W/fio.err" 2>/dev/null | tr '\n' ' ')"
+		case $target in
+		voyager-fs) log "  voyager-fs: $(tail -2 "$W/fs.log" | tr '\n' ' ')" ;;
+		ptfloor) log "  ptfloor: $(tail -2 "$W/pt.log" | tr '\n' ' ')" ;;
+		esac
+	fi
 }
 
 ORDERS=("native voyager-fs ptfloor" "voyager-fs ptfloor native" "ptfloor native voyager-fs"

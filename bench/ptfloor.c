@@ -22,6 +22,7 @@
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -150,6 +151,8 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	of->backing_id = fuse_passthrough_open(req, of->fd);
 	if (of->backing_id <= 0) {
+		fprintf(stderr, "ptfloor: the kernel refused passthrough for inode %ju (%s); "
+			"the open fails with EIO\n", (uintmax_t)node_of(ino)->ino, strerror(errno));
 		close(of->fd);
 		free(of);
 		fuse_reply_err(req, EIO);
